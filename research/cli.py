@@ -1,0 +1,44 @@
+"""Shared pieces of the entry points: `--config.key=value` overrides and one-line errors."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+
+def parse_with_overrides(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+  """Parses known flags; every `--config.a.b=v` (or `--config.a.b v`) becomes an override 'a.b=v'."""
+  args, extra = parser.parse_known_args(argv)
+  overrides, i = [], 0
+  while i < len(extra):
+    item = extra[i]
+    if item.startswith("--config."):
+      body = item[len("--config."):]
+      if "=" not in body:
+        if i + 1 >= len(extra):
+          parser.error(f"{item} needs a value (--config.key=value)")
+        body, i = f"{body}={extra[i + 1]}", i + 1
+      overrides.append(body)
+    else:
+      parser.error(f"unrecognized argument {item!r}")
+    i += 1
+  return args, overrides
+
+
+def run_main(main: Callable[[], int | None]) -> None:
+  """Runs `main`, turning the project's known errors into one line on stderr and exit 1."""
+  from research.checkpoint import CheckpointError
+  from research.config import ConfigError
+  from research.data import DataError
+  from research.models import ModelError
+  from research.train import TrainingError
+  try:
+    sys.exit(main() or 0)
+  except (ConfigError, DataError, ModelError, TrainingError, CheckpointError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  except KeyboardInterrupt:
+    print("interrupted; re-run the same command to resume from the last checkpoint",
+          file=sys.stderr)
+    sys.exit(130)

@@ -1,0 +1,205 @@
+"""Experiment configs: plain Python files in experiments/ whose `get_config()` returns a ConfigDict.
+
+`load_config("experiments/x.py:variant")` imports the file and calls `get_config("variant")`;
+overrides ("optimizer.learning_rate=3e-3") must name an existing field and parse as its type.
+Nothing here imports JAX, so scripts can read a config before fixing XLA's flags.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+from typing import Any, Iterable
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config that cannot be used; the message names the file or key and the fix."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Fields every classification experiment has, at the MNIST-1D reference protocol."""
+  c = ml_collections.ConfigDict()
+  c.experiment = ""
+  c.seed = 0  # parameter initialisation (and shuffling, when on)
+  c.data = ml_collections.ConfigDict({
+      "name": "mnist1d",
+      "seed": 42,            # the generator's seed: 42 is the paper's dataset
+      "shuffle_seq": False,  # the paper's spatially shuffled variant
+      "path": "",            # for name=npz
+      "shuffle": False,      # reshuffle the training set every epoch (reference: sequential)
+  })
+  c.model = ml_collections.ConfigDict({"name": "cnn1d"})
+  c.optimizer = ml_collections.ConfigDict({
+      "name": "adam", "learning_rate": 1e-2, "b1": 0.9, "b2": 0.999, "weight_decay": 0.0})
+  c.batch_size = 100
+  c.num_steps = 6000
+  c.log_every = 250          # steps per compiled chunk; train metrics are averaged over it
+  c.eval_every = 250         # a multiple of log_every
+  c.checkpoint_every = 1000  # a multiple of eval_every
+  c.keep_checkpoints = 2     # latest N, plus the best by test accuracy
+  c.eval_batch_size = 1000
+  return c
+
+
+def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+  """Loads `path.py[:variant]`, applies `key=value` overrides and validates the result."""
+  path, _, variant = spec.partition(":")
+  if not path:
+    raise ConfigError("no config given; pass --config experiments/<name>.py")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} does not exist; see experiments/ for the configs")
+  module_spec = importlib.util.spec_from_file_location(
+      "experiment_config_" + os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ConfigError(f"config file {path!r} has a syntax error at line {e.lineno}: {e.msg}") from None
+  except Exception as e:
+    raise ConfigError(f"config file {path!r} failed to load ({type(e).__name__}: {e})") from None
+  if not callable(getattr(module, "get_config", None)):
+    raise ConfigError(f"config file {path!r} defines no get_config() function")
+  try:
+    config = module.get_config(variant) if variant else module.get_config()
+  except TypeError as e:
+    raise ConfigError(f"config file {path!r}: get_config({variant!r}) failed: {e}") from None
+  except (KeyError, ValueError) as e:
+    raise ConfigError(f"config file {path!r}: {e}") from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"config file {path!r}: get_config() must return an ml_collections.ConfigDict")
+  apply_overrides(config, overrides)
+  validate(config)
+  return config
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
+  """Sets `a.b=value` fields in place, parsing each value as the field's current type."""
+  for item in overrides:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+      raise ConfigError(f"override {item!r} is not of the form key=value")
+    parent, leaf = _parent_of(config, key)
+    current = parent[leaf]
+    parent[leaf] = _parse_like(key, raw, current)
+
+
+def _parent_of(config: ml_collections.ConfigDict, key: str) -> tuple[Any, str]:
+  *path, leaf = key.split(".")
+  node = config
+  for i, part in enumerate(path):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      raise ConfigError(f"unknown config key {'.'.join(path[:i + 1])!r} (in override {key!r}); "
+                        f"known keys: {', '.join(_flat_keys(config))}")
+    node = node[part]
+  if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+    raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(_flat_keys(config))}")
+  if isinstance(node[leaf], ml_collections.ConfigDict):
+    raise ConfigError(f"config key {key!r} is a group; override its fields ({key}.<field>=...)")
+  return node, leaf
+
+
+def _parse_like(key: str, raw: str, current: Any) -> Any:
+  kind = type(current)
+  try:
+    if kind is bool:
+      lowered = raw.strip().lower()
+      if lowered in ("true", "1", "yes"):
+        return True
+      if lowered in ("false", "0", "no"):
+        return False
+      raise ValueError
+    if kind is int:
+      value = ast.literal_eval(raw)
+      if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+          return int(value)
+        raise ValueError
+      return value
+    if kind is float:
+      return float(raw)
+    if kind is str:
+      return raw
+    if kind in (tuple, list):
+      value = ast.literal_eval(raw)
+      if not isinstance(value, (tuple, list)):
+        raise ValueError
+      return kind(value)
+    if current is None:
+      try:
+        return ast.literal_eval(raw)
+      except (ValueError, SyntaxError):
+        return raw
+  except (ValueError, SyntaxError):
+    pass
+  raise ConfigError(f"config key {key!r} expects {kind.__name__}, got {raw!r}")
+
+
+def _flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  keys = []
+  for k, v in config.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      keys += _flat_keys(v, prefix + k + ".")
+    else:
+      keys.append(prefix + k)
+  return keys
+
+
+def flatten(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """{'optimizer.learning_rate': 0.01, ...}: the form hyperparameter tables want."""
+  return {k: _get(config, k) for k in _flat_keys(config)}
+
+
+def _get(config, dotted):
+  for part in dotted.split("."):
+    config = config[part]
+  return config
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks what the train loop relies on, so mistakes fail before any compilation."""
+  def need(cond, message):
+    if not cond:
+      raise ConfigError(message)
+
+  for key in ("batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
+              "keep_checkpoints", "eval_batch_size"):
+    need(key in config and isinstance(config[key], int) and config[key] > 0,
+         f"config key {key!r} must be a positive integer, got {config.get(key)!r}")
+  need(config.eval_every % config.log_every == 0,
+       f"eval_every ({config.eval_every}) must be a multiple of log_every ({config.log_every})")
+  need(config.checkpoint_every % config.eval_every == 0,
+       f"checkpoint_every ({config.checkpoint_every}) must be a multiple of eval_every "
+       f"({config.eval_every}), so every checkpoint carries a test accuracy")
+  need(isinstance(config.get("model"), ml_collections.ConfigDict) and "name" in config.model,
+       "config needs model.name")
+  need(isinstance(config.get("data"), ml_collections.ConfigDict) and "name" in config.data,
+       "config needs data.name")
+  opt = config.get("optimizer")
+  need(isinstance(opt, ml_collections.ConfigDict) and "name" in opt and "learning_rate" in opt,
+       "config needs optimizer.name and optimizer.learning_rate")
+  need(opt.learning_rate > 0, f"optimizer.learning_rate must be positive, got {opt.learning_rate}")
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict:
+  """A JSON-safe plain dict (tuples become lists)."""
+  return json.loads(config.to_json())
+
+
+def save_config(config: ml_collections.ConfigDict, path: str) -> None:
+  from research.report import write_json
+  write_json(path, to_dict(config))
+
+
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+  """Dotted keys whose values differ between two plain config dicts."""
+  out = []
+  for key in sorted(set(a) | set(b)):
+    va, vb = a.get(key, "<missing>"), b.get(key, "<missing>")
+    if isinstance(va, dict) and isinstance(vb, dict):
+      out += config_differences(va, vb, prefix + key + ".")
+    elif va != vb:
+      out.append(prefix + key)
+  return out

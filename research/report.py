@@ -1,0 +1,101 @@
+"""Writing results: provenance (command, commit, machine, versions), JSON, markdown tables."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+from typing import Any, Sequence
+
+from research.runtime import thread_settings
+
+
+def git_commit() -> str:
+  """Short commit of the working tree, with '+dirty' when it has uncommitted changes."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                           capture_output=True, text=True).stdout.strip()
+    return commit + ("+dirty" if dirty else "")
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def versions() -> dict[str, str]:
+  import importlib.metadata as md
+  out = {"python": platform.python_version()}
+  for pkg in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
+    try:
+      out[pkg] = md.version(pkg)
+    except md.PackageNotFoundError:
+      pass
+  return out
+
+
+def provenance(argv: Sequence[str], **extra: Any) -> dict[str, Any]:
+  """Everything a reader needs to re-make a figure: command, commit, machine, versions, threads."""
+  import jax
+  devices = jax.devices()
+  meta = {
+      "command": "python " + shlex.join(list(argv)),
+      "commit": git_commit(),
+      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+      "machine": {"cpu": cpu_model(), "platform": platform.platform(),
+                  "device": f"{devices[0].platform}:{devices[0].device_kind}",
+                  "device_count": len(devices)},
+      "threads": thread_settings(),
+      "versions": versions(),
+      **extra,
+  }
+  t = meta["threads"]
+  meta["markdown"] = "\n".join([
+      f"- command: `{meta['command']}`",
+      f"- commit: `{meta['commit']}`, {meta['date']}",
+      f"- machine: {meta['machine']['cpu']} ({t['cpu_count']} cores, process pinned to "
+      f"cores {t['cpu_affinity']}); JAX device {meta['machine']['device']}",
+      f"- XLA_FLAGS: `{t['xla_flags'] or '(none)'}`",
+      "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+  ])
+  return meta
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes atomically (temp file + rename), so a killed run never leaves half a file."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, default=_json_default)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+  import numpy as np
+  if isinstance(o, (np.integer,)):
+    return int(o)
+  if isinstance(o, (np.floating,)):
+    return float(o)
+  if isinstance(o, np.ndarray):
+    return o.tolist()
+  return str(o)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  return "\n".join(lines)

@@ -1,0 +1,239 @@
+"""End to end on tiny runs: training, resume after interruption, events, summary, bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from research import train as train_lib
+from research.checkpoint import Checkpointer
+from research.config import load_config
+from research.train import TrainingError, train_and_evaluate
+
+TINY = ["num_steps=40", "log_every=10", "eval_every=20", "checkpoint_every=20"]
+
+
+def tiny_config(*extra, experiment="experiments/mnist1d_cnn.py"):
+  return load_config(experiment, TINY + list(extra))
+
+
+def final_params(workdir):
+  with Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True) as ckpt:
+    step = ckpt.latest_step()
+    meta = ckpt.restore_meta(step)
+    like = _abstract_params(workdir)
+    return step, ckpt.restore_params(step, like), meta
+
+
+def _abstract_params(workdir):
+  import jax.numpy as jnp
+  from research.models import build_model
+  with open(os.path.join(workdir, "config.json")) as f:
+    cfg = json.load(f)
+  model = build_model(cfg["model"], 10)
+  return model.init(jax.random.key(0), jnp.zeros((1, 40)))
+
+
+def test_tiny_run_trains_and_writes_everything(tmp_path):
+  workdir = str(tmp_path / "run")
+  summary = train_and_evaluate(tiny_config(), workdir, progress=False)
+  for key in ("experiment", "model", "params", "steps", "final_test_accuracy",
+              "best_test_accuracy", "final_test_loss", "train_seconds", "compile_seconds",
+              "steps_per_second", "device", "jax_version"):
+    assert key in summary, key
+  assert summary["steps"] == 40 and summary["params"] == 5210
+  assert summary["final_test_accuracy"] > 0.3  # chance is 0.1; 40 Adam steps get well past it
+  assert summary["train_seconds"] > 0 and summary["compile_seconds"] > 0
+  on_disk = json.load(open(os.path.join(workdir, "summary.json")))
+  assert on_disk["final_test_accuracy"] == summary["final_test_accuracy"]
+  saved_config = json.load(open(os.path.join(workdir, "config.json")))
+  assert saved_config["num_steps"] == 40 and saved_config["model"]["name"] == "cnn1d"
+  step, params, meta = final_params(workdir)
+  assert step == 40 and meta["step"] == 40 and meta["data_position"]["next_step"] == 40
+
+
+def test_events_hold_scalars_text_and_hparams(tmp_path):
+  workdir = str(tmp_path / "run")
+  train_and_evaluate(tiny_config(), workdir, progress=False)
+  acc = EventAccumulator(workdir, size_guidance={"scalars": 0, "tensors": 0})
+  acc.Reload()
+  scalars = acc.Tags()["scalars"]
+  for tag in ("train/loss", "train/accuracy", "train/grad_norm", "train/learning_rate",
+              "test/loss", "test/accuracy", "perf/step_time_ms", "perf/examples_per_second"):
+    assert tag in scalars, tag
+  assert [e.step for e in acc.Scalars("train/loss")] == [10, 20, 30, 40]
+  assert [e.step for e in acc.Scalars("test/accuracy")] == [20, 40]
+  summary = json.load(open(os.path.join(workdir, "summary.json")))
+  assert acc.Scalars("test/accuracy")[-1].value == pytest.approx(summary["final_test_accuracy"])
+  assert "config/text_summary" in acc.Tags()["tensors"] or any(
+      "config" in t for t in acc.Tags()["tensors"])
+  assert "hparams" in acc.PluginTagToContent("hparams") or acc.PluginTagToContent("hparams")
+
+
+def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, monkeypatch):
+  config = tiny_config()
+  straight = str(tmp_path / "straight")
+  expected = train_and_evaluate(config, straight, progress=False)
+
+  interrupted = str(tmp_path / "interrupted")
+  real_save = train_lib._save
+
+  def save_then_die(ckpt, state, meta, step, schedule):
+    real_save(ckpt, state, meta, step, schedule)
+    if step == 20:
+      raise KeyboardInterrupt  # killed right after the step-20 save was started
+  monkeypatch.setattr(train_lib, "_save", save_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    train_and_evaluate(config, interrupted, progress=False)
+  monkeypatch.setattr(train_lib, "_save", real_save)
+  with Checkpointer(os.path.join(interrupted, "checkpoints"), read_only=True) as ckpt:
+    assert ckpt.all_steps() == [20]
+  resumed = train_and_evaluate(config, interrupted, progress=False)
+
+  for key in ("final_test_accuracy", "final_test_loss", "best_test_accuracy", "steps"):
+    assert resumed[key] == expected[key], key
+  _, p_straight, _ = final_params(straight)
+  _, p_resumed, _ = final_params(interrupted)
+  for a, b in zip(jax.tree.leaves(p_straight), jax.tree.leaves(p_resumed)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
+  a = train_and_evaluate(tiny_config(), str(tmp_path / "a"), progress=False)
+  b = train_and_evaluate(tiny_config(), str(tmp_path / "b"), progress=False)
+  c = train_and_evaluate(tiny_config("seed=1"), str(tmp_path / "c"), progress=False)
+  assert a["final_test_loss"] == b["final_test_loss"]
+  assert a["final_test_loss"] != c["final_test_loss"]
+
+
+def test_latest_n_plus_best_checkpoints_are_kept(tmp_path):
+  config = load_config("experiments/mnist1d_logistic.py",
+                       ["num_steps=50", "log_every=10", "eval_every=10", "checkpoint_every=10",
+                        "keep_checkpoints=2"])
+  workdir = str(tmp_path / "run")
+  train_and_evaluate(config, workdir, progress=False)
+  with Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True) as ckpt:
+    steps = ckpt.all_steps()
+    best = ckpt.best_step()
+  assert {40, 50} <= set(steps) and best in steps and len(steps) <= 3
+
+
+def test_shuffled_batches_are_a_config_option(tmp_path):
+  a = train_and_evaluate(tiny_config(), str(tmp_path / "a"), progress=False)
+  b = train_and_evaluate(tiny_config("data.shuffle=true"), str(tmp_path / "b"), progress=False)
+  assert a["final_test_loss"] != b["final_test_loss"]
+
+
+def test_digits_and_npz_sources_train(tmp_path):
+  digits = load_config("experiments/digits_cnn.py",
+                       ["num_steps=20", "log_every=10", "eval_every=10", "checkpoint_every=20"])
+  s = train_and_evaluate(digits, str(tmp_path / "digits"), progress=False)
+  assert s["dataset"] == "digits" and s["final_test_accuracy"] > 0.15
+  rng = np.random.default_rng(0)
+  path = tmp_path / "toy.npz"
+  x = rng.normal(size=(300, 40)).astype(np.float32)
+  y = (x[:, 0] > 0).astype(np.int64)
+  np.savez(path, x=x[:200], y=y[:200], x_test=x[200:], y_test=y[200:])
+  cfg = tiny_config("data.name=npz", f"data.path={path}")
+  s = train_and_evaluate(cfg, str(tmp_path / "npz"), progress=False)
+  assert s["dataset"] == "toy" and s["final_test_accuracy"] > 0.7  # a linearly separable toy
+
+
+# ---- bad input: one clear line, non-zero exit, nothing half-written ------------------------
+
+def run_script(repo_root, *args, timeout=120):
+  env = {**os.environ, "PYTHONPATH": repo_root}
+  return subprocess.run([sys.executable, os.path.join(repo_root, "scripts", "train.py"),
+                         "--no-progress", *args], cwd=repo_root, capture_output=True, text=True,
+                        timeout=timeout, env=env)
+
+
+def assert_one_line_error(result, *fragments):
+  assert result.returncode != 0
+  lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+  assert lines and lines[-1].startswith("error: "), result.stderr[-2000:]
+  assert "Traceback" not in result.stderr, result.stderr[-2000:]
+  for fragment in fragments:
+    assert fragment in lines[-1], (fragment, lines[-1])
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--config", "experiments/nope.py"], ["does not exist"]),
+    (["--config.optimizer.lr=1"], ["unknown config key 'optimizer.lr'"]),
+    (["--config.num_steps=many"], ["'num_steps' expects int"]),
+    (["--config.model.name=resnet"], ["unknown model 'resnet'"]),
+    (["--config.data.name=imagenet"], ["unknown data source 'imagenet'"]),
+])
+def test_bad_configs_fail_with_one_line(repo_root, tmp_path, args, fragments):
+  workdir = tmp_path / "run"
+  result = run_script(repo_root, "--workdir", str(workdir), *args)
+  assert_one_line_error(result, *fragments)
+  assert not (workdir / "checkpoints").exists()
+
+
+def test_broken_config_file_fails_with_one_line(repo_root, tmp_path):
+  bad = tmp_path / "broken.py"
+  bad.write_text("def get_config(:\n")
+  result = run_script(repo_root, "--config", str(bad), "--workdir", str(tmp_path / "run"))
+  assert_one_line_error(result, "syntax error", "line 1")
+
+
+def test_unwritable_workdir_fails_with_one_line(repo_root, tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  result = run_script(repo_root, "--workdir", str(blocker / "run"))
+  assert_one_line_error(result, "is not writable")
+
+
+@pytest.mark.parametrize("arrays,fragment", [
+    ({"x": np.zeros((4, 40)), "y": np.zeros(4)}, "lacks array(s) x_test, y_test"),
+    ({"x": np.zeros((4, 40)), "y": np.zeros(3), "x_test": np.zeros((2, 40)),
+      "y_test": np.zeros(2)}, "labels need shape (4,)"),
+    ({"x": np.zeros((4, 40)), "y": np.zeros(4), "x_test": np.zeros((2, 30)),
+      "y_test": np.zeros(2)}, "differ in shape"),
+])
+def test_bad_data_files_are_clear_errors(tmp_path, arrays, fragment):
+  path = tmp_path / "bad.npz"
+  np.savez(path, **arrays)
+  from research.data import DataError
+  with pytest.raises(DataError) as e:
+    train_and_evaluate(tiny_config("data.name=npz", f"data.path={path}"), str(tmp_path / "run"),
+                       progress=False)
+  assert fragment in str(e.value)
+  assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_corrupt_npz_is_a_clear_error(tmp_path):
+  path = tmp_path / "bad.npz"
+  path.write_bytes(b"this is not a zip file")
+  from research.data import DataError
+  with pytest.raises(DataError, match="not a readable .npz"):
+    train_and_evaluate(tiny_config("data.name=npz", f"data.path={path}"), str(tmp_path / "run"),
+                       progress=False)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  # Batches from step 25 on hold inputs near float32's limit: the loss overflows there.
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(4000, 40)).astype(np.float32)
+  x[2400:] = 3e38
+  y = rng.integers(0, 10, 4000)
+  path = tmp_path / "diverge.npz"
+  np.savez(path, x=x, y=y, x_test=x[:100], y_test=y[:100])
+  workdir = str(tmp_path / "run")
+  with pytest.raises(TrainingError, match=r"loss became .* at step 25; the last good "
+                                          r"checkpoint is step 20"):
+    train_and_evaluate(tiny_config("data.name=npz", f"data.path={path}"), workdir, progress=False)
+  with Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True) as ckpt:
+    assert ckpt.all_steps() == [20]
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+  workdir = str(tmp_path / "run")
+  train_and_evaluate(tiny_config(), workdir, progress=False)
+  with pytest.raises(TrainingError, match="different config.*optimizer.learning_rate"):
+    train_and_evaluate(tiny_config("optimizer.learning_rate=0.001"), workdir, progress=False)
