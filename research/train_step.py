@@ -93,7 +93,10 @@ def make_train_chunk(train_step: Callable[[TrainState, Batch], tuple[TrainState,
 
   def train_chunk(state, x_all, y_all, indices_KxB):
     def body(state, idx_B):
-      return train_step(state, (jnp.take(x_all, idx_B, axis=0), jnp.take(y_all, idx_B, axis=0)))
+      # Indices come from BatchSchedule, always in range: skip the gather's bounds handling.
+      batch = (x_all.at[idx_B].get(mode="promise_in_bounds"),
+               y_all.at[idx_B].get(mode="promise_in_bounds"))
+      return train_step(state, batch)
     return jax.lax.scan(body, state, indices_KxB)
 
   return train_chunk

@@ -232,10 +232,12 @@ def machine_block(argv: list[str]) -> dict:
 
 def write_markdown(path: str, meta: dict, records: list[dict]) -> None:
     """Human-readable summary table next to the JSON."""
+    aff = meta.get("cpu_affinity")
+    prefix = f"taskset -c {aff[0]} " if aff and len(aff) == 1 else ""
     lines = [
         "# PyTorch reference timings (MNIST-1D, speed yardstick)",
         "",
-        f"- Command: `taskset -c 0 {meta['command']}` (CPU affinity seen by the process: {meta['cpu_affinity']})",
+        f"- Command: `{prefix}{meta['command']}` (CPU affinity seen by the process: {meta['cpu_affinity']})",
         f"- Commit: `{meta['git_commit']}`",
         f"- Machine: {meta['cpu_model']}, 1 thread pinned "
         f"(torch num_threads={meta['torch_num_threads']}, interop={meta['torch_num_interop_threads']})",
