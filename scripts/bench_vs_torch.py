@@ -67,7 +67,7 @@ def main() -> None:
                          "--workdir", workdir, "--threads", "1", "--no-progress"]
         for cmd in ([torch_cmd, jax_cmd] if r % 2 == 0 else [jax_cmd, torch_cmd]):
           run(cmd)
-        rec = [x for x in json.load(open(torch_json))["records"] if x["model"] == m][0]
+        rec = [x for x in json.load(open(torch_json))["results"] if x["model"] == m][0]
         summary = json.load(open(os.path.join(workdir, "summary.json")))
         row = rows[m]
         row["torch"].append(rec["train_seconds"])

@@ -92,3 +92,14 @@ def test_bfloat16_compute_keeps_float32_params():
   params = model.init(jax.random.key(0), jnp.zeros((1, 40)))
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
   assert model.apply(params, jnp.ones((2, 40))).dtype == jnp.bfloat16
+
+
+def test_patch_matmul_gradients_equal_plain_matmul():
+  from research.models.layers import patch_matmul
+  p = jax.random.normal(jax.random.key(6), (4, 7, 13))
+  w = jax.random.normal(jax.random.key(7), (13, 5))
+  f_custom = lambda p, w: jnp.sum(jnp.sin(patch_matmul(p, w)))
+  f_plain = lambda p, w: jnp.sum(jnp.sin(p @ w))
+  np.testing.assert_allclose(f_custom(p, w), f_plain(p, w), rtol=1e-6)
+  for a, b in zip(jax.grad(f_custom, (0, 1))(p, w), jax.grad(f_plain, (0, 1))(p, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
