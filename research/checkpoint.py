@@ -8,6 +8,7 @@ half-written checkpoint that a restore would pick up.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -16,6 +17,17 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 BEST_METRIC = "test_accuracy"
+
+
+class _QuietReadOnly(logging.Filter):
+  """Orbax warns on every read-only open, which is how inference opens a run on purpose."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return "is read only" not in message and "read_only=True" not in message
+
+
+logging.getLogger("absl").addFilter(_QuietReadOnly())
 
 
 class CheckpointError(RuntimeError):

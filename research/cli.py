@@ -31,11 +31,13 @@ def run_main(main: Callable[[], int | None]) -> None:
   from research.checkpoint import CheckpointError
   from research.config import ConfigError
   from research.data import DataError
+  from research.infer import InferenceError
   from research.models import ModelError
   from research.train import TrainingError
   try:
     sys.exit(main() or 0)
-  except (ConfigError, DataError, ModelError, TrainingError, CheckpointError) as e:
+  except (ConfigError, DataError, InferenceError, ModelError, TrainingError,
+          CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt:

@@ -7,6 +7,7 @@ resumes from its latest checkpoint and ends bitwise where an uninterrupted run e
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -20,6 +21,7 @@ from research import config as config_lib
 from research.checkpoint import Checkpointer
 from research.data import BatchSchedule, Dataset, load_dataset
 from research.models import build_model, count_params
+from research.report import write_json
 from research.tensorboard_writer import SummaryWriter
 from research.train_step import (TrainState, create_train_state, cross_entropy_sum,
                                  make_optimizer, make_train_chunk, make_train_step)
@@ -68,7 +70,6 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
   path = os.path.join(workdir, "config.json")
   new = config_lib.to_dict(config)
   if os.path.exists(path):
-    import json
     with open(path) as f:
       old = json.load(f)
     changed = [k for k in config_lib.config_differences(old, new) if k != "num_steps"]
@@ -95,6 +96,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   with Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints) as ckpt, \
        SummaryWriter(workdir) as writer:
     state, meta = _restore_or_start(ckpt, state)
+    meta["data_spec"] = {"input_shape": list(data.input_shape), "num_classes": data.num_classes}
     if int(state.step) == 0:
       writer.text("config", "```\n" + config.to_json(indent=2) + "\n```", 0)
       writer.hparams(config_lib.flatten(config), ["test/accuracy", "test/loss", "train/loss"])
@@ -116,6 +118,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         t = time.perf_counter()
         compiled[k] = chunk_fn.lower(state, x_train, y_train, indices).compile()
         meta["compile_seconds"] += time.perf_counter() - t
+      t = time.perf_counter()
+      ckpt.wait()  # a save still in flight would share the core with the timed chunk
+      meta["checkpoint_seconds"] += time.perf_counter() - t
       t = time.perf_counter()
       state, metrics = compiled[k](state, x_train, y_train, indices)
       metrics = jax.device_get(metrics)  # blocks until the chunk is done
@@ -145,13 +150,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.flush()
 
   summary = _summary(config, model, state, meta, data)
-  from research.report import write_json
   write_json(os.path.join(workdir, "summary.json"), summary)
   return summary
 
 
 def _restore_or_start(ckpt: Checkpointer, state: TrainState) -> tuple[TrainState, dict]:
   meta = {"train_seconds": 0.0, "compile_seconds": 0.0, "eval_seconds": 0.0,
+          "checkpoint_seconds": 0.0,
           "last_eval": {}, "best_eval": {}}
   step = ckpt.latest_step()
   if step is None:
@@ -207,6 +212,7 @@ def _summary(config, model, state: TrainState, meta: dict, data: Dataset) -> dic
       "train_seconds": meta["train_seconds"],
       "compile_seconds": meta["compile_seconds"],
       "eval_seconds": meta["eval_seconds"],
+      "checkpoint_seconds": meta["checkpoint_seconds"],
       "steps_per_second": steps / meta["train_seconds"] if meta["train_seconds"] else None,
       "device": f"{device.platform}:{device.device_kind}",
       "jax_version": jax.__version__,

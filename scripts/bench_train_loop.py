@@ -137,7 +137,7 @@ def main() -> None:
             flush=True)
 
   if args.out:
-    meta = provenance(sys.argv, threads=args.threads)
+    meta = provenance(sys.argv, xla_threads=args.threads)
     write_json(args.out + ".json", {"meta": meta, "records": records})
     rows = [[r["model"], r["conv_impl"] or "-", r["structure"], f"{r['compile_seconds']:.2f}",
              f"{r['train_seconds_median']:.2f}", f"{r['steps_per_second']:.0f}"] for r in records]

@@ -5,6 +5,7 @@ import dataclasses
 from typing import Any, Mapping
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from research.models.cnn import CNN1D, CNN2D
@@ -55,5 +56,4 @@ def build_model(model_config: Mapping[str, Any], num_classes: int) -> nn.Module:
 
 def count_params(params: Any) -> int:
   """Number of scalar parameters in a pytree."""
-  import jax
-  return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+  return sum(int(x.size) for x in jax.tree.leaves(params))
