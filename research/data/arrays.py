@@ -1,0 +1,99 @@
+"""Inputs and outputs of inference as local files: `.npy`, `.npz` and CSV in; `.npy`, `.npz`, CSV out."""
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+
+from research.data.dataset import DataError
+
+INPUT_SUFFIXES = (".npy", ".npz", ".csv")
+OUTPUT_SUFFIXES = (".npy", ".npz", ".csv")
+
+
+def read_inputs(path: str, key: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+  """Features and, when the file carries them, labels.
+
+  An `.npz` gives the array `key` (default `x`, or its only array) and labels from the matching
+  `y` key (`x` -> `y`, `x_test` -> `y_test`) when present; a CSV is one example per row, with an
+  optional header line.
+  """
+  suffix = os.path.splitext(path)[1].lower()
+  if suffix not in INPUT_SUFFIXES:
+    raise DataError(f"input {path!r} has an unknown type; use one of {', '.join(INPUT_SUFFIXES)}")
+  if not os.path.isfile(path):
+    raise DataError(f"input file {path!r} does not exist")
+  try:
+    if suffix == ".npy":
+      return np.load(path, allow_pickle=False), None
+    if suffix == ".csv":
+      return _read_csv(path), None
+    with np.load(path, allow_pickle=False) as archive:
+      names = archive.files
+      if key is None:
+        key = "x" if "x" in names else (names[0] if len(names) == 1 else None)
+      if key is None or key not in names:
+        raise DataError(f"input {path!r} has no array {key or 'x'!r} (found: "
+                        f"{', '.join(names) or 'none'}); pick one with --key")
+      label_key = "y" + key[1:] if key.startswith("x") else None
+      labels = archive[label_key] if label_key in names else None
+      return archive[key], labels
+  except (OSError, ValueError, zipfile.BadZipFile) as e:
+    if isinstance(e, DataError):
+      raise
+    raise DataError(f"input {path!r} is not a readable {suffix} file ({_first_line(e)})") from None
+
+
+def _read_csv(path: str) -> np.ndarray:
+  with open(path) as f:
+    first = f.readline()
+  try:
+    [float(v) for v in first.strip().split(",") if v.strip()]
+    skip = 0
+  except ValueError:
+    skip = 1  # a header line
+  try:
+    return np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64)
+  except ValueError as e:
+    raise DataError(f"input {path!r} has a non-numeric or ragged row ({_first_line(e)}); "
+                    f"give one example per line, comma-separated numbers") from None
+
+
+def write_predictions(path: str, predictions: np.ndarray,
+                      probabilities: np.ndarray | None = None) -> None:
+  """Writes atomically. `.npy` holds the probabilities when given, else the labels; `.npz` and
+  CSV hold both (CSV columns: prediction, p0, p1, ...)."""
+  suffix = os.path.splitext(path)[1].lower()
+  if suffix not in OUTPUT_SUFFIXES:
+    raise DataError(f"output {path!r} has an unknown type; use one of {', '.join(OUTPUT_SUFFIXES)}")
+  directory = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(directory):
+    raise DataError(f"output directory {directory!r} does not exist; create it first")
+  tmp = f"{path}.tmp{os.getpid()}{suffix}"
+  try:
+    if suffix == ".npy":
+      np.save(tmp, probabilities if probabilities is not None else predictions)
+    elif suffix == ".npz":
+      arrays = {"predictions": predictions}
+      if probabilities is not None:
+        arrays["probabilities"] = probabilities
+      np.savez(tmp, **arrays)
+    else:
+      columns = [predictions[:, None].astype(np.float64)]
+      header = "prediction"
+      if probabilities is not None:
+        columns.append(probabilities)
+        header += "," + ",".join(f"p{i}" for i in range(probabilities.shape[1]))
+      fmt = ["%d"] + ["%.6g"] * (sum(c.shape[1] for c in columns) - 1)
+      np.savetxt(tmp, np.concatenate(columns, axis=1), delimiter=",", header=header,
+                 comments="", fmt=fmt)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _first_line(e: BaseException) -> str:
+  lines = str(e).strip().splitlines()
+  return lines[0][:200] if lines else type(e).__name__

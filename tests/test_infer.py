@@ -1,0 +1,210 @@
+"""Inference: params-only restore, padded compiled batch sizes, the infer script and its errors."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from research import checkpoint as checkpoint_lib
+from research.checkpoint import CheckpointError
+from research.config import load_config
+from research.data.arrays import read_inputs, write_predictions
+from research.data.dataset import DataError
+from research.infer import (InferenceError, Int8Weight, Predictor, dequantize, load_run,
+                            quantize_int8)
+from research.train import train_and_evaluate
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A CNN trained for 200 steps, and its test set as an .npz the infer script reads."""
+  root = tmp_path_factory.mktemp("infer")
+  workdir = str(root / "cnn")
+  config = load_config("experiments/mnist1d_cnn.py", [
+      "num_steps=200", "log_every=50", "eval_every=100", "checkpoint_every=100"])
+  summary = train_and_evaluate(config, workdir, progress=False)
+  from research.data import load_dataset
+  data = load_dataset(config.data)
+  npz = str(root / "mnist1d.npz")
+  np.savez(npz, x=data.x_train, y=data.y_train, x_test=data.x_test, y_test=data.y_test)
+  return workdir, summary, data, npz
+
+
+def run_infer(repo_root, *args):
+  env = {**os.environ, "PYTHONPATH": repo_root}
+  return subprocess.run([sys.executable, os.path.join(repo_root, "scripts", "infer.py"), *args],
+                        cwd=repo_root, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_params_only_restore_never_reads_optimizer_state(trained, tmp_path, monkeypatch):
+  workdir, _, _, _ = trained
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  step_dir = os.path.join(copy, "checkpoints", "200")
+  shutil.rmtree(os.path.join(step_dir, "opt_state"))  # gone: a read of it would fail
+  monkeypatch.setattr(checkpoint_lib.Checkpointer, "restore",
+                      lambda *a, **k: pytest.fail("full restore called"))
+  run = load_run(copy, "latest")
+  reference = load_run(workdir, "latest")
+  assert run.step == 200
+  for a, b in zip(jax.tree.leaves(run.params), jax.tree.leaves(reference.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_best_and_numbered_checkpoints_restore(trained):
+  workdir, summary, _, _ = trained
+  assert load_run(workdir, "best").step == summary["best_step"]
+  assert load_run(workdir, 100).step == 100
+  with pytest.raises(CheckpointError, match="no checkpoint at step 7"):
+    load_run(workdir, 7)
+
+
+def test_workdirs_without_a_run_are_clear_errors(tmp_path):
+  with pytest.raises(CheckpointError, match="no trained run"):
+    load_run(str(tmp_path))
+  (tmp_path / "config.json").write_text(json.dumps(
+      load_config("experiments/mnist1d_cnn.py").to_dict()))
+  with pytest.raises(CheckpointError, match="no checkpoint"):
+    load_run(str(tmp_path))
+
+
+def count_backend_compiles():
+  events = []
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda name, *_ , **__: events.append(name) if "backend_compile" in name else None)
+  return events
+
+
+def test_odd_batches_pad_to_compiled_sizes_without_compiling(trained):
+  workdir, _, data, _ = trained
+  run = load_run(workdir)
+  predictor = Predictor.from_run(run, batch_sizes=(1, 8, 64))
+  assert predictor.compile_count == 3
+  compiles = count_backend_compiles()
+  for n in (1, 2, 7, 8, 9, 63, 64, 65, 200):
+    out = predictor.logits(data.x_test[:n])
+    assert out.shape == (n, 10)
+  assert predictor.padded_size(9) == 64 and predictor.padded_size(200) == 64
+  assert compiles == [] and predictor.compile_count == 3
+
+
+def test_predictions_identical_between_batch_sizes(trained):
+  workdir, _, data, _ = trained
+  predictor = Predictor.from_run(load_run(workdir), batch_sizes=(1, 8, 512))
+  x = data.x_test[:300]
+  whole = predictor.logits(x)
+  one_by_one = np.concatenate([predictor.logits(x[i:i + 1]) for i in range(len(x))])
+  by_eight = np.concatenate([predictor.logits(x[i:i + 8]) for i in range(0, len(x), 8)])
+  np.testing.assert_array_equal(whole.argmax(-1), one_by_one.argmax(-1))
+  np.testing.assert_array_equal(whole.argmax(-1), by_eight.argmax(-1))
+  np.testing.assert_allclose(whole, one_by_one, rtol=1e-5, atol=1e-5)
+
+
+def test_infer_script_reproduces_final_test_accuracy(trained, repo_root, tmp_path):
+  workdir, summary, data, npz = trained
+  out = str(tmp_path / "preds.npz")
+  result = run_infer(repo_root, "--workdir", workdir, "--input", npz, "--key", "x_test",
+                     "--output", out, "--probabilities")
+  assert result.returncode == 0, result.stderr
+  with np.load(out) as f:
+    predictions, probabilities = f["predictions"], f["probabilities"]
+  accuracy = float(np.mean(predictions == data.y_test))
+  assert accuracy == summary["final_test_accuracy"]
+  assert f"accuracy {accuracy:.4f}" in result.stdout
+  np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+  np.testing.assert_array_equal(probabilities.argmax(-1), predictions)
+
+
+def test_csv_in_csv_out(trained, repo_root, tmp_path):
+  workdir, _, data, _ = trained
+  src = tmp_path / "new.csv"
+  np.savetxt(src, data.x_test[:5], delimiter=",", header="f" + ",f".join(map(str, range(40))),
+             comments="")
+  out = tmp_path / "preds.csv"
+  result = run_infer(repo_root, "--workdir", workdir, "--input", str(src), "--output", str(out))
+  assert result.returncode == 0, result.stderr
+  rows = out.read_text().splitlines()
+  assert rows[0] == "prediction" and len(rows) == 6
+  expected = Predictor.from_run(load_run(workdir), batch_sizes=(8,)).predict(data.x_test[:5])
+  assert [int(r) for r in rows[1:]] == expected.tolist()
+
+
+@pytest.mark.parametrize("make_input,fragment", [
+    (lambda d: np.zeros((3, 41), np.float32), "does not match the model's [n, 40]"),
+    (lambda d: np.array([["a"] * 40]), "not numeric"),
+    (lambda d: np.zeros((0, 40), np.float32), "no examples"),
+    (lambda d: np.where(np.arange(40) == 3, np.nan, 0.0)[None].repeat(2, 0), "row 0 holds NaN"),
+])
+def test_bad_inputs_fail_with_one_line_and_write_nothing(trained, repo_root, tmp_path,
+                                                         make_input, fragment):
+  workdir, _, data, _ = trained
+  src, out = tmp_path / "bad.npy", tmp_path / "out.npy"
+  np.save(src, make_input(data))
+  result = run_infer(repo_root, "--workdir", workdir, "--input", str(src), "--output", str(out))
+  assert result.returncode == 1
+  lines = [l for l in result.stderr.strip().splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and fragment in lines[0], result.stderr
+  assert not out.exists()
+
+
+def test_script_errors_for_missing_run_and_files(trained, repo_root, tmp_path):
+  workdir, _, _, npz = trained
+  out = str(tmp_path / "o.npy")
+  cases = [
+      (["--workdir", str(tmp_path), "--input", npz, "--output", out], "no trained run"),
+      (["--workdir", workdir, "--input", str(tmp_path / "nope.npy"), "--output", out],
+       "does not exist"),
+      (["--workdir", workdir, "--input", npz, "--key", "z", "--output", out], "no array 'z'"),
+      (["--workdir", workdir, "--input", npz, "--output", str(tmp_path / "o.txt")],
+       "unknown type"),
+  ]
+  for args, fragment in cases:
+    result = run_infer(repo_root, *args)
+    assert result.returncode == 1 and fragment in result.stderr, (args, result.stderr)
+    assert result.stderr.count("error:") == 1
+  assert not os.path.exists(out)
+
+
+def test_int8_weights_are_int8_and_close():
+  w = jax.random.normal(jax.random.key(1), (30, 25)) * jnp.linspace(0.1, 3, 25)
+  params = {"dense": {"kernel": w, "bias": jnp.ones(25)}}
+  q = quantize_int8(params)
+  assert isinstance(q["dense"]["kernel"], Int8Weight)
+  assert q["dense"]["kernel"].q.dtype == jnp.int8 and q["dense"]["bias"].dtype == jnp.float32
+  back = dequantize(q)["dense"]["kernel"]
+  scale = np.asarray(q["dense"]["kernel"].scale)
+  err = np.abs(np.asarray(back) - np.asarray(w))
+  assert np.all(err <= scale / 2 + 1e-6) and err.max() > 0
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+def test_cheaper_precisions_mostly_agree_with_float32(trained, precision):
+  workdir, _, data, _ = trained
+  run = load_run(workdir)
+  reference = Predictor.from_run(run, batch_sizes=(512,)).predict(data.x_test)
+  cheaper = Predictor.from_run(run, batch_sizes=(512,), precision=precision)
+  assert np.mean(cheaper.predict(data.x_test) == reference) > 0.95
+  with pytest.raises(InferenceError, match="unknown precision"):
+    Predictor.from_run(run, batch_sizes=(1,), precision="fp8")
+
+
+def test_array_files_round_trip(tmp_path):
+  preds, probs = np.array([1, 0, 2]), np.eye(3)[[1, 0, 2]] * 0.9 + 0.0333
+  write_predictions(str(tmp_path / "p.npz"), preds, probs)
+  with np.load(tmp_path / "p.npz") as f:
+    np.testing.assert_array_equal(f["predictions"], preds)
+  write_predictions(str(tmp_path / "p.npy"), preds)
+  np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), preds)
+  np.savez(tmp_path / "d.npz", x_test=np.ones((4, 2)), y_test=np.arange(4))
+  x, y = read_inputs(str(tmp_path / "d.npz"), "x_test")
+  assert x.shape == (4, 2) and y.tolist() == [0, 1, 2, 3]
+  (tmp_path / "ragged.csv").write_text("1,2\n3\n")
+  with pytest.raises(DataError, match="ragged"):
+    read_inputs(str(tmp_path / "ragged.csv"))
+  with pytest.raises(DataError, match="does not exist"):
+    write_predictions(str(tmp_path / "no" / "p.npy"), preds)
