@@ -3,10 +3,9 @@
 For each repeat and model, runs `scripts/bench_torch_reference.py` and `scripts/train.py` (the
 real training entry point, default config) one after the other under `taskset -c CORE`, one
 thread each, alternating which goes first. Reports medians over repeats and the ratio. For the
-JAX run it reports `train_seconds` from summary.json (compilation and evaluation excluded,
-asynchronous checkpoint saves included) and the steady-state figure: the median per-chunk step
-time from the run's TensorBoard events times the step count, which leaves out the chunks slowed
-by a checkpoint save sharing the one core.
+JAX run it reports `train_seconds` from summary.json (compilation, evaluation and waiting for
+checkpoint saves excluded) and the steady-state figure: the median per-chunk step time from the
+run's TensorBoard events times the step count.
 
   python scripts/bench_vs_torch.py --models cnn --repeats 3 --out results/speed_vs_torch
 Needs torch (pip install -e '.[reference]').
@@ -98,7 +97,8 @@ def main() -> None:
             f"pinned to CPU core {args.core} with one thread, run alternately, {args.repeats} "
             "repeats, medians. Compilation (JAX) and warm-up (PyTorch) excluded; evaluation "
             "excluded on both sides. *JAX train.py* is summary.json's train_seconds of a default "
-            "run (asynchronous checkpoint saves share the core); *steady* is the median chunk "
+            "run (the train loop waits for checkpoint saves outside its timed chunks); *steady* is "
+            "the median chunk "
             "step time x 6000.\n\n" + meta["markdown"] + "\n\n")
     f.write(markdown_table(["model", "PyTorch s", "JAX train.py s", "JAX steady s",
                             "speedup", "speedup (steady)", "PyTorch acc", "JAX acc"], table) + "\n")
