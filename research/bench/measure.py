@@ -1,0 +1,91 @@
+"""Real-time and batch inference timings of a `Predictor`, each call blocking on its result.
+
+Real-time is batch 1 through the serving path (numpy in, checks, padding, device copies, numpy
+out) beside the floor: the compiled `apply` on a device-resident input. The two run in
+alternating blocks so the machine's noise falls on both alike. Batch is a sweep of compiled batch
+sizes on device-resident inputs: throughput, per-example time, and where throughput saturates.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from research.bench.timing import median_and_percentiles
+
+
+def time_calls(fn: Callable[[], Any], n_calls: int, warmup: int = 10) -> np.ndarray:
+  """Wall seconds of each of `n_calls` calls of `fn` (which must block), after `warmup` calls."""
+  for _ in range(warmup):
+    fn()
+  out = np.empty(n_calls)
+  for i in range(n_calls):
+    t = time.perf_counter()
+    fn()
+    out[i] = time.perf_counter() - t
+  return out
+
+
+def _stats_us(seconds: np.ndarray) -> dict[str, float]:
+  return {f"{k}_us" if k != "n" else k: (v * 1e6 if k != "n" else v)
+          for k, v in median_and_percentiles(seconds, (90, 99)).items()}
+
+
+def realtime_latency(predictor, example: np.ndarray, n_calls: int = 2000, blocks: int = 10
+                     ) -> dict[str, Any]:
+  """Batch-1 latency of `predictor.logits` and of the bare compiled call, interleaved."""
+  example = predictor.check_input(example)[:1]
+  compiled = predictor.compiled[predictor.padded_size(1)]
+  x_dev = jax.device_put(np.zeros((predictor.padded_size(1), *predictor.input_shape),
+                                  np.float32) + example, predictor.device)
+  serve = lambda: predictor.logits(example)  # noqa: E731
+  floor = lambda: compiled(predictor.params, x_dev).block_until_ready()  # noqa: E731
+  per_block = max(1, n_calls // blocks)
+  serving, bare = [], []
+  for _ in range(blocks):
+    serving.append(time_calls(serve, per_block, warmup=5))
+    bare.append(time_calls(floor, per_block, warmup=5))
+  serving, bare = np.concatenate(serving), np.concatenate(bare)
+  s, f = _stats_us(serving), _stats_us(bare)
+  return {"serving": s, "floor": f, "serving_over_floor_p50": s["p50_us"] / f["p50_us"],
+          "samples_us": {"serving": serving * 1e6, "floor": bare * 1e6}}
+
+
+def batch_sweep(predictor, batch_sizes: Sequence[int] | None = None, seconds_per_size: float = 0.3,
+                min_calls: int = 5, max_calls: int = 2000, rng_seed: int = 0) -> list[dict[str, Any]]:
+  """One record per compiled batch size: median call time, examples/s, µs per example.
+
+  Each size gets about `seconds_per_size` of timed calls (at least `min_calls`) on a random
+  device-resident input, so big batches are not starved and small ones not over-sampled.
+  """
+  sizes = predictor.batch_sizes if batch_sizes is None else tuple(batch_sizes)
+  rng = np.random.default_rng(rng_seed)
+  records = []
+  for b in sizes:
+    if b not in predictor.compiled:
+      raise ValueError(f"batch size {b} was not compiled; compiled: {list(predictor.batch_sizes)}")
+    compiled = predictor.compiled[b]
+    x = jax.device_put(rng.standard_normal((b, *predictor.input_shape), np.float32),
+                       predictor.device)
+    call = lambda: compiled(predictor.params, x).block_until_ready()  # noqa: E731
+    probe = time_calls(call, 3, warmup=2)
+    n = int(np.clip(seconds_per_size / max(np.median(probe), 1e-7), min_calls, max_calls))
+    stats = median_and_percentiles(time_calls(call, n, warmup=0), (90, 99))
+    records.append({"batch_size": b, "calls": n, "call_p50_us": stats["p50"] * 1e6,
+                    "call_p90_us": stats["p90"] * 1e6, "call_p99_us": stats["p99"] * 1e6,
+                    "examples_per_s": b / stats["p50"], "us_per_example": stats["p50"] * 1e6 / b,
+                    "compile_s": predictor.compile_seconds.get(b)})
+  return records
+
+
+def saturation_batch_size(records: Sequence[dict[str, Any]], fraction: float = 0.9) -> int:
+  """Smallest batch size reaching `fraction` of the sweep's highest throughput.
+
+  Past it, bigger batches buy little throughput and cost latency in proportion to their size.
+  """
+  if not records:
+    raise ValueError("no sweep records")
+  best = max(r["examples_per_s"] for r in records)
+  return min(r["batch_size"] for r in records if r["examples_per_s"] >= fraction * best)
