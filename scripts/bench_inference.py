@@ -75,7 +75,8 @@ def main() -> int:
   with open(os.path.join(out, "bench.md.tmp"), "w") as f:
     f.write(markdown_report(result, title, meta["markdown"]) + "\n")
   os.replace(os.path.join(out, "bench.md.tmp"), os.path.join(out, "bench.md"))
-  latency = {f"{tag} {side}": v for tag, sides in samples.items() for side, v in sides.items()}
+  latency = {f"{tag} {side}": v for tag, sides in samples.items() for side, v in sides.items()
+             if side == "serving" or tag.endswith("float32")}
   figures.latency_distribution(latency, os.path.join(out, "latency.png"),
                                f"{run.config.experiment}: batch-1 latency")
   sweeps: dict[str, list] = {}

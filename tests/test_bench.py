@@ -50,7 +50,7 @@ def test_saturation_is_the_smallest_batch_near_the_best_throughput():
 def test_realtime_latency_reports_serving_and_floor(predictor):
   x = np.random.default_rng(0).standard_normal((1, 40)).astype(np.float32)
   r = realtime_latency(predictor, x, n_calls=200, blocks=4)
-  for side in ("serving", "floor"):
+  for side in ("serving", "floor", "compute"):
     assert r[side]["n"] == 200 and 0 < r[side]["p50_us"] <= r[side]["p99_us"]
     assert len(r["samples_us"][side]) == 200
   assert r["serving_over_floor_p50"] == pytest.approx(r["serving"]["p50_us"] / r["floor"]["p50_us"])

@@ -90,7 +90,8 @@ def benchmark_run(run: TrainedRun, data: Dataset, out_dir: str, settings: BenchS
                       "best_examples_per_s": best["examples_per_s"],
                       "best_us_per_example": best["us_per_example"]})
       log(f"[{tag}] accuracy {accuracy:.4f}; batch 1 p50 {rt['serving']['p50_us']:.1f} µs "
-          f"(floor {rt['floor']['p50_us']:.1f} µs, x{rt['serving_over_floor_p50']:.2f}); "
+          f"(bare jitted call {rt['floor']['p50_us']:.1f} µs, x{rt['serving_over_floor_p50']:.2f}; "
+          f"compute alone {rt['compute']['p50_us']:.1f} µs); "
           f"throughput saturates at batch {saturation}, best {best['examples_per_s']:,.0f}/s; "
           f"compile {compile_s:.1f} s")
       if settings.loadgen and precision == "float32":
@@ -149,7 +150,8 @@ def headline(records: list[dict[str, Any]]) -> dict[str, float]:
     elif r["kind"] == "realtime":
       out[f"{prefix}/batch1_p50_us"] = r["serving"]["p50_us"]
       out[f"{prefix}/batch1_p99_us"] = r["serving"]["p99_us"]
-      out[f"{prefix}/batch1_floor_p50_us"] = r["floor"]["p50_us"]
+      out[f"{prefix}/batch1_bare_jit_p50_us"] = r["floor"]["p50_us"]
+      out[f"{prefix}/batch1_compute_p50_us"] = r["compute"]["p50_us"]
     elif r["kind"] == "saturation":
       out[f"{prefix}/saturation_batch_size"] = r["batch_size"]
       out[f"{prefix}/best_examples_per_s"] = r["best_examples_per_s"]
@@ -175,19 +177,23 @@ def markdown_report(result: dict[str, Any], title: str, provenance_md: str) -> s
     s, f = r["serving"], r["floor"]
     rows.append([r["backend"], r["precision"], f"{acc[key]:.4f}", f"{s['p50_us']:.1f}",
                  f"{s['p90_us']:.1f}", f"{s['p99_us']:.1f}", f"{f['p50_us']:.1f}",
-                 f"{r['serving_over_floor_p50']:.2f}", sat[key]["batch_size"],
+                 f"{r['serving_over_floor_p50']:.2f}", f"{r['compute']['p50_us']:.1f}",
+                 sat[key]["batch_size"],
                  f"{sat[key]['best_examples_per_s']:,.0f}", f"{sat[key]['best_us_per_example']:.2f}",
                  f"{comp[key]:.1f}"])
   parts = [f"# {title}", "", provenance_md, "",
            "## Real-time (batch 1) and batch, per precision", "",
-           "Batch-1 latency is the serving path (numpy in, input checks, device copies, numpy "
-           "out); the floor is the bare compiled `apply` on a device-resident input, measured in "
-           "alternating blocks with it. Saturation: the smallest batch reaching "
+           "Batch-1 latency is the serving path (`Predictor.logits`: input checks, padding "
+           "logic, numpy in and out). Beside it, in alternating blocks: the bare jitted call "
+           "(the compiled `apply` called directly on the same numpy input, result fetched to "
+           "numpy), and compute alone (the compiled call on a device-resident input, blocking, "
+           "nothing fetched). Saturation: the smallest batch reaching "
            f"{int(100 * result['settings']['saturation_fraction'])} % of the highest throughput "
            "in the sweep. Compilation (all sweep and serving sizes) is reported apart and "
            "excluded from every timing.", "",
            markdown_table(["backend", "precision", "test acc", "b1 p50 µs", "b1 p90 µs",
-                           "b1 p99 µs", "floor p50 µs", "p50 / floor", "saturation batch",
+                           "b1 p99 µs", "bare jit p50 µs", "p50 / bare jit", "compute p50 µs",
+                           "saturation batch",
                            "best examples/s", "best µs/example", "compile s"], rows), ""]
   sweep_rows = []
   for r in by("batch"):

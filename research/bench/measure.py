@@ -1,8 +1,10 @@
 """Real-time and batch inference timings of a `Predictor`, each call blocking on its result.
 
-Real-time is batch 1 through the serving path (numpy in, checks, padding, device copies, numpy
-out) beside the floor: the compiled `apply` on a device-resident input. The two run in
-alternating blocks so the machine's noise falls on both alike. Batch is a sweep of compiled batch
+Real-time is batch 1 through the serving path (`Predictor.logits`: input checks, padding logic,
+numpy in and out) beside two floors: the bare jitted call (the compiled `apply` called directly
+on the same numpy input, its result fetched to numpy) and the compute floor (the compiled call on
+a device-resident input, blocking, nothing fetched). The three run in alternating blocks so the
+machine's noise falls on all alike. Batch is a sweep of compiled batch
 sizes on device-resident inputs: throughput, per-example time, and where throughput saturates.
 """
 from __future__ import annotations
@@ -35,22 +37,28 @@ def _stats_us(seconds: np.ndarray) -> dict[str, float]:
 
 def realtime_latency(predictor, example: np.ndarray, n_calls: int = 2000, blocks: int = 10
                      ) -> dict[str, Any]:
-  """Batch-1 latency of `predictor.logits` and of the bare compiled call, interleaved."""
+  """Batch-1 latency of `predictor.logits`, of the bare jitted call and of compute alone."""
   example = predictor.check_input(example)[:1]
-  compiled = predictor.compiled[predictor.padded_size(1)]
-  x_dev = jax.device_put(np.zeros((predictor.padded_size(1), *predictor.input_shape),
-                                  np.float32) + example, predictor.device)
-  serve = lambda: predictor.logits(example)  # noqa: E731
-  floor = lambda: compiled(predictor.params, x_dev).block_until_ready()  # noqa: E731
+  b = predictor.padded_size(1)
+  compiled = predictor.compiled[b]
+  x_host = np.concatenate([example, np.zeros((b - 1, *predictor.input_shape), np.float32)])
+  x_dev = jax.device_put(x_host, predictor.device)
+  sides = {
+      "serving": lambda: predictor.logits(example),
+      "floor": lambda: np.asarray(compiled(predictor.params, x_host)),
+      "compute": lambda: compiled(predictor.params, x_dev).block_until_ready(),
+  }
   per_block = max(1, n_calls // blocks)
-  serving, bare = [], []
+  times: dict[str, list[np.ndarray]] = {k: [] for k in sides}
   for _ in range(blocks):
-    serving.append(time_calls(serve, per_block, warmup=5))
-    bare.append(time_calls(floor, per_block, warmup=5))
-  serving, bare = np.concatenate(serving), np.concatenate(bare)
-  s, f = _stats_us(serving), _stats_us(bare)
-  return {"serving": s, "floor": f, "serving_over_floor_p50": s["p50_us"] / f["p50_us"],
-          "samples_us": {"serving": serving * 1e6, "floor": bare * 1e6}}
+    for name, fn in sides.items():
+      times[name].append(time_calls(fn, per_block, warmup=5))
+  seconds = {k: np.concatenate(v) for k, v in times.items()}
+  out: dict[str, Any] = {k: _stats_us(v) for k, v in seconds.items()}
+  out["serving_over_floor_p50"] = out["serving"]["p50_us"] / out["floor"]["p50_us"]
+  out["serving_over_compute_p50"] = out["serving"]["p50_us"] / out["compute"]["p50_us"]
+  out["samples_us"] = {k: v * 1e6 for k, v in seconds.items()}
+  return out
 
 
 def batch_sweep(predictor, batch_sizes: Sequence[int] | None = None, seconds_per_size: float = 0.3,
