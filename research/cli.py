@@ -30,13 +30,14 @@ def run_main(main: Callable[[], int | None]) -> None:
   """Runs `main`, turning the project's known errors into one line on stderr and exit 1."""
   from research.checkpoint import CheckpointError
   from research.config import ConfigError
+  from research.cost import CostError
   from research.data import DataError
   from research.infer import InferenceError
   from research.models import ModelError
   from research.train import TrainingError
   try:
     sys.exit(main() or 0)
-  except (ConfigError, DataError, InferenceError, ModelError, TrainingError,
+  except (ConfigError, CostError, DataError, InferenceError, ModelError, TrainingError,
           CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -1,0 +1,341 @@
+"""The main job: train (or resume) a run, then put its training and its inference side by side.
+
+Everything in the report comes from one process on one machine: the run's own training time,
+inference timed here through the same harness as `scripts/bench_inference.py`, FLOPs counted
+analytically and by XLA, memory from the compiled executables, and this machine's peak FLOP/s
+measured with a large matmul.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from research import cost
+from research.bench.measure import batch_sweep, realtime_latency, saturation_batch_size
+from research.data import load_dataset
+from research.infer import Predictor, load_run
+from research.models import count_params
+from research.train import train_and_evaluate
+from research.train_step import create_train_state, make_optimizer, make_train_step
+
+
+@dataclasses.dataclass
+class CostSettings:
+  max_batch: int = 4096
+  latency_calls: int = 2000
+  seconds_per_size: float = 0.2
+  profiles: tuple[str, ...] = tuple(cost.PROFILES)
+  power_watts: float = 15.0      # this machine, per busy core: an assumption, override it
+  price_per_hour: float = 0.05   # this machine: an assumption, override it
+  peak_matmul_n: int = 1024
+
+
+def run_job(config: ml_collections.ConfigDict, workdir: str, settings: CostSettings,
+            progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Train (or resume), restore params, time inference, count costs; returns the report."""
+  for name in settings.profiles:
+    cost.get_profile(name)  # unknown names fail before any work
+  log(f"training {config.experiment} in {workdir}")
+  summary = train_and_evaluate(config, workdir, progress=progress)
+  run = load_run(workdir, "latest")
+  data = load_dataset(config.data)
+  batch = config.batch_size
+  optimizer = make_optimizer(**config.optimizer)
+  num_params = count_params(run.params)
+
+  log("timing inference: batch 1, then a batch sweep")
+  sizes = tuple(sorted({2 ** i for i in range(settings.max_batch.bit_length())} | {batch}))
+  predictor = Predictor.from_run(run, batch_sizes=sizes)
+  rt = realtime_latency(predictor, data.x_test[:1], n_calls=settings.latency_calls)
+  sweep = batch_sweep(predictor, seconds_per_size=settings.seconds_per_size)
+  best = max(sweep, key=lambda r: r["examples_per_s"])
+  at_train_batch = next(r for r in sweep if r["batch_size"] == batch)
+
+  log("counting FLOPs and memory")
+  layers = cost.layer_flops(config.model, run.input_shape, run.num_classes)
+  fwd_ex = cost.forward_flops(layers, 1)
+  step_flops = cost.train_step_flops(layers, batch, num_params, run.num_classes,
+                                     config.optimizer.name)
+  xla = cost.xla_flops(config.model, run.input_shape, run.num_classes, batch, optimizer)
+  state = create_train_state(run.model, optimizer, np.zeros((1, *run.input_shape), np.float32),
+                             jax.random.key(0))
+  x_b = np.zeros((batch, *run.input_shape), np.float32)
+  train_compiled = cost.compiled_cost(make_train_step(run.model, optimizer), state,
+                                      (x_b, np.zeros(batch, np.int32)), donate_argnums=0)
+  apply_same = cost.compiled_cost(run.model.apply, run.params, x_b)
+  apply_best = cost.compiled_cost(run.model.apply, run.params,
+                                  np.zeros((best["batch_size"], *run.input_shape), np.float32))
+  apply_one = cost.compiled_cost(run.model.apply, run.params,
+                                 np.zeros((1, *run.input_shape), np.float32))
+
+  log(f"measuring this machine's peak FLOP/s ({settings.peak_matmul_n}^3 matmul)")
+  peak = cost.measure_peak_flops(settings.peak_matmul_n)
+
+  train_seconds = summary["train_seconds"]
+  steps = summary["steps"]
+  train_s_per_example = train_seconds / (steps * batch)
+  infer = {
+      "realtime": {"seconds_per_prediction": rt["serving"]["p50_us"] * 1e-6,
+                   "batch_size": 1, "p99_seconds": rt["serving"]["p99_us"] * 1e-6},
+      "batch": {"seconds_per_prediction": best["us_per_example"] * 1e-6,
+                "batch_size": best["batch_size"]},
+      "train_batch": {"seconds_per_prediction": at_train_batch["us_per_example"] * 1e-6,
+                      "batch_size": batch},
+  }
+  train_total_flops = step_flops * steps
+  here = cost.this_machine_profile(peak["peak_flops"], settings.power_watts,
+                                   settings.price_per_hour)
+
+  def utilization(flops: float, seconds: float) -> float:
+    return flops / seconds / peak["peak_flops"]
+
+  break_even = {
+      "flops": cost.break_even(train_total_flops, fwd_ex),
+      **{f"seconds_{mode}": cost.break_even(train_seconds, v["seconds_per_prediction"])
+         for mode, v in infer.items()},
+  }
+  profiles = {}
+  for name in settings.profiles:
+    p = cost.get_profile(name)
+    train_s = train_total_flops / (p.peak_flops * p.mfu_train)
+    per_pred = {"realtime": fwd_ex / (p.peak_flops * p.mfu_realtime),
+                "batch": fwd_ex / (p.peak_flops * p.mfu_batch)}
+    profiles[name] = {
+        **dataclasses.asdict(p),
+        "train_seconds": train_s, "train": cost.energy_and_money(train_s, p),
+        "dollars_per_million_predictions": {m: 1e6 * cost.energy_and_money(s, p)["dollars"]
+                                            for m, s in per_pred.items()},
+        "break_even_predictions": {m: cost.break_even(train_s, s) for m, s in per_pred.items()},
+    }
+  here_costs = {
+      "train": cost.energy_and_money(train_seconds, here),
+      "dollars_per_million_predictions": {
+          m: 1e6 * cost.energy_and_money(v["seconds_per_prediction"], here)["dollars"]
+          for m, v in infer.items()},
+      "joules_per_prediction": {m: v["seconds_per_prediction"] * here.power_watts
+                                for m, v in infer.items()},
+  }
+  memory = {
+      "params_bytes": cost.tree_bytes(run.params),
+      "optimizer_state_bytes": cost.tree_bytes(state.opt_state),
+      "train_step": {k: train_compiled.get(k) for k in
+                     ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "peak_bytes")},
+      "apply_same_batch": {k: apply_same.get(k) for k in
+                           ("argument_bytes", "output_bytes", "temp_bytes", "peak_bytes")},
+      "apply_batch_1": {k: apply_one.get(k) for k in
+                        ("argument_bytes", "output_bytes", "temp_bytes", "peak_bytes")},
+  }
+  return {
+      "experiment": config.experiment, "model": config.model.name, "params": num_params,
+      "workdir": os.path.abspath(workdir), "step": run.step, "batch_size": batch,
+      "steps": steps, "final_test_accuracy": summary["final_test_accuracy"],
+      "flops": {
+          "analytic_layers": [dict(dataclasses.asdict(l), forward=l.forward, backward=l.backward)
+                              for l in layers],
+          "forward_per_example": fwd_ex,
+          "train_step": step_flops,
+          "train_step_per_example": step_flops / batch,
+          "train_to_forward_ratio": step_flops / (batch * fwd_ex),
+          "training_run_total": train_total_flops,
+          "xla": {**xla, "forward_per_example": xla["forward"] / batch,
+                  "train_to_forward_ratio": xla["train_step"] / xla["forward"]},
+          "xla_over_analytic": {"forward": xla["forward"] / (batch * fwd_ex),
+                                "train_step": xla["train_step"] / step_flops},
+          "compiled_bytes_accessed": {"train_step": train_compiled.get("bytes_accessed"),
+                                      "apply_same_batch": apply_same.get("bytes_accessed"),
+                                      "apply_best_batch": apply_best.get("bytes_accessed")},
+      },
+      "time": {
+          "train_seconds": train_seconds, "compile_seconds": summary["compile_seconds"],
+          "train_seconds_per_example": train_s_per_example,
+          "inference": infer,
+          "train_over_realtime_per_example": train_s_per_example
+                                             / infer["realtime"]["seconds_per_prediction"],
+          "train_over_batch_per_example": train_s_per_example
+                                          / infer["batch"]["seconds_per_prediction"],
+          "train_over_same_batch_inference": train_s_per_example
+                                             / infer["train_batch"]["seconds_per_prediction"],
+          "realtime": {k: rt[k] for k in ("serving", "floor", "compute")},
+          "sweep": sweep,
+          "saturation_batch_size": saturation_batch_size(sweep),
+      },
+      "utilization": {
+          "peak": peak,
+          "training": utilization(train_total_flops, train_seconds),
+          "realtime": utilization(fwd_ex, infer["realtime"]["seconds_per_prediction"]),
+          "batch": utilization(fwd_ex, infer["batch"]["seconds_per_prediction"]),
+      },
+      "memory": memory,
+      "break_even_predictions": break_even,
+      "this_machine": {**dataclasses.asdict(here), **here_costs},
+      "profiles": profiles,
+  }
+
+
+def _si(x: float, unit: str = "") -> str:
+  for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+    if abs(x) >= factor:
+      return f"{x / factor:.3g} {prefix}{unit}"
+  return f"{x:.3g} {unit}".strip()
+
+
+def _us(seconds: float) -> str:
+  return f"{seconds * 1e6:.2f} µs"
+
+
+def markdown_report(r: dict[str, Any], provenance_md: str) -> str:
+  """The report a reader checks: one table per question, every figure from this run."""
+  from research.report import markdown_table
+  f, t, m, u, be = r["flops"], r["time"], r["memory"], r["utilization"], r["break_even_predictions"]
+  inf = t["inference"]
+  mib = lambda b: "" if b is None else f"{b / 2 ** 20:.3f} MiB"  # noqa: E731
+  lines = [
+      f"# Training vs inference: {r['experiment']} ({r['model']}, {r['params']:,} params)", "",
+      provenance_md, "",
+      f"Trained {r['steps']} steps at batch {r['batch_size']}; final test accuracy "
+      f"{r['final_test_accuracy']:.4f}. Inference restores the params of step {r['step']} alone.",
+      "", "## FLOPs per example", "",
+      markdown_table(["", "analytic", "XLA", "XLA / analytic"], [
+          ["inference (forward)", _si(f["forward_per_example"]),
+           _si(f["xla"]["forward_per_example"]), f"{f['xla_over_analytic']['forward']:.3f}"],
+          ["training (train step / batch)", _si(f["train_step_per_example"]),
+           _si(f["xla"]["train_step"] / r["batch_size"]),
+           f"{f['xla_over_analytic']['train_step']:.3f}"],
+          ["train step / forward", f"{f['train_to_forward_ratio']:.2f}",
+           f"{f['xla']['train_to_forward_ratio']:.2f}", ""],
+          ["whole training run", _si(f["training_run_total"]), "", ""],
+      ]), "",
+      *[f"- XLA count: {n}" for n in f["xla"]["notes"]],
+      "", "Analytic forward FLOPs per example, layer by layer (backward as counted for training):",
+      "", markdown_table(["layer", "matmul", "elementwise", "forward", "backward"], [
+          [l["name"], _si(l["matmul"]), _si(l["elementwise"]), _si(l["forward"]),
+           _si(l["backward"])] for l in f["analytic_layers"]]), "",
+      "## Time per example", "",
+      markdown_table(["", "time per example", "vs training"], [
+          ["training (one step's share, compilation excluded)",
+           _us(t["train_seconds_per_example"]), "1"],
+          ["real-time inference (batch 1, p50, serving path)",
+           _us(inf["realtime"]["seconds_per_prediction"]),
+           f"{1 / t['train_over_realtime_per_example']:.1f}x training's"],
+          [f"batch inference (batch {inf['train_batch']['batch_size']}, as trained)",
+           _us(inf["train_batch"]["seconds_per_prediction"]),
+           f"training is {t['train_over_same_batch_inference']:.1f}x"],
+          [f"batch inference (best batch, {inf['batch']['batch_size']})",
+           _us(inf["batch"]["seconds_per_prediction"]),
+           f"training is {t['train_over_batch_per_example']:.1f}x"],
+      ]), "",
+      f"Throughput saturates (90 % of the best) at batch {t['saturation_batch_size']}; "
+      f"real-time p99 {_us(inf['realtime']['p99_seconds'])}. Training took "
+      f"{t['train_seconds']:.2f} s plus {t['compile_seconds']:.2f} s of compilation.", "",
+      "## Memory (compiled executables)", "",
+      markdown_table(["", "training step", f"inference, batch {r['batch_size']}",
+                      "inference, batch 1"], [
+          ["params", mib(m["params_bytes"]), mib(m["params_bytes"]), mib(m["params_bytes"])],
+          ["optimizer state", mib(m["optimizer_state_bytes"]), "none", "none"],
+          ["arguments (params, state, batch)", mib(m["train_step"]["argument_bytes"]),
+           mib(m["apply_same_batch"]["argument_bytes"]), mib(m["apply_batch_1"]["argument_bytes"])],
+          ["activations and temporaries", mib(m["train_step"]["temp_bytes"]),
+           mib(m["apply_same_batch"]["temp_bytes"]), mib(m["apply_batch_1"]["temp_bytes"])],
+          ["peak (arguments + outputs - donated + temporaries)",
+           mib(m["train_step"]["peak_bytes"]), mib(m["apply_same_batch"]["peak_bytes"]),
+           mib(m["apply_batch_1"]["peak_bytes"])],
+      ]), "",
+      "## Utilization against this machine's measured peak", "",
+      f"Peak: {_si(u['peak']['peak_flops'], 'FLOP/s')} ({u['peak']['matmul_n']}³ "
+      f"{u['peak']['dtype']} matmul, best of 10, same thread settings).", "",
+      markdown_table(["", "achieved (analytic FLOPs / time)", "utilization"], [
+          ["training", _si(f["training_run_total"] / t["train_seconds"], "FLOP/s"),
+           f"{100 * u['training']:.1f} %"],
+          ["real-time inference", _si(f["forward_per_example"]
+                                      / inf["realtime"]["seconds_per_prediction"], "FLOP/s"),
+           f"{100 * u['realtime']:.2f} %"],
+          ["batch inference", _si(f["forward_per_example"]
+                                  / inf["batch"]["seconds_per_prediction"], "FLOP/s"),
+           f"{100 * u['batch']:.1f} %"],
+      ]), "",
+      "## Break-even: predictions after which inference has cost more than training", "",
+      markdown_table(["measure", "predictions"], [
+          ["FLOPs (training run ÷ forward per example)", _si(be["flops"])],
+          ["seconds on this machine, real-time (batch 1)", _si(be["seconds_realtime"])],
+          [f"seconds on this machine, batch {inf['train_batch']['batch_size']}",
+           _si(be["seconds_train_batch"])],
+          [f"seconds on this machine, best batch ({inf['batch']['batch_size']})",
+           _si(be["seconds_batch"])],
+      ]), "",
+      "On one machine at constant power, energy and money scale with time, so their break-even "
+      "counts equal the seconds row. This machine at the assumed "
+      f"{r['this_machine']['power_watts']:g} W and ${r['this_machine']['price_per_hour']:g}/h: "
+      f"training {r['this_machine']['train']['joules']:.3g} J, "
+      f"${r['this_machine']['train']['dollars']:.3g}; a million predictions "
+      f"${r['this_machine']['dollars_per_million_predictions']['realtime']:.3g} real-time, "
+      f"${r['this_machine']['dollars_per_million_predictions']['batch']:.3g} batched.", "",
+      "### Named accelerator profiles (not measured: times from FLOPs at an assumed MFU)", "",
+      "Vendor dense peaks; power, price and MFU are assumptions (edit `research/cost.py` "
+      "PROFILES or pass other values). Under a profile the break-even count depends only on the "
+      "FLOP ratio and the MFU ratio, so it is the same for every profile; the dollars differ.", "",
+      markdown_table(["profile", "peak", "W", "$/h", "MFU train / batch / real-time",
+                      "training run $", "$ per 1M predictions (real-time / batch)",
+                      "break-even (real-time / batch)"], [
+          [n, _si(p["peak_flops"], "FLOP/s"), f"{p['power_watts']:g}", f"{p['price_per_hour']:g}",
+           f"{p['mfu_train']:g} / {p['mfu_batch']:g} / {p['mfu_realtime']:g}",
+           f"{p['train']['dollars']:.3g}",
+           f"{p['dollars_per_million_predictions']['realtime']:.3g} / "
+           f"{p['dollars_per_million_predictions']['batch']:.3g}",
+           f"{_si(p['break_even_predictions']['realtime'])} / "
+           f"{_si(p['break_even_predictions']['batch'])}"]
+          for n, p in r["profiles"].items()]), "",
+  ]
+  return "\n".join(lines)
+
+
+def plot_report(r: dict[str, Any], path: str) -> str:
+  """Time per example (train vs real-time vs batch) and cumulative cost against predictions."""
+  from research.bench.figures import _write, plt, png_bytes
+  t, inf = r["time"], r["time"]["inference"]
+  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+  labels = ["train step", "real-time (b=1)", f"batch {inf['train_batch']['batch_size']}",
+            f"best batch ({inf['batch']['batch_size']})"]
+  values = [t["train_seconds_per_example"], inf["realtime"]["seconds_per_prediction"],
+            inf["train_batch"]["seconds_per_prediction"], inf["batch"]["seconds_per_prediction"]]
+  left.bar(labels, [v * 1e6 for v in values], color=["C3", "C0", "C1", "C2"])
+  left.set_yscale("log")
+  left.set_ylabel("µs per example (log)")
+  left.set_title("time per example")
+  left.tick_params(axis="x", labelsize=8)
+  n = np.logspace(0, np.log10(max(r["break_even_predictions"]["seconds_realtime"],
+                                  r["break_even_predictions"]["seconds_batch"]) * 10), 200)
+  right.plot(n, np.full_like(n, t["train_seconds"]), "C3", label="training run")
+  for mode, color in (("realtime", "C0"), ("batch", "C2")):
+    right.plot(n, n * inf[mode]["seconds_per_prediction"], color, label=f"inference, {mode}")
+    right.axvline(r["break_even_predictions"][f"seconds_{mode}"], color=color, linestyle=":")
+  right.set_xscale("log")
+  right.set_yscale("log")
+  right.set_xlabel("predictions served")
+  right.set_ylabel("cumulative seconds on this machine")
+  right.set_title("break-even (dotted)")
+  right.legend(fontsize=8)
+  right.grid(alpha=0.3, which="both")
+  fig.suptitle(f"{r['experiment']}: training vs inference")
+  return _write(path, png_bytes(fig))
+
+
+def headline_scalars(r: dict[str, Any]) -> dict[str, float]:
+  return {
+      "cost/forward_flops_per_example": r["flops"]["forward_per_example"],
+      "cost/train_step_flops_per_example": r["flops"]["train_step_per_example"],
+      "cost/train_to_forward_flops": r["flops"]["train_to_forward_ratio"],
+      "cost/train_us_per_example": r["time"]["train_seconds_per_example"] * 1e6,
+      "cost/realtime_us_per_prediction":
+          r["time"]["inference"]["realtime"]["seconds_per_prediction"] * 1e6,
+      "cost/batch_us_per_prediction": r["time"]["inference"]["batch"]["seconds_per_prediction"] * 1e6,
+      "cost/break_even_predictions_flops": r["break_even_predictions"]["flops"],
+      "cost/break_even_predictions_realtime": r["break_even_predictions"]["seconds_realtime"],
+      "cost/break_even_predictions_batch": r["break_even_predictions"]["seconds_batch"],
+      "cost/utilization_training": r["utilization"]["training"],
+      "cost/utilization_batch": r["utilization"]["batch"],
+  }
