@@ -8,7 +8,8 @@ analytic count (layer by layer, from the model config) is the primary figure; XL
 The training step's analytic count: every matmul costs its forward FLOPs again for the weight
 gradient, and again for the input gradient unless its input is data (the first layer, the GRU's
 input projection); every elementwise op costs about twice its forward FLOPs backward (the local
-derivative, then the product with the incoming gradient); plus the loss and its gradient, and the
+derivative, then the product with the incoming gradient) and every exp/tanh/sigmoid 3 more;
+plus the loss and its gradient, and the
 optimizer's per-parameter update (Adam: moments, bias correction, step; the gradient norm metric).
 """
 from __future__ import annotations
@@ -46,7 +47,10 @@ class LayerFlops:
 
   @property
   def backward(self) -> float:
-    return self.matmul * (1 if self.input_is_data else 2) + 2 * self.elementwise
+    # A transcendental's derivative comes from its saved output in 3 FLOPs (s * (1 - s) * g,
+    # (1 - t * t) * g).
+    return (self.matmul * (1 if self.input_is_data else 2) + 2 * self.elementwise
+            + 3 * self.transcendentals)
 
 
 def _dense(name: str, n_in: int, n_out: int, relu: bool, input_is_data: bool) -> LayerFlops:
@@ -106,10 +110,11 @@ def layer_flops(model_config: Mapping[str, Any], input_shape: Sequence[int],
     # Input projection (all steps at once) with its bias.
     proj = LayerFlops("gru_input_projection", per_dir_steps * 2.0 * n_feat * 3 * hid,
                       per_dir_steps * 3.0 * hid, True)
-    # Per step and direction: hidden projection + bias; r, z: one add each (+ sigmoid);
-    # n: r * hid_n, + in_n (+ tanh); h' = (1 - z) * n + z * h: four ops.
+    # Per step and direction: hidden projection + bias; r, z: one add each, then a sigmoid,
+    # 1 / (1 + exp(-x)), which is 3 FLOPs around its exp; n: r * hid_n, + in_n (+ tanh);
+    # h' = (1 - z) * n + z * h: four ops.
     cell = LayerFlops("gru_recurrence", per_dir_steps * 2.0 * hid * 3 * hid,
-                      per_dir_steps * (3 * hid + 2 * hid + 2 * hid + 4 * hid), False,
+                      per_dir_steps * (3 * hid + 2 * hid + 2 * 3 * hid + 2 * hid + 4 * hid), False,
                       transcendentals=per_dir_steps * 3.0 * hid)
     return [proj, cell, _dense("dense", steps * 2 * hid, num_classes, False, False)]
   raise CostError(f"no analytic FLOP count for model {name!r}")

@@ -1,0 +1,119 @@
+"""Cost accounting: pinned analytic FLOPs, agreement with XLA, break-even, the main job's report."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from research import cost
+from research.train_step import make_optimizer
+
+# Forward FLOPs per example at the reference sizes, counted by hand:
+#   logistic 2*40*10 + 10; MLP (2*40*100 + 2*100) + (2*100*100 + 3*100) + (2*100*10 + 10);
+#   CNN: in-bounds taps 18*5, 10*3*25 - 25, 5*3*25 - 25 (x2 FLOPs x25 channels) + bias/ReLU,
+#   + 2*125*10 + 10; GRU: 80 direction-steps of (2*1*18 + 18) + (2*6*18 + 102: biases, gates,
+#   sigmoids as 3 FLOPs each), + 2*480*10 + 10.
+PINNED_FORWARD = {"logistic": 810, "mlp": 30_510, "cnn1d": 61_410, "gru": 39_370}
+MODELS = {"logistic": {"name": "logistic"}, "mlp": {"name": "mlp"},
+          "cnn1d": {"name": "cnn1d", "channels": 25, "conv_impl": "im2col"},
+          "gru": {"name": "gru"}}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_analytic_forward_flops_are_pinned(name):
+  layers = cost.layer_flops(MODELS[name], (40,), 10)
+  assert cost.forward_flops(layers) == PINNED_FORWARD[name]
+  assert cost.forward_flops(layers, batch=7) == 7 * PINNED_FORWARD[name]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_analytic_and_xla_agree_within_ten_percent(name):
+  batch, num_params = 16, {"logistic": 410, "mlp": 15_210, "cnn1d": 5_210, "gru": 5_134}[name]
+  layers = cost.layer_flops(MODELS[name], (40,), 10)
+  forward = cost.forward_flops(layers, batch)
+  train = cost.train_step_flops(layers, batch, num_params, 10, "adam")
+  xla = cost.xla_flops(MODELS[name], (40,), 10, batch, make_optimizer("adam", 1e-2))
+  assert abs(xla["forward"] / forward - 1) < 0.10
+  assert abs(xla["train_step"] / train - 1) < 0.10
+  assert 2.0 <= train / forward <= 3.5
+
+
+def test_xla_counts_a_scan_body_once_which_the_cross_check_corrects():
+  gru = cost.xla_flops({"name": "gru"}, (40,), 10, 4, make_optimizer("adam", 1e-2))
+  once = cost.compiled_cost(*_gru_apply(4))["flops"]
+  assert gru["forward"] > 2 * once and any("scan body once" in n for n in gru["notes"])
+
+
+def _gru_apply(batch):
+  import jax
+  import jax.numpy as jnp
+  from research.models import build_model
+  model = build_model({"name": "gru"}, 10)
+  x = jnp.zeros((batch, 40))
+  return model.apply, model.init(jax.random.key(0), x[:1]), x
+
+
+def test_break_even_arithmetic():
+  assert cost.break_even(100.0, 0.5) == 200.0
+  assert cost.break_even(0.0, 1.0) == 0.0
+  with pytest.raises(cost.CostError, match="positive"):
+    cost.break_even(1.0, 0.0)
+  with pytest.raises(cost.CostError, match="non-negative"):
+    cost.break_even(-1.0, 1.0)
+  p = cost.get_profile("h100-sxm-bf16", price_per_hour=3600.0, power_watts=100.0)
+  assert cost.energy_and_money(2.0, p) == {"joules": 200.0, "dollars": 2.0}
+
+
+def test_unknown_profile_is_a_clear_error():
+  with pytest.raises(cost.CostError, match="unknown hardware profile 'tpu-v99'.*h100-sxm-bf16"):
+    cost.get_profile("tpu-v99")
+
+
+def test_peak_flops_is_measured():
+  peak = cost.measure_peak_flops(n=128, repeats=3)
+  assert peak["peak_flops"] > 1e8 and peak["peak_flops"] >= peak["median_flops"]
+
+
+def run_job(repo_root, *args):
+  env = {**os.environ, "PYTHONPATH": repo_root}
+  return subprocess.run([sys.executable, "scripts/train_vs_infer.py", "--no-progress", *args],
+                        cwd=repo_root, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_main_job_writes_a_full_report_on_a_tiny_run(repo_root, tmp_path):
+  workdir = str(tmp_path / "cnn")
+  result = run_job(repo_root, "--workdir", workdir, "--config.num_steps=20",
+                   "--config.log_every=10", "--config.eval_every=10",
+                   "--config.checkpoint_every=10", "--max-batch", "8", "--latency-calls", "50",
+                   "--profiles", "h100-sxm-bf16")
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.load(open(os.path.join(workdir, "report.json")))
+  assert report["steps"] == 20 and report["params"] == 5210
+  assert report["flops"]["forward_per_example"] == PINNED_FORWARD["cnn1d"]
+  assert 2.0 <= report["flops"]["train_to_forward_ratio"] <= 3.5
+  assert abs(report["flops"]["xla_over_analytic"]["train_step"] - 1) < 0.1
+  be = report["break_even_predictions"]
+  assert be["flops"] == pytest.approx(report["flops"]["training_run_total"]
+                                      / report["flops"]["forward_per_example"])
+  assert be["seconds_realtime"] == pytest.approx(
+      report["time"]["train_seconds"]
+      / report["time"]["inference"]["realtime"]["seconds_per_prediction"])
+  # Adam: two moments per parameter plus an int32 step count.
+  assert report["memory"]["optimizer_state_bytes"] == 2 * report["memory"]["params_bytes"] + 4
+  assert report["memory"]["train_step"]["temp_bytes"] > report["memory"]["apply_batch_1"]["temp_bytes"]
+  assert 0 < report["utilization"]["batch"] < 1.5 and report["utilization"]["peak"]["peak_flops"] > 0
+  assert list(report["profiles"]) == ["h100-sxm-bf16"]
+  md = open(os.path.join(workdir, "report.md")).read()
+  for heading in ("## FLOPs per example", "## Time per example", "## Memory", "## Utilization",
+                  "## Break-even"):
+    assert heading in md
+  assert open(os.path.join(workdir, "report.png"), "rb").read(4) == b"\x89PNG"
+  assert "break-even" in result.stdout
+
+
+def test_main_job_errors_are_one_line(repo_root, tmp_path):
+  result = run_job(repo_root, "--workdir", str(tmp_path / "x"), "--profiles", "tpu-v99")
+  assert result.returncode == 1 and result.stderr.count("error:") == 1
+  assert "unknown hardware profile" in result.stderr
+  assert not os.path.exists(tmp_path / "x")  # nothing trained, nothing written
