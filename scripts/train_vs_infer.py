@@ -6,7 +6,7 @@
 Trains (re-running resumes, and a finished run is reused), restores the params alone, times
 real-time (batch 1) and batch inference, counts FLOPs analytically and with XLA, reads memory from
 the compiled executables, measures this machine's peak FLOP/s, and writes WORKDIR/report.md,
-report.json, report.png and `cost/*` TensorBoard scalars. Break-even: the number of predictions
+report.json, report.png (or into --out) and `cost/*` TensorBoard scalars in the workdir. Break-even: the number of predictions
 after which inference has cost more than training did. A few minutes on a 2-core CPU.
 """
 from __future__ import annotations
@@ -39,6 +39,8 @@ def main() -> int:
   p.add_argument("--latency-calls", type=int, default=2000)
   p.add_argument("--threads", type=int, default=1, choices=(0, 1),
                  help="1 (default) pins XLA:CPU to one thread; 0 keeps XLA's thread pool")
+  p.add_argument("--out", default=None,
+                 help="directory for report.md/json/png (default: the workdir)")
   p.add_argument("--no-progress", action="store_true")
   args, overrides = parse_with_overrides(p)
   config = load_config(args.config, overrides)
@@ -62,12 +64,14 @@ def main() -> int:
                    log=lambda s: print(s, flush=True))
   meta = provenance(sys.argv, wall_seconds=time.perf_counter() - t)
   report["provenance"] = meta
-  write_json(os.path.join(workdir, "report.json"), report)
-  md_path = os.path.join(workdir, "report.md")
+  out = args.out or workdir
+  os.makedirs(out, exist_ok=True)
+  write_json(os.path.join(out, "report.json"), report)
+  md_path = os.path.join(out, "report.md")
   with open(md_path + ".tmp", "w") as f:
     f.write(markdown_report(report, meta["markdown"]) + "\n")
   os.replace(md_path + ".tmp", md_path)
-  plot_report(report, os.path.join(workdir, "report.png"))
+  plot_report(report, os.path.join(out, "report.png"))
   with SummaryWriter(workdir) as writer:
     writer.scalars(headline_scalars(report), report["step"])
 

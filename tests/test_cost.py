@@ -110,6 +110,13 @@ def test_main_job_writes_a_full_report_on_a_tiny_run(repo_root, tmp_path):
     assert heading in md
   assert open(os.path.join(workdir, "report.png"), "rb").read(4) == b"\x89PNG"
   assert "break-even" in result.stdout
+  table = subprocess.run([sys.executable, "scripts/compare_runs.py", "--format", "csv", workdir],
+                         cwd=repo_root, capture_output=True, text=True, timeout=120)
+  header, row = table.stdout.strip().splitlines()
+  assert "break_even_realtime" in header and "tb_median_step_ms" in header
+  values = dict(zip(header.split(","), next(__import__("csv").reader([row]))))
+  assert float(values["break_even_realtime"].replace(",", "")) == pytest.approx(
+      be["seconds_realtime"], rel=1e-3)
 
 
 def test_main_job_errors_are_one_line(repo_root, tmp_path):
