@@ -6,7 +6,7 @@
 Trains (re-running resumes, and a finished run is reused), restores the params alone, times
 real-time (batch 1) and batch inference, counts FLOPs analytically and with XLA, reads memory from
 the compiled executables, measures this machine's peak FLOP/s, and writes WORKDIR/report.md,
-report.json, report.png (or into --out) and `cost/*` TensorBoard scalars in the workdir. Break-even: the number of predictions
+report.json, report.png (and a copy into --out) and `cost/*` TensorBoard scalars. Break-even: the number of predictions
 after which inference has cost more than training did. A few minutes on a 2-core CPU.
 """
 from __future__ import annotations
@@ -64,14 +64,15 @@ def main() -> int:
                    log=lambda s: print(s, flush=True))
   meta = provenance(sys.argv, wall_seconds=time.perf_counter() - t)
   report["provenance"] = meta
-  out = args.out or workdir
-  os.makedirs(out, exist_ok=True)
-  write_json(os.path.join(out, "report.json"), report)
-  md_path = os.path.join(out, "report.md")
-  with open(md_path + ".tmp", "w") as f:
-    f.write(markdown_report(report, meta["markdown"]) + "\n")
-  os.replace(md_path + ".tmp", md_path)
-  plot_report(report, os.path.join(out, "report.png"))
+  text = markdown_report(report, meta["markdown"]) + "\n"
+  for out in dict.fromkeys([workdir, args.out or workdir]):  # the workdir always keeps a copy
+    os.makedirs(out, exist_ok=True)
+    write_json(os.path.join(out, "report.json"), report)
+    md_path = os.path.join(out, "report.md")
+    with open(md_path + ".tmp", "w") as f:
+      f.write(text)
+    os.replace(md_path + ".tmp", md_path)
+    plot_report(report, os.path.join(out, "report.png"))
   with SummaryWriter(workdir) as writer:
     writer.scalars(headline_scalars(report), report["step"])
 
