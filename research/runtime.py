@@ -8,9 +8,14 @@ ONE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thre
 
 
 def configure_threads(threads: int) -> None:
-  """`threads=1` pins XLA:CPU to one thread (tiny ops pay for threading); 0 keeps XLA's default.
+  """`threads=1` pins the process to one core and XLA:CPU to one thread; 0 keeps XLA's default.
 
-  XLA reads its flags once, when the backend starts, so this refuses to run after JAX has.
+  Tiny ops pay more for threading than they gain. Pinning also makes results independent of
+  how the process was launched: XLA:CPU sizes its thread pool from the CPUs the process may
+  use, and the pool's size changes how work is split and so the float rounding (an MNIST-1D CNN
+  run ends 2 points apart in accuracy). The core is the first the process may use (choose one
+  with `taskset -c N`). XLA reads its settings once, when the backend starts, so this refuses
+  to run after JAX has.
   """
   if threads not in (0, 1):
     raise ValueError(f"threads must be 0 (XLA default) or 1 (pinned), got {threads}")
@@ -18,6 +23,8 @@ def configure_threads(threads: int) -> None:
     return
   if "jax" in sys.modules and _backend_started():
     raise RuntimeError("configure_threads must run before JAX initialises its backend")
+  if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
   flags = os.environ.get("XLA_FLAGS", "")
   if "xla_cpu_multi_thread_eigen" not in flags:
     os.environ["XLA_FLAGS"] = (flags + " " + ONE_THREAD_FLAGS).strip()

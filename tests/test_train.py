@@ -268,3 +268,21 @@ def test_sigkill_at_any_moment_then_rerun_ends_like_uninterrupted(repo_root, tmp
   assert (a["final_test_loss"], a["final_test_accuracy"]) == (b["final_test_loss"], b["final_test_accuracy"])
   for x, y in zip(jax.tree.leaves(final_params(straight)[1]), jax.tree.leaves(final_params(killed)[1])):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to launch differently")
+def test_same_numbers_whatever_cpus_the_run_is_launched_on(repo_root, tmp_path):
+  """XLA:CPU sizes its thread pool from the usable CPUs, which changes rounding; --threads 1 pins."""
+  args = ["--config.num_steps=200", "--config.log_every=50", "--config.eval_every=100",
+          "--config.checkpoint_every=100"]
+  last_cpu = max(os.sched_getaffinity(0))
+  losses = []
+  for name, preexec in (("all", None), ("one", lambda: os.sched_setaffinity(0, {last_cpu}))):
+    workdir = str(tmp_path / name)
+    result = subprocess.run(
+        [sys.executable, os.path.join(repo_root, "scripts", "train.py"), "--no-progress",
+         "--workdir", workdir, *args], cwd=repo_root, capture_output=True, text=True,
+        timeout=120, preexec_fn=preexec, env={**os.environ, "PYTHONPATH": repo_root})
+    assert result.returncode == 0, result.stderr
+    losses.append(json.load(open(os.path.join(workdir, "summary.json")))["final_test_loss"])
+  assert losses[0] == losses[1]
