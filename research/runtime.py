@@ -21,11 +21,12 @@ def configure_threads(threads: int) -> None:
     raise ValueError(f"threads must be 0 (XLA default) or 1 (pinned), got {threads}")
   if threads == 0:
     return
-  if "jax" in sys.modules and _backend_started():
+  flags = os.environ.get("XLA_FLAGS", "")
+  already = ONE_THREAD_FLAGS in flags
+  if not already and "jax" in sys.modules and _backend_started():
     raise RuntimeError("configure_threads must run before JAX initialises its backend")
   if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-  flags = os.environ.get("XLA_FLAGS", "")
   if "xla_cpu_multi_thread_eigen" not in flags:
     os.environ["XLA_FLAGS"] = (flags + " " + ONE_THREAD_FLAGS).strip()
 

@@ -99,11 +99,15 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def load_data() -> dict[str, torch.Tensor]:
-    """Build the default MNIST-1D dataset procedurally (no download) as float32/int64 tensors."""
+def load_data(shuffle_seq: bool = False) -> dict[str, torch.Tensor]:
+    """Build the default MNIST-1D dataset procedurally (no download) as float32/int64 tensors.
+
+    `shuffle_seq` is the package's own spatially shuffled variant (one fixed permutation)."""
     from mnist1d.data import get_dataset_args, make_dataset
 
-    d = make_dataset(get_dataset_args())
+    args = get_dataset_args()
+    args.shuffle_seq = shuffle_seq
+    d = make_dataset(args)
     return {
         "x": torch.from_numpy(np.asarray(d["x"], dtype=np.float32)),
         "y": torch.from_numpy(np.asarray(d["y"], dtype=np.int64)),
@@ -263,6 +267,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--models", default="logistic,mlp,cnn,gru", help="comma-separated subset of " + ",".join(MODELS))
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shuffle-seq", action="store_true", help="the spatially shuffled MNIST-1D variant")
     p.add_argument("--eval-every", type=int, default=0, help="untimed test eval every N steps (0 = only at end)")
     p.add_argument("--out", default="results/torch_reference.json")
     p.add_argument("--md", default=None, help="markdown path (default: --out with .md)")
@@ -288,7 +293,7 @@ def main(argv: list[str]) -> int:
     meta = machine_block(sys.argv)
     if meta["cpu_affinity"] is not None and len(meta["cpu_affinity"]) != 1:
         print(f"warning: process may run on cores {meta['cpu_affinity']}; run under `taskset -c 0`", file=sys.stderr)
-    data = load_data()
+    data = load_data(args.shuffle_seq)
     records = []
     for name in args.models:
         r = bench_model(name, data, args.steps, args.seed, args.eval_every)
