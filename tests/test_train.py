@@ -276,13 +276,17 @@ def test_same_numbers_whatever_cpus_the_run_is_launched_on(repo_root, tmp_path):
   args = ["--config.num_steps=200", "--config.log_every=50", "--config.eval_every=100",
           "--config.checkpoint_every=100"]
   last_cpu = max(os.sched_getaffinity(0))
+  script = os.path.join(repo_root, "scripts", "train.py")
   losses = []
-  for name, preexec in (("all", None), ("one", lambda: os.sched_setaffinity(0, {last_cpu}))):
+  for name, cpus in (("all", None), ("one", {last_cpu})):
     workdir = str(tmp_path / name)
+    # Restrict the child's CPUs from inside it (preexec_fn is unsafe in a threaded process).
+    launcher = (f"import os, runpy, sys; os.sched_setaffinity(0, {cpus!r}) if {cpus!r} else None; "
+                f"sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
     result = subprocess.run(
-        [sys.executable, os.path.join(repo_root, "scripts", "train.py"), "--no-progress",
-         "--workdir", workdir, *args], cwd=repo_root, capture_output=True, text=True,
-        timeout=120, preexec_fn=preexec, env={**os.environ, "PYTHONPATH": repo_root})
+        [sys.executable, "-c", launcher, script, "--no-progress", "--workdir", workdir, *args],
+        cwd=repo_root, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": repo_root})
     assert result.returncode == 0, result.stderr
     losses.append(json.load(open(os.path.join(workdir, "summary.json")))["final_test_loss"])
   assert losses[0] == losses[1]
