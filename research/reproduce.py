@@ -3,39 +3,79 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-# Relative training cost per model on CPU (seconds for 6000 steps, results/speed_vs_torch.md),
-# used only to spread the models over the cores.
-EXPECTED_SECONDS = {"logistic": 0.1, "mlp": 0.6, "cnn": 2.0, "gru": 6.6}
+# Seconds one member takes for 6000 steps on one core (train and compile; measured on an AMD EPYC
+# core under the table's XLA flags). Only the ratios matter: they size and order the jobs.
+EXPECTED_SECONDS = {"logistic": 0.15, "mlp": 1.0, "cnn": 3.2, "gru": 6.0}
+# PyTorch reference seconds per run (results/speed_vs_torch.md), to spread its runs over cores.
+TORCH_EXPECTED_SECONDS = {"logistic": 1.0, "mlp": 2.7, "cnn": 9.4, "gru": 62.7}
+
+Member = tuple[str, int]  # (variant, seed)
 
 
-def assign_cores(jobs: Sequence[tuple[str, str]], cores: Sequence[int]
-                 ) -> dict[tuple[str, str], int]:
-  """Longest first, each (model, variant) job to the core with the least expected work so far."""
+def plan_jobs(models: Sequence[str], members: Sequence[Member], workers: int
+              ) -> list[tuple[str, tuple[Member, ...]]]:
+  """(model, members) jobs, longest first, for workers that each take the next job when free.
+
+  A model's members train side by side in one job (one compilation) unless that job would be
+  longer than half of one worker's share of the whole work; such a model is cut into the
+  fewest equal slices under that size, so the longest-first list has pieces small enough to
+  even out the cores' finishing times.
+  """
+  if workers < 1 or not members:
+    raise ValueError(f"need workers >= 1 and at least one member, got {workers}, {len(members)}")
+  work = {m: EXPECTED_SECONDS.get(m, 1.0) * len(members) for m in models}
+  cap = sum(work.values()) / (2 * workers)
+  jobs = []
+  for m in models:
+    slices = min(len(members), max(1, math.ceil(work[m] / cap - 1e-9))) if workers > 1 else 1
+    jobs += [(m, tuple(map(tuple, part))) for part in _split(members, slices)]
+  return sorted(jobs, key=lambda j: -EXPECTED_SECONDS.get(j[0], 1.0) * len(j[1]))
+
+
+def _split(items: Sequence, parts: int) -> list[list]:
+  """`items` in `parts` contiguous slices whose lengths differ by at most one."""
+  q, r = divmod(len(items), parts)
+  bounds = [0]
+  for i in range(parts):
+    bounds.append(bounds[-1] + q + (i < r))
+  return [list(items[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+
+def torch_groups(models: Sequence[str], cores: Sequence[int]) -> dict[int, list[str]]:
+  """The PyTorch reference's models spread over cores, longest first onto the least loaded."""
   load = {c: 0.0 for c in cores}
-  out = {}
-  for job in sorted(jobs, key=lambda j: -EXPECTED_SECONDS.get(j[0], 1.0)):
+  groups: dict[int, list[str]] = {c: [] for c in cores}
+  for m in sorted(models, key=lambda m: -TORCH_EXPECTED_SECONDS.get(m, 1.0)):
     core = min(load, key=load.get)
-    load[core] += EXPECTED_SECONDS.get(job[0], 1.0)
-    out[job] = core
-  return out
+    load[core] += TORCH_EXPECTED_SECONDS.get(m, 1.0)
+    groups[core].append(m)
+  return {c: g for c, g in groups.items() if g}
 
 
-def merge_jobs(done: Mapping[tuple[str, str], dict], models: Sequence[str],
-               variants: Sequence[str]) -> dict[str, dict]:
-  """Per model: the members of its variant jobs in order, their accuracies, summed seconds."""
+def merge_jobs(done: Mapping[tuple[str, tuple], dict], models: Sequence[str]
+               ) -> dict[str, dict]:
+  """Per model: its jobs' members in (variant, seed) order, their accuracies, summed seconds."""
   out = {}
   for model in models:
-    parts = [done[(model, v)] for v in variants]
+    parts = sorted((r for (m, _), r in done.items() if m == model),
+                   key=lambda r: [(mm["variant"], mm["seed"]) for mm in r["members"]])
+    if not parts:
+      raise ValueError(f"no finished job for model {model!r}")
     merged = {k: [x for p in parts for x in p[k]] for k in
               ("members", "final_test_accuracy", "final_test_loss", "best_test_accuracy",
                "best_step")}
+    order = sorted(range(len(merged["members"])), key=lambda i: (
+        merged["members"][i]["variant"], merged["members"][i]["seed"]))
+    merged = {k: [v[i] for i in order] for k, v in merged.items()}
     for k in ("train_seconds", "compile_seconds", "eval_seconds", "wall_seconds"):
       merged[k] = sum(p[k] for p in parts)
+    merged["jobs"] = len(parts)
     merged["cached"] = all(p.get("cached") for p in parts)
     merged["params"] = parts[0]["params"]
     out[model] = merged
@@ -67,7 +107,7 @@ def summarize(results: Mapping[str, dict], paper: Mapping[str, Any], models: Seq
   return rows
 
 
-def markdown(report: dict[str, Any], torch: dict[str, Any] | None) -> str:
+def markdown(report: dict[str, Any]) -> str:
   from research.report import markdown_table
   rows, meta = report["rows"], report["provenance"]
   table = markdown_table(
@@ -79,13 +119,15 @@ def markdown(report: dict[str, Any], torch: dict[str, Any] | None) -> str:
         ", ".join(f"{a:.1f}" for a in r["final"])] for r in rows])
   per_model = report["per_model"]
   timing = markdown_table(
-      ["model", "runs", "train s (all runs, compilation excluded)", "compile s", "eval s",
-       "wall s in workers (summed over its two jobs)", "cached"],
-      [[m, len(r["members"]), f"{r['train_seconds']:.1f}", f"{r['compile_seconds']:.1f}",
-        f"{r['eval_seconds']:.1f}", f"{r['wall_seconds']:.1f}", "yes" if r.get("cached") else "no"]
+      ["model", "runs", "jobs", "train s (all runs, compilation excluded)", "compile s",
+       "eval s", "wall s in workers (its jobs summed)", "train s per run", "cached"],
+      [[m, len(r["members"]), r["jobs"], f"{r['train_seconds']:.1f}",
+        f"{r['compile_seconds']:.1f}", f"{r['eval_seconds']:.1f}", f"{r['wall_seconds']:.1f}",
+        f"{r['train_seconds'] / len(r['members']):.2f}", "yes" if r.get("cached") else "no"]
        for m, r in per_model.items()])
   n_runs = sum(len(r["members"]) for r in per_model.values())
-  lines = [f"# MNIST-1D, Table 1 reproduced ({n_runs} runs)", "", meta["markdown"], "",
+  lines = [f"# MNIST-1D, Table 1 reproduced ({n_runs} runs)", "", meta["markdown"],
+           f"- XLA flags in the workers: `{report['worker_xla_flags']}`", "",
            "Protocol (the public reference code): Adam lr 1e-2, batch 100 in sequential slices, "
            f"{report['settings']['num_steps']} steps, final-step test accuracy; seeds change the "
            "initialization only; the shuffled variant is one fixed permutation of the 40 "
@@ -94,33 +136,54 @@ def markdown(report: dict[str, Any], torch: dict[str, Any] | None) -> str:
            f"{report['settings']['eval_every']} steps (the paper's text mentions early stopping; "
            "its code reports the final step).", "", table, "",
            f"## Time: {report['wall_seconds']:.1f} s for this invocation", "",
-           f"Wall time from the first worker's start to the last model's end, data generation and "
-           f"compilation included, {meta['workers']} worker process(es), one per core.", "",
-           timing, ""]
+           f"Wall time from the first worker's start to the last job's end, data generation and "
+           f"compilation included: {meta['workers']} worker process(es), each pinned to its own "
+           f"core with one XLA thread, taking the next job (one model's runs side by side under "
+           f"`vmap`, longest first) when free.", "", timing, ""]
   lines += reading_notes(rows, per_model, root=os.path.dirname(os.path.dirname(
       os.path.abspath(__file__))))
   if meta["cached"]:
     lines += [f"This invocation reused {len(meta['cached'])} finished job(s) from its cache, so its "
               "time is not the reproduction's; run with `--fresh` to time all runs.", ""]
-  elif torch:
-    per_run = {r["model"]: r["torch_median"] for r in torch["records"]}
-    single = {r["model"]: r["jax_median"] for r in torch["records"]}
-    seeds_variants = {m: len(r["members"]) for m, r in per_model.items()}
-    sequential = sum(per_run[m] * seeds_variants[m] for m in per_model if m in per_run)
-    lines += ["### Against the independent PyTorch implementation", "",
-              f"`results/speed_vs_torch.md` measured one PyTorch run per model on this machine "
-              f"(one pinned thread, median of 3): " + ", ".join(
-                  f"{m} {per_run[m]:.1f} s" for m in per_model if m in per_run) + ". The same "
-              f"{n_runs} runs one after another would take about {sequential:.0f} s of training "
-              f"alone (per-run medians x runs; seeds and the shuffled variant do not change a "
-              f"step's cost): **{sequential / report['wall_seconds']:.1f}x** our wall time.", "",
-              "Training side by side under `vmap` does not make a member cheaper on this CPU: "
-              "per member, " + ", ".join(
-                  f"{m} {per_model[m]['train_seconds'] / len(per_model[m]['members']):.1f} s "
-                  f"(single run {single[m]:.1f} s)" for m in per_model if m in single)
-              + ". Its gains here are one compilation per job instead of per run, and the jobs "
-              "spread over both cores.", ""]
+  elif report.get("torch_reference"):
+    lines += torch_comparison(report["torch_reference"], per_model, report["wall_seconds"])
   return "\n".join(lines)
+
+
+def torch_comparison(ref: Mapping[str, Any], per_model: Mapping[str, dict], wall: float
+                     ) -> list[str]:
+  """Our wall time against the same runs made one after another by the PyTorch reference."""
+  per_run = ref["per_run_seconds"]
+  missing = [m for m in per_model if m not in per_run]
+  runs = {m: len(r["members"]) for m, r in per_model.items() if m in per_run}
+  sequential = sum(per_run[m] * n for m, n in runs.items())
+  lines = ["### Against the independent PyTorch implementation", ""]
+  if ref["source"] == "this invocation":
+    lines.append(
+        "Timed in this invocation, after our runs, on the same machine: one PyTorch run per model "
+        "(`scripts/bench_torch_reference.py`, 6000 steps, one thread, each process pinned to its "
+        "own core, two at a time as our workers ran; its training loop alone is timed, data "
+        "generation and evaluation excluded).")
+  else:
+    lines.append(f"From `{ref['source']}` (measured {ref.get('date', 'earlier')}, not in this "
+                 "invocation: machine speed drifts between runs, so prefer `--torch-reference`).")
+  lines += ["", markdown_rows(per_run, runs, per_model), "",
+            f"The same {sum(runs.values())} runs one after another would take about "
+            f"{sequential:.0f} s of PyTorch training alone (per-run time x runs; seeds and the "
+            f"shuffled variant do not change a step's cost): **{sequential / wall:.1f}x** our "
+            f"wall time of {wall:.1f} s, which includes our data generation and compilation."
+            + (f" No PyTorch time for: {', '.join(missing)}." if missing else ""), ""]
+  return lines
+
+
+def markdown_rows(per_run: Mapping[str, float], runs: Mapping[str, int],
+                  per_model: Mapping[str, dict]) -> str:
+  from research.report import markdown_table
+  return markdown_table(
+      ["model", "PyTorch s per run", "runs", "PyTorch s, one after another",
+       "ours: train s per run (side by side)"],
+      [[m, f"{per_run[m]:.2f}", n, f"{per_run[m] * n:.1f}",
+        f"{per_model[m]['train_seconds'] / n:.2f}"] for m, n in runs.items()])
 
 
 def reading_notes(rows: Sequence[dict], per_model: Mapping[str, dict], root: str) -> list[str]:

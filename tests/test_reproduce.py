@@ -6,11 +6,13 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from research.config import load_config
 from research.data.mnist1d import load_mnist1d
 from research.multi_seed import train_side_by_side
-from research.reproduce import assign_cores, summarize
+from research.reproduce import (EXPECTED_SECONDS, merge_jobs, plan_jobs, summarize,
+                                torch_groups)
 
 
 def column_permutation(shuffled, original):
@@ -55,12 +57,49 @@ def test_member_matches_a_single_run_with_its_seed():
   np.testing.assert_allclose(both["final_test_loss"][1], alone["final_test_loss"][0], rtol=1e-5)
 
 
-def test_cores_are_balanced_longest_first():
-  jobs = [(m, v) for m in ("logistic", "mlp", "cnn", "gru") for v in ("original", "shuffled")]
-  cores = assign_cores(jobs, [0, 1])
-  assert cores[("gru", "original")] != cores[("gru", "shuffled")]
-  assert cores[("cnn", "original")] != cores[("cnn", "shuffled")]
-  assert set(assign_cores(jobs[:2], [3]).values()) == {3}
+MODELS = ("logistic", "mlp", "cnn", "gru")
+MEMBERS = [(v, s) for v in ("original", "shuffled") for s in range(3)]
+
+
+def test_jobs_cover_every_run_once_longest_first_none_too_long():
+  jobs = plan_jobs(MODELS, MEMBERS, workers=2)
+  for m in MODELS:
+    mine = [x for model, ms in jobs if model == m for x in ms]
+    assert sorted(mine) == sorted(MEMBERS)  # each (variant, seed) of each model exactly once
+  cost = [EXPECTED_SECONDS[m] * len(ms) for m, ms in jobs]
+  assert cost == sorted(cost, reverse=True)
+  total = sum(EXPECTED_SECONDS[m] for m in MODELS) * len(MEMBERS)
+  assert max(cost) <= total / 4 + 1e-9  # half of one worker's share
+  per_model = {m: sum(1 for model, _ in jobs if model == m) for m in MODELS}
+  assert per_model["logistic"] == per_model["mlp"] == 1  # cheap models compile once
+  assert per_model["gru"] > 1
+  # One worker: nothing to balance, so every model is one job (one compilation).
+  assert [len(ms) for _, ms in plan_jobs(MODELS, MEMBERS, workers=1)] == [6] * 4
+
+
+def test_merge_restores_member_order_and_sums_time():
+  def part(members, acc):
+    return {"members": [{"variant": v, "seed": s} for v, s in members],
+            "final_test_accuracy": acc, "final_test_loss": acc, "best_test_accuracy": acc,
+            "best_step": [1] * len(acc), "train_seconds": 1.0, "compile_seconds": 2.0,
+            "eval_seconds": 0.5, "wall_seconds": 4.0, "params": 7}
+  done = {("gru", (("shuffled", 1), ("original", 2))): part([("shuffled", 1), ("original", 2)],
+                                                            [0.51, 0.92]),
+          ("gru", (("original", 0), ("original", 1))): part([("original", 0), ("original", 1)],
+                                                            [0.90, 0.91])}
+  merged = merge_jobs(done, ["gru"])["gru"]
+  assert [(m["variant"], m["seed"]) for m in merged["members"]] == [
+      ("original", 0), ("original", 1), ("original", 2), ("shuffled", 1)]
+  assert merged["final_test_accuracy"] == [0.90, 0.91, 0.92, 0.51]
+  assert merged["train_seconds"] == 2.0 and merged["wall_seconds"] == 8.0 and merged["jobs"] == 2
+  with pytest.raises(ValueError, match="cnn"):
+    merge_jobs(done, ["gru", "cnn"])
+
+
+def test_torch_reference_runs_spread_over_cores():
+  groups = torch_groups(MODELS, [0, 1])
+  assert groups == {0: ["gru"], 1: ["cnn", "mlp", "logistic"]}
+  assert torch_groups(MODELS, [5]) == {5: ["gru", "cnn", "mlp", "logistic"]}
 
 
 def test_summary_statistics():
@@ -97,4 +136,7 @@ def test_tiny_reproduction_writes_a_well_formed_table(repo_root, tmp_path):
   assert second.returncode == 0
   again = json.load(open(out + ".json"))
   assert again["provenance"]["retrained"] == [] and again["rows"] == report["rows"]
-  assert len(again["provenance"]["cached"]) == 4
+  planned = plan_jobs(("logistic", "mlp"), [(v, s) for v in ("original", "shuffled")
+                                             for s in range(2)], report["provenance"]["workers"])
+  assert len(again["provenance"]["cached"]) == len(planned)
+  assert len(report["provenance"]["retrained"]) == len(planned)

@@ -35,22 +35,26 @@ class BiGRU(nn.Module):
     x_BxTxI, w_in_DxIx3H, b_in_Dx3H, w_hid_DxHx3H, b_hid_Dx3H = nn.dtypes.promote_dtype(
         x_BxTxI, w_in_DxIx3H, b_in_Dx3H, w_hid_DxHx3H, b_hid_Dx3H, dtype=self.dtype)
 
-    x_TxBxI = jnp.swapaxes(x_BxTxI, 0, 1)
-    x_TxDxBxI = jnp.stack([x_TxBxI, x_TxBxI[::-1]], axis=1)
-    gates_in_TxDxBx3H = (jnp.einsum("tdbi,dig->tdbg", x_TxDxBxI, w_in_DxIx3H)
-                         + b_in_Dx3H[None, :, None, :])
+    # The recurrence runs batch-last ([D, H, B]): XLA:CPU vectorizes the cell's elementwise work
+    # along the contiguous batch axis. With the hidden axis last (6 lanes, gates sliced out of
+    # 3H) the batch-100 train step took 1.84 ms instead of 1.24 ms (one core of an AMD EPYC).
+    x_TxDxIxB = jnp.stack([x_BxTxI, x_BxTxI[:, ::-1]], axis=1).transpose(2, 1, 3, 0)
+    gates_in_TxDx3HxB = (jnp.einsum("tdib,dig->tdgb", x_TxDxIxB, w_in_DxIx3H)
+                         + b_in_Dx3H[None, :, :, None])
+    w_hid_Dx3HxH = jnp.swapaxes(w_hid_DxHx3H, 1, 2)
+    b_hid_Dx3Hx1 = b_hid_Dx3H[:, :, None]
 
-    def cell(h_DxBxH, gates_in_DxBx3H):
-      gates_hid = jnp.einsum("dbh,dhg->dbg", h_DxBxH, w_hid_DxHx3H) + b_hid_Dx3H[:, None, :]
-      r = jax.nn.sigmoid(gates_in_DxBx3H[..., :h] + gates_hid[..., :h])
-      z = jax.nn.sigmoid(gates_in_DxBx3H[..., h:2 * h] + gates_hid[..., h:2 * h])
-      n = jnp.tanh(gates_in_DxBx3H[..., 2 * h:] + r * gates_hid[..., 2 * h:])
-      h_new = (1.0 - z) * n + z * h_DxBxH
+    def cell(h_DxHxB, gates_in_Dx3HxB):
+      gates_hid = jnp.einsum("dgh,dhb->dgb", w_hid_Dx3HxH, h_DxHxB) + b_hid_Dx3Hx1
+      r = jax.nn.sigmoid(gates_in_Dx3HxB[:, :h] + gates_hid[:, :h])
+      z = jax.nn.sigmoid(gates_in_Dx3HxB[:, h:2 * h] + gates_hid[:, h:2 * h])
+      n = jnp.tanh(gates_in_Dx3HxB[:, 2 * h:] + r * gates_hid[:, 2 * h:])
+      h_new = (1.0 - z) * n + z * h_DxHxB
       return h_new, h_new
 
-    h0_DxBxH = jnp.zeros((2, batch, h), gates_in_TxDxBx3H.dtype)
-    _, out_TxDxBxH = lax.scan(cell, h0_DxBxH, gates_in_TxDxBx3H, unroll=self.unroll)
-    forward_TxBxH = out_TxDxBxH[:, 0]
-    backward_TxBxH = out_TxDxBxH[::-1, 1]  # back into sequence order
-    out_BxTx2H = jnp.swapaxes(jnp.concatenate([forward_TxBxH, backward_TxBxH], axis=-1), 0, 1)
+    h0_DxHxB = jnp.zeros((2, h, batch), gates_in_TxDx3HxB.dtype)
+    _, out_TxDxHxB = lax.scan(cell, h0_DxHxB, gates_in_TxDx3HxB, unroll=self.unroll)
+    forward_BxTxH = out_TxDxHxB[:, 0].transpose(2, 0, 1)
+    backward_BxTxH = out_TxDxHxB[::-1, 1].transpose(2, 0, 1)  # back into sequence order
+    out_BxTx2H = jnp.concatenate([forward_BxTxH, backward_BxTxH], axis=-1)
     return Dense(self.num_classes, dtype=self.dtype)(out_BxTx2H.reshape(batch, -1))
