@@ -13,12 +13,14 @@ from research.runtime import thread_settings
 
 
 def git_commit() -> str:
-  """Short commit of the working tree, with '+dirty' when it has uncommitted changes."""
+  """Short commit of the working tree, with '+dirty' when code or configs have uncommitted changes."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   try:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
                             capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+    # Outputs under results/ do not change what made them: only code and configs count as dirty.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":(exclude)results"], cwd=root,
                            capture_output=True, text=True).stdout.strip()
     return commit + ("+dirty" if dirty else "")
   except (OSError, subprocess.CalledProcessError):
