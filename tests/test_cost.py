@@ -102,7 +102,13 @@ def test_main_job_writes_a_full_report_on_a_tiny_run(repo_root, tmp_path):
   # Adam: two moments per parameter plus an int32 step count.
   assert report["memory"]["optimizer_state_bytes"] == 2 * report["memory"]["params_bytes"] + 4
   assert report["memory"]["train_step"]["temp_bytes"] > report["memory"]["apply_batch_1"]["temp_bytes"]
-  assert 0 < report["utilization"]["batch"] < 1.5 and report["utilization"]["peak"]["peak_flops"] > 0
+  # Utilization is achieved analytic FLOP/s over the measured peak; a bound on its size would be
+  # a timing test (a peak measured while the machine is busy can sit below a later batch rate).
+  util, peak = report["utilization"], report["utilization"]["peak"]["peak_flops"]
+  assert peak > 0 and util["batch"] > 0
+  assert util["batch"] == pytest.approx(
+      report["flops"]["forward_per_example"]
+      / report["time"]["inference"]["batch"]["seconds_per_prediction"] / peak)
   assert list(report["profiles"]) == ["h100-sxm-bf16"]
   md = open(os.path.join(workdir, "report.md")).read()
   for heading in ("## FLOPs per example", "## Time per example", "## Memory", "## Utilization",
