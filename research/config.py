@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000  # a multiple of eval_every
   c.keep_checkpoints = 2     # latest N, plus the best by test accuracy
   c.eval_batch_size = 1000
+  c.num_devices = 1          # data parallel over this many devices (0: all); batch split over them
   return c
 
 
@@ -168,6 +169,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
               "keep_checkpoints", "eval_batch_size"):
     need(key in config and isinstance(config[key], int) and config[key] > 0,
          f"config key {key!r} must be a positive integer, got {config.get(key)!r}")
+  need(isinstance(config.get("num_devices", 1), int) and config.get("num_devices", 1) >= 0,
+       f"num_devices must be 0 (all devices) or a positive integer, got "
+       f"{config.get('num_devices')!r}")
   need(config.eval_every % config.log_every == 0,
        f"eval_every ({config.eval_every}) must be a multiple of log_every ({config.log_every})")
   need(config.checkpoint_every % config.eval_every == 0,

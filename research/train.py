@@ -8,6 +8,7 @@ resumes from its latest checkpoint and ends bitwise where an uninterrupted run e
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Any
@@ -21,6 +22,7 @@ from research import config as config_lib
 from research.checkpoint import Checkpointer
 from research.data import BatchSchedule, Dataset, load_dataset
 from research.models import build_model, count_params
+from research.parallel import batch_sharded, check_batch, data_mesh, replicate
 from research.report import write_json
 from research.tensorboard_writer import SummaryWriter
 from research.train_step import (TrainState, create_train_state, cross_entropy_sum,
@@ -32,12 +34,16 @@ class TrainingError(RuntimeError):
 
 
 def make_eval_step(model):
-  """(params, x, y, mask) -> (loss sum, correct count, example count), for padded batches."""
+  """(params, x, y, mask) -> (loss sum, correct count, target count), for padded batches.
+
+  A target is an example's label, or one position of a sequence (next-token prediction).
+  """
   def eval_step(params, x, y, mask):
     logits = model.apply(params, x).astype(jnp.float32)
     losses = jax.vmap(lambda l, t: cross_entropy_sum(l[None], t[None]))(logits, y)
-    correct = (jnp.argmax(logits, -1) == y) & mask
-    return jnp.sum(losses * mask), jnp.sum(correct), jnp.sum(mask)
+    correct = jnp.sum((jnp.argmax(logits, -1) == y).reshape(len(y), -1), axis=1)
+    per_example = y[0].size
+    return jnp.sum(losses * mask), jnp.sum(correct * mask), jnp.sum(mask) * per_example
   return eval_step
 
 
@@ -50,10 +56,20 @@ def evaluate(eval_fn, params, x: np.ndarray, y: np.ndarray, batch_size: int) -> 
     mask = np.arange(batch_size) < n
     if n < batch_size:
       xb = np.concatenate([xb, np.zeros((batch_size - n, *xb.shape[1:]), xb.dtype)])
-      yb = np.concatenate([yb, np.zeros(batch_size - n, yb.dtype)])
+      yb = np.concatenate([yb, np.zeros((batch_size - n, *yb.shape[1:]), yb.dtype)])
     l, c, k = eval_fn(params, xb, yb, mask)
     loss, correct, count = loss + float(l), correct + float(c), count + float(k)
   return {"test_loss": loss / count, "test_accuracy": correct / count}
+
+
+def language_model_metrics(loss_nats: float, floor: float | None, prefix: str = ""
+                           ) -> dict[str, float]:
+  """Per-token loss in bits and as perplexity; with a known source, the gap to its entropy rate."""
+  out = {f"{prefix}bits_per_token": loss_nats / math.log(2),
+         f"{prefix}perplexity": math.exp(min(loss_nats, 700.0))}
+  if floor is not None:
+    out.update({f"{prefix}loss_floor": floor, f"{prefix}gap_to_floor": loss_nats - floor})
+  return out
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -72,7 +88,10 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    changed = [k for k in config_lib.config_differences(old, new) if k != "num_steps"]
+    # A run may go on for longer, or on another number of devices (checkpoints restore onto
+    # the current mesh); anything else would make it a different run.
+    changed = [k for k in config_lib.config_differences(old, new)
+               if k not in ("num_steps", "num_devices")]
     if changed:
       raise TrainingError(f"workdir {workdir!r} holds a run with a different config "
                           f"({', '.join(changed)}); use a new --workdir or the same settings")
@@ -84,14 +103,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Trains (or resumes) the run in `workdir`; returns and writes its summary."""
   workdir = os.path.abspath(workdir)
   config_lib.validate(config)
+  mesh = data_mesh(config.get("num_devices", 1))
+  check_batch(mesh, config.batch_size)  # before anything is written
   prepare_workdir(workdir, config)
   data = load_dataset(config.data)
   model = build_model(config.model, data.num_classes)
   optimizer = make_optimizer(**config.optimizer)
-  state = create_train_state(model, optimizer, jnp.zeros((1, *data.input_shape)),
-                             jax.random.key(config.seed))
+  # State and dataset on every device, each chunk's batch indices split over them.
+  state = replicate(create_train_state(model, optimizer,
+                                       jnp.zeros((1, *data.input_shape), data.x_train.dtype),
+                                       jax.random.key(config.seed)), mesh)
   schedule = BatchSchedule(len(data.x_train), config.batch_size, config.data.shuffle, config.seed)
-  x_train, y_train = jax.device_put(data.x_train), jax.device_put(data.y_train)
+  x_train, y_train = replicate((data.x_train, data.y_train), mesh)
+  indices_sharding = batch_sharded(mesh, batch_axis=1)
 
   with Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints) as ckpt, \
        SummaryWriter(workdir) as writer:
@@ -106,14 +130,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     compiled = {}  # chunk length -> executable; at most two (the last chunk may be shorter)
     eval_fn = jax.jit(make_eval_step(model))
     eval_batch = min(config.eval_batch_size, len(data.x_test))
-    eval_fn.lower(state.params, np.zeros((eval_batch, *data.input_shape), np.float32),
-                  np.zeros(eval_batch, np.int32), np.ones(eval_batch, bool)).compile()
+    eval_fn.lower(state.params, data.x_test[:eval_batch], data.y_test[:eval_batch],
+                  np.ones(eval_batch, bool)).compile()
     meta["compile_seconds"] += time.perf_counter() - t
 
     bar = _progress_bar(progress, config.num_steps, int(state.step), config.experiment)
     while (step := int(state.step)) < config.num_steps:
       k = min(config.log_every, config.num_steps - step)
-      indices = schedule.chunk(step, k)
+      indices = jax.device_put(schedule.chunk(step, k), indices_sharding)
       if k not in compiled:
         t = time.perf_counter()
         compiled[k] = chunk_fn.lower(state, x_train, y_train, indices).compile()
@@ -132,11 +156,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       logged.update({"train/learning_rate": config.optimizer.learning_rate,
                      "perf/step_time_ms": 1e3 * seconds / k,
                      "perf/examples_per_second": k * config.batch_size / seconds})
+      if data.targets_per_example > 1:
+        logged["perf/tokens_per_second"] = (k * config.batch_size * data.targets_per_example
+                                            / seconds)
       if step % config.eval_every == 0 or step == config.num_steps:
         t = time.perf_counter()
         result = evaluate(eval_fn, state.params, data.x_test, data.y_test, eval_batch)
         meta["eval_seconds"] += time.perf_counter() - t
         logged.update({"test/loss": result["test_loss"], "test/accuracy": result["test_accuracy"]})
+        if data.targets_per_example > 1:  # a language model: the loss in bits, and its floor
+          logged.update(language_model_metrics(result["test_loss"], data.loss_floor, "test/"))
         meta["last_eval"] = {"step": step, **result}
         if result["test_accuracy"] > meta["best_eval"].get("test_accuracy", -1.0):
           meta["best_eval"] = {"step": step, **result}
@@ -150,6 +179,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.flush()
 
   summary = _summary(config, model, state, meta, data)
+  if data.targets_per_example > 1 and meta["last_eval"]:
+    summary.update(language_model_metrics(meta["last_eval"]["test_loss"], data.loss_floor))
   write_json(os.path.join(workdir, "summary.json"), summary)
   return summary
 
@@ -215,6 +246,7 @@ def _summary(config, model, state: TrainState, meta: dict, data: Dataset) -> dic
       "checkpoint_seconds": meta["checkpoint_seconds"],
       "steps_per_second": steps / meta["train_seconds"] if meta["train_seconds"] else None,
       "device": f"{device.platform}:{device.device_kind}",
+      "devices": int(config.get("num_devices", 1) or jax.device_count()),
       "jax_version": jax.__version__,
       "flax_version": md.version("flax"),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -66,7 +66,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation
 
     def loss_fn(params):
       logits = model.apply(params, x)
-      return cross_entropy_sum(logits, y) / y.shape[0], logits
+      return cross_entropy_sum(logits, y) / y.size, logits  # mean per target (token)
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 from research.data.batching import BatchSchedule
 from research.data.dataset import DataError, Dataset, make_dataset
 
-SOURCES = ("mnist1d", "digits", "npz")
+SOURCES = ("mnist1d", "digits", "npz", "markov", "text")
 
 
 def load_dataset(data_config: Mapping[str, Any]) -> Dataset:
@@ -22,6 +22,21 @@ def load_dataset(data_config: Mapping[str, Any]) -> Dataset:
   if name == "npz":
     from research.data.files import load_npz
     return load_npz(data_config.get("path", ""))
+  if name == "markov":
+    from research.data.markov import load_markov_corpus
+    from research.data.tokens import corpus_to_dataset
+    corpus = load_markov_corpus(
+        vocab_size=data_config.get("vocab_size", 32), branching=data_config.get("branching", 4),
+        source_seed=data_config.get("seed", 0),
+        train_tokens=data_config.get("train_tokens", 1_000_000),
+        val_tokens=data_config.get("val_tokens", 100_000),
+        sample_seed=data_config.get("sample_seed", 1))
+    return corpus_to_dataset(corpus, data_config.get("n_ctx", 64))
+  if name == "text":
+    from research.data.text import load_text_corpus
+    from research.data.tokens import corpus_to_dataset
+    corpus = load_text_corpus(data_config.get("path", ""), data_config.get("val_fraction", 0.1))
+    return corpus_to_dataset(corpus, data_config.get("n_ctx", 64))
   raise DataError(f"unknown data source {name!r}; choose one of: {', '.join(SOURCES)}")
 
 

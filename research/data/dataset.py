@@ -12,13 +12,23 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """Train and test arrays with integer labels in [0, num_classes)."""
+  """Train and test arrays with integer labels in [0, num_classes).
+
+  A classification set has one label per example (y: [N]); a sequence set has one target per
+  position (x, y: [N, T] token ids, y the next token). `loss_floor` is the best achievable test
+  loss in nats per target when the source is known (a Markov chain's entropy rate), else None.
+  """
   name: str
   x_train: np.ndarray
   y_train: np.ndarray
   x_test: np.ndarray
   y_test: np.ndarray
   num_classes: int
+  loss_floor: float | None = None
+
+  @property
+  def targets_per_example(self) -> int:
+    return int(np.prod(self.y_train.shape[1:], dtype=np.int64))
 
   @property
   def input_shape(self) -> tuple[int, ...]:
@@ -56,3 +66,24 @@ def make_dataset(name: str, x_train, y_train, x_test, y_test, num_classes: int |
     raise DataError(f"{name}: labels reach {inferred - 1} but num_classes is {num_classes}")
   return Dataset(name, x_train.astype(np.float32), y_train.astype(np.int32),
                  x_test.astype(np.float32), y_test.astype(np.int32), num_classes)
+
+
+def make_sequence_dataset(name: str, x_train, y_train, x_test, y_test, num_classes: int,
+                          loss_floor: float | None = None) -> Dataset:
+  """Token windows and their next-token targets, int32 [N, T], ids in [0, num_classes)."""
+  arrays = {}
+  for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 2 or x.shape != y.shape or len(x) == 0:
+      raise DataError(f"{name}: {split} tokens and targets need one shape (windows, positions), "
+                      f"got {x.shape} and {y.shape}")
+    for what, a in (("tokens", x), ("targets", y)):
+      if not np.issubdtype(a.dtype, np.integer):
+        raise DataError(f"{name}: {split} {what} must be integer ids, got dtype {a.dtype}")
+      if a.min() < 0 or a.max() >= num_classes:
+        raise DataError(f"{name}: {split} {what} must lie in [0, {num_classes}), found "
+                        f"[{a.min()}, {a.max()}]")
+    arrays[split] = (x.astype(np.int32), y.astype(np.int32))
+  if arrays["train"][0].shape[1] != arrays["test"][0].shape[1]:
+    raise DataError(f"{name}: train and test windows differ in length")
+  return Dataset(name, *arrays["train"], *arrays["test"], num_classes, loss_floor)
