@@ -29,20 +29,35 @@ def main() -> int:
                       help="1 (default) pins XLA:CPU to one thread, faster for these small models "
                            "on CPU; 0 keeps XLA's thread pool. No effect on GPU.")
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+  parser.add_argument("--distributed", action="store_true",
+                      help="multi-host: call jax.distributed.initialize() first (coordinator, "
+                           "process count and id from JAX_* variables or the cluster launcher)")
   args, overrides = parse_with_overrides(parser)
   config = load_config(args.config, overrides)
   configure_threads(args.threads)
+  if args.distributed:
+    import jax
+    jax.distributed.initialize()
 
   from research.train import train_and_evaluate
   workdir = args.workdir or os.path.join("runs", config.experiment or "run")
   s = train_and_evaluate(config, workdir, progress=not args.no_progress)
-  print(f"{s['experiment']}: {s['model']} ({s['params']:,} params), {s['steps']} steps on "
-        f"{s['device']}\n"
-        f"  test accuracy {s['final_test_accuracy']:.4f} final, {s['best_test_accuracy']:.4f} best "
-        f"(step {s['best_step']}); test loss {s['final_test_loss']:.4f}\n"
-        f"  train {s['train_seconds']:.2f} s ({s['steps_per_second']:.0f} steps/s), "
-        f"compile {s['compile_seconds']:.2f} s\n"
-        f"  workdir {os.path.abspath(workdir)} (tensorboard --logdir {os.path.dirname(os.path.abspath(workdir))})")
+  lines = [f"{s['experiment']}: {s['model']} ({s['params']:,} params), {s['steps']} steps on "
+           f"{s['device']}",
+           f"  test accuracy {s['final_test_accuracy']:.4f} final, "
+           f"{s['best_test_accuracy']:.4f} best (step {s['best_step']}); "
+           f"test loss {s['final_test_loss']:.4f}"]
+  if "bits_per_token" in s:  # a language model
+    lm = f"  test loss {s['bits_per_token']:.4f} bits/token, perplexity {s['perplexity']:.3f}"
+    if "loss_floor" in s:
+      lm += (f"; {s['gap_to_floor']:+.4f} nats/token from the source's entropy rate "
+             f"{s['loss_floor']:.4f}")
+    lines.append(lm)
+  lines += [f"  train {s['train_seconds']:.2f} s ({s['steps_per_second']:.0f} steps/s), "
+            f"compile {s['compile_seconds']:.2f} s",
+            f"  workdir {os.path.abspath(workdir)} "
+            f"(tensorboard --logdir {os.path.dirname(os.path.abspath(workdir))})"]
+  print("\n".join(lines))
   return 0
 
 
