@@ -87,8 +87,9 @@ def load_run(workdir: str, checkpoint: str | int = "latest",
                             f"({type(e).__name__}); delete that step or re-train") from None
     input_shape, num_classes = data_spec(config, meta)
     model = build_model(config.model, num_classes)
+    input_dtype = (meta.get("data_spec") or {}).get("input_dtype", "float32")  # int32: tokens
     params_like = jax.eval_shape(model.init, jax.random.key(0),
-                                 jnp.zeros((1, *input_shape), jnp.float32))
+                                 jnp.zeros((1, *input_shape), input_dtype))
     sharding = jax.sharding.SingleDeviceSharding(device)
     params_like = jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), params_like)

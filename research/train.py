@@ -120,7 +120,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   with Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints) as ckpt, \
        SummaryWriter(workdir) as writer:
     state, meta = _restore_or_start(ckpt, state)
-    meta["data_spec"] = {"input_shape": list(data.input_shape), "num_classes": data.num_classes}
+    meta["data_spec"] = {"input_shape": list(data.input_shape), "num_classes": data.num_classes,
+                         "input_dtype": str(data.x_train.dtype)}
     if int(state.step) == 0:
       writer.text("config", "```\n" + config.to_json(indent=2) + "\n```", 0)
       writer.hparams(config_lib.flatten(config), ["test/accuracy", "test/loss", "train/loss"])

@@ -12,6 +12,7 @@ from research.models.cnn import CNN1D, CNN2D
 from research.models.linear import Logistic
 from research.models.mlp import MLP
 from research.models.rnn import BiGRU
+from research.models.transformer import Transformer
 
 MODELS: dict[str, type[nn.Module]] = {
     "logistic": Logistic,
@@ -19,6 +20,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "cnn1d": CNN1D,
     "cnn2d": CNN2D,
     "gru": BiGRU,
+    "transformer": Transformer,
 }
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}

@@ -1,0 +1,93 @@
+"""The language model end to end: training against the source's entropy rate, 8 devices against
+1, checkpoint restore for inference, and the cost report."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from research.config import load_config
+from research.data.markov import entropy_rate, make_markov_source
+from research.generate import make_generator
+from research.infer import load_run
+from research.train import train_and_evaluate
+
+
+def tiny(num_devices=1, steps=40):
+  return load_config("experiments/lm_markov_tiny.py", [
+      f"num_steps={steps}", "log_every=20", "eval_every=20", "checkpoint_every=20",
+      "batch_size=16", "eval_batch_size=64", f"num_devices={num_devices}",
+      "data.n_ctx=32", "data.train_tokens=20000", "data.val_tokens=4096",
+      "model.n_ctx=32", "model.d_model=32", "model.n_layer=1", "model.d_ff=64",
+      "model.n_head=2", "optimizer.learning_rate=1e-2"])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("lm") / "run")
+  return workdir, train_and_evaluate(tiny(), workdir, progress=False)
+
+
+def test_lm_reports_its_loss_against_the_sources_entropy_rate(trained):
+  _, s = trained
+  rate = entropy_rate(make_markov_source(vocab_size=32, branching=4, seed=0))
+  assert s["loss_floor"] == pytest.approx(rate)
+  assert s["gap_to_floor"] == pytest.approx(s["final_test_loss"] - rate)
+  assert s["bits_per_token"] == pytest.approx(s["final_test_loss"] / math.log(2))
+  assert s["perplexity"] == pytest.approx(math.exp(s["final_test_loss"]))
+  # 40 steps learn much of the chain: well below a uniform guess, and never below the floor
+  # by more than the small-sample noise of a 4096-token test set.
+  assert rate - 0.05 < s["final_test_loss"] < math.log(32) - 0.5
+  assert 0 < s["final_test_accuracy"] < 1
+
+
+def test_lm_on_eight_devices_matches_one(tmp_path):
+  one = train_and_evaluate(tiny(1, steps=20), str(tmp_path / "one"), progress=False)
+  eight = train_and_evaluate(tiny(8, steps=20), str(tmp_path / "eight"), progress=False)
+  assert eight["devices"] == 8
+  assert eight["final_test_loss"] == pytest.approx(one["final_test_loss"], rel=1e-5)
+
+
+def test_trained_lm_restores_params_alone_and_generates(trained):
+  workdir, _ = trained
+  run = load_run(workdir)
+  assert run.input_shape == (32,) and run.num_classes == 32
+  prompt = np.zeros((2, 4), np.int32)
+  tokens = make_generator(run.model).generate(run.params, prompt, 8)
+  assert tokens.shape == (2, 8) and int(tokens.min()) >= 0 and int(tokens.max()) < 32
+
+
+def test_lm_report_script(trained, repo_root, tmp_path):
+  workdir, summary = trained
+  out = str(tmp_path / "report")
+  result = subprocess.run(
+      [sys.executable, "scripts/lm_report.py", "--workdir", workdir, "--out", out,
+       "--prompt-tokens", "4", "--new-tokens", "8", "--sequences", "3", "--batch-sizes", "1,4"],
+      cwd=repo_root, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  r = json.load(open(os.path.join(out, "report.json")))
+  f = r["flops"]
+  assert abs(f["xla_over_exact"]["forward"] - 1) < 0.1
+  assert abs(f["xla_over_exact"]["train_step"] - 1) < 0.1
+  assert f["train_step_per_token"]["kaplan"] == pytest.approx(3 * f["forward_per_token"]["kaplan"])
+  assert r["loss"]["gap_to_entropy_rate"] == pytest.approx(summary["gap_to_floor"])
+  rt = r["generation"]["realtime"]
+  assert 0 < rt["tpot"]["p50_ms"] <= rt["tpot"]["p99_ms"] and rt["tpot"]["n"] == 3 * 7
+  assert [b["batch_size"] for b in r["generation"]["batched"]] == [1, 4]
+  be, t = r["break_even_tokens"], r["training"]
+  assert be["flops"] == pytest.approx(t["total_flops"] / f["decode_per_token"])
+  assert be["seconds_realtime"] == pytest.approx(t["train_seconds"] / (rt["tpot"]["p50_ms"] / 1e3))
+  md = open(os.path.join(out, "report.md")).read()
+  for heading in ("## Loss", "## FLOPs per token", "## Time", "## Break-even"):
+    assert heading in md
+
+
+def test_lm_report_without_a_run_is_one_line(repo_root, tmp_path):
+  result = subprocess.run([sys.executable, "scripts/lm_report.py", "--workdir",
+                           str(tmp_path / "nothing")], cwd=repo_root, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 1 and result.stderr.count("error:") == 1
+  assert "no trained run" in result.stderr
