@@ -25,7 +25,7 @@ def get_config(variant: str = ""):
       "name": "adam", "learning_rate": 3e-3, "b1": 0.9, "b2": 0.99, "weight_decay": 0.0})
   c.batch_size = 32
   c.num_steps = 1000
-  c.log_every = 100
+  c.log_every = 50
   c.eval_every = 250
   c.checkpoint_every = 500
   c.eval_batch_size = 128

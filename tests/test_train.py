@@ -290,3 +290,15 @@ def test_same_numbers_whatever_cpus_the_run_is_launched_on(repo_root, tmp_path):
     assert result.returncode == 0, result.stderr
     losses.append(json.load(open(os.path.join(workdir, "summary.json")))["final_test_loss"])
   assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("path", sorted(
+    f"experiments/{f}" for f in os.listdir(os.path.join(os.path.dirname(__file__), "..",
+                                                        "experiments"))
+    if f.endswith(".py") and f != "mnist1d_table1.py"))
+def test_every_experiment_config_validates_as_shipped(path):
+  from research.config import validate
+  from research.models import build_model
+  config = load_config(path)
+  validate(config)
+  build_model(config.model, 10)  # its model fields are the module's
