@@ -18,7 +18,8 @@ def get_config(variant: str = ""):
   c.experiment = "lm_markov_gpu"
   c.data = ml_collections.ConfigDict({
       "name": "markov", "vocab_size": 1024, "branching": 16, "seed": 0, "sample_seed": 1,
-      "train_tokens": 50_000_000, "val_tokens": 1_048_576, "n_ctx": 1024, "shuffle": True})
+      "train_tokens": 50_000_000, "val_tokens": 1_048_576, "n_ctx": 1024, "shuffle": True,
+      "path": "", "val_fraction": 0.1})
   c.model = ml_collections.ConfigDict({
       "name": "transformer", "n_layer": 12, "d_model": 768, "n_head": 12, "d_ff": 3072,
       "n_ctx": 1024, "tied_embeddings": True, "dtype": "bfloat16"})

@@ -17,7 +17,8 @@ def get_config(variant: str = ""):
   c.experiment = "lm_markov_tiny"
   c.data = ml_collections.ConfigDict({
       "name": "markov", "vocab_size": 32, "branching": 4, "seed": 0, "sample_seed": 1,
-      "train_tokens": 1_000_000, "val_tokens": 65_536, "n_ctx": 128, "shuffle": True})
+      "train_tokens": 1_000_000, "val_tokens": 65_536, "n_ctx": 128, "shuffle": True,
+      "path": "", "val_fraction": 0.1})  # name=text reads `path` instead (character-level)
   c.model = ml_collections.ConfigDict({
       "name": "transformer", "n_layer": 2, "d_model": 64, "n_head": 4, "d_ff": 256,
       "n_ctx": 128, "tied_embeddings": True, "dtype": "float32"})

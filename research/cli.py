@@ -32,13 +32,15 @@ def run_main(main: Callable[[], int | None]) -> None:
   from research.config import ConfigError
   from research.cost import CostError
   from research.data import DataError
+  from research.generate import GenerationError
   from research.infer import InferenceError
   from research.models import ModelError
+  from research.parallel import ParallelError
   from research.train import TrainingError
   try:
     sys.exit(main() or 0)
   except (ConfigError, CostError, DataError, InferenceError, ModelError, TrainingError,
-          CheckpointError) as e:
+          CheckpointError, ParallelError, GenerationError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt:

@@ -181,6 +181,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
        "config needs model.name")
   need(isinstance(config.get("data"), ml_collections.ConfigDict) and "name" in config.data,
        "config needs data.name")
+  if "n_ctx" in config.model and "n_ctx" in config.data:
+    need(config.data.n_ctx <= config.model.n_ctx,
+         f"data.n_ctx ({config.data.n_ctx}) exceeds model.n_ctx ({config.model.n_ctx}): windows "
+         f"must fit the model's context; lower data.n_ctx or raise model.n_ctx")
   opt = config.get("optimizer")
   need(isinstance(opt, ml_collections.ConfigDict) and "name" in opt and "learning_rate" in opt,
        "config needs optimizer.name and optimizer.learning_rate")

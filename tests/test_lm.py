@@ -91,3 +91,14 @@ def test_lm_report_without_a_run_is_one_line(repo_root, tmp_path):
                           text=True, timeout=120)
   assert result.returncode == 1 and result.stderr.count("error:") == 1
   assert "no trained run" in result.stderr
+
+
+def test_lm_report_asking_past_the_context_is_one_line(trained, repo_root, tmp_path):
+  workdir, _ = trained
+  result = subprocess.run([sys.executable, "scripts/lm_report.py", "--workdir", workdir,
+                           "--out", str(tmp_path / "r"), "--prompt-tokens", "8",
+                           "--new-tokens", "40"], cwd=repo_root, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 1 and result.stderr.count("error:") == 1
+  assert "exceed the model's n_ctx 32" in result.stderr
+  assert not os.path.exists(tmp_path / "r" / "report.json")

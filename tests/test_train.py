@@ -167,6 +167,12 @@ def assert_one_line_error(result, *fragments):
     (["--config.num_steps=many"], ["'num_steps' expects int"]),
     (["--config.model.name=resnet"], ["unknown model 'resnet'"]),
     (["--config.data.name=imagenet"], ["unknown data source 'imagenet'"]),
+    (["--config", "experiments/lm_markov_tiny.py", "--config.data.n_ctx=256"],
+     ["data.n_ctx (256) exceeds model.n_ctx (128)"]),
+    (["--config", "experiments/lm_markov_tiny.py", "--config.data.name=text",
+      "--config.data.path=/nonexistent/corpus.txt"], ["/nonexistent/corpus.txt"]),
+    (["--config", "experiments/lm_markov_tiny.py", "--config.num_devices=3"],
+     ["num_devices=3"]),
 ])
 def test_bad_configs_fail_with_one_line(repo_root, tmp_path, args, fragments):
   workdir = tmp_path / "run"

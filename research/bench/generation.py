@@ -17,7 +17,7 @@ import numpy as np
 
 from research.bench.measure import time_calls
 from research.bench.timing import median_and_percentiles
-from research.generate import Generator
+from research.generate import GenerationError, Generator
 
 
 def _stats_ms(seconds: Sequence[float]) -> dict[str, float]:
@@ -35,11 +35,11 @@ def realtime_generation(generator: Generator, params: Any, prompt_1xP: jax.Array
                         new_tokens: int, sequences: int = 20) -> dict[str, Any]:
   """TTFT and TPOT at batch 1 over `sequences` greedy generations of `new_tokens` tokens."""
   if prompt_1xP.shape[0] != 1:
-    raise ValueError(f"real-time generation is batch 1, got a prompt of shape {prompt_1xP.shape}")
+    raise GenerationError(f"real-time generation is batch 1, got a prompt of shape {prompt_1xP.shape}")
   length = prompt_1xP.shape[1]
   if length + new_tokens > generator.model.n_ctx:
-    raise ValueError(f"prompt {length} + {new_tokens} new tokens exceed n_ctx "
-                     f"{generator.model.n_ctx}")
+    raise GenerationError(f"prompt {length} + {new_tokens} new tokens exceed the model's n_ctx "
+                          f"{generator.model.n_ctx}; lower --prompt-tokens or --new-tokens")
   key = jax.random.key(0)
   sample = lambda logits, i: generator._next_token(logits, 0.0, key, i)  # noqa: E731
 
