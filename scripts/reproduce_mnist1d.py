@@ -140,6 +140,7 @@ def main() -> int:
 
   from research.reproduce import markdown, merge_jobs, plan_jobs, summarize
   from research.report import provenance, write_json
+  from research.runtime import ONE_THREAD_FLAGS
 
   os.makedirs(args.workdir, exist_ok=True)
   compilation_cache = os.path.join(args.workdir, "compilation_cache")
@@ -180,11 +181,10 @@ def main() -> int:
         bar.set_postfix_str(f"{job[0]} x{len(job[1])} {done[job]['wall_seconds']:.0f} s")
   wall = time.perf_counter() - t
 
-  torch_ref = None
   if args.torch_reference:
     print("timing the PyTorch reference, one run per model ...", flush=True)
     torch_ref = time_torch_reference(config.models, cores, args.workdir)
-  elif not todo or len(todo) == len(jobs):
+  else:
     torch_ref = stored_torch_reference()
   results = merge_jobs(done, config.models)
   rows = summarize(results, config.paper.to_dict(), config.models)
@@ -192,7 +192,7 @@ def main() -> int:
                     retrained=[[m, [list(x) for x in ms]] for m, ms in todo],
                     cached=[[m, [list(x) for x in ms]] for m, ms in jobs if (m, ms) not in todo])
   report = {"provenance": meta, "settings": key, "rows": rows, "wall_seconds": wall,
-            "worker_xla_flags": (config.xla_flags + " " + _one_thread_flags()).strip(),
+            "worker_xla_flags": f"{config.xla_flags} {ONE_THREAD_FLAGS}".strip(),
             "torch_reference": torch_ref, "per_model": results}
   write_json(args.out + ".json", report)
   with open(args.out + ".md.tmp", "w") as f:
@@ -215,11 +215,6 @@ def main() -> int:
 
 def _cache_path(workdir: str, model: str, members) -> str:
   return os.path.join(workdir, f"{model}_" + "_".join(f"{v}{s}" for v, s in members) + ".json")
-
-
-def _one_thread_flags() -> str:
-  from research.runtime import ONE_THREAD_FLAGS
-  return ONE_THREAD_FLAGS
 
 
 if __name__ == "__main__":
