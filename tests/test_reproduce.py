@@ -12,7 +12,7 @@ from research.config import load_config
 from research.data.mnist1d import load_mnist1d
 from research.multi_seed import train_side_by_side
 from research.reproduce import (EXPECTED_SECONDS, merge_jobs, plan_jobs, summarize,
-                                torch_groups)
+                                torch_comparison, torch_groups)
 
 
 def column_permutation(shuffled, original):
@@ -100,6 +100,21 @@ def test_torch_reference_runs_spread_over_cores():
   groups = torch_groups(MODELS, [0, 1])
   assert groups == {0: ["gru"], 1: ["cnn", "mlp", "logistic"]}
   assert torch_groups(MODELS, [5]) == {5: ["gru", "cnn", "mlp", "logistic"]}
+
+
+def test_torch_comparison_states_both_ratios():
+  per_model = {"cnn": {"members": [{}] * 6, "train_seconds": 12.0},
+               "gru": {"members": [{}] * 6, "train_seconds": 30.0}}
+  ref = {"source": "this invocation", "per_run_seconds": {"cnn": 10.0, "gru": 60.0},
+         "whole_run_seconds": {"cnn": 15.0, "gru": 70.0}}
+  text = "\n".join(torch_comparison(ref, per_model, wall=42.0))
+  assert "420 s of PyTorch training loops" in text and "**10.0x**" in text  # 6 * (10 + 60)
+  assert "510 s, **12.1x**" in text  # 6 * (15 + 70) / 42
+  assert "| cnn | 10.00 | 15.00 | 6 | 2.00 |" in text
+  stored = "\n".join(torch_comparison({"source": "results/speed_vs_torch.json", "date": "d",
+                                        "per_run_seconds": {"cnn": 10.0}}, per_model, 42.0))
+  assert "not in this invocation" in stored and "No PyTorch time for: gru" in stored
+  assert "whole run" not in stored
 
 
 def test_summary_statistics():
