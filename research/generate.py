@@ -43,13 +43,14 @@ class Generator:
   prefill(params, prompt_BxP) -> (last_logits_BxV, cache): the prompt at positions 0..P-1.
   decode_step(params, token_B, cache, pos) -> (logits_BxV, cache): `token_B` at position `pos`;
     the cache argument is donated (unusable after the call).
+  next_token(logits_BxV, temperature, key, i) -> token_B: greedy at 0, else the i-th sample.
   """
 
   def __init__(self, model: Transformer):
     self.model = model
     self.prefill = jax.jit(self._prefill)
     self.decode_step = jax.jit(self._decode_step, donate_argnums=(2,))
-    self._next_token = jax.jit(_next_token, static_argnums=(1,))
+    self.next_token = jax.jit(_next_token, static_argnums=(1,))
     self._scan = jax.jit(self._generate_scan, static_argnums=(2, 3))
 
   def _prefill(self, params: Any, prompt_BxP: jax.Array) -> tuple[jax.Array, KVCache]:
@@ -105,7 +106,7 @@ class Generator:
     logits, cache = self.prefill(params, prompt)
     tokens = []
     for i in range(max_new_tokens):
-      token = self._next_token(logits, temperature, key, i)
+      token = self.next_token(logits, temperature, key, i)
       tokens.append(token)
       if i + 1 < max_new_tokens:  # the last token is returned, never fed back
         logits, cache = self.decode_step(params, token, cache, length + i)

@@ -41,7 +41,7 @@ def realtime_generation(generator: Generator, params: Any, prompt_1xP: jax.Array
     raise GenerationError(f"prompt {length} + {new_tokens} new tokens exceed the model's n_ctx "
                           f"{generator.model.n_ctx}; lower --prompt-tokens or --new-tokens")
   key = jax.random.key(0)
-  sample = lambda logits, i: generator._next_token(logits, 0.0, key, i)  # noqa: E731
+  sample = lambda logits, i: generator.next_token(logits, 0.0, key, i)  # noqa: E731
 
   def first_token():
     logits, cache = generator.prefill(params, prompt_1xP)
