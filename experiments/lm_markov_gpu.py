@@ -3,7 +3,7 @@ parameters) on a larger Markov source, for GPUs: bf16 compute over float32 maste
 data parallel over every local device.
 
 Expected MFU: not yet measured here (no GPU was available when this config was added); run
-`scripts/train.py` then `scripts/lm_report.py` on a GPU and commit the report under results/lm/.
+`scripts/train.py` then `scripts/lm_costs.py` on a GPU and commit the report under results/lm/.
 On CPU, shrink it first (--config.model.n_layer=2 --config.model.d_model=128 ...).
 """
 import ml_collections

@@ -6,7 +6,7 @@ def get_config(variant: str = ""):
   """Variant 'shuffled' trains on the spatially shuffled dataset (paper: 56 ± 2 %)."""
   c = base_config()
   c.experiment = "mnist1d_cnn"
-  c.model = {"name": "cnn1d", "channels": 25, "conv_impl": "im2col", "dtype": "float32"}
+  c.model = {"name": "cnn1d", "channels": 25, "dtype": "float32"}
   if variant == "shuffled":
     c.experiment += "_shuffled"
     c.data.shuffle_seq = True

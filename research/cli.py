@@ -1,4 +1,8 @@
-"""Shared pieces of the entry points: `--config.key=value` overrides and one-line errors."""
+"""Shared pieces of the entry points: `--config.key=value` overrides and one-line errors.
+
+Scripts parse flags here and hand one library call to `run_main`, which turns the library's
+known errors into one `error:` line and exit status 1.
+"""
 from __future__ import annotations
 
 import argparse
@@ -28,22 +32,30 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv: Sequence[str] | 
 
 def run_main(main: Callable[[], int | None]) -> None:
   """Runs `main`, turning the project's known errors into one line on stderr and exit 1."""
-  from research.checkpoint import CheckpointError
-  from research.config import ConfigError
-  from research.cost import CostError
-  from research.data import DataError
-  from research.generate import GenerationError
-  from research.infer import InferenceError
-  from research.models import ModelError
-  from research.parallel import ParallelError
-  from research.train import TrainingError
+  errors = _project_errors()
   try:
     sys.exit(main() or 0)
-  except (ConfigError, CostError, DataError, InferenceError, ModelError, TrainingError,
-          CheckpointError, ParallelError, GenerationError) as e:
+  except errors as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt:
     print("interrupted; re-run the same command to resume from the last checkpoint",
           file=sys.stderr)
     sys.exit(130)
+
+
+def _project_errors() -> tuple[type[BaseException], ...]:
+  """Every error class the library raises for bad input; each message names the fix."""
+  from research.checkpoint import CheckpointError
+  from research.config import ConfigError
+  from research.cost import CostError
+  from research.data import DataError
+  from research.kernels import KernelError
+  from research.models import ModelError
+  from research.serving import InferenceError
+  from research.serving.generate import GenerationError
+  from research.training.loop import TrainingError
+  from research.training.parallel import ParallelError
+  from research.workdir import WorkdirError
+  return (CheckpointError, ConfigError, CostError, DataError, KernelError, ModelError,
+          InferenceError, GenerationError, TrainingError, ParallelError, WorkdirError)

@@ -1,7 +1,8 @@
 """Experiment configs: plain Python files in experiments/ whose `get_config()` returns a ConfigDict.
 
 `load_config("experiments/x.py:variant")` imports the file and calls `get_config("variant")`;
-overrides ("optimizer.learning_rate=3e-3") must name an existing field and parse as its type.
+overrides ("optimizer.learning_rate=3e-3") must name an existing field and parse as its type, and
+the result is locked: no code can add a field to it afterwards.
 Nothing here imports JAX, so scripts can read a config before fixing XLA's flags.
 """
 from __future__ import annotations
@@ -73,6 +74,7 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.Conf
     raise ConfigError(f"config file {path!r}: get_config() must return an ml_collections.ConfigDict")
   apply_overrides(config, overrides)
   validate(config)
+  config.lock()  # fields may change value, but a misspelt new field is an error, not a no-op
   return config
 
 
@@ -197,7 +199,7 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
 
 
 def save_config(config: ml_collections.ConfigDict, path: str) -> None:
-  from research.report import write_json
+  from research.provenance import write_json
   write_json(path, to_dict(config))
 
 

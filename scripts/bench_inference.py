@@ -13,11 +13,8 @@ LoadGen's full MLPerf durations (10 minutes per run).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main() -> int:
@@ -42,20 +39,10 @@ def main() -> int:
   args = p.parse_args()
   configure_threads(args.threads)
 
-  from research.bench import figures
-  from research.bench.inference import (BenchSettings, benchmark_run, headline,
-                                        markdown_report)
-  from research.data import load_dataset
-  from research.infer import load_run
-  from research.report import provenance, write_json
-  from research.tensorboard_writer import SummaryWriter
+  from research.bench.inference import BenchSettings, write_benchmark
 
   if args.max_batch < 1:
     p.error("--max-batch must be at least 1")
-  run = load_run(args.workdir, args.checkpoint)
-  data = load_dataset(run.config.data)
-  out = os.path.abspath(args.out or os.path.join(args.workdir, "bench"))
-  os.makedirs(out, exist_ok=True)
   settings = BenchSettings(
       precisions=tuple(args.precisions.split(",")),
       backends=tuple(args.backends.split(",")) if args.backends else None,
@@ -64,29 +51,8 @@ def main() -> int:
       loadgen_duration_ms=args.loadgen_ms, latency_bound_ms=args.latency_bound_ms,
       server_max_runs=args.server_runs,
       full_length=args.full_length)
-  t = time.perf_counter()
-  result = benchmark_run(run, data, out, settings, log=lambda s: print(s, flush=True))
-  meta = provenance(sys.argv, workdir=os.path.abspath(args.workdir), step=run.step,
-                    experiment=run.config.experiment, wall_seconds=time.perf_counter() - t)
-
-  title = f"Inference benchmark: {run.config.experiment} (step {run.step})"
-  samples = result.pop("latency_samples_us")
-  write_json(os.path.join(out, "bench.json"), {"provenance": meta, **result})
-  with open(os.path.join(out, "bench.md.tmp"), "w") as f:
-    f.write(markdown_report(result, title, meta["markdown"]) + "\n")
-  os.replace(os.path.join(out, "bench.md.tmp"), os.path.join(out, "bench.md"))
-  latency = {f"{tag} {side}": v for tag, sides in samples.items() for side, v in sides.items()
-             if side == "serving" or tag.endswith("float32")}
-  figures.latency_distribution(latency, os.path.join(out, "latency.png"),
-                               f"{run.config.experiment}: batch-1 latency")
-  sweeps: dict[str, list] = {}
-  for r in result["records"]:
-    if r["kind"] == "batch":
-      sweeps.setdefault(f"{r['backend']} {r['precision']}", []).append(r)
-  figures.batch_sweep(sweeps, os.path.join(out, "batch_sweep.png"),
-                      f"{run.config.experiment}: batch inference")
-  with SummaryWriter(args.workdir) as writer:
-    writer.scalars(headline(result["records"]), run.step)
+  meta, out = write_benchmark(args.workdir, args.checkpoint, settings, sys.argv, out=args.out,
+                              log=lambda s: print(s, flush=True))
   print(f"{meta['wall_seconds']:.0f} s; wrote {out}/bench.{{json,md}}, latency.png, "
         f"batch_sweep.png; TensorBoard scalars inference/* in {args.workdir}")
   return 0

@@ -11,10 +11,8 @@ runs all steps and blocks on the result; each is repeated and the median reporte
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from research.runtime import configure_threads  # noqa: E402  (must precede any JAX import)
 
 
@@ -35,13 +33,12 @@ def main() -> None:
   import time
   import jax
   import jax.numpy as jnp
-  import numpy as np
   from research.bench.timing import median_and_percentiles
   from research.data import BatchSchedule, load_dataset
   from research.models import build_model
-  from research.report import provenance, write_json, markdown_table
-  from research.train_step import (create_train_state, make_optimizer, make_train_chunk,
-                                   make_train_step)
+  from research.provenance import provenance, write_json, markdown_table
+  from research.training.step import create_train_state, make_train_chunk, make_train_step
+  from research.training.optimizers import make_optimizer
 
   data = load_dataset({"name": "mnist1d"})
   batch_size = 100
@@ -56,7 +53,8 @@ def main() -> None:
   def run_python_host(model):
     step = jax.jit(make_train_step(model, optimizer), donate_argnums=0)
     xb, yb = data.x_train[:batch_size], data.y_train[:batch_size]
-    t = time.perf_counter(); compiled = step.lower(fresh_state(model), (xb, yb)).compile()
+    t = time.perf_counter()
+    compiled = step.lower(fresh_state(model), (xb, yb)).compile()
     compile_s = time.perf_counter() - t
 
     def run():
@@ -73,7 +71,8 @@ def main() -> None:
   def run_python_device(model):
     chunk = jax.jit(make_train_chunk(make_train_step(model, optimizer)), donate_argnums=0)
     rows = schedule.chunk(0, 1)
-    t = time.perf_counter(); compiled = chunk.lower(fresh_state(model), x_all, y_all, rows).compile()
+    t = time.perf_counter()
+    compiled = chunk.lower(fresh_state(model), x_all, y_all, rows).compile()
     compile_s = time.perf_counter() - t
     all_rows = jax.device_put(schedule.chunk(0, args.steps))
 

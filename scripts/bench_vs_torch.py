@@ -19,8 +19,8 @@ import subprocess
 import sys
 import tempfile
 
+# The repository checkout: the scripts run from here (the package itself is installed).
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def run(cmd: list[str]) -> None:
@@ -38,7 +38,8 @@ def steady_state_seconds(workdir: str, steps: int) -> float:
 
 
 def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--models", default="cnn", help="comma list of logistic, mlp, cnn, gru")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--core", type=int, default=0, help="CPU core both sides are pinned to")
@@ -72,12 +73,15 @@ def main() -> None:
         row["torch"].append(rec["train_seconds"])
         row["jax"].append(summary["train_seconds"])
         row["jax_steady"].append(steady_state_seconds(workdir, summary["steps"]))
-        row["torch_acc"], row["jax_acc"] = rec["final_test_accuracy"], summary["final_test_accuracy"]
-        print(f"repeat {r} {m:8s} torch {rec['train_seconds']:7.2f} s   jax {summary['train_seconds']:6.2f} s "
+        row["torch_acc"] = rec["final_test_accuracy"]
+        row["jax_acc"] = summary["final_test_accuracy"]
+        print(f"repeat {r} {m:8s} torch {rec['train_seconds']:7.2f} s   "
+              f"jax {summary['train_seconds']:6.2f} s "
               f"(steady {row['jax_steady'][-1]:5.2f} s)", flush=True)
 
   import numpy as np
-  from research.report import markdown_table, provenance, write_json
+
+  from research.provenance import markdown_table, provenance, write_json
   meta = provenance(sys.argv, core=args.core)
   table, records = [], []
   for m in models:
@@ -105,4 +109,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  from research.cli import run_main
+  run_main(main)

@@ -13,12 +13,8 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import os
 import sys
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 COLUMNS = [("run", None), ("experiment", None), ("model", None), ("params", "{:,}"),
            ("steps", None), ("final_test_accuracy", "{:.4f}"), ("best_test_accuracy", "{:.4f}"),
@@ -42,35 +38,18 @@ def tensorboard_median_step_ms(workdir: str) -> float | None:
   return float(np.median([e.value for e in acc.Scalars("perf/step_time_ms")]))
 
 
-def read_costs(workdir: str) -> dict:
-  path = os.path.join(workdir, "report.json")
-  if not os.path.isfile(path):
-    return {}
-  with open(path) as f:
-    r = json.load(f)
-  inf = r["time"]["inference"]
-  return {"forward_flops_per_example": r["flops"]["forward_per_example"],
-          "train_to_forward_flops": r["flops"]["train_to_forward_ratio"],
-          "train_us_per_example": 1e6 * r["time"]["train_seconds_per_example"],
-          "realtime_us_per_prediction": 1e6 * inf["realtime"]["seconds_per_prediction"],
-          "batch_us_per_prediction": 1e6 * inf["batch"]["seconds_per_prediction"],
-          "break_even_flops": r["break_even_predictions"]["flops"],
-          "break_even_realtime": r["break_even_predictions"]["seconds_realtime"],
-          "break_even_batch": r["break_even_predictions"]["seconds_batch"],
-          "training_utilization": r["utilization"]["training"]}
-
-
 def read_run(workdir: str) -> dict:
-  path = os.path.join(workdir, "summary.json")
-  if not os.path.isfile(path):
-    raise SystemExit(f"error: {workdir!r} has no summary.json; is it a finished training run?")
-  with open(path) as f:
-    summary = json.load(f)
+  """One row: the run's summary, its median TensorBoard step time, its cost report's headline."""
+  from research import workdir as workdir_lib
+  from research.studies.cost_report import comparison_fields
+  summary = workdir_lib.read_summary(workdir)
+  report = workdir_lib.read_report(workdir)
   return {"run": os.path.basename(os.path.normpath(workdir)), **summary,
-          "tb_median_step_ms": tensorboard_median_step_ms(workdir), **read_costs(workdir)}
+          "tb_median_step_ms": tensorboard_median_step_ms(workdir),
+          **(comparison_fields(report) if report else {})}
 
 
-def main() -> None:
+def main() -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("workdirs", nargs="+", help="run directories")
   p.add_argument("--format", choices=("md", "csv"), default="md")
@@ -87,16 +66,18 @@ def main() -> None:
     csv.writer(buf).writerows([header] + rows)
     text = buf.getvalue()
   else:
-    from research.report import markdown_table
+    from research.provenance import markdown_table
     text = markdown_table(header, rows) + "\n"
   sys.stdout.write(text)
   if args.out:
-    from research.report import provenance, write_json
+    from research.provenance import provenance, write_json
     meta = provenance(sys.argv)
     write_json(args.out + ".json", {"meta": meta, "runs": runs})
     with open(args.out + ".md", "w") as f:
       f.write(f"# {args.title}\n\n{meta['markdown']}\n\n{text}")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  from research.cli import run_main
+  run_main(main)

@@ -12,11 +12,7 @@ config's dataset in that form.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main() -> int:
@@ -36,29 +32,14 @@ def main() -> int:
   args = parser.parse_args()
   configure_threads(args.threads)
 
-  import numpy as np
-  from research.data.arrays import read_inputs, write_predictions
-  from research.infer import InferenceError, Predictor, load_run
-
-  x, labels = read_inputs(args.input, args.key)
-  run = load_run(args.workdir, args.checkpoint)
-  if x.ndim == 2 and len(run.input_shape) > 1 and x.shape[1] == int(np.prod(run.input_shape)):
-    x = x.reshape(len(x), *run.input_shape)  # CSV rows hold flattened examples
-  sizes = sorted({1, min(8, args.batch_size), min(64, args.batch_size), args.batch_size})
-  predictor = Predictor.from_run(run, batch_sizes=sizes, precision=args.precision)
-  t = time.perf_counter()
-  probabilities = predictor.probabilities(x)
-  seconds = time.perf_counter() - t
-  predictions = probabilities.argmax(-1).astype(np.int32)
-  write_predictions(args.output, predictions, probabilities if args.probabilities else None)
-
-  print(f"{len(x)} predictions from {run.config.experiment} step {run.step} ({args.precision}) "
-        f"in {seconds * 1e3:.1f} ms -> {args.output}")
-  if labels is not None:
-    if labels.shape != predictions.shape:
-      raise InferenceError(f"labels in {args.input} have shape {list(labels.shape)}, "
-                           f"predictions {list(predictions.shape)}; they must match")
-    print(f"accuracy {float(np.mean(predictions == labels)):.4f} on {len(labels)} labelled examples")
+  from research.serving.offline import predict_file
+  r = predict_file(args.workdir, args.input, args.output, key=args.key,
+                   checkpoint=args.checkpoint, probabilities=args.probabilities,
+                   precision=args.precision, batch_size=args.batch_size)
+  print(f"{r['count']} predictions from {r['experiment']} step {r['step']} ({args.precision}) "
+        f"in {r['seconds'] * 1e3:.1f} ms -> {args.output}")
+  if r["accuracy"] is not None:
+    print(f"accuracy {r['accuracy']:.4f} on {r['count']} labelled examples")
   return 0
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main() -> int:
@@ -39,7 +37,7 @@ def main() -> int:
     import jax
     jax.distributed.initialize()
 
-  from research.train import train_and_evaluate
+  from research.training.loop import train_and_evaluate
   workdir = args.workdir or os.path.join("runs", config.experiment or "run")
   s = train_and_evaluate(config, workdir, progress=not args.no_progress)
   lines = [f"{s['experiment']}: {s['model']} ({s['params']:,} params), {s['steps']} steps on "

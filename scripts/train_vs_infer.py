@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main() -> int:
@@ -46,36 +44,16 @@ def main() -> int:
   config = load_config(args.config, overrides)
   configure_threads(args.threads)
 
-  from research import cost
-  from research.report import provenance, write_json
-  from research.tensorboard_writer import SummaryWriter
-  from research.train_vs_infer import (CostSettings, headline_scalars, markdown_report,
-                                       plot_report, run_job)
+  from research.studies.train_vs_infer import CostSettings, train_vs_infer
 
   settings = CostSettings(max_batch=args.max_batch, latency_calls=args.latency_calls,
                           power_watts=args.power_watts, price_per_hour=args.price_per_hour)
   if args.profiles:
     settings.profiles = tuple(s.strip() for s in args.profiles.split(",") if s.strip())
-    for name in settings.profiles:
-      cost.get_profile(name)
   workdir = args.workdir or os.path.join("runs", config.experiment or "run")
-  t = time.perf_counter()
-  report = run_job(config, workdir, settings, progress=not args.no_progress,
-                   log=lambda s: print(s, flush=True))
-  meta = provenance(sys.argv, wall_seconds=time.perf_counter() - t)
-  report["provenance"] = meta
-  text = markdown_report(report, meta["markdown"]) + "\n"
-  for out in dict.fromkeys([workdir, args.out or workdir]):  # the workdir always keeps a copy
-    os.makedirs(out, exist_ok=True)
-    write_json(os.path.join(out, "report.json"), report)
-    md_path = os.path.join(out, "report.md")
-    with open(md_path + ".tmp", "w") as f:
-      f.write(text)
-    os.replace(md_path + ".tmp", md_path)
-    plot_report(report, os.path.join(out, "report.png"))
-  with SummaryWriter(workdir) as writer:
-    writer.scalars(headline_scalars(report), report["step"])
-
+  report, md_path = train_vs_infer(config, workdir, settings, sys.argv, out=args.out,
+                                   progress=not args.no_progress,
+                                   log=lambda s: print(s, flush=True))
   f, tm, be = report["flops"], report["time"], report["break_even_predictions"]
   inf = tm["inference"]
   print(f"\n{report['experiment']}: {report['params']:,} params, test accuracy "
@@ -91,7 +69,8 @@ def main() -> int:
         f"{report['utilization']['peak']['peak_flops'] / 1e9:.0f} GFLOP/s\n"
         f"  break-even      {be['flops']:,.0f} predictions in FLOPs; in time "
         f"{be['seconds_realtime']:,.0f} real-time, {be['seconds_batch']:,.0f} batched\n"
-        f"  report          {os.path.abspath(md_path)} ({meta['wall_seconds']:.0f} s)")
+        f"  report          {os.path.abspath(md_path)} "
+        f"({report['provenance']['wall_seconds']:.0f} s)")
   return 0
 
 

@@ -12,11 +12,12 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from research.bench import figures
-from research.bench.measure import batch_sweep, realtime_latency, saturation_batch_size, time_calls
+from research.bench.latency import batch_sweep, realtime_latency, saturation_batch_size
+from research.bench.timing import time_calls
 from research.config import load_config
-from research.infer import Predictor
+from research.serving.predictor import Predictor
 from research.models import build_model
-from research.train import train_and_evaluate
+from research.training.loop import train_and_evaluate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -12,12 +12,14 @@ import pytest
 
 from research import checkpoint as checkpoint_lib
 from research.checkpoint import CheckpointError
+from research.workdir import WorkdirError
 from research.config import load_config
 from research.data.arrays import read_inputs, write_predictions
 from research.data.dataset import DataError
-from research.infer import (InferenceError, Int8Weight, Predictor, dequantize, load_run,
-                            quantize_int8)
-from research.train import train_and_evaluate
+from research.serving.predictor import InferenceError, Predictor
+from research.serving.quantize import Int8Weight, dequantize, quantize_int8
+from research.serving.restore import load_run
+from research.training.loop import train_and_evaluate
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def test_best_and_numbered_checkpoints_restore(trained):
 
 
 def test_workdirs_without_a_run_are_clear_errors(tmp_path):
-  with pytest.raises(CheckpointError, match="no trained run"):
+  with pytest.raises(WorkdirError, match="no trained run"):
     load_run(str(tmp_path))
   (tmp_path / "config.json").write_text(json.dumps(
       load_config("experiments/mnist1d_cnn.py").to_dict()))

@@ -11,9 +11,9 @@ import pytest
 
 from research.config import load_config
 from research.data.markov import entropy_rate, make_markov_source
-from research.generate import make_generator
-from research.infer import load_run
-from research.train import train_and_evaluate
+from research.serving.generate import make_generator
+from research.serving.restore import load_run
+from research.training.loop import train_and_evaluate
 
 
 def tiny(num_devices=1, steps=40):
@@ -60,11 +60,11 @@ def test_trained_lm_restores_params_alone_and_generates(trained):
   assert tokens.shape == (2, 8) and int(tokens.min()) >= 0 and int(tokens.max()) < 32
 
 
-def test_lm_report_script(trained, repo_root, tmp_path):
+def test_lm_costs_script(trained, repo_root, tmp_path):
   workdir, summary = trained
   out = str(tmp_path / "report")
   result = subprocess.run(
-      [sys.executable, "scripts/lm_report.py", "--workdir", workdir, "--out", out,
+      [sys.executable, "scripts/lm_costs.py", "--workdir", workdir, "--out", out,
        "--prompt-tokens", "4", "--new-tokens", "8", "--sequences", "3", "--batch-sizes", "1,4"],
       cwd=repo_root, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -85,17 +85,17 @@ def test_lm_report_script(trained, repo_root, tmp_path):
     assert heading in md
 
 
-def test_lm_report_without_a_run_is_one_line(repo_root, tmp_path):
-  result = subprocess.run([sys.executable, "scripts/lm_report.py", "--workdir",
+def test_lm_costs_without_a_run_is_one_line(repo_root, tmp_path):
+  result = subprocess.run([sys.executable, "scripts/lm_costs.py", "--workdir",
                            str(tmp_path / "nothing")], cwd=repo_root, capture_output=True,
                           text=True, timeout=120)
   assert result.returncode == 1 and result.stderr.count("error:") == 1
   assert "no trained run" in result.stderr
 
 
-def test_lm_report_asking_past_the_context_is_one_line(trained, repo_root, tmp_path):
+def test_lm_costs_asking_past_the_context_is_one_line(trained, repo_root, tmp_path):
   workdir, _ = trained
-  result = subprocess.run([sys.executable, "scripts/lm_report.py", "--workdir", workdir,
+  result = subprocess.run([sys.executable, "scripts/lm_costs.py", "--workdir", workdir,
                            "--out", str(tmp_path / "r"), "--prompt-tokens", "8",
                            "--new-tokens", "40"], cwd=repo_root, capture_output=True,
                           text=True, timeout=300)

@@ -13,7 +13,8 @@ import pytest
 import mlperf_loadgen  # noqa: E402,F401  (a core dependency: a missing install must fail, not skip)
 
 from research.bench import loadgen  # noqa: E402
-from research.infer import Predictor  # noqa: E402
+from research.bench.loadgen import scenarios  # noqa: E402
+from research.serving.predictor import Predictor
 from research.models import build_model  # noqa: E402
 
 SHORT_MS = 300
@@ -210,7 +211,7 @@ def test_find_server_qps_brackets_then_bisects(predictor, samples, tmp_path, mon
             "invalid_reason": None if valid else "Reduce target QPS", "wall_s": 0.0,
             "settings": {"target_qps": target_qps}}
 
-  monkeypatch.setattr(loadgen, "run_scenario", fake_run)
+  monkeypatch.setattr(scenarios, "run_scenario", fake_run)  # where find_server_qps looks
   result = loadgen.find_server_qps(predictor, samples, str(tmp_path), start_qps=40000,
                                    max_runs=20, rel_tolerance=0.05)
   assert runs[:4] == [40000, 20000, 10000, 5000]  # shrinks until VALID
@@ -236,7 +237,7 @@ def test_find_server_qps_retries_a_marginal_invalid_once(predictor, samples, tmp
             "sut": {"mean_batch_size": 1.0}, "invalid_reason": None, "wall_s": 0.0,
             "settings": {"target_qps": target_qps}}
 
-  monkeypatch.setattr(loadgen, "run_scenario", fake_run)
+  monkeypatch.setattr(scenarios, "run_scenario", fake_run)  # where find_server_qps looks
   result = loadgen.find_server_qps(predictor, samples, str(tmp_path), start_qps=1000,
                                    max_runs=20)
   assert runs[:3] == [1000, 2000, 2000]  # the stalled run is repeated, and passes

@@ -95,7 +95,7 @@ def test_bfloat16_compute_keeps_float32_params():
 
 
 def test_patch_matmul_gradients_equal_plain_matmul():
-  from research.models.layers import patch_matmul
+  from research.kernels.matmul import patch_matmul
   p = jax.random.normal(jax.random.key(6), (4, 7, 13))
   w = jax.random.normal(jax.random.key(7), (13, 5))
   f_custom = lambda p, w: jnp.sum(jnp.sin(patch_matmul(p, w)))

@@ -9,10 +9,10 @@ from research.config import load_config
 from research.data import BatchSchedule
 from research.data.mnist1d import load_mnist1d
 from research.models import build_model
-from research.parallel import ParallelError, batch_sharded, check_batch, data_mesh, replicate
-from research.train import train_and_evaluate
-from research.train_step import (create_train_state, make_optimizer, make_train_chunk,
-                                 make_train_step)
+from research.training.parallel import (ParallelError, batch_sharded, check_batch, data_mesh, replicate)
+from research.training.loop import train_and_evaluate
+from research.training.step import create_train_state, make_train_chunk, make_train_step
+from research.training.optimizers import make_optimizer
 
 
 def tiny(num_devices, steps=40, **extra):

@@ -10,9 +10,16 @@ import pytest
 
 from research.config import load_config
 from research.data.mnist1d import load_mnist1d
-from research.multi_seed import train_side_by_side
-from research.reproduce import (EXPECTED_SECONDS, merge_jobs, plan_jobs, summarize,
-                                torch_comparison, torch_groups)
+from research.studies.mnist1d_table1 import format_summary
+from research.studies.mnist1d_table1.plan import (
+  EXPECTED_SECONDS,
+  merge_jobs,
+  plan_jobs,
+  torch_groups,
+)
+from research.studies.mnist1d_table1.report import summarize, torch_comparison
+from research.studies.mnist1d_table1.workers import cache_path, cached_result
+from research.training.multi_seed import train_side_by_side
 
 
 def column_permutation(shuffled, original):
@@ -127,6 +134,58 @@ def test_summary_statistics():
   assert abs(rows[0]["final_mean"] - 94.0) < 1e-9 and abs(rows[0]["final_sd"] - 1.0) < 1e-9
   assert rows[0]["within_2sd"] and not rows[1]["within_2sd"]  # 50 vs 56 ± 2: 6 > 4
   assert abs(rows[1]["difference"] + 6.0) < 1e-9 and abs(rows[1]["final_sd"] - 10.0) < 1e-9
+
+
+def test_cached_job_is_reused_only_under_the_same_settings(tmp_path):
+  from research.provenance import write_json
+  members = (("original", 0), ("shuffled", 1))
+  path = cache_path(str(tmp_path), "cnn", members)
+  assert os.path.basename(path) == "cnn_original0_shuffled1.json"
+  key = {"num_steps": 40, "eval_every": 20, "xla_flags": ""}
+  assert cached_result(str(tmp_path), "cnn", members, key) is None
+  write_json(path, {"key": key, "result": {"train_seconds": 1.5}})
+  assert cached_result(str(tmp_path), "cnn", members, key) == {"train_seconds": 1.5,
+                                                               "cached": True}
+  assert cached_result(str(tmp_path), "cnn", members, {**key, "num_steps": 60}) is None
+
+
+def test_format_summary_lines():
+  rows = [{"model": "cnn", "variant": "original", "final_mean": 93.25, "final_sd": 1.0,
+           "paper_mean": 94.0, "paper_sd": 2.0, "within_2sd": True}]
+  report = {"rows": rows, "wall_seconds": 10.0, "per_model": {"cnn": {"members": [{}] * 4}},
+            "provenance": {"retrained": [["cnn", []]] * 2, "cached": [], "workers": 2},
+            "torch_reference": {"source": "this invocation", "per_run_seconds": {"cnn": 5.0},
+                                "whole_run_seconds": {"cnn": 7.5}}}
+  assert format_summary(report, "out/t").splitlines() == [
+      "cnn       original  ours  93.2 ± 1.0  paper  94 ± 2  within 2 sd",
+      "4 runs in 10.0 s (2 of 2 jobs trained, 2 workers) -> out/t.md",
+      "PyTorch, the same runs one after another (this invocation): 20 s of training loops, "
+      "2.0x our time; 30 s as whole runs, 3.0x"]
+  report["provenance"]["cached"] = [["cnn", []]]  # partly cached: no speed claim
+  assert format_summary(report, "t").splitlines()[-1].startswith("4 runs in 10.0 s (2 of 3 jobs")
+
+
+def test_study_imports_without_torch():
+  code = ("import sys; sys.modules['torch'] = None\n"
+          "import research.studies.mnist1d_table1 as s\n"
+          "from research.studies.mnist1d_table1 import plan, report, torch_timing, workers\n"
+          "assert 'jax' not in sys.modules, 'the package should not start JAX'\n"
+          "print(s.ROOT)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert os.path.isfile(os.path.join(out.stdout.strip(), "experiments", "mnist1d_table1.py"))
+
+
+def test_torch_reference_models_train(tmp_path):
+  pytest.importorskip("torch")
+  from research.studies.mnist1d_table1 import torch_reference as ref
+  data = {k: v[:300] for k, v in ref.load_data().items()}
+  for name in ref.MODELS:
+    rec = ref.bench_model(name, data, steps=4, seed=0, eval_every=2)
+    assert rec["params"] == ref.EXPECTED_PARAMS[name] and rec["steps"] == 4
+    assert [c["step"] for c in rec["test_accuracy_curve"]] == [2, 4]
+  meta = ref.provenance(["scripts/bench_torch_reference.py"])
+  assert "| logistic | 410 |" in ref.markdown(meta, [rec | {"model": "logistic", "params": 410}])
 
 
 def test_tiny_reproduction_writes_a_well_formed_table(repo_root, tmp_path):

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from research import train as train_lib
+from research.training import loop as train_lib
 from research.checkpoint import Checkpointer
 from research.config import load_config
-from research.train import TrainingError, train_and_evaluate
+from research.training.loop import TrainingError, train_and_evaluate
+from research.workdir import WorkdirError
 
 TINY = ["num_steps=40", "log_every=10", "eval_every=20", "checkpoint_every=20"]
 
@@ -241,7 +242,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 def test_resume_with_a_different_config_is_refused(tmp_path):
   workdir = str(tmp_path / "run")
   train_and_evaluate(tiny_config(), workdir, progress=False)
-  with pytest.raises(TrainingError, match="different config.*optimizer.learning_rate"):
+  with pytest.raises(WorkdirError, match="different config.*optimizer.learning_rate"):
     train_and_evaluate(tiny_config("optimizer.learning_rate=0.001"), workdir, progress=False)
 
 

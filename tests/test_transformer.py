@@ -6,11 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research import transformer_flops as tf
-from research.generate import GenerationError, make_generator
+from research.cost import transformer as tf
+from research.cost.xla import compiled_cost
+from research.serving.generate import GenerationError, make_generator
 from research.models import count_params
 from research.models.transformer import Transformer, init_cache
-from research.train_step import create_train_state, make_optimizer, make_train_step
+from research.training.step import create_train_state, make_train_step
+from research.training.optimizers import make_optimizer
 
 VOCAB = 32
 
@@ -86,16 +88,21 @@ def test_changing_a_token_changes_no_earlier_logits(t):
 # (c) the KV cache reproduces the full forward
 
 
+# Cached decoding sums in another order than the full forward: float32 rounding of logits near 10
+# reaches 1.1e-5 on some CPUs (AVX2 without AVX-512). A cache bug gives errors of order 1.
+DECODE_TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
+
+
 def test_prefill_then_single_token_decode_matches_full_forward():
   _, params, apply, gen = _lm(True)
   seq = _tokens((2, 16))
   full = apply(params, seq)
   prompt_len = 5
   logits, cache = gen.prefill(params, seq[:, :prompt_len])
-  np.testing.assert_allclose(logits, full[:, prompt_len - 1], atol=1e-5, rtol=0)
+  np.testing.assert_allclose(logits, full[:, prompt_len - 1], **DECODE_TOLERANCE)
   for pos in range(prompt_len, seq.shape[1]):
     logits, cache = gen.decode_step(params, seq[:, pos], cache, jnp.int32(pos))
-    np.testing.assert_allclose(logits, full[:, pos], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(logits, full[:, pos], **DECODE_TOLERANCE)
 
 
 def test_multi_token_decode_chunks_match_full_forward():
@@ -106,7 +113,7 @@ def test_multi_token_decode_chunks_match_full_forward():
   cache = init_cache(model, 2)
   for start, stop in [(0, 4), (4, 7), (7, 16)]:  # chunks of 4, 3 and 9 tokens
     logits, cache = decode(params, seq[:, start:stop], cache, start)
-    np.testing.assert_allclose(logits, full[:, start:stop], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(logits, full[:, start:stop], **DECODE_TOLERANCE)
   assert cache[0]["k"].shape == (2, 16, 4, 8)
 
 
@@ -198,8 +205,8 @@ def test_forward_flops_agree_with_xla(size):
   bias add into each of the q, k, v consumers (3x that add), and it counts LayerNorm's per-row
   mean/variance arithmetic, which the analytic count leaves out."""
   model, params, tokens = _flops_setup(size)
-  analytic = tf.forward_flops(model, BATCH, SEQ)
-  xla = tf.xla_flops(model.apply, params, tokens[:, :SEQ])
+  analytic = tf.sequence_forward_flops(model, BATCH, SEQ)
+  xla = compiled_cost(model.apply, params, tokens[:, :SEQ])["flops"]
   for term in tf.forward_terms(model, BATCH, SEQ):
     print(f"  {term.name}: matmul {term.matmul:.4g}, elementwise {term.elementwise:.4g}")
   _report(f"{size} forward", analytic, xla)
@@ -216,19 +223,19 @@ def test_train_step_flops_agree_with_xla(size):
   # The step the train loop runs: tokens in, the next tokens as targets.
   state = create_train_state(model, optimizer, tokens[:1, :SEQ], jax.random.key(0))
   step = make_train_step(model, optimizer)
-  analytic = tf.train_step_flops(model, BATCH, SEQ, "adam")
-  xla = tf.xla_flops(step, state, (tokens[:, :SEQ], tokens[:, 1:SEQ + 1]))
+  analytic = tf.sequence_train_step_flops(model, BATCH, SEQ, "adam")
+  xla = compiled_cost(step, state, (tokens[:, :SEQ], tokens[:, 1:SEQ + 1]))["flops"]
   print(tf.train_step_terms(model, BATCH, SEQ, "adam"))
   _report(f"{size} train step", analytic, xla)
   assert abs(xla / analytic - 1) < 0.10
-  assert 2.9 < analytic / tf.forward_flops(model, BATCH, SEQ) < 3.2
+  assert 2.9 < analytic / tf.sequence_forward_flops(model, BATCH, SEQ) < 3.2
 
 
 def test_decode_step_flops_agree_with_xla():
   model, params, _ = _flops_setup("d64_l2")
   cache = init_cache(model, BATCH)
   decode = lambda p, t, c, s: model.apply(p, t, c, s, method=Transformer.decode)  # noqa: E731
-  xla = tf.xla_flops(decode, params, jnp.zeros((BATCH, 1), jnp.int32), cache, jnp.int32(10))
+  xla = compiled_cost(decode, params, jnp.zeros((BATCH, 1), jnp.int32), cache, jnp.int32(10))["flops"]
   analytic = tf.decode_step_flops(model, BATCH)
   _report("d64_l2 decode step", analytic, xla)
   assert abs(xla / analytic - 1) < 0.10

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research.bench.measure import time_calls
+from research.bench.timing import time_calls
 from research.bench.timing import median_and_percentiles
-from research.generate import GenerationError, Generator
+from research.serving.generate import GenerationError, Generator
 
 
 def _stats_ms(seconds: Sequence[float]) -> dict[str, float]:
@@ -75,7 +75,8 @@ def batched_generation(generator: Generator, params: Any, prompt_len: int, new_t
   records = []
   for batch in batch_sizes:
     prompt = jnp.asarray(rng.integers(0, vocab_size, (batch, prompt_len)), jnp.int32)
-    run = lambda: np.asarray(generator.generate_scan(params, prompt, new_tokens))  # noqa: E731
+    run = lambda prompt=prompt: np.asarray(  # noqa: E731
+        generator.generate_scan(params, prompt, new_tokens))
     first = _first_call_seconds(run)
     seconds = time_calls(run, n_calls=repeats, warmup=1)
     p50 = float(np.median(seconds))

@@ -17,9 +17,10 @@ import jax
 import numpy as np
 
 from research.bench import loadgen
-from research.bench.measure import batch_sweep, realtime_latency, saturation_batch_size
+from research.bench.latency import batch_sweep, realtime_latency, saturation_batch_size
 from research.data import Dataset
-from research.infer import PRECISIONS, InferenceError, Predictor, TrainedRun
+from research.serving.predictor import PRECISIONS, InferenceError, Predictor
+from research.serving.restore import TrainedRun
 
 
 @dataclasses.dataclass
@@ -165,7 +166,7 @@ def headline(records: list[dict[str, Any]]) -> dict[str, float]:
 def markdown_report(result: dict[str, Any], title: str, provenance_md: str) -> str:
   """Tables a reader checks the claims against: accuracy and latency per precision, the sweep,
   LoadGen."""
-  from research.report import markdown_table
+  from research.provenance import markdown_table
   recs = result["records"]
   by = lambda kind: [r for r in recs if r["kind"] == kind]  # noqa: E731
   acc = {(r["backend"], r["precision"]): r["test_accuracy"] for r in by("accuracy")}
@@ -235,3 +236,45 @@ def markdown_report(result: dict[str, Any], title: str, provenance_md: str) -> s
 
 def _ms(v: float | None) -> str:
   return "" if v is None else f"{v:.3f}"
+
+
+def write_benchmark(workdir: str, checkpoint: str | int, settings: BenchSettings,
+                    argv: list[str], out: str | None = None,
+                    log: Callable[[str], None] = print) -> tuple[dict[str, Any], str]:
+  """Benchmarks a run's checkpoint and writes bench.{json,md}, latency.png, batch_sweep.png into
+  `out` (default WORKDIR/bench) and `inference/*` scalars into the run's TensorBoard directory.
+
+  Returns the provenance and the output directory.
+  """
+  from research import workdir as workdir_lib
+  from research.bench import figures
+  from research.data import load_dataset
+  from research.provenance import provenance, write_json, write_text
+  from research.serving.restore import load_run
+  from research.tensorboard_writer import SummaryWriter
+
+  run = load_run(workdir, checkpoint)
+  data = load_dataset(run.config.data)
+  out = os.path.abspath(out or workdir_lib.path(workdir, workdir_lib.BENCH))
+  os.makedirs(out, exist_ok=True)
+  t = time.perf_counter()
+  result = benchmark_run(run, data, out, settings, log=log)
+  meta = provenance(argv, workdir=os.path.abspath(workdir), step=run.step,
+                    experiment=run.config.experiment, wall_seconds=time.perf_counter() - t)
+  title = f"Inference benchmark: {run.config.experiment} (step {run.step})"
+  samples = result.pop("latency_samples_us")
+  write_json(os.path.join(out, "bench.json"), {"provenance": meta, **result})
+  write_text(os.path.join(out, "bench.md"), markdown_report(result, title, meta["markdown"]) + "\n")
+  latency = {f"{tag} {side}": v for tag, sides in samples.items() for side, v in sides.items()
+             if side == "serving" or tag.endswith("float32")}
+  figures.latency_distribution(latency, os.path.join(out, "latency.png"),
+                               f"{run.config.experiment}: batch-1 latency")
+  sweeps: dict[str, list] = {}
+  for r in result["records"]:
+    if r["kind"] == "batch":
+      sweeps.setdefault(f"{r['backend']} {r['precision']}", []).append(r)
+  figures.batch_sweep(sweeps, os.path.join(out, "batch_sweep.png"),
+                      f"{run.config.experiment}: batch inference")
+  with SummaryWriter(workdir) as writer:
+    writer.scalars(headline(result["records"]), run.step)
+  return meta, out

@@ -31,6 +31,12 @@ class Dataset:
     return int(np.prod(self.y_train.shape[1:], dtype=np.int64))
 
   @property
+  def task(self) -> str:
+    """'classification' (one label per example) or 'language_model' (one target per position);
+    the train loop picks its evaluator by this name."""
+    return "language_model" if self.y_train.ndim > 1 else "classification"
+
+  @property
   def input_shape(self) -> tuple[int, ...]:
     return tuple(self.x_train.shape[1:])
 

@@ -14,8 +14,9 @@ class CNN1D(nn.Module):
   """
   channels: int = 25
   num_classes: int = 10
-  conv_impl: str = "im2col"
+  conv_impl: str = "auto"    # research.kernels: "auto" picks per backend
   dtype: object = None
+  matmul_impl: str = "auto"  # research.kernels: "auto" picks per backend
 
   @nn.compact
   def __call__(self, x_BxL: jax.Array) -> jax.Array:
@@ -24,7 +25,7 @@ class CNN1D(nn.Module):
       h = Conv1D(self.channels, kernel_size, stride=2, padding=1,
                  impl=self.conv_impl, dtype=self.dtype)(h)
       h = nn.relu(h)
-    return Dense(self.num_classes, dtype=self.dtype)(h.reshape(h.shape[0], -1))
+    return Dense(self.num_classes, dtype=self.dtype, matmul_impl=self.matmul_impl)(h.reshape(h.shape[0], -1))
 
 
 class CNN2D(nn.Module):
@@ -32,10 +33,11 @@ class CNN2D(nn.Module):
   channels: tuple[int, int] = (16, 32)
   num_classes: int = 10
   dtype: object = None
+  matmul_impl: str = "auto"  # research.kernels: "auto" picks per backend
 
   @nn.compact
-  def __call__(self, x_BxHxW: jax.Array) -> jax.Array:
-    h = x_BxHxW.reshape(*x_BxHxW.shape[:3], -1)
+  def __call__(self, x_BxYxX: jax.Array) -> jax.Array:
+    h = x_BxYxX.reshape(*x_BxYxX.shape[:3], -1)
     h = nn.relu(nn.Conv(self.channels[0], (3, 3), padding=1, dtype=self.dtype)(h))
     h = nn.relu(nn.Conv(self.channels[1], (3, 3), strides=2, padding=1, dtype=self.dtype)(h))
-    return Dense(self.num_classes, dtype=self.dtype)(h.reshape(h.shape[0], -1))
+    return Dense(self.num_classes, dtype=self.dtype, matmul_impl=self.matmul_impl)(h.reshape(h.shape[0], -1))

@@ -12,9 +12,10 @@ class MLP(nn.Module):
   hidden: int = 100
   num_classes: int = 10
   dtype: object = None
+  matmul_impl: str = "auto"  # research.kernels: "auto" picks per backend
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = nn.relu(Dense(self.hidden, dtype=self.dtype)(x.reshape(x.shape[0], -1)))
-    h = h + nn.relu(Dense(self.hidden, dtype=self.dtype)(h))
-    return Dense(self.num_classes, dtype=self.dtype)(h)
+    h = nn.relu(Dense(self.hidden, dtype=self.dtype, matmul_impl=self.matmul_impl)(x.reshape(x.shape[0], -1)))
+    h = h + nn.relu(Dense(self.hidden, dtype=self.dtype, matmul_impl=self.matmul_impl)(h))
+    return Dense(self.num_classes, dtype=self.dtype, matmul_impl=self.matmul_impl)(h)

@@ -24,9 +24,9 @@ KVCache = tuple[dict[str, jax.Array], ...]
 _INIT_STD = 0.02  # GPT-2's
 
 
-def causal_mask(q_pos_S: jax.Array, k_pos_K: jax.Array) -> jax.Array:
+def causal_mask(q_pos_S: jax.Array, k_pos_T: jax.Array) -> jax.Array:
   """[S, K] booleans: a query sees keys at its own position and before."""
-  return k_pos_K[None, :] <= q_pos_S[:, None]
+  return k_pos_T[None, :] <= q_pos_S[:, None]
 
 
 class Block(nn.Module):
@@ -54,29 +54,29 @@ class Block(nn.Module):
     # Residual projections start smaller so the stream's variance does not grow with depth.
     resid_std = _INIT_STD / (2 * self.n_layer) ** 0.5
 
-    qkv_BxSx3xHxDh = dense(3 * d, "qkv")(ln("ln_attn")(x_BxSxD)).reshape(batch, s, 3, h, dh)
+    qkv_BxSx3xNxDh = dense(3 * d, "qkv")(ln("ln_attn")(x_BxSxD)).reshape(batch, s, 3, h, dh)
     # Scaling q (S*D numbers) is cheaper than scaling the scores (S*K per head).
-    q_BxSxHxDh = qkv_BxSx3xHxDh[:, :, 0] * jnp.asarray(dh ** -0.5, qkv_BxSx3xHxDh.dtype)
-    k_BxSxHxDh, v_BxSxHxDh = qkv_BxSx3xHxDh[:, :, 1], qkv_BxSx3xHxDh[:, :, 2]
+    q_BxSxNxDh = qkv_BxSx3xNxDh[:, :, 0] * jnp.asarray(dh ** -0.5, qkv_BxSx3xNxDh.dtype)
+    k_BxSxNxDh, v_BxSxNxDh = qkv_BxSx3xNxDh[:, :, 1], qkv_BxSx3xNxDh[:, :, 2]
     if kv is None:
       # Full sequence: the keys are this call's own tokens, at positions 0..S-1.
-      keys, values, k_pos_K, new_kv = k_BxSxHxDh, v_BxSxHxDh, q_pos_S, None
+      keys, values, k_pos_T, new_kv = k_BxSxNxDh, v_BxSxNxDh, q_pos_S, None
     else:
       # Decode: write the new keys/values at start_pos, attend over the whole fixed-size cache;
       # slots not yet written sit at positions > every query and are masked out.
       idx = (0, start_pos, 0, 0)
-      new_kv = {"k": lax.dynamic_update_slice(kv["k"], k_BxSxHxDh.astype(kv["k"].dtype), idx),
-                "v": lax.dynamic_update_slice(kv["v"], v_BxSxHxDh.astype(kv["v"].dtype), idx)}
-      keys = new_kv["k"].astype(q_BxSxHxDh.dtype)
-      values = new_kv["v"].astype(q_BxSxHxDh.dtype)
-      k_pos_K = jnp.arange(keys.shape[1])
+      new_kv = {"k": lax.dynamic_update_slice(kv["k"], k_BxSxNxDh.astype(kv["k"].dtype), idx),
+                "v": lax.dynamic_update_slice(kv["v"], v_BxSxNxDh.astype(kv["v"].dtype), idx)}
+      keys = new_kv["k"].astype(q_BxSxNxDh.dtype)
+      values = new_kv["v"].astype(q_BxSxNxDh.dtype)
+      k_pos_T = jnp.arange(keys.shape[1])
 
-    scores_BxHxSxK = jnp.einsum("bshd,bkhd->bhsk", q_BxSxHxDh, keys).astype(jnp.float32)
-    scores_BxHxSxK = jnp.where(causal_mask(q_pos_S, k_pos_K), scores_BxHxSxK,
+    scores_BxNxSxT = jnp.einsum("bshd,bkhd->bhsk", q_BxSxNxDh, keys).astype(jnp.float32)
+    scores_BxNxSxT = jnp.where(causal_mask(q_pos_S, k_pos_T), scores_BxNxSxT,
                                jnp.finfo(jnp.float32).min)
-    probs_BxHxSxK = jax.nn.softmax(scores_BxHxSxK, axis=-1).astype(values.dtype)
-    attn_BxSxHxDh = jnp.einsum("bhsk,bkhd->bshd", probs_BxHxSxK, values)
-    x_BxSxD = x_BxSxD + dense(d, "attn_out", resid_std)(attn_BxSxHxDh.reshape(batch, s, d))
+    probs_BxNxSxT = jax.nn.softmax(scores_BxNxSxT, axis=-1).astype(values.dtype)
+    attn_BxSxNxDh = jnp.einsum("bhsk,bkhd->bshd", probs_BxNxSxT, values)
+    x_BxSxD = x_BxSxD + dense(d, "attn_out", resid_std)(attn_BxSxNxDh.reshape(batch, s, d))
 
     hidden = nn.gelu(dense(self.d_ff, "mlp_in")(ln("ln_mlp")(x_BxSxD)), approximate=True)
     x_BxSxD = x_BxSxD + dense(d, "mlp_out", resid_std)(hidden)
@@ -128,7 +128,7 @@ class Transformer(nn.Module):
 
     The cache must hold the keys/values of positions < start_pos (from earlier calls). Only a
     Python-int start_pos can be checked here: a traced one with start_pos + S > n_ctx would be
-    silently clamped by `dynamic_update_slice`, so callers (research/generate.py) check first.
+    silently clamped by `dynamic_update_slice`, so callers (research/serving/generate.py) check first.
     """
     s = tokens_BxS.shape[1]
     if len(cache) != self.n_layer:

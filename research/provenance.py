@@ -1,4 +1,6 @@
-"""Writing results: provenance (command, commit, machine, versions), JSON, markdown tables."""
+"""Provenance for everything written to results/: command, commit, machine, versions, threads;
+and the atomic JSON/text writers and the markdown table every report uses. The one
+implementation: every writer of results/ goes through it."""
 from __future__ import annotations
 
 import datetime
@@ -49,27 +51,34 @@ def versions() -> dict[str, str]:
   return out
 
 
-def provenance(argv: Sequence[str], **extra: Any) -> dict[str, Any]:
-  """Everything a reader needs to re-make a figure: command, commit, machine, versions, threads."""
-  import jax
-  devices = jax.devices()
+def provenance(argv: Sequence[str], jax_device: bool = True, **extra: Any) -> dict[str, Any]:
+  """Everything a reader needs to re-make a figure: command, commit, machine, versions, threads.
+
+  `jax_device=False` leaves out JAX's device, so a process that never uses JAX (the PyTorch
+  reference, whose whole wall time is reported) does not pay for starting it.
+  """
+  machine = {"cpu": cpu_model(), "platform": platform.platform()}
+  if jax_device:
+    import jax
+    devices = jax.devices()
+    machine.update({"device": f"{devices[0].platform}:{devices[0].device_kind}",
+                    "device_count": len(devices)})
   meta = {
       "command": "python " + shlex.join(list(argv)),
       "commit": git_commit(),
       "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-      "machine": {"cpu": cpu_model(), "platform": platform.platform(),
-                  "device": f"{devices[0].platform}:{devices[0].device_kind}",
-                  "device_count": len(devices)},
+      "machine": machine,
       "threads": thread_settings(),
       "versions": versions(),
       **extra,
   }
   t = meta["threads"]
+  device = f"; JAX device {machine['device']}" if jax_device else ""
   meta["markdown"] = "\n".join([
       f"- command: `{meta['command']}`",
       f"- commit: `{meta['commit']}`, {meta['date']}",
       f"- machine: {meta['machine']['cpu']} ({t['cpu_count']} cores, process pinned to "
-      f"cores {t['cpu_affinity']}); JAX device {meta['machine']['device']}",
+      f"cores {t['cpu_affinity']}){device}",
       f"- XLA_FLAGS: `{t['xla_flags'] or '(none)'}`",
       "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
   ])
@@ -83,6 +92,15 @@ def write_json(path: str, obj: Any) -> None:
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2, default=_json_default)
     f.write("\n")
+  os.replace(tmp, path)
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes atomically, like `write_json`."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
   os.replace(tmp, path)
 
 

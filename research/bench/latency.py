@@ -9,30 +9,12 @@ sizes on device-resident inputs: throughput, per-example time, and where through
 """
 from __future__ import annotations
 
-import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np
 
-from research.bench.timing import median_and_percentiles
-
-
-def time_calls(fn: Callable[[], Any], n_calls: int, warmup: int = 10) -> np.ndarray:
-  """Wall seconds of each of `n_calls` calls of `fn` (which must block), after `warmup` calls."""
-  for _ in range(warmup):
-    fn()
-  out = np.empty(n_calls)
-  for i in range(n_calls):
-    t = time.perf_counter()
-    fn()
-    out[i] = time.perf_counter() - t
-  return out
-
-
-def _stats_us(seconds: np.ndarray) -> dict[str, float]:
-  return {f"{k}_us" if k != "n" else k: (v * 1e6 if k != "n" else v)
-          for k, v in median_and_percentiles(seconds, (90, 99)).items()}
+from research.bench.timing import stats_us, median_and_percentiles, time_calls
 
 
 def realtime_latency(predictor, example: np.ndarray, n_calls: int = 2000, blocks: int = 10
@@ -54,7 +36,7 @@ def realtime_latency(predictor, example: np.ndarray, n_calls: int = 2000, blocks
     for name, fn in sides.items():
       times[name].append(time_calls(fn, per_block, warmup=5))
   seconds = {k: np.concatenate(v) for k, v in times.items()}
-  out: dict[str, Any] = {k: _stats_us(v) for k, v in seconds.items()}
+  out: dict[str, Any] = {k: stats_us(v) for k, v in seconds.items()}
   out["serving_over_floor_p50"] = out["serving"]["p50_us"] / out["floor"]["p50_us"]
   out["serving_over_compute_p50"] = out["serving"]["p50_us"] / out["compute"]["p50_us"]
   out["samples_us"] = {k: v * 1e6 for k, v in seconds.items()}
@@ -77,7 +59,8 @@ def batch_sweep(predictor, batch_sizes: Sequence[int] | None = None, seconds_per
     compiled = predictor.compiled[b]
     x = jax.device_put(rng.standard_normal((b, *predictor.input_shape), np.float32),
                        predictor.device)
-    call = lambda: compiled(predictor.params, x).block_until_ready()  # noqa: E731
+    call = lambda compiled=compiled, x=x: (  # noqa: E731
+        compiled(predictor.params, x).block_until_ready())
     probe = time_calls(call, 3, warmup=2)
     n = int(np.clip(seconds_per_size / max(np.median(probe), 1e-7), min_calls, max_calls))
     stats = median_and_percentiles(time_calls(call, n, warmup=0), (90, 99))

@@ -1,4 +1,9 @@
-"""Autoregressive generation from a `Transformer` with a KV cache, jitted apart from training.
+"""Autoregressive generation with a KV cache, jitted apart from training, for any decoder model.
+
+The generator knows no model class: it needs a module with a `decode(tokens, cache, start_pos)`
+method, `n_ctx` and `num_classes` fields, and a cache constructor registered for its class in
+`research.models.CACHE_BUILDERS` (the Transformer's is `init_cache`).
+
 
 Serving has two phases: prefill runs the whole prompt once and fills the cache; each decode step
 then runs one token per sequence against it. Both are compiled once per shape (the decode step
@@ -21,7 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from research.models.transformer import KVCache, Transformer, init_cache
+from research.models import init_decode_cache
+
+KVCache = Any  # a pytree of per-layer buffers, whatever the model keeps
 
 
 class GenerationError(ValueError):
@@ -46,7 +53,7 @@ class Generator:
   next_token(logits_BxV, temperature, key, i) -> token_B: greedy at 0, else the i-th sample.
   """
 
-  def __init__(self, model: Transformer):
+  def __init__(self, model: Any):
     self.model = model
     self.prefill = jax.jit(self._prefill)
     self.decode_step = jax.jit(self._decode_step, donate_argnums=(2,))
@@ -54,15 +61,15 @@ class Generator:
     self._scan = jax.jit(self._generate_scan, static_argnums=(2, 3))
 
   def _prefill(self, params: Any, prompt_BxP: jax.Array) -> tuple[jax.Array, KVCache]:
-    cache = init_cache(self.model, prompt_BxP.shape[0])
+    cache = init_decode_cache(self.model, prompt_BxP.shape[0])
     logits_BxPxV, cache = self.model.apply(params, prompt_BxP, cache, 0,
-                                           method=Transformer.decode)
+                                           method="decode")
     return logits_BxPxV[:, -1], cache
 
   def _decode_step(self, params: Any, token_B: jax.Array, cache: KVCache, pos: jax.Array
                    ) -> tuple[jax.Array, KVCache]:
     logits_Bx1xV, cache = self.model.apply(params, token_B[:, None], cache, pos,
-                                           method=Transformer.decode)
+                                           method="decode")
     return logits_Bx1xV[:, 0], cache
 
   def _check(self, prompt_BxP: Any, max_new_tokens: int, temperature: float, key: Any
@@ -136,10 +143,10 @@ class Generator:
       next_B = _next_token(logits, temperature, key, i)
       return (next_B, cache), next_B
 
-    _, rest_NxB = lax.scan(body, (first_B, cache), jnp.arange(1, max_new_tokens, dtype=jnp.int32))
-    return jnp.concatenate([first_B[:, None], rest_NxB.T], axis=1)
+    _, rest_GxB = lax.scan(body, (first_B, cache), jnp.arange(1, max_new_tokens, dtype=jnp.int32))
+    return jnp.concatenate([first_B[:, None], rest_GxB.T], axis=1)
 
 
-def make_generator(model: Transformer) -> Generator:
+def make_generator(model: Any) -> Generator:
   """A `Generator` for `model`: prefill, decode_step, generate, generate_scan."""
   return Generator(model)

@@ -9,8 +9,8 @@ the tokens generated after which inference has cost as much as training did.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
+import time
 import os
 from typing import Any, Sequence
 
@@ -18,16 +18,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research import cost
-from research import transformer_flops as tf
+from research import workdir as workdir_lib
+from research.cost import hardware, xla
+from research.cost import transformer as tf
 from research.bench.generation import batched_generation, realtime_generation
-from research.generate import Generator
-from research.infer import load_run
-from research.train_step import create_train_state, make_optimizer, make_train_step
+from research.serving.generate import Generator
+from research.serving.restore import load_run
+from research.training.step import create_train_state, make_train_step
+from research.training.optimizers import make_optimizer
 
 
 @dataclasses.dataclass(frozen=True)
-class LMReportSettings:
+class LMCostSettings:
   prompt_tokens: int = 16
   new_tokens: int = 64
   sequences: int = 20
@@ -50,10 +52,10 @@ def flop_counts(model, params, batch: int, optimizer_name: str, optimizer) -> di
   state = create_train_state(model, optimizer, x[:1], jax.random.key(0))
   state = state.replace(params=params)
   step = make_train_step(model, optimizer)
-  xla_fwd = tf.xla_flops(model.apply, params, x)
-  xla_train = tf.xla_flops(step, state, (x, x))
-  exact_fwd = tf.forward_flops(shape, batch, n_ctx)
-  exact_train = tf.train_step_flops(shape, batch, n_ctx, optimizer_name)
+  xla_fwd = xla.compiled_cost(model.apply, params, x)["flops"]
+  xla_train = xla.compiled_cost(step, state, (x, x))["flops"]
+  exact_fwd = tf.sequence_forward_flops(shape, batch, n_ctx)
+  exact_train = tf.sequence_train_step_flops(shape, batch, n_ctx, optimizer_name)
   return {
       "non_embedding_params": {
           "kaplan": tf.kaplan_non_embedding_params(shape["n_layer"], shape["d_model"],
@@ -72,16 +74,15 @@ def flop_counts(model, params, batch: int, optimizer_name: str, optimizer) -> di
   }
 
 
-def lm_report(workdir: str, settings: LMReportSettings = LMReportSettings(),
+def lm_costs(workdir: str, settings: LMCostSettings = LMCostSettings(),
               peak: dict | None = None) -> dict[str, Any]:
   """Everything in the report, as a JSON-able dict."""
   run = load_run(workdir)
-  with open(os.path.join(workdir, "summary.json")) as f:
-    summary = json.load(f)
+  summary = workdir_lib.read_summary(workdir)
   config, model, params = run.config, run.model, run.params
   optimizer = make_optimizer(**config.optimizer)
   flops = flop_counts(model, params, min(config.batch_size, 8), config.optimizer.name, optimizer)
-  peak = peak or cost.measure_peak_flops()
+  peak = peak or hardware.measure_peak_flops()
   peak_flops = peak["peak_flops"]
   n_ctx = model.n_ctx
   tokens_per_step = config.batch_size * n_ctx
@@ -125,7 +126,7 @@ def lm_report(workdir: str, settings: LMReportSettings = LMReportSettings(),
 
 
 def markdown(r: dict[str, Any], provenance_md: str) -> str:
-  from research.report import markdown_table
+  from research.provenance import markdown_table
   f, t, g, loss = r["flops"], r["training"], r["generation"], r["loss"]
   rt, be = g["realtime"], r["break_even_tokens"]
   si = lambda x: f"{x:,.0f}" if x >= 100 else f"{x:.3g}"  # noqa: E731
@@ -181,3 +182,16 @@ def markdown(r: dict[str, Any], provenance_md: str) -> str:
             f"{be['seconds_batched']:,.0f} tokens generated at the best batch size "
             f"({g['best_batched']['batch_size']}).", ""]
   return "\n".join(lines)
+
+
+def write_lm_costs(workdir: str, out: str, settings: LMCostSettings, argv: Sequence[str]
+                   ) -> dict[str, Any]:
+  """`lm_costs`, with provenance, written as OUT/report.json and OUT/report.md."""
+  from research.provenance import provenance, write_json, write_text
+  t = time.perf_counter()
+  report = lm_costs(workdir, settings)
+  meta = provenance(argv, wall_seconds=time.perf_counter() - t)
+  report["provenance"] = meta
+  write_json(workdir_lib.path(out, workdir_lib.REPORT), report)
+  write_text(workdir_lib.path(out, workdir_lib.REPORT_MARKDOWN), markdown(report, meta["markdown"]))
+  return report

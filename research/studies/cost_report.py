@@ -1,180 +1,12 @@
-"""The main job: train (or resume) a run, then put its training and its inference side by side.
+"""The main job's report, rendered: markdown for readers, a figure, headline TensorBoard scalars.
 
-Everything in the report comes from one process on one machine: the run's own training time,
-inference timed here through the same harness as `scripts/bench_inference.py`, FLOPs counted
-analytically and by XLA, memory from the compiled executables, and this machine's peak FLOP/s
-measured with a large matmul.
+`research.studies.train_vs_infer` measures; this module only formats what it measured.
 """
 from __future__ import annotations
 
-import dataclasses
-import os
-from typing import Any, Callable
+from typing import Any
 
-import jax
-import ml_collections
 import numpy as np
-
-from research import cost
-from research.bench.measure import batch_sweep, realtime_latency, saturation_batch_size
-from research.data import load_dataset
-from research.infer import Predictor, load_run
-from research.models import count_params
-from research.train import train_and_evaluate
-from research.train_step import create_train_state, make_optimizer, make_train_step
-
-
-@dataclasses.dataclass
-class CostSettings:
-  max_batch: int = 4096
-  latency_calls: int = 2000
-  seconds_per_size: float = 0.2
-  profiles: tuple[str, ...] = tuple(cost.PROFILES)
-  power_watts: float = 15.0      # this machine, per busy core: an assumption, override it
-  price_per_hour: float = 0.05   # this machine: an assumption, override it
-  peak_matmul_n: int = 1024
-
-
-def run_job(config: ml_collections.ConfigDict, workdir: str, settings: CostSettings,
-            progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Train (or resume), restore params, time inference, count costs; returns the report."""
-  for name in settings.profiles:
-    cost.get_profile(name)  # unknown names fail before any work
-  log(f"training {config.experiment} in {workdir}")
-  summary = train_and_evaluate(config, workdir, progress=progress)
-  run = load_run(workdir, "latest")
-  data = load_dataset(config.data)
-  batch = config.batch_size
-  optimizer = make_optimizer(**config.optimizer)
-  num_params = count_params(run.params)
-
-  log("timing inference: batch 1, then a batch sweep")
-  sizes = tuple(sorted({2 ** i for i in range(settings.max_batch.bit_length())} | {batch}))
-  predictor = Predictor.from_run(run, batch_sizes=sizes)
-  rt = realtime_latency(predictor, data.x_test[:1], n_calls=settings.latency_calls)
-  sweep = batch_sweep(predictor, seconds_per_size=settings.seconds_per_size)
-  best = max(sweep, key=lambda r: r["examples_per_s"])
-  at_train_batch = next(r for r in sweep if r["batch_size"] == batch)
-
-  log("counting FLOPs and memory")
-  layers = cost.layer_flops(config.model, run.input_shape, run.num_classes)
-  fwd_ex = cost.forward_flops(layers, 1)
-  step_flops = cost.train_step_flops(layers, batch, num_params, run.num_classes,
-                                     config.optimizer.name)
-  xla = cost.xla_flops(config.model, run.input_shape, run.num_classes, batch, optimizer)
-  state = create_train_state(run.model, optimizer, np.zeros((1, *run.input_shape), np.float32),
-                             jax.random.key(0))
-  x_b = np.zeros((batch, *run.input_shape), np.float32)
-  train_compiled = cost.compiled_cost(make_train_step(run.model, optimizer), state,
-                                      (x_b, np.zeros(batch, np.int32)), donate_argnums=0)
-  apply_same = cost.compiled_cost(run.model.apply, run.params, x_b)
-  apply_best = cost.compiled_cost(run.model.apply, run.params,
-                                  np.zeros((best["batch_size"], *run.input_shape), np.float32))
-  apply_one = cost.compiled_cost(run.model.apply, run.params,
-                                 np.zeros((1, *run.input_shape), np.float32))
-
-  log(f"measuring this machine's peak FLOP/s ({settings.peak_matmul_n}^3 matmul)")
-  peak = cost.measure_peak_flops(settings.peak_matmul_n)
-
-  train_seconds = summary["train_seconds"]
-  steps = summary["steps"]
-  train_s_per_example = train_seconds / (steps * batch)
-  infer = {
-      "realtime": {"seconds_per_prediction": rt["serving"]["p50_us"] * 1e-6,
-                   "batch_size": 1, "p99_seconds": rt["serving"]["p99_us"] * 1e-6},
-      "batch": {"seconds_per_prediction": best["us_per_example"] * 1e-6,
-                "batch_size": best["batch_size"]},
-      "train_batch": {"seconds_per_prediction": at_train_batch["us_per_example"] * 1e-6,
-                      "batch_size": batch},
-  }
-  train_total_flops = step_flops * steps
-  here = cost.this_machine_profile(peak["peak_flops"], settings.power_watts,
-                                   settings.price_per_hour)
-
-  def utilization(flops: float, seconds: float) -> float:
-    return flops / seconds / peak["peak_flops"]
-
-  break_even = {
-      "flops": cost.break_even(train_total_flops, fwd_ex),
-      **{f"seconds_{mode}": cost.break_even(train_seconds, v["seconds_per_prediction"])
-         for mode, v in infer.items()},
-  }
-  profiles = {}
-  for name in settings.profiles:
-    p = cost.get_profile(name)
-    train_s = train_total_flops / (p.peak_flops * p.mfu_train)
-    per_pred = {"realtime": fwd_ex / (p.peak_flops * p.mfu_realtime),
-                "batch": fwd_ex / (p.peak_flops * p.mfu_batch)}
-    profiles[name] = {
-        **dataclasses.asdict(p),
-        "train_seconds": train_s, "train": cost.energy_and_money(train_s, p),
-        "dollars_per_million_predictions": {m: 1e6 * cost.energy_and_money(s, p)["dollars"]
-                                            for m, s in per_pred.items()},
-        "break_even_predictions": {m: cost.break_even(train_s, s) for m, s in per_pred.items()},
-    }
-  here_costs = {
-      "train": cost.energy_and_money(train_seconds, here),
-      "dollars_per_million_predictions": {
-          m: 1e6 * cost.energy_and_money(v["seconds_per_prediction"], here)["dollars"]
-          for m, v in infer.items()},
-      "joules_per_prediction": {m: v["seconds_per_prediction"] * here.power_watts
-                                for m, v in infer.items()},
-  }
-  memory = {
-      "params_bytes": cost.tree_bytes(run.params),
-      "optimizer_state_bytes": cost.tree_bytes(state.opt_state),
-      "train_step": {k: train_compiled.get(k) for k in
-                     ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "peak_bytes")},
-      "apply_same_batch": {k: apply_same.get(k) for k in
-                           ("argument_bytes", "output_bytes", "temp_bytes", "peak_bytes")},
-      "apply_batch_1": {k: apply_one.get(k) for k in
-                        ("argument_bytes", "output_bytes", "temp_bytes", "peak_bytes")},
-  }
-  return {
-      "experiment": config.experiment, "model": config.model.name, "params": num_params,
-      "workdir": os.path.abspath(workdir), "step": run.step, "batch_size": batch,
-      "steps": steps, "final_test_accuracy": summary["final_test_accuracy"],
-      "flops": {
-          "analytic_layers": [dict(dataclasses.asdict(l), forward=l.forward, backward=l.backward)
-                              for l in layers],
-          "forward_per_example": fwd_ex,
-          "train_step": step_flops,
-          "train_step_per_example": step_flops / batch,
-          "train_to_forward_ratio": step_flops / (batch * fwd_ex),
-          "training_run_total": train_total_flops,
-          "xla": {**xla, "forward_per_example": xla["forward"] / batch,
-                  "train_to_forward_ratio": xla["train_step"] / xla["forward"]},
-          "xla_over_analytic": {"forward": xla["forward"] / (batch * fwd_ex),
-                                "train_step": xla["train_step"] / step_flops},
-          "compiled_bytes_accessed": {"train_step": train_compiled.get("bytes_accessed"),
-                                      "apply_same_batch": apply_same.get("bytes_accessed"),
-                                      "apply_best_batch": apply_best.get("bytes_accessed")},
-      },
-      "time": {
-          "train_seconds": train_seconds, "compile_seconds": summary["compile_seconds"],
-          "train_seconds_per_example": train_s_per_example,
-          "inference": infer,
-          "train_over_realtime_per_example": train_s_per_example
-                                             / infer["realtime"]["seconds_per_prediction"],
-          "train_over_batch_per_example": train_s_per_example
-                                          / infer["batch"]["seconds_per_prediction"],
-          "train_over_same_batch_inference": train_s_per_example
-                                             / infer["train_batch"]["seconds_per_prediction"],
-          "realtime": {k: rt[k] for k in ("serving", "floor", "compute")},
-          "sweep": sweep,
-          "saturation_batch_size": saturation_batch_size(sweep),
-      },
-      "utilization": {
-          "peak": peak,
-          "training": utilization(train_total_flops, train_seconds),
-          "realtime": utilization(fwd_ex, infer["realtime"]["seconds_per_prediction"]),
-          "batch": utilization(fwd_ex, infer["batch"]["seconds_per_prediction"]),
-      },
-      "memory": memory,
-      "break_even_predictions": break_even,
-      "this_machine": {**dataclasses.asdict(here), **here_costs},
-      "profiles": profiles,
-  }
 
 
 def _si(x: float, unit: str = "") -> str:
@@ -190,7 +22,7 @@ def _us(seconds: float) -> str:
 
 def markdown_report(r: dict[str, Any], provenance_md: str) -> str:
   """The report a reader checks: one table per question, every figure from this run."""
-  from research.report import markdown_table
+  from research.provenance import markdown_table
   f, t, m, u, be = r["flops"], r["time"], r["memory"], r["utilization"], r["break_even_predictions"]
   inf = t["inference"]
   mib = lambda b: "" if b is None else f"{b / 2 ** 20:.3f} MiB"  # noqa: E731
@@ -275,7 +107,7 @@ def markdown_report(r: dict[str, Any], provenance_md: str) -> str:
       f"${r['this_machine']['dollars_per_million_predictions']['realtime']:.3g} real-time, "
       f"${r['this_machine']['dollars_per_million_predictions']['batch']:.3g} batched.", "",
       "### Named accelerator profiles (not measured: times from FLOPs at an assumed MFU)", "",
-      "Vendor dense peaks; power, price and MFU are assumptions (edit `research/cost.py` "
+      "Vendor dense peaks; power, price and MFU are assumptions (edit `research/cost/hardware.py` "
       "PROFILES or pass other values). Under a profile the break-even count depends only on the "
       "FLOP ratio and the MFU ratio, so it is the same for every profile; the dollars differ.", "",
       markdown_table(["profile", "peak", "W", "$/h", "MFU train / batch / real-time",
@@ -339,3 +171,17 @@ def headline_scalars(r: dict[str, Any]) -> dict[str, float]:
       "cost/utilization_training": r["utilization"]["training"],
       "cost/utilization_batch": r["utilization"]["batch"],
   }
+
+
+def comparison_fields(r: dict[str, Any]) -> dict[str, float]:
+  """The report's headline as flat columns for a table of runs (`scripts/compare_runs.py`)."""
+  inf = r["time"]["inference"]
+  return {"forward_flops_per_example": r["flops"]["forward_per_example"],
+          "train_to_forward_flops": r["flops"]["train_to_forward_ratio"],
+          "train_us_per_example": 1e6 * r["time"]["train_seconds_per_example"],
+          "realtime_us_per_prediction": 1e6 * inf["realtime"]["seconds_per_prediction"],
+          "batch_us_per_prediction": 1e6 * inf["batch"]["seconds_per_prediction"],
+          "break_even_flops": r["break_even_predictions"]["flops"],
+          "break_even_realtime": r["break_even_predictions"]["seconds_realtime"],
+          "break_even_batch": r["break_even_predictions"]["seconds_batch"],
+          "training_utilization": r["utilization"]["training"]}

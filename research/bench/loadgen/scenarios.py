@@ -1,4 +1,4 @@
-"""MLPerf LoadGen scenarios around a `Predictor`: the standard way to put numbers on serving.
+"""Running one LoadGen scenario on a `Predictor`, and the Server QPS search.
 
 LoadGen issues queries, times them, and writes its own logs; we only answer. The four scenarios:
   SingleStream  one sample per query, the next issued when the last completes; metric: p90 latency.
@@ -8,12 +8,6 @@ LoadGen issues queries, times them, and writes its own logs; we only answer. The
   Server        single-sample queries with Poisson arrivals at a target QPS; a run is VALID when
                 its p99 latency stays within the bound; metric: the highest such QPS
                 (`find_server_qps` searches for it, one LoadGen run per trial).
-
-Padding and batching: the predictor runs only the batch sizes it compiled at warm-up and pads a
-batch up to the nearest one (larger batches run in chunks of the largest). Compiling a new shape
-mid-run takes long enough to collapse the latency tail, so nothing here compiles: `compile_count`
-stays put. In Server, `batching=True` answers whatever is waiting (up to the largest compiled
-size) in one call; `batching=False` answers one sample at a time (batch-1 serving).
 
 Validity comes from LoadGen itself: besides min duration and min query count, its early-stopping
 rule needs enough queries for the percentile it reports (SingleStream 64, MultiStream 662,
@@ -26,15 +20,18 @@ LoadGen is one global test per process: runs here are serialized by a lock.
 from __future__ import annotations
 
 import collections
-import json
 import math
 import os
-import re
 import threading
 import time
-from typing import Any, NamedTuple, Sequence
+from typing import Any
 
 import numpy as np
+
+from research.bench.loadgen.binding import LoadGenRunError, _lg
+from research.bench.loadgen.logs import read_accuracy_log, summarize_logs
+from research.bench.loadgen.suts import (_Responder, _SampleLibrary, _ServerSUT,
+                                         _SynchronousSUT)
 
 SCENARIOS = ("SingleStream", "MultiStream", "Offline", "Server")
 MODES = ("performance", "accuracy")
@@ -48,278 +45,8 @@ DEFAULT_PERFORMANCE_COUNT = 1024  # samples LoadGen draws from; ours all sit in 
 # LoadGen's per-query Python calls, queueing and thread switches cost more than a small model
 # (within 10 ms the CNN sustains a third to a half of its batch-1 estimate on this CPU).
 DEFAULT_SERVER_LOAD = 0.1
-WORKER_JOIN_TIMEOUT_S = 60.0
-SERVER_WORKER_NAME = "loadgen-server-worker"
 
 _LOADGEN_LOCK = threading.Lock()  # LoadGen keeps one global test state
-
-
-class LoadGenRunError(RuntimeError):
-  """The SUT failed during a LoadGen run; `__cause__` holds the original exception."""
-
-
-def _lg():
-  import mlperf_loadgen  # imported late: only benchmarks need the package
-  return mlperf_loadgen
-
-
-# ----------------------------------------------------------------------------------------------
-# The system under test.
-
-class _SampleLibrary:
-  """A QSL over an in-memory array: load and unload have nothing to do."""
-
-  def __init__(self, samples: np.ndarray, performance_count: int):
-    self.samples = samples
-    self.performance_count = performance_count
-    self.handle = _lg().ConstructQSL(len(samples), performance_count, self._load, self._unload)
-
-  def _load(self, indices):
-    pass
-
-  def _unload(self, indices):
-    pass
-
-  def destroy(self) -> None:
-    _lg().DestroyQSL(self.handle)
-
-
-class _Sample(NamedTuple):
-  id: int
-  index: int
-
-
-class _Responder:
-  """Runs the predictor on a list of LoadGen samples and completes them, never raising.
-
-  An exception is recorded, the samples are completed empty (LoadGen would otherwise wait for
-  them forever) and every later query completes at once; `run_scenario` raises it afterwards.
-  """
-
-  def __init__(self, predictor, samples: np.ndarray):
-    self.predictor = predictor
-    self.samples = samples
-    self.error: BaseException | None = None
-    self.batch_sizes = collections.Counter()  # samples per predictor call
-    self.samples_answered = 0
-
-  def answer(self, query_samples: Sequence[Any]) -> None:
-    lg = _lg()
-    if self.error is None:
-      try:
-        x = self.samples[[q.index for q in query_samples]]
-        logits = np.ascontiguousarray(self.predictor.logits(x), dtype=np.float32)
-        if logits.shape[0] != len(query_samples):
-          raise ValueError(f"predictor returned {logits.shape[0]} rows for "
-                           f"{len(query_samples)} samples")
-        row_bytes = logits.strides[0]
-        base = logits.ctypes.data
-        responses = [lg.QuerySampleResponse(q.id, base + i * row_bytes, row_bytes)
-                     for i, q in enumerate(query_samples)]
-        lg.QuerySamplesComplete(responses)  # copies what it logs before returning
-        self.batch_sizes[len(query_samples)] += 1
-        self.samples_answered += len(query_samples)
-        return
-      except BaseException as e:  # noqa: BLE001 -- re-raised by run_scenario
-        self.error = e
-    lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, 0, 0) for q in query_samples])
-
-
-class _SynchronousSUT:
-  """SingleStream / MultiStream / Offline: answered inside LoadGen's issue call.
-
-  A query larger than `chunk` (Offline) is answered and completed chunk by chunk.
-  """
-
-  def __init__(self, responder: _Responder, chunk: int):
-    self.responder = responder
-    self.chunk = chunk
-    self.handle = _lg().ConstructSUT(self.issue_queries, self.flush_queries)
-
-  def issue_queries(self, query_samples) -> None:
-    for i in range(0, len(query_samples), self.chunk):
-      self.responder.answer(query_samples[i:i + self.chunk])
-
-  def flush_queries(self) -> None:
-    pass
-
-  def stop(self) -> None:
-    pass
-
-  def destroy(self) -> None:
-    _lg().DestroySUT(self.handle)
-
-
-class _ServerSUT:
-  """Server: LoadGen's issue call only enqueues; one worker thread answers.
-
-  The worker takes whatever is waiting, up to `max_batch` samples (1 for batch-1 serving), and
-  answers them with one predictor call (padded by the predictor to a compiled size).
-  """
-
-  def __init__(self, responder: _Responder, max_batch: int):
-    self.responder = responder
-    self.max_batch = max_batch
-    self.queue: collections.deque = collections.deque()
-    self.ready = threading.Condition()
-    self.stopping = False
-    self.handle = _lg().ConstructSUT(self.issue_queries, self.flush_queries)
-    self.worker = threading.Thread(target=self._serve, name=SERVER_WORKER_NAME, daemon=True)
-    self.worker.start()
-
-  def issue_queries(self, query_samples) -> None:
-    # Plain (id, index) pairs: the worker never holds LoadGen's objects past this call.
-    pending = [_Sample(q.id, q.index) for q in query_samples]
-    with self.ready:
-      self.queue.extend(pending)
-      self.ready.notify()
-
-  def flush_queries(self) -> None:
-    pass
-
-  def _serve(self) -> None:
-    while True:
-      with self.ready:
-        while not self.queue and not self.stopping:
-          self.ready.wait()
-        if not self.queue:
-          return  # stopping, and nothing left to answer
-        batch = [self.queue.popleft() for _ in range(min(len(self.queue), self.max_batch))]
-      self.responder.answer(batch)
-
-  def stop(self) -> None:
-    with self.ready:
-      self.stopping = True
-      self.ready.notify()
-    self.worker.join(WORKER_JOIN_TIMEOUT_S)
-    if self.worker.is_alive():
-      raise LoadGenRunError(f"the Server worker did not stop within {WORKER_JOIN_TIMEOUT_S:g} s")
-
-  def destroy(self) -> None:
-    _lg().DestroySUT(self.handle)
-
-
-# ----------------------------------------------------------------------------------------------
-# Reading LoadGen's logs.
-
-_SUMMARY_RESULT = re.compile(r"^Result is\s*:\s*(\w+)", re.MULTILINE)
-_MLLOG_PREFIX = ":::MLLOG"
-
-
-def read_detail_log(path: str) -> dict[str, Any]:
-  """The `:::MLLOG` JSON entries of mlperf_log_detail.txt as {key: value}; errors and warnings
-  (keys that repeat) are collected under 'errors' and 'warnings'."""
-  entries: dict[str, Any] = {"errors": [], "warnings": []}
-  with open(path) as f:
-    for line in f:
-      if not line.startswith(_MLLOG_PREFIX):
-        continue
-      try:
-        entry = json.loads(line[len(_MLLOG_PREFIX):])
-      except json.JSONDecodeError:
-        continue
-      meta = entry.get("metadata") or {}
-      if meta.get("is_error"):
-        entries["errors"].append(f"{entry['key']}: {entry['value']}")
-      elif meta.get("is_warning"):
-        entries["warnings"].append(f"{entry['key']}: {entry['value']}")
-      entries[entry["key"]] = entry["value"]
-  return entries
-
-
-def read_summary_validity(path: str) -> str:
-  """'VALID' or 'INVALID', from the "Result is : ..." line of mlperf_log_summary.txt."""
-  with open(path) as f:
-    match = _SUMMARY_RESULT.search(f.read())
-  if not match:
-    raise LoadGenRunError(f"{path} has no 'Result is :' line; LoadGen did not finish the run")
-  return match.group(1)
-
-
-def _ns_to_ms(value: Any) -> float | None:
-  return None if value is None else float(value) / 1e6
-
-
-def _latency_percentiles_ms(detail: dict[str, Any], per_query: bool = False) -> dict[str, float]:
-  infix = "per_query_latency" if per_query else "latency"
-  out = {}
-  for name, key in (("p50", "50.00"), ("p90", "90.00"), ("p95", "95.00"), ("p97", "97.00"),
-                    ("p99", "99.00"), ("p99.9", "99.90")):
-    value = detail.get(f"result_{key}_percentile_{infix}_ns")
-    if value is not None:
-      out[name] = _ns_to_ms(value)
-  prefix = "result_{}_query_latency_ns" if per_query else "result_{}_latency_ns"
-  for name in ("min", "max", "mean"):
-    value = detail.get(prefix.format(name))
-    if value is not None:
-      out[name] = _ns_to_ms(value)
-  return out
-
-
-def summarize_logs(log_dir: str, scenario: str) -> dict[str, Any]:
-  """What a run measured, from the summary (validity) and the detail log (numbers)."""
-  summary_path = os.path.join(log_dir, "mlperf_log_summary.txt")
-  detail_path = os.path.join(log_dir, "mlperf_log_detail.txt")
-  for path in (summary_path, detail_path):
-    if not os.path.isfile(path):
-      raise LoadGenRunError(f"LoadGen wrote no {os.path.basename(path)} into {log_dir}")
-  result = read_summary_validity(summary_path)
-  detail = read_detail_log(detail_path)
-  latency_ms = _latency_percentiles_ms(detail)
-  record: dict[str, Any] = {
-      "result": result,
-      "valid": result == "VALID",
-      "latency_ms": latency_ms,
-      "query_count": detail.get("result_query_count"),
-      "constraints": {
-          "min_duration_met": detail.get("result_min_duration_met"),
-          "min_queries_met": detail.get("result_min_queries_met"),
-          "early_stopping_met": detail.get("early_stopping_met"),
-          "perf_constraints_met": detail.get("result_perf_constraints_met"),
-      },
-      "invalid_reason": (detail.get("result_invalid_reason") or "").strip() or None,
-      "early_stopping": " ".join((detail.get("early_stopping_result") or "").split()) or None,
-      "generated_query_count": detail.get("generated_query_count"),
-      "loadgen_errors": detail["errors"],
-      "loadgen_warnings": detail["warnings"],
-      "loadgen_version": detail.get("loadgen_version"),
-  }
-  if detail.get("result_validity") not in (None, result):
-    raise LoadGenRunError(f"{log_dir}: summary says {result} but detail log says "
-                          f"{detail.get('result_validity')}")
-  if scenario == "SingleStream":
-    record["headline"] = {"name": "p90_latency_ms", "value": latency_ms.get("p90")}
-    record["samples_per_s"] = detail.get("result_qps_with_loadgen_overhead")
-    record["samples_per_s_without_loadgen"] = detail.get("result_qps_without_loadgen_overhead")
-    record["early_stopping_p90_ms"] = _ns_to_ms(detail.get("early_stopping_latency_ss"))
-  elif scenario == "MultiStream":
-    query_ms = _latency_percentiles_ms(detail, per_query=True)
-    record["query_latency_ms"] = query_ms
-    record["headline"] = {"name": "p99_query_latency_ms", "value": query_ms.get("p99")}
-    record["early_stopping_p99_ms"] = _ns_to_ms(detail.get("early_stopping_latency_ms"))
-  elif scenario == "Offline":
-    record["samples_per_s"] = detail.get("result_samples_per_second")
-    record["headline"] = {"name": "samples_per_s", "value": record["samples_per_s"]}
-  elif scenario == "Server":
-    record["samples_per_s"] = detail.get("result_completed_samples_per_sec")
-    record["scheduled_qps"] = detail.get("result_scheduled_samples_per_sec")
-    record["overlatency_query_count"] = detail.get("result_overlatency_query_count")
-    record["headline"] = {"name": "completed_samples_per_s", "value": record["samples_per_s"]}
-  return record
-
-
-def read_accuracy_log(log_dir: str, num_classes: int) -> dict[int, np.ndarray]:
-  """{QSL index: logits} from mlperf_log_accuracy.json (AccuracyOnly runs log every response)."""
-  with open(os.path.join(log_dir, "mlperf_log_accuracy.json")) as f:
-    entries = json.load(f)
-  out = {}
-  for entry in entries:
-    row = np.frombuffer(bytes.fromhex(entry["data"]), dtype=np.float32)
-    if row.size != num_classes:
-      raise LoadGenRunError(f"accuracy log entry for sample {entry['qsl_idx']} holds {row.size} "
-                            f"values, expected {num_classes} logits")
-    out[int(entry["qsl_idx"])] = row
-  return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """FLOPs of the decoder-only Transformer: Kaplan et al. (2020)'s formula and an exact count.
 
-Conventions are `research/cost.py`'s (XLA's): a multiply-add is 2 FLOPs, an elementwise add,
+Conventions are `research/cost/flops.py`'s (XLA's): a multiply-add is 2 FLOPs, an elementwise add,
 multiply, max or select is 1, and exp/tanh/rsqrt are transcendentals, counted apart.
 
 Kaplan's Table 1 counts, per token, C_forward = 2N + 2 n_layer n_ctx d_attn with
@@ -18,18 +18,16 @@ It leaves out
     The gap is 2 n_ctx / (24 d_model + 4 n_ctx) of the block FLOPs (d_ff = 4 d_model): small
     when d_model >> n_ctx / 12, Kaplan's own condition for dropping context terms.
 
-`forward_terms` counts our module (research/models/transformer.py) op by op; `xla_flops` is the
-cross-check. Where the two differ, XLA is counting work the model does not need: its fusion pass
+`forward_terms` counts our module (research/models/transformer.py) op by op; XLA's count
+(`research.cost.xla.compiled_cost`) is the cross-check. Where the two differ, XLA is counting work the model does not need: its fusion pass
 duplicates the fused qkv bias add into the q, k and v consumers (3x that add; measured), and it
 counts a reduction over n elements as n - 1 adds.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
-
-from research import cost
-from research.cost import LayerFlops
+from research.cost.flops import LayerFlops, optimizer_flops_per_param
 
 # Elementwise FLOPs per element, counted in the module's ops (checked against XLA's HLO):
 LAYERNORM_FLOPS = 7  # x^2, two row sums, - mean, scale * rsqrt, *, + bias  (+ 1 rsqrt per row)
@@ -139,29 +137,33 @@ def forward_terms(config: Any, batch: int, seq_len: int,
   ]
 
 
-def forward_flops(config: Any, batch: int, seq_len: int, key_len: int | None = None) -> float:
-  """Total forward FLOPs (matmuls + elementwise) of `forward_terms`."""
+def sequence_forward_flops(config: Any, batch: int, seq_len: int, key_len: int | None = None
+                           ) -> float:
+  """Total forward FLOPs (matmuls + elementwise) of `forward_terms`.
+
+  `research.cost.flops.forward_flops` is the family-independent entry point over this.
+  """
   return sum(t.forward for t in forward_terms(config, batch, seq_len, key_len))
 
 
 def train_step_terms(config: Any, batch: int, seq_len: int, optimizer: str = "adam"
                      ) -> dict[str, float]:
-  """FLOPs of one train step (`research.train_step.make_train_step`) on `batch` windows of
+  """FLOPs of one train step (`research.training.step.make_train_step`) on `batch` windows of
   `seq_len` tokens, by part.
 
-  Backward follows `research/cost.py`: a matmul costs its forward again for the weight gradient
+  Backward follows `research/cost/flops.py`: a matmul costs its forward again for the weight gradient
   and again for the input gradient (every matmul here has a computed input: the residual stream
   starts at the embeddings, which are trained), an elementwise op twice its forward, a
   transcendental 3 more. The embedding's gradient is a scatter-add of every token's gradient
   (plus the position embedding's sum over the batch, plus adding the unembedding's gradient when
-  tied). The optimizer touches every parameter (`cost.OPTIMIZER_FLOPS_PER_PARAM`, which includes
+  tied). The optimizer touches every parameter (`flops.OPTIMIZER_FLOPS_PER_PARAM`, which includes
   the gradient norm the step reports).
   """
   c = _config(config)
   terms = forward_terms(c, batch, seq_len)
   n = float(batch * seq_len)
   d, v = c["d_model"], c["num_classes"]
-  opt = cost.OPTIMIZER_FLOPS_PER_PARAM.get(optimizer, cost.OPTIMIZER_FLOPS_PER_PARAM["adam"])
+  opt = optimizer_flops_per_param(optimizer)
   return {
       "forward": sum(t.forward for t in terms),
       "backward": sum(t.backward for t in terms),
@@ -171,8 +173,9 @@ def train_step_terms(config: Any, batch: int, seq_len: int, optimizer: str = "ad
   }
 
 
-def train_step_flops(config: Any, batch: int, seq_len: int, optimizer: str = "adam") -> float:
-  """Forward + backward + loss + optimizer: about 3x `forward_flops`."""
+def sequence_train_step_flops(config: Any, batch: int, seq_len: int, optimizer: str = "adam"
+                              ) -> float:
+  """Forward + backward + loss + optimizer: about 3x `sequence_forward_flops`."""
   return sum(train_step_terms(config, batch, seq_len, optimizer).values())
 
 
@@ -182,23 +185,10 @@ def decode_step_flops(config: Any, batch: int, new_tokens: int = 1) -> float:
   Every query scores all n_ctx cache slots (the shapes are fixed), so the cost does not depend on
   how much of the cache is filled.
   """
-  return forward_flops(config, batch, new_tokens, key_len=_config(config)["n_ctx"])
+  return sequence_forward_flops(config, batch, new_tokens, key_len=_config(config)["n_ctx"])
 
 
 def non_embedding_forward_flops(config: Any, batch: int, seq_len: int) -> float:
-  """`forward_flops` less the terms Kaplan's formula leaves out by name: embedding, unembedding."""
+  """`sequence_forward_flops` less the terms Kaplan's formula leaves out by name: embedding, unembedding."""
   return sum(t.forward for t in forward_terms(config, batch, seq_len)
              if t.name not in ("embedding", "unembed"))
-
-
-# ----------------------------------------------------------------------------------------------
-# The step the count describes, and XLA's count
-
-
-def xla_flops(fn: Callable, *args: Any) -> float:
-  """XLA's FLOP count of `jit(fn)` compiled at these arguments.
-
-  `cost.compiled_cost` reads `compile().cost_analysis()`, a dict in jax 0.10 and a list of one
-  dict in older versions.
-  """
-  return cost.compiled_cost(fn, *args)["flops"]

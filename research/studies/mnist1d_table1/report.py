@@ -3,83 +3,12 @@ from __future__ import annotations
 
 import glob
 import json
-import math
 import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-# Seconds one member takes for 6000 steps on one core (train and compile; measured on an AMD EPYC
-# core under the table's XLA flags). Only the ratios matter: they size and order the jobs.
-EXPECTED_SECONDS = {"logistic": 0.15, "mlp": 1.0, "cnn": 3.2, "gru": 6.0}
-# PyTorch reference seconds per run (results/speed_vs_torch.md), to spread its runs over cores.
-TORCH_EXPECTED_SECONDS = {"logistic": 1.0, "mlp": 2.7, "cnn": 9.4, "gru": 62.7}
-
-Member = tuple[str, int]  # (variant, seed)
-
-
-def plan_jobs(models: Sequence[str], members: Sequence[Member], workers: int
-              ) -> list[tuple[str, tuple[Member, ...]]]:
-  """(model, members) jobs, longest first, for workers that each take the next job when free.
-
-  A model's members train side by side in one job (one compilation) unless that job would be
-  longer than half of one worker's share of the whole work; such a model is cut into the
-  fewest equal slices under that size, so the longest-first list has pieces small enough to
-  even out the cores' finishing times.
-  """
-  if workers < 1 or not members:
-    raise ValueError(f"need workers >= 1 and at least one member, got {workers}, {len(members)}")
-  work = {m: EXPECTED_SECONDS.get(m, 1.0) * len(members) for m in models}
-  cap = sum(work.values()) / (2 * workers)
-  jobs = []
-  for m in models:
-    slices = min(len(members), max(1, math.ceil(work[m] / cap - 1e-9))) if workers > 1 else 1
-    jobs += [(m, tuple(map(tuple, part))) for part in _split(members, slices)]
-  return sorted(jobs, key=lambda j: -EXPECTED_SECONDS.get(j[0], 1.0) * len(j[1]))
-
-
-def _split(items: Sequence, parts: int) -> list[list]:
-  """`items` in `parts` contiguous slices whose lengths differ by at most one."""
-  q, r = divmod(len(items), parts)
-  bounds = [0]
-  for i in range(parts):
-    bounds.append(bounds[-1] + q + (i < r))
-  return [list(items[a:b]) for a, b in zip(bounds, bounds[1:])]
-
-
-def torch_groups(models: Sequence[str], cores: Sequence[int]) -> dict[int, list[str]]:
-  """The PyTorch reference's models spread over cores, longest first onto the least loaded."""
-  load = {c: 0.0 for c in cores}
-  groups: dict[int, list[str]] = {c: [] for c in cores}
-  for m in sorted(models, key=lambda m: -TORCH_EXPECTED_SECONDS.get(m, 1.0)):
-    core = min(load, key=load.get)
-    load[core] += TORCH_EXPECTED_SECONDS.get(m, 1.0)
-    groups[core].append(m)
-  return {c: g for c, g in groups.items() if g}
-
-
-def merge_jobs(done: Mapping[tuple[str, tuple], dict], models: Sequence[str]
-               ) -> dict[str, dict]:
-  """Per model: its jobs' members in (variant, seed) order, their accuracies, summed seconds."""
-  out = {}
-  for model in models:
-    parts = sorted((r for (m, _), r in done.items() if m == model),
-                   key=lambda r: [(mm["variant"], mm["seed"]) for mm in r["members"]])
-    if not parts:
-      raise ValueError(f"no finished job for model {model!r}")
-    merged = {k: [x for p in parts for x in p[k]] for k in
-              ("members", "final_test_accuracy", "final_test_loss", "best_test_accuracy",
-               "best_step")}
-    order = sorted(range(len(merged["members"])), key=lambda i: (
-        merged["members"][i]["variant"], merged["members"][i]["seed"]))
-    merged = {k: [v[i] for i in order] for k, v in merged.items()}
-    for k in ("train_seconds", "compile_seconds", "eval_seconds", "wall_seconds"):
-      merged[k] = sum(p[k] for p in parts)
-    merged["jobs"] = len(parts)
-    merged["cached"] = all(p.get("cached") for p in parts)
-    merged["params"] = parts[0]["params"]
-    out[model] = merged
-  return out
+from research.studies.mnist1d_table1 import ROOT
 
 
 def summarize(results: Mapping[str, dict], paper: Mapping[str, Any], models: Sequence[str]
@@ -108,7 +37,7 @@ def summarize(results: Mapping[str, dict], paper: Mapping[str, Any], models: Seq
 
 
 def markdown(report: dict[str, Any]) -> str:
-  from research.report import markdown_table
+  from research.provenance import markdown_table
   rows, meta = report["rows"], report["provenance"]
   table = markdown_table(
       ["model", "variant", "ours, final step (mean ± sd)", "paper", "difference",
@@ -140,11 +69,10 @@ def markdown(report: dict[str, Any]) -> str:
            f"compilation included: {meta['workers']} worker process(es), each pinned to its own "
            f"core with one XLA thread, taking the next job (one model's runs side by side under "
            f"`vmap`, longest first) when free.", "", timing, ""]
-  lines += reading_notes(rows, per_model, root=os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))))
+  lines += reading_notes(rows, per_model, root=ROOT)
   if meta["cached"]:
-    lines += [f"This invocation reused {len(meta['cached'])} finished job(s) from its cache, so its "
-              "time is not the reproduction's; run with `--fresh` to time all runs.", ""]
+    lines += [f"This invocation reused {len(meta['cached'])} finished job(s) from its cache, so "
+              "its time is not the reproduction's; run with `--fresh` to time all runs.", ""]
   elif report.get("torch_reference"):
     lines += torch_comparison(report["torch_reference"], per_model, report["wall_seconds"])
   return "\n".join(lines)
@@ -175,11 +103,11 @@ def torch_comparison(ref: Mapping[str, Any], per_model: Mapping[str, dict], wall
   for m, n in runs.items():
     row = [m, f"{per_run[m]:.2f}"] + ([f"{whole[m]:.2f}"] if whole else [])
     rows.append(row + [n, f"{per_model[m]['train_seconds'] / n:.2f}"])
-  from research.report import markdown_table
+  from research.provenance import markdown_table
   lines += ["", markdown_table(header + ["runs", "ours: train s per run (side by side)"], rows), "",
             f"The same {sum(runs.values())} runs one after another would take about "
-            f"{sequential:.0f} s of PyTorch training loops alone (per-run time x runs; seeds and the "
-            f"shuffled variant do not change a step's cost): **{sequential / wall:.1f}x** our "
+            f"{sequential:.0f} s of PyTorch training loops alone (per-run time x runs; seeds and "
+            f"the shuffled variant do not change a step's cost): **{sequential / wall:.1f}x** our "
             f"wall time of {wall:.1f} s, which includes our data generation, compilation and "
             f"evaluation." + (f" No PyTorch time for: {', '.join(missing)}." if missing else "")]
   if whole:
@@ -204,12 +132,13 @@ def reading_notes(rows: Sequence[dict], per_model: Mapping[str, dict], root: str
     ref = {r["model"]: r for r in json.load(open(torch_ref))["results"]}
     if "mlp" in ref:
       notes += ["", f"MLP: ours {mlp['final_mean']:.1f} ± {mlp['final_sd']:.1f} at the final step "
-                f"and {mlp['best_mean']:.1f} at the best evaluated step, against the paper's 68 ± 2. "
-                f"The independent PyTorch implementation of the same protocol ends at "
-                f"{100 * ref['mlp']['final_test_accuracy']:.1f} % (`results/torch_reference.md`, seed "
-                f"0), as the public reference code does (about 64 %): the protocol, not this "
-                f"implementation, puts the MLP near 64 %, and even the best step of each run falls "
-                f"short of 68, so early stopping at this resolution does not close the gap. "
+                f"and {mlp['best_mean']:.1f} at the best evaluated step, against the paper's "
+                f"68 ± 2. The independent PyTorch implementation of the same protocol ends at "
+                f"{100 * ref['mlp']['final_test_accuracy']:.1f} % "
+                f"(`results/torch_reference.md`, seed 0), as the public reference code does "
+                f"(about 64 %): the protocol, not this implementation, puts the MLP near 64 %, and "
+                f"even the best step of each run falls short of 68, so early stopping at this "
+                f"resolution does not close the gap. "
                 + ("We sit at the low edge of the paper's band." if mlp["within_2sd"] else
                    f"We sit {abs(mlp['difference']) - 2 * mlp['paper_sd']:.1f} points below "
                    "the paper's two-sd band, where the protocol itself lands.")]
@@ -217,8 +146,9 @@ def reading_notes(rows: Sequence[dict], per_model: Mapping[str, dict], root: str
   files = sorted(glob.glob(os.path.join(root, "results", "torch_reference_gru_shuffled", "*.json")))
   if gru and files:
     accs = [100 * json.load(open(f))["results"][0]["final_test_accuracy"] for f in files]
-    notes += ["", f"GRU on the shuffled variant: ours {gru['final_mean']:.1f} ± {gru['final_sd']:.1f} "
-              f"against 57 ± 2. The PyTorch implementation on the same shuffled data ends at "
+    notes += ["", "GRU on the shuffled variant: "
+              f"ours {gru['final_mean']:.1f} ± {gru['final_sd']:.1f} against 57 ± 2. The PyTorch "
+              f"implementation on the same shuffled data ends at "
               f"{', '.join(f'{a:.1f}' for a in accs)} % over {len(accs)} seeds (mean "
               f"{np.mean(accs):.1f}; `results/torch_reference_gru_shuffled/`): the public protocol "
               f"lands near 53 % here, so our mean sits at the paper's lower edge for the same "

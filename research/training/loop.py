@@ -1,14 +1,13 @@
 """train_and_evaluate(config, workdir): data -> model -> jitted train chunks -> checkpoints.
 
-The step is `research.train_step.make_train_step`; here it runs `log_every` steps at a time under
+The step is `research.training.step.make_train_step`; here it runs `log_every` steps at a time under
 `lax.scan` with the state donated, gathering batches from the device-resident training set (the
 fastest structure measured on CPU: results/train_loop_structure.md). Re-running on a workdir
-resumes from its latest checkpoint and ends bitwise where an uninterrupted run ends.
+resumes from its latest checkpoint and ends bitwise where an uninterrupted run ends. Evaluation
+is the task's evaluator (`research.training.evaluators`), chosen by the dataset, not branched here.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from typing import Any
@@ -19,83 +18,20 @@ import ml_collections
 import numpy as np
 
 from research import config as config_lib
+from research import workdir as workdir_lib
 from research.checkpoint import Checkpointer
 from research.data import BatchSchedule, Dataset, load_dataset
 from research.models import build_model, count_params
-from research.parallel import batch_sharded, check_batch, data_mesh, replicate
-from research.report import write_json
+from research.provenance import write_json
 from research.tensorboard_writer import SummaryWriter
-from research.train_step import (TrainState, create_train_state, cross_entropy_sum,
-                                 make_optimizer, make_train_chunk, make_train_step)
+from research.training.evaluators import make_evaluator
+from research.training.optimizers import make_optimizer
+from research.training.parallel import batch_sharded, check_batch, data_mesh, replicate
+from research.training.step import TrainState, create_train_state, make_train_chunk, make_train_step
 
 
 class TrainingError(RuntimeError):
-  """Training cannot go on (diverged, unwritable workdir, mismatched resume)."""
-
-
-def make_eval_step(model):
-  """(params, x, y, mask) -> (loss sum, correct count, target count), for padded batches.
-
-  A target is an example's label, or one position of a sequence (next-token prediction).
-  """
-  def eval_step(params, x, y, mask):
-    logits = model.apply(params, x).astype(jnp.float32)
-    losses = jax.vmap(lambda l, t: cross_entropy_sum(l[None], t[None]))(logits, y)
-    correct = jnp.sum((jnp.argmax(logits, -1) == y).reshape(len(y), -1), axis=1)
-    per_example = y[0].size
-    return jnp.sum(losses * mask), jnp.sum(correct * mask), jnp.sum(mask) * per_example
-  return eval_step
-
-
-def evaluate(eval_fn, params, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, float]:
-  """Test loss and accuracy over every example; the last batch is padded and masked out."""
-  loss = correct = count = 0.0
-  for start in range(0, len(x), batch_size):
-    xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-    n = len(xb)
-    mask = np.arange(batch_size) < n
-    if n < batch_size:
-      xb = np.concatenate([xb, np.zeros((batch_size - n, *xb.shape[1:]), xb.dtype)])
-      yb = np.concatenate([yb, np.zeros((batch_size - n, *yb.shape[1:]), yb.dtype)])
-    l, c, k = eval_fn(params, xb, yb, mask)
-    loss, correct, count = loss + float(l), correct + float(c), count + float(k)
-  return {"test_loss": loss / count, "test_accuracy": correct / count}
-
-
-def language_model_metrics(loss_nats: float, floor: float | None, prefix: str = ""
-                           ) -> dict[str, float]:
-  """Per-token loss in bits and as perplexity; with a known source, the gap to its entropy rate."""
-  out = {f"{prefix}bits_per_token": loss_nats / math.log(2),
-         f"{prefix}perplexity": math.exp(min(loss_nats, 700.0))}
-  if floor is not None:
-    out.update({f"{prefix}loss_floor": floor, f"{prefix}gap_to_floor": loss_nats - floor})
-  return out
-
-
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Creates the workdir, checks it is writable, and pins its config (a resume must match)."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise TrainingError(f"workdir {workdir!r} is not writable ({e.strerror}); "
-                        f"choose another --workdir") from None
-  path = os.path.join(workdir, "config.json")
-  new = config_lib.to_dict(config)
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    # A run may go on for longer, or on another number of devices (checkpoints restore onto
-    # the current mesh); anything else would make it a different run.
-    changed = [k for k in config_lib.config_differences(old, new)
-               if k not in ("num_steps", "num_devices")]
-    if changed:
-      raise TrainingError(f"workdir {workdir!r} holds a run with a different config "
-                          f"({', '.join(changed)}); use a new --workdir or the same settings")
-  config_lib.save_config(config, path)
+  """Training cannot go on (the loss became non-finite)."""
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -105,7 +41,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config_lib.validate(config)
   mesh = data_mesh(config.get("num_devices", 1))
   check_batch(mesh, config.batch_size)  # before anything is written
-  prepare_workdir(workdir, config)
+  workdir_lib.prepare(workdir, config)
   data = load_dataset(config.data)
   model = build_model(config.model, data.num_classes)
   optimizer = make_optimizer(**config.optimizer)
@@ -117,7 +53,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   x_train, y_train = replicate((data.x_train, data.y_train), mesh)
   indices_sharding = batch_sharded(mesh, batch_axis=1)
 
-  with Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints) as ckpt, \
+  with Checkpointer(workdir_lib.checkpoint_dir(workdir), config.keep_checkpoints) as ckpt, \
        SummaryWriter(workdir) as writer:
     state, meta = _restore_or_start(ckpt, state)
     meta["data_spec"] = {"input_shape": list(data.input_shape), "num_classes": data.num_classes,
@@ -129,11 +65,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     t = time.perf_counter()
     chunk_fn = jax.jit(make_train_chunk(make_train_step(model, optimizer)), donate_argnums=0)
     compiled = {}  # chunk length -> executable; at most two (the last chunk may be shorter)
-    eval_fn = jax.jit(make_eval_step(model))
-    eval_batch = min(config.eval_batch_size, len(data.x_test))
-    eval_fn.lower(state.params, data.x_test[:eval_batch], data.y_test[:eval_batch],
-                  np.ones(eval_batch, bool)).compile()
-    meta["compile_seconds"] += time.perf_counter() - t
+    evaluator = make_evaluator(model, data, config.eval_batch_size)
+    meta["compile_seconds"] += time.perf_counter() - t + evaluator.compile(state.params)
 
     bar = _progress_bar(progress, config.num_steps, int(state.step), config.experiment)
     while (step := int(state.step)) < config.num_steps:
@@ -157,16 +90,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       logged.update({"train/learning_rate": config.optimizer.learning_rate,
                      "perf/step_time_ms": 1e3 * seconds / k,
                      "perf/examples_per_second": k * config.batch_size / seconds})
-      if data.targets_per_example > 1:
-        logged["perf/tokens_per_second"] = (k * config.batch_size * data.targets_per_example
-                                            / seconds)
+      logged.update(evaluator.throughput(k * config.batch_size, seconds))
       if step % config.eval_every == 0 or step == config.num_steps:
         t = time.perf_counter()
-        result = evaluate(eval_fn, state.params, data.x_test, data.y_test, eval_batch)
+        result = evaluator(state.params)
         meta["eval_seconds"] += time.perf_counter() - t
-        logged.update({"test/loss": result["test_loss"], "test/accuracy": result["test_accuracy"]})
-        if data.targets_per_example > 1:  # a language model: the loss in bits, and its floor
-          logged.update(language_model_metrics(result["test_loss"], data.loss_floor, "test/"))
+        logged.update(evaluator.scalars(result))
         meta["last_eval"] = {"step": step, **result}
         if result["test_accuracy"] > meta["best_eval"].get("test_accuracy", -1.0):
           meta["best_eval"] = {"step": step, **result}
@@ -180,9 +109,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.flush()
 
   summary = _summary(config, model, state, meta, data)
-  if data.targets_per_example > 1 and meta["last_eval"]:
-    summary.update(language_model_metrics(meta["last_eval"]["test_loss"], data.loss_floor))
-  write_json(os.path.join(workdir, "summary.json"), summary)
+  if meta["last_eval"]:
+    summary.update(evaluator.summary(meta["last_eval"]))
+  write_json(workdir_lib.path(workdir, workdir_lib.SUMMARY), summary)
   return summary
 
 

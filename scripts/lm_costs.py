@@ -1,7 +1,7 @@
 """Costs of a trained language model: training against real-time and batched generation.
 
   python scripts/train.py --config experiments/lm_markov_tiny.py --workdir runs/lm_markov_tiny
-  python scripts/lm_report.py --workdir runs/lm_markov_tiny --out results/lm/markov_tiny
+  python scripts/lm_costs.py --workdir runs/lm_markov_tiny --out results/lm/markov_tiny
 
 Writes OUT/report.md and OUT/report.json: loss against the source's entropy rate, FLOPs per
 token (Kaplan's formula, our exact count, XLA's), training tokens/s and MFU, time to first token
@@ -12,16 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main() -> int:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", required=True, help="a trained language-model run")
-  p.add_argument("--out", default=None, help="report directory (default: WORKDIR/lm_report)")
+  p.add_argument("--out", default=None, help="report directory (default: WORKDIR/lm_costs)")
   p.add_argument("--prompt-tokens", type=int, default=16)
   p.add_argument("--new-tokens", type=int, default=64)
   p.add_argument("--sequences", type=int, default=20, help="batch-1 generations timed")
@@ -38,19 +36,10 @@ def main() -> int:
   from research.runtime import configure_threads
   configure_threads(args.threads)
 
-  from research.lm_report import LMReportSettings, lm_report, markdown
-  from research.report import provenance, write_json
-  out = args.out or os.path.join(args.workdir, "lm_report")
-  t = time.perf_counter()
-  report = lm_report(args.workdir, LMReportSettings(args.prompt_tokens, args.new_tokens,
-                                                    args.sequences, batch_sizes))
-  meta = provenance(sys.argv, wall_seconds=time.perf_counter() - t)
-  report["provenance"] = meta
-  os.makedirs(out, exist_ok=True)
-  write_json(os.path.join(out, "report.json"), report)
-  with open(os.path.join(out, "report.md.tmp"), "w") as f:
-    f.write(markdown(report, meta["markdown"]))
-  os.replace(os.path.join(out, "report.md.tmp"), os.path.join(out, "report.md"))
+  from research.studies.lm_costs import LMCostSettings, write_lm_costs
+  out = args.out or os.path.join(args.workdir, "lm_costs")
+  report = write_lm_costs(args.workdir, out, LMCostSettings(
+      args.prompt_tokens, args.new_tokens, args.sequences, batch_sizes), sys.argv)
   rt, loss = report["generation"]["realtime"], report["loss"]
   print(f"loss {loss['test_nats_per_token']:.4f} nats/token"
         + (f" ({loss['gap_to_entropy_rate']:+.4f} from the entropy rate)"

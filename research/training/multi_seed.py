@@ -17,9 +17,9 @@ import numpy as np
 
 from research.data import BatchSchedule, Dataset
 from research.models import build_model, count_params
-from research.train import make_eval_step
-from research.train_step import (create_train_state, make_optimizer, make_train_chunk,
-                                 make_train_step)
+from research.training.evaluators import make_eval_step
+from research.training.step import create_train_state, make_train_chunk, make_train_step
+from research.training.optimizers import make_optimizer
 
 
 def train_side_by_side(config: ml_collections.ConfigDict, datasets: Sequence[Dataset],

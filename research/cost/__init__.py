@@ -1,0 +1,6 @@
+"""Cost accounting: analytic FLOPs for every family (flops.py, transformer.py), XLA's counts and
+memory (xla.py), hardware profiles, energy, money and break-even (hardware.py)."""
+
+
+class CostError(ValueError):
+  """A cost that cannot be computed as asked (unknown profile, missing run); says what to do."""

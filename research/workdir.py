@@ -1,0 +1,110 @@
+"""The run-directory contract: what a workdir holds, under which names, and how to read it back.
+
+Every module that writes into or reads from a run directory goes through these names, so the
+layout is defined once:
+
+    <workdir>/
+      config.json              the resolved config (a resume must match it)
+      checkpoints/<step>/      Orbax: params | opt_state | meta   (research/checkpoint.py)
+      events.out.tfevents.*    TensorBoard                        (research/tensorboard_writer.py)
+      summary.json             what training ended with           (research/training/loop.py)
+      report.{json,md,png}     the cost report                    (research/studies/train_vs_infer.py)
+      bench/                   the inference benchmark            (research/bench/inference.py)
+
+Nothing here imports JAX.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from research import config as config_lib
+
+CONFIG = "config.json"
+CHECKPOINTS = "checkpoints"
+SUMMARY = "summary.json"
+REPORT = "report.json"
+REPORT_MARKDOWN = "report.md"
+REPORT_FIGURE = "report.png"
+BENCH = "bench"
+
+# Config fields a run may change on resume: a longer run, or another device count (checkpoints
+# restore onto the current mesh). Anything else would make it a different run.
+RESUMABLE_CHANGES = ("num_steps", "num_devices")
+
+
+class WorkdirError(RuntimeError):
+  """A run directory that cannot be used as asked; the message says which and what to do."""
+
+
+def path(workdir: str, name: str) -> str:
+  """`<workdir>/<name>` for one of this module's names."""
+  return os.path.join(workdir, name)
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(workdir, CHECKPOINTS)
+
+
+def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Creates the workdir, checks it is writable, and pins its config (a resume must match)."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_test{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise WorkdirError(f"workdir {workdir!r} is not writable ({e.strerror}); "
+                       f"choose another --workdir") from None
+  config_path = path(workdir, CONFIG)
+  new = config_lib.to_dict(config)
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      old = json.load(f)
+    changed = [k for k in config_lib.config_differences(old, new) if k not in RESUMABLE_CHANGES]
+    if changed:
+      raise WorkdirError(f"workdir {workdir!r} holds a run with a different config "
+                         f"({', '.join(changed)}); use a new --workdir or the same settings")
+  config_lib.save_config(config, config_path)
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config a run was trained with."""
+  config_path = path(workdir, CONFIG)
+  if not os.path.isfile(config_path):
+    raise WorkdirError(f"{workdir!r} holds no trained run (no {CONFIG}); train first: "
+                       f"python scripts/train.py --workdir {workdir}")
+  try:
+    with open(config_path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except (OSError, json.JSONDecodeError) as e:
+    raise WorkdirError(f"{config_path} is unreadable ({e}); re-run training into a new workdir"
+                       ) from None
+
+
+def read_summary(workdir: str) -> dict[str, Any]:
+  """summary.json of a finished training run."""
+  return _read_json(workdir, SUMMARY, "is it a finished training run? "
+                    f"(python scripts/train.py --workdir {workdir})")
+
+
+def read_report(workdir: str) -> dict[str, Any] | None:
+  """report.json of the cost report, or None when `scripts/train_vs_infer.py` has not run here."""
+  if not os.path.isfile(path(workdir, REPORT)):
+    return None
+  return _read_json(workdir, REPORT, "re-make it with scripts/train_vs_infer.py")
+
+
+def _read_json(workdir: str, name: str, hint: str) -> dict[str, Any]:
+  file = path(workdir, name)
+  if not os.path.isfile(file):
+    raise WorkdirError(f"{workdir!r} has no {name}; {hint}")
+  try:
+    with open(file) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise WorkdirError(f"{file} is unreadable ({type(e).__name__}); {hint}") from None
