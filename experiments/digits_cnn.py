@@ -1,4 +1,5 @@
 """scikit-learn's 8x8 digits (shipped with the package), a small 2-D CNN, Adam 1e-3."""
+
 from research.config import base_config
 
 

@@ -6,6 +6,7 @@ Expected MFU: not yet measured here (no GPU was available when this config was a
 `scripts/train.py` then `scripts/lm_costs.py` on a GPU and commit the report under results/lm/.
 On CPU, shrink it first (--config.model.n_layer=2 --config.model.d_model=128 ...).
 """
+
 import ml_collections
 
 from research.config import base_config
@@ -16,15 +17,36 @@ def get_config(variant: str = ""):
     raise ValueError(f"unknown variant {variant!r}; this config has none")
   c = base_config()
   c.experiment = "lm_markov_gpu"
-  c.data = ml_collections.ConfigDict({
-      "name": "markov", "vocab_size": 1024, "branching": 16, "seed": 0, "sample_seed": 1,
-      "train_tokens": 50_000_000, "val_tokens": 1_048_576, "n_ctx": 1024, "shuffle": True,
-      "path": "", "val_fraction": 0.1})
-  c.model = ml_collections.ConfigDict({
-      "name": "transformer", "n_layer": 12, "d_model": 768, "n_head": 12, "d_ff": 3072,
-      "n_ctx": 1024, "tied_embeddings": True, "dtype": "bfloat16"})
-  c.optimizer = ml_collections.ConfigDict({
-      "name": "adamw", "learning_rate": 3e-4, "b1": 0.9, "b2": 0.95, "weight_decay": 0.1})
+  c.data = ml_collections.ConfigDict(
+    {
+      "name": "markov",
+      "vocab_size": 1024,
+      "branching": 16,
+      "seed": 0,
+      "sample_seed": 1,
+      "train_tokens": 50_000_000,
+      "val_tokens": 1_048_576,
+      "n_ctx": 1024,
+      "shuffle": True,
+      "path": "",
+      "val_fraction": 0.1,
+    }
+  )
+  c.model = ml_collections.ConfigDict(
+    {
+      "name": "transformer",
+      "n_layer": 12,
+      "d_model": 768,
+      "n_head": 12,
+      "d_ff": 3072,
+      "n_ctx": 1024,
+      "tied_embeddings": True,
+      "dtype": "bfloat16",
+    }
+  )
+  c.optimizer = ml_collections.ConfigDict(
+    {"name": "adamw", "learning_rate": 3e-4, "b1": 0.9, "b2": 0.95, "weight_decay": 0.1}
+  )
   c.batch_size = 64
   c.num_steps = 5000
   c.log_every = 100

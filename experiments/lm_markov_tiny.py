@@ -5,6 +5,7 @@ run reports its test loss against it (`gap_to_floor`, nats/token). A window's fi
 sees no context (its best loss is the marginal entropy), so n_ctx is 128 to keep that term near
 0.02 nats/token. Trains on CPU in a couple of minutes; data parallel over every local device.
 """
+
 import ml_collections
 
 from research.config import base_config
@@ -15,15 +16,36 @@ def get_config(variant: str = ""):
     raise ValueError(f"unknown variant {variant!r}; this config has none")
   c = base_config()
   c.experiment = "lm_markov_tiny"
-  c.data = ml_collections.ConfigDict({
-      "name": "markov", "vocab_size": 32, "branching": 4, "seed": 0, "sample_seed": 1,
-      "train_tokens": 1_000_000, "val_tokens": 65_536, "n_ctx": 128, "shuffle": True,
-      "path": "", "val_fraction": 0.1})  # name=text reads `path` instead (character-level)
-  c.model = ml_collections.ConfigDict({
-      "name": "transformer", "n_layer": 2, "d_model": 64, "n_head": 4, "d_ff": 256,
-      "n_ctx": 128, "tied_embeddings": True, "dtype": "float32"})
-  c.optimizer = ml_collections.ConfigDict({
-      "name": "adam", "learning_rate": 3e-3, "b1": 0.9, "b2": 0.99, "weight_decay": 0.0})
+  c.data = ml_collections.ConfigDict(
+    {
+      "name": "markov",
+      "vocab_size": 32,
+      "branching": 4,
+      "seed": 0,
+      "sample_seed": 1,
+      "train_tokens": 1_000_000,
+      "val_tokens": 65_536,
+      "n_ctx": 128,
+      "shuffle": True,
+      "path": "",
+      "val_fraction": 0.1,
+    }
+  )  # name=text reads `path` instead (character-level)
+  c.model = ml_collections.ConfigDict(
+    {
+      "name": "transformer",
+      "n_layer": 2,
+      "d_model": 64,
+      "n_head": 4,
+      "d_ff": 256,
+      "n_ctx": 128,
+      "tied_embeddings": True,
+      "dtype": "float32",
+    }
+  )
+  c.optimizer = ml_collections.ConfigDict(
+    {"name": "adam", "learning_rate": 3e-3, "b1": 0.9, "b2": 0.99, "weight_decay": 0.0}
+  )
   c.batch_size = 32
   c.num_steps = 1000
   c.log_every = 50

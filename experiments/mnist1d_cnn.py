@@ -1,4 +1,5 @@
 """MNIST-1D, the reference CNN (5,210 params), Adam 1e-2, batch 100, 6000 steps. Paper: 94 ± 2 %."""
+
 from research.config import base_config
 
 

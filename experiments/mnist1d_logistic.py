@@ -1,4 +1,5 @@
 """MNIST-1D, logistic regression (410 params), Adam 1e-2, batch 100, 6000 steps. Paper: 32 ± 1 %."""
+
 from research.config import base_config
 
 

@@ -2,6 +2,7 @@
 
 Paper: 68 ± 2 %; the public reference code's protocol reaches about 64 %.
 """
+
 from research.config import base_config
 
 

@@ -4,14 +4,15 @@ Four models on MNIST-1D and on its spatially shuffled variant, `seeds` runs each
 reference protocol (Adam 1e-2, batch 100 in sequential slices, 6000 steps, final step reported).
 Each model's own settings come from `experiments/mnist1d_<model>.py`.
 """
+
 from research.config import base_config
 
 # Test accuracy, %: mean and standard deviation over three runs, as printed in the paper.
 PAPER = {
-    "logistic": {"original": (32, 1), "shuffled": (32, 1)},
-    "mlp": {"original": (68, 2), "shuffled": (68, 2)},
-    "cnn": {"original": (94, 2), "shuffled": (56, 2)},
-    "gru": {"original": (91, 2), "shuffled": (57, 2)},
+  "logistic": {"original": (32, 1), "shuffled": (32, 1)},
+  "mlp": {"original": (68, 2), "shuffled": (68, 2)},
+  "cnn": {"original": (94, 2), "shuffled": (56, 2)},
+  "gru": {"original": (91, 2), "shuffled": (57, 2)},
 }
 
 

@@ -6,6 +6,7 @@ The latest N checkpoints are kept plus the best by test accuracy. Saves are asyn
 atomic (Orbax writes to a temporary directory and renames), so a killed run never leaves a
 half-written checkpoint that a restore would pick up.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,8 @@ def abstract_like(tree: Any) -> Any:
   Without a target, optax states come back as plain dicts and lists.
   """
   return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-      tree)
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree
+  )
 
 
 class Checkpointer:
@@ -50,21 +51,24 @@ class Checkpointer:
   def __init__(self, directory: str | os.PathLike, keep_latest: int = 2, read_only: bool = False):
     self.directory = os.path.abspath(os.fspath(directory))
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policies.AnyPreservationPolicy([
-            policies.LatestN(keep_latest),
-            policies.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1),
-        ]),
-        # best_fn only makes Orbax write each step's metrics to disk, so the best checkpoint is
-        # still known after a restart; deletion follows preservation_policy alone (best_fn with
-        # max_to_keep would delete the newest step).
-        best_fn=lambda m: m[BEST_METRIC],
-        best_mode="max",
-        create=not read_only,
-        read_only=read_only,
-        enable_async_checkpointing=not read_only,
+      preservation_policy=policies.AnyPreservationPolicy(
+        [
+          policies.LatestN(keep_latest),
+          policies.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1),
+        ]
+      ),
+      # best_fn only makes Orbax write each step's metrics to disk, so the best checkpoint is
+      # still known after a restart; deletion follows preservation_policy alone (best_fn with
+      # max_to_keep would delete the newest step).
+      best_fn=lambda m: m[BEST_METRIC],
+      best_mode="max",
+      create=not read_only,
+      read_only=read_only,
+      enable_async_checkpointing=not read_only,
     )
     self._manager = ocp.CheckpointManager(
-        self.directory, item_names=("params", "opt_state", "meta"), options=options)
+      self.directory, item_names=("params", "opt_state", "meta"), options=options
+    )
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -81,37 +85,52 @@ class Checkpointer:
         best = (step, metrics[BEST_METRIC])
     return None if best is None else best[0]
 
-  def save(self, step: int, params: Any, opt_state: Any, meta: dict,
-           test_accuracy: float | None) -> None:
+  def save(
+    self, step: int, params: Any, opt_state: Any, meta: dict, test_accuracy: float | None
+  ) -> None:
     """Starts an asynchronous save; errors surface at the next save or at `wait`."""
     self._manager.check_for_errors()
     metrics = None if test_accuracy is None else {BEST_METRIC: float(test_accuracy)}
-    self._manager.save(step, args=ocp.args.Composite(
+    self._manager.save(
+      step,
+      args=ocp.args.Composite(
         params=ocp.args.StandardSave(params),
         opt_state=ocp.args.StandardSave(opt_state),
-        meta=ocp.args.JsonSave(meta)), metrics=metrics)
+        meta=ocp.args.JsonSave(meta),
+      ),
+      metrics=metrics,
+    )
 
   def restore(self, step: int, params_like: Any, opt_state_like: Any) -> tuple[Any, Any, dict]:
     """Params, optimizer state and meta of `step`, placed like the given (abstract) trees."""
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
+      restored = self._manager.restore(
+        step,
+        args=ocp.args.Composite(
           params=ocp.args.StandardRestore(abstract_like(params_like)),
           opt_state=ocp.args.StandardRestore(abstract_like(opt_state_like)),
-          meta=ocp.args.JsonRestore()))
+          meta=ocp.args.JsonRestore(),
+        ),
+      )
     except Exception as e:  # Orbax raises many types for a damaged directory
-      raise CheckpointError(f"checkpoint step {step} in {self.directory} cannot be restored "
-                            f"({type(e).__name__}: {_first_line(e)}); delete that step's "
-                            f"directory to fall back to an earlier one") from None
+      raise CheckpointError(
+        f"checkpoint step {step} in {self.directory} cannot be restored "
+        f"({type(e).__name__}: {_first_line(e)}); delete that step's "
+        f"directory to fall back to an earlier one"
+      ) from None
     return restored.params, restored.opt_state, dict(restored.meta)
 
   def restore_params(self, step: int, params_like: Any) -> Any:
     """Params alone: the optimizer state is never read."""
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          params=ocp.args.StandardRestore(abstract_like(params_like))))
+      restored = self._manager.restore(
+        step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_like(params_like)))
+      )
     except Exception as e:
-      raise CheckpointError(f"params of checkpoint step {step} in {self.directory} cannot be "
-                            f"restored ({type(e).__name__}: {_first_line(e)})") from None
+      raise CheckpointError(
+        f"params of checkpoint step {step} in {self.directory} cannot be "
+        f"restored ({type(e).__name__}: {_first_line(e)})"
+      ) from None
     return restored.params
 
   def restore_meta(self, step: int) -> dict:
@@ -140,8 +159,10 @@ def resolve_step(checkpointer: Checkpointer, which: str | int) -> int:
   """'latest', 'best' or a step number, checked against what is on disk."""
   steps = checkpointer.all_steps()
   if not steps:
-    raise CheckpointError(f"no checkpoint in {checkpointer.directory}; train first "
-                          f"(python scripts/train.py --workdir ...)")
+    raise CheckpointError(
+      f"no checkpoint in {checkpointer.directory}; train first "
+      f"(python scripts/train.py --workdir ...)"
+    )
   if which == "latest":
     return max(steps)
   if which == "best":
@@ -149,8 +170,10 @@ def resolve_step(checkpointer: Checkpointer, which: str | int) -> int:
     return max(steps) if best is None else best
   step = int(which)
   if step not in steps:
-    raise CheckpointError(f"no checkpoint at step {step} in {checkpointer.directory}; "
-                          f"available: {', '.join(map(str, sorted(steps)))}")
+    raise CheckpointError(
+      f"no checkpoint at step {step} in {checkpointer.directory}; "
+      f"available: {', '.join(map(str, sorted(steps)))}"
+    )
   return step
 
 

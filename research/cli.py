@@ -3,6 +3,7 @@
 Scripts parse flags here and hand one library call to `run_main`, which turns the library's
 known errors into one `error:` line and exit status 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,15 +11,16 @@ import sys
 from typing import Callable, Sequence
 
 
-def parse_with_overrides(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
-                         ) -> tuple[argparse.Namespace, list[str]]:
-  """Parses known flags; every `--config.a.b=v` (or `--config.a.b v`) becomes an override 'a.b=v'."""
+def parse_with_overrides(
+  parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> tuple[argparse.Namespace, list[str]]:
+  """Parses known flags; each `--config.a.b=v` (or `--config.a.b v`) becomes an override 'a.b=v'."""
   args, extra = parser.parse_known_args(argv)
   overrides, i = [], 0
   while i < len(extra):
     item = extra[i]
     if item.startswith("--config."):
-      body = item[len("--config."):]
+      body = item[len("--config.") :]
       if "=" not in body:
         if i + 1 >= len(extra):
           parser.error(f"{item} needs a value (--config.key=value)")
@@ -39,8 +41,9 @@ def run_main(main: Callable[[], int | None]) -> None:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt:
-    print("interrupted; re-run the same command to resume from the last checkpoint",
-          file=sys.stderr)
+    print(
+      "interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr
+    )
     sys.exit(130)
 
 
@@ -57,5 +60,17 @@ def _project_errors() -> tuple[type[BaseException], ...]:
   from research.training.loop import TrainingError
   from research.training.parallel import ParallelError
   from research.workdir import WorkdirError
-  return (CheckpointError, ConfigError, CostError, DataError, KernelError, ModelError,
-          InferenceError, GenerationError, TrainingError, ParallelError, WorkdirError)
+
+  return (
+    CheckpointError,
+    ConfigError,
+    CostError,
+    DataError,
+    KernelError,
+    ModelError,
+    InferenceError,
+    GenerationError,
+    TrainingError,
+    ParallelError,
+    WorkdirError,
+  )

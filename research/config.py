@@ -5,6 +5,7 @@ overrides ("optimizer.learning_rate=3e-3") must name an existing field and parse
 the result is locked: no code can add a field to it afterwards.
 Nothing here imports JAX, so scripts can read a config before fixing XLA's flags.
 """
+
 from __future__ import annotations
 
 import ast
@@ -25,24 +26,27 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = ""
   c.seed = 0  # parameter initialisation (and shuffling, when on)
-  c.data = ml_collections.ConfigDict({
+  c.data = ml_collections.ConfigDict(
+    {
       "name": "mnist1d",
-      "seed": 42,            # the generator's seed: 42 is the paper's dataset
+      "seed": 42,  # the generator's seed: 42 is the paper's dataset
       "shuffle_seq": False,  # the paper's spatially shuffled variant
-      "path": "",            # for name=npz
-      "shuffle": False,      # reshuffle the training set every epoch (reference: sequential)
-  })
+      "path": "",  # for name=npz
+      "shuffle": False,  # reshuffle the training set every epoch (reference: sequential)
+    }
+  )
   c.model = ml_collections.ConfigDict({"name": "cnn1d"})
-  c.optimizer = ml_collections.ConfigDict({
-      "name": "adam", "learning_rate": 1e-2, "b1": 0.9, "b2": 0.999, "weight_decay": 0.0})
+  c.optimizer = ml_collections.ConfigDict(
+    {"name": "adam", "learning_rate": 1e-2, "b1": 0.9, "b2": 0.999, "weight_decay": 0.0}
+  )
   c.batch_size = 100
   c.num_steps = 6000
-  c.log_every = 250          # steps per compiled chunk; train metrics are averaged over it
-  c.eval_every = 250         # a multiple of log_every
+  c.log_every = 250  # steps per compiled chunk; train metrics are averaged over it
+  c.eval_every = 250  # a multiple of log_every
   c.checkpoint_every = 1000  # a multiple of eval_every
-  c.keep_checkpoints = 2     # latest N, plus the best by test accuracy
+  c.keep_checkpoints = 2  # latest N, plus the best by test accuracy
   c.eval_batch_size = 1000
-  c.num_devices = 1          # data parallel over this many devices (0: all); batch split over them
+  c.num_devices = 1  # data parallel over this many devices (0: all); batch split over them
   return c
 
 
@@ -54,12 +58,15 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.Conf
   if not os.path.isfile(path):
     raise ConfigError(f"config file {path!r} does not exist; see experiments/ for the configs")
   module_spec = importlib.util.spec_from_file_location(
-      "experiment_config_" + os.path.splitext(os.path.basename(path))[0], path)
+    "experiment_config_" + os.path.splitext(os.path.basename(path))[0], path
+  )
   module = importlib.util.module_from_spec(module_spec)
   try:
     module_spec.loader.exec_module(module)
   except SyntaxError as e:
-    raise ConfigError(f"config file {path!r} has a syntax error at line {e.lineno}: {e.msg}") from None
+    raise ConfigError(
+      f"config file {path!r} has a syntax error at line {e.lineno}: {e.msg}"
+    ) from None
   except Exception as e:
     raise ConfigError(f"config file {path!r} failed to load ({type(e).__name__}: {e})") from None
   if not callable(getattr(module, "get_config", None)):
@@ -71,7 +78,9 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.Conf
   except (KeyError, ValueError) as e:
     raise ConfigError(f"config file {path!r}: {e}") from None
   if not isinstance(config, ml_collections.ConfigDict):
-    raise ConfigError(f"config file {path!r}: get_config() must return an ml_collections.ConfigDict")
+    raise ConfigError(
+      f"config file {path!r}: get_config() must return an ml_collections.ConfigDict"
+    )
   apply_overrides(config, overrides)
   validate(config)
   config.lock()  # fields may change value, but a misspelt new field is an error, not a no-op
@@ -94,8 +103,10 @@ def _parent_of(config: ml_collections.ConfigDict, key: str) -> tuple[Any, str]:
   node = config
   for i, part in enumerate(path):
     if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-      raise ConfigError(f"unknown config key {'.'.join(path[:i + 1])!r} (in override {key!r}); "
-                        f"known keys: {', '.join(_flat_keys(config))}")
+      raise ConfigError(
+        f"unknown config key {'.'.join(path[: i + 1])!r} (in override {key!r}); "
+        f"known keys: {', '.join(_flat_keys(config))}"
+      )
     node = node[part]
   if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
     raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(_flat_keys(config))}")
@@ -163,33 +174,56 @@ def _get(config, dotted):
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks what the train loop relies on, so mistakes fail before any compilation."""
+
   def need(cond, message):
     if not cond:
       raise ConfigError(message)
 
-  for key in ("batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
-              "keep_checkpoints", "eval_batch_size"):
-    need(key in config and isinstance(config[key], int) and config[key] > 0,
-         f"config key {key!r} must be a positive integer, got {config.get(key)!r}")
-  need(isinstance(config.get("num_devices", 1), int) and config.get("num_devices", 1) >= 0,
-       f"num_devices must be 0 (all devices) or a positive integer, got "
-       f"{config.get('num_devices')!r}")
-  need(config.eval_every % config.log_every == 0,
-       f"eval_every ({config.eval_every}) must be a multiple of log_every ({config.log_every})")
-  need(config.checkpoint_every % config.eval_every == 0,
-       f"checkpoint_every ({config.checkpoint_every}) must be a multiple of eval_every "
-       f"({config.eval_every}), so every checkpoint carries a test accuracy")
-  need(isinstance(config.get("model"), ml_collections.ConfigDict) and "name" in config.model,
-       "config needs model.name")
-  need(isinstance(config.get("data"), ml_collections.ConfigDict) and "name" in config.data,
-       "config needs data.name")
+  for key in (
+    "batch_size",
+    "num_steps",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "eval_batch_size",
+  ):
+    need(
+      key in config and isinstance(config[key], int) and config[key] > 0,
+      f"config key {key!r} must be a positive integer, got {config.get(key)!r}",
+    )
+  need(
+    isinstance(config.get("num_devices", 1), int) and config.get("num_devices", 1) >= 0,
+    f"num_devices must be 0 (all devices) or a positive integer, got {config.get('num_devices')!r}",
+  )
+  need(
+    config.eval_every % config.log_every == 0,
+    f"eval_every ({config.eval_every}) must be a multiple of log_every ({config.log_every})",
+  )
+  need(
+    config.checkpoint_every % config.eval_every == 0,
+    f"checkpoint_every ({config.checkpoint_every}) must be a multiple of eval_every "
+    f"({config.eval_every}), so every checkpoint carries a test accuracy",
+  )
+  need(
+    isinstance(config.get("model"), ml_collections.ConfigDict) and "name" in config.model,
+    "config needs model.name",
+  )
+  need(
+    isinstance(config.get("data"), ml_collections.ConfigDict) and "name" in config.data,
+    "config needs data.name",
+  )
   if "n_ctx" in config.model and "n_ctx" in config.data:
-    need(config.data.n_ctx <= config.model.n_ctx,
-         f"data.n_ctx ({config.data.n_ctx}) exceeds model.n_ctx ({config.model.n_ctx}): windows "
-         f"must fit the model's context; lower data.n_ctx or raise model.n_ctx")
+    need(
+      config.data.n_ctx <= config.model.n_ctx,
+      f"data.n_ctx ({config.data.n_ctx}) exceeds model.n_ctx ({config.model.n_ctx}): windows "
+      f"must fit the model's context; lower data.n_ctx or raise model.n_ctx",
+    )
   opt = config.get("optimizer")
-  need(isinstance(opt, ml_collections.ConfigDict) and "name" in opt and "learning_rate" in opt,
-       "config needs optimizer.name and optimizer.learning_rate")
+  need(
+    isinstance(opt, ml_collections.ConfigDict) and "name" in opt and "learning_rate" in opt,
+    "config needs optimizer.name and optimizer.learning_rate",
+  )
   need(opt.learning_rate > 0, f"optimizer.learning_rate must be positive, got {opt.learning_rate}")
 
 
@@ -200,6 +234,7 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
 
 def save_config(config: ml_collections.ConfigDict, path: str) -> None:
   from research.provenance import write_json
+
   write_json(path, to_dict(config))
 
 

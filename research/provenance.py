@@ -1,6 +1,7 @@
 """Provenance for everything written to results/: command, commit, machine, versions, threads;
 and the atomic JSON/text writers and the markdown table every report uses. The one
 implementation: every writer of results/ goes through it."""
+
 from __future__ import annotations
 
 import datetime
@@ -15,15 +16,19 @@ from research.runtime import thread_settings
 
 
 def git_commit() -> str:
-  """Short commit of the working tree, with '+dirty' when code or configs have uncommitted changes."""
+  """Short commit of the working tree, '+dirty' when code or configs have uncommitted changes."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   try:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
-                            capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+      ["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True, capture_output=True, text=True
+    ).stdout.strip()
     # Outputs under results/ do not change what made them: only code and configs count as dirty.
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                            ":(exclude)results"], cwd=root,
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+      ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+      cwd=root,
+      capture_output=True,
+      text=True,
+    ).stdout.strip()
     return commit + ("+dirty" if dirty else "")
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
@@ -42,6 +47,7 @@ def cpu_model() -> str:
 
 def versions() -> dict[str, str]:
   import importlib.metadata as md
+
   out = {"python": platform.python_version()}
   for pkg in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
     try:
@@ -60,28 +66,32 @@ def provenance(argv: Sequence[str], jax_device: bool = True, **extra: Any) -> di
   machine = {"cpu": cpu_model(), "platform": platform.platform()}
   if jax_device:
     import jax
+
     devices = jax.devices()
-    machine.update({"device": f"{devices[0].platform}:{devices[0].device_kind}",
-                    "device_count": len(devices)})
+    machine.update(
+      {"device": f"{devices[0].platform}:{devices[0].device_kind}", "device_count": len(devices)}
+    )
   meta = {
-      "command": "python " + shlex.join(list(argv)),
-      "commit": git_commit(),
-      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-      "machine": machine,
-      "threads": thread_settings(),
-      "versions": versions(),
-      **extra,
+    "command": "python " + shlex.join(list(argv)),
+    "commit": git_commit(),
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    "machine": machine,
+    "threads": thread_settings(),
+    "versions": versions(),
+    **extra,
   }
   t = meta["threads"]
   device = f"; JAX device {machine['device']}" if jax_device else ""
-  meta["markdown"] = "\n".join([
+  meta["markdown"] = "\n".join(
+    [
       f"- command: `{meta['command']}`",
       f"- commit: `{meta['commit']}`, {meta['date']}",
       f"- machine: {meta['machine']['cpu']} ({t['cpu_count']} cores, process pinned to "
       f"cores {t['cpu_affinity']}){device}",
       f"- XLA_FLAGS: `{t['xla_flags'] or '(none)'}`",
       "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
-  ])
+    ]
+  )
   return meta
 
 
@@ -106,6 +116,7 @@ def write_text(path: str, text: str) -> None:
 
 def _json_default(o: Any) -> Any:
   import numpy as np
+
   if isinstance(o, (np.integer,)):
     return int(o)
   if isinstance(o, (np.floating,)):

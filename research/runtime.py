@@ -1,4 +1,5 @@
 """Process-level settings that must be fixed before JAX starts, and recorded with every timing."""
+
 from __future__ import annotations
 
 import os
@@ -34,6 +35,7 @@ def configure_threads(threads: int) -> None:
 def _backend_started() -> bool:
   try:
     from jax._src import xla_bridge
+
     return bool(xla_bridge._backends)
   except Exception:  # private API moved: assume started, the safe answer
     return True
@@ -45,5 +47,8 @@ def thread_settings() -> dict:
     affinity = sorted(os.sched_getaffinity(0))
   except AttributeError:
     affinity = None
-  return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "cpu_affinity": affinity,
-          "cpu_count": os.cpu_count()}
+  return {
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "cpu_affinity": affinity,
+    "cpu_count": os.cpu_count(),
+  }

@@ -9,6 +9,7 @@ TensorFlow installed it would load TF (and let it claim the GPU). The records ar
 TensorBoard's TF-free `RecordWriter` instead; `tests/test_tensorboard_writer.py` checks that no
 import of `tensorflow` is even attempted.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -43,8 +44,11 @@ class _TypeOnlyDomain(hparams_summary.Domain):
   TensorBoard infers itself for numbers when no config is written.
   """
 
-  _TYPES = {bool: api_pb2.DATA_TYPE_BOOL, float: api_pb2.DATA_TYPE_FLOAT64,
-            str: api_pb2.DATA_TYPE_STRING}
+  _TYPES = {
+    bool: api_pb2.DATA_TYPE_BOOL,
+    float: api_pb2.DATA_TYPE_FLOAT64,
+    str: api_pb2.DATA_TYPE_STRING,
+  }
 
   def __init__(self, dtype: type):
     self._dtype = dtype
@@ -98,8 +102,10 @@ class SummaryWriter:
     os.makedirs(self.logdir, exist_ok=True)
     # Same name pattern as TensorBoard's writer; the counter keeps two writers of one process
     # (same second, same pid) from sharing a file.
-    name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
-            f"{os.getpid()}.{next(_file_counter)}")
+    name = (
+      f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+      f"{os.getpid()}.{next(_file_counter)}"
+    )
     self.path = os.path.join(self.logdir, name)
     self._records = RecordWriter(open(self.path, "wb"))
     self._closed = False
@@ -128,9 +134,12 @@ class SummaryWriter:
     if not values:
       return
     # float() accepts numpy and jax scalars; simple_value is float32, as TensorBoard stores it.
-    summary = summary_pb2.Summary(value=[
+    summary = summary_pb2.Summary(
+      value=[
         summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
-        for tag, value in values.items()])
+        for tag, value in values.items()
+      ]
+    )
     self._write(summary, step)
 
   def text(self, tag: str, text: str, step: int = 0) -> None:
@@ -140,8 +149,9 @@ class SummaryWriter:
   def image(self, tag: str, png_bytes: bytes, step: int = 0) -> None:
     """An already-encoded PNG (e.g. a matplotlib figure saved to bytes); no re-encoding."""
     height, width, channels = _png_size(png_bytes)
-    image = summary_pb2.Summary.Image(height=height, width=width, colorspace=channels,
-                                      encoded_image_string=bytes(png_bytes))
+    image = summary_pb2.Summary.Image(
+      height=height, width=width, colorspace=channels, encoded_image_string=bytes(png_bytes)
+    )
     self._write(summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=image)]), step)
 
   def hparams(self, hparams: Mapping[str, Any], metric_tags: Sequence[str]) -> None:
@@ -153,9 +163,11 @@ class SummaryWriter:
     """
     values = {str(name): _hparam_value(value) for name, value in hparams.items()}
     config = hparams_summary.hparams_config_pb(
-        hparams=[hparams_summary.HParam(name, _TypeOnlyDomain.of(value))
-                 for name, value in values.items()],
-        metrics=[hparams_summary.Metric(tag) for tag in dict.fromkeys(metric_tags)])
+      hparams=[
+        hparams_summary.HParam(name, _TypeOnlyDomain.of(value)) for name, value in values.items()
+      ],
+      metrics=[hparams_summary.Metric(tag) for tag in dict.fromkeys(metric_tags)],
+    )
     self._write(config, 0)
     self._write(hparams_summary.hparams_pb(values), 0)
 

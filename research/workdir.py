@@ -8,11 +8,12 @@ layout is defined once:
       checkpoints/<step>/      Orbax: params | opt_state | meta   (research/checkpoint.py)
       events.out.tfevents.*    TensorBoard                        (research/tensorboard_writer.py)
       summary.json             what training ended with           (research/training/loop.py)
-      report.{json,md,png}     the cost report                    (research/studies/train_vs_infer.py)
+      report.{json,md,png}     the cost report                    (research/studies/)
       bench/                   the inference benchmark            (research/bench/inference.py)
 
 Nothing here imports JAX.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,9 @@ def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
       f.write("ok")
     os.remove(probe)
   except OSError as e:
-    raise WorkdirError(f"workdir {workdir!r} is not writable ({e.strerror}); "
-                       f"choose another --workdir") from None
+    raise WorkdirError(
+      f"workdir {workdir!r} is not writable ({e.strerror}); choose another --workdir"
+    ) from None
   config_path = path(workdir, CONFIG)
   new = config_lib.to_dict(config)
   if os.path.exists(config_path):
@@ -67,8 +69,10 @@ def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
       old = json.load(f)
     changed = [k for k in config_lib.config_differences(old, new) if k not in RESUMABLE_CHANGES]
     if changed:
-      raise WorkdirError(f"workdir {workdir!r} holds a run with a different config "
-                         f"({', '.join(changed)}); use a new --workdir or the same settings")
+      raise WorkdirError(
+        f"workdir {workdir!r} holds a run with a different config "
+        f"({', '.join(changed)}); use a new --workdir or the same settings"
+      )
   config_lib.save_config(config, config_path)
 
 
@@ -76,20 +80,26 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config a run was trained with."""
   config_path = path(workdir, CONFIG)
   if not os.path.isfile(config_path):
-    raise WorkdirError(f"{workdir!r} holds no trained run (no {CONFIG}); train first: "
-                       f"python scripts/train.py --workdir {workdir}")
+    raise WorkdirError(
+      f"{workdir!r} holds no trained run (no {CONFIG}); train first: "
+      f"python scripts/train.py --workdir {workdir}"
+    )
   try:
     with open(config_path) as f:
       return ml_collections.ConfigDict(json.load(f))
   except (OSError, json.JSONDecodeError) as e:
-    raise WorkdirError(f"{config_path} is unreadable ({e}); re-run training into a new workdir"
-                       ) from None
+    raise WorkdirError(
+      f"{config_path} is unreadable ({e}); re-run training into a new workdir"
+    ) from None
 
 
 def read_summary(workdir: str) -> dict[str, Any]:
   """summary.json of a finished training run."""
-  return _read_json(workdir, SUMMARY, "is it a finished training run? "
-                    f"(python scripts/train.py --workdir {workdir})")
+  return _read_json(
+    workdir,
+    SUMMARY,
+    f"is it a finished training run? (python scripts/train.py --workdir {workdir})",
+  )
 
 
 def read_report(workdir: str) -> dict[str, Any] | None:

@@ -10,17 +10,19 @@ headline figures as TensorBoard scalars in the run's directory. Runs on every ba
 (CPU always, GPU when present). About 2 minutes on a 2-core CPU by default; --full-length gives
 LoadGen's full MLPerf durations (10 minutes per run).
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 
 
-
 def main() -> int:
   from research.runtime import configure_threads
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--workdir", required=True, help="a trained run's directory")
   p.add_argument("--out", default=None, help="output directory (default WORKDIR/bench)")
   p.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step")
@@ -33,9 +35,14 @@ def main() -> int:
   p.add_argument("--server-runs", type=int, default=7, help="LoadGen runs per Server QPS search")
   p.add_argument("--no-loadgen", action="store_true")
   p.add_argument("--full-length", action="store_true", help="LoadGen's full MLPerf durations")
-  p.add_argument("--threads", type=int, default=1, choices=(0, 1),
-                 help="1 (default) pins XLA:CPU to one thread (batch-1 latency halves on 2 "
-                      "cores); 0 keeps XLA's thread pool")
+  p.add_argument(
+    "--threads",
+    type=int,
+    default=1,
+    choices=(0, 1),
+    help="1 (default) pins XLA:CPU to one thread (batch-1 latency halves on 2 "
+    "cores); 0 keeps XLA's thread pool",
+  )
   args = p.parse_args()
   configure_threads(args.threads)
 
@@ -44,20 +51,32 @@ def main() -> int:
   if args.max_batch < 1:
     p.error("--max-batch must be at least 1")
   settings = BenchSettings(
-      precisions=tuple(args.precisions.split(",")),
-      backends=tuple(args.backends.split(",")) if args.backends else None,
-      sweep_sizes=tuple(2 ** i for i in range(args.max_batch.bit_length())),
-      latency_calls=args.latency_calls, loadgen=not args.no_loadgen,
-      loadgen_duration_ms=args.loadgen_ms, latency_bound_ms=args.latency_bound_ms,
-      server_max_runs=args.server_runs,
-      full_length=args.full_length)
-  meta, out = write_benchmark(args.workdir, args.checkpoint, settings, sys.argv, out=args.out,
-                              log=lambda s: print(s, flush=True))
-  print(f"{meta['wall_seconds']:.0f} s; wrote {out}/bench.{{json,md}}, latency.png, "
-        f"batch_sweep.png; TensorBoard scalars inference/* in {args.workdir}")
+    precisions=tuple(args.precisions.split(",")),
+    backends=tuple(args.backends.split(",")) if args.backends else None,
+    sweep_sizes=tuple(2**i for i in range(args.max_batch.bit_length())),
+    latency_calls=args.latency_calls,
+    loadgen=not args.no_loadgen,
+    loadgen_duration_ms=args.loadgen_ms,
+    latency_bound_ms=args.latency_bound_ms,
+    server_max_runs=args.server_runs,
+    full_length=args.full_length,
+  )
+  meta, out = write_benchmark(
+    args.workdir,
+    args.checkpoint,
+    settings,
+    sys.argv,
+    out=args.out,
+    log=lambda s: print(s, flush=True),
+  )
+  print(
+    f"{meta['wall_seconds']:.0f} s; wrote {out}/bench.{{json,md}}, latency.png, "
+    f"batch_sweep.png; TensorBoard scalars inference/* in {args.workdir}"
+  )
   return 0
 
 
 if __name__ == "__main__":
   from research.cli import run_main
+
   run_main(main)

@@ -10,6 +10,7 @@ Run it pinned to one core, e.g.:
     taskset -c 0 python scripts/bench_torch_reference.py --models logistic,mlp,cnn,gru \
         --steps 6000 --seed 0 --out results/torch_reference.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,22 +22,26 @@ from typing import Sequence
 def parse_args(argv: Sequence[str], names: Sequence[str]) -> argparse.Namespace:
   """CLI; bad model names or step counts exit with a one-line error."""
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--models", default="logistic,mlp,cnn,gru",
-                 help="comma-separated subset of " + ",".join(names))
+  p.add_argument(
+    "--models", default="logistic,mlp,cnn,gru", help="comma-separated subset of " + ",".join(names)
+  )
   p.add_argument("--steps", type=int, default=6000)
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--shuffle-seq", action="store_true",
-                 help="the spatially shuffled MNIST-1D variant")
-  p.add_argument("--eval-every", type=int, default=0,
-                 help="untimed test eval every N steps (0 = only at end)")
+  p.add_argument(
+    "--shuffle-seq", action="store_true", help="the spatially shuffled MNIST-1D variant"
+  )
+  p.add_argument(
+    "--eval-every", type=int, default=0, help="untimed test eval every N steps (0 = only at end)"
+  )
   p.add_argument("--out", default="results/torch_reference.json")
   p.add_argument("--md", default=None, help="markdown path (default: --out with .md)")
   args = p.parse_args(argv)
   args.models = [m.strip() for m in args.models.split(",") if m.strip()]
   unknown = [m for m in args.models if m not in names]
   if unknown or not args.models:
-    sys.exit(f"error: unknown model name(s) {unknown or '(none given)'}; "
-             f"choose from {','.join(names)}")
+    sys.exit(
+      f"error: unknown model name(s) {unknown or '(none given)'}; choose from {','.join(names)}"
+    )
   if args.steps <= 0:
     sys.exit(f"error: --steps must be positive, got {args.steps}")
   if args.eval_every < 0:
@@ -55,21 +60,25 @@ def main(argv: Sequence[str] | None = None) -> int:
       raise
     sys.exit("error: torch is not installed; pip install -e '.[reference]'")
   from research.provenance import write_json
+
   args = parse_args(sys.argv[1:] if argv is None else argv, list(ref.MODELS))
   ref.pin_threads()
   meta = ref.provenance(sys.argv)
   affinity = meta["threads"]["cpu_affinity"]
   if affinity is not None and len(affinity) != 1:
-    print(f"warning: process may run on cores {affinity}; run under `taskset -c 0`",
-          file=sys.stderr)
+    print(
+      f"warning: process may run on cores {affinity}; run under `taskset -c 0`", file=sys.stderr
+    )
   data = ref.load_data(args.shuffle_seq)
   records = []
   for name in args.models:
     r = ref.bench_model(name, data, args.steps, args.seed, args.eval_every)
     records.append(r)
-    print(f"{name:8s} params={r['params']:6d} train_seconds={r['train_seconds']:8.2f} "
-          f"steps/s={r['steps_per_second']:8.1f} test_acc={r['final_test_accuracy']:.4f}",
-          flush=True)
+    print(
+      f"{name:8s} params={r['params']:6d} train_seconds={r['train_seconds']:8.2f} "
+      f"steps/s={r['steps_per_second']:8.1f} test_acc={r['final_test_accuracy']:.4f}",
+      flush=True,
+    )
   write_json(args.out, {"meta": meta, "results": records})
   with open(args.md, "w") as f:
     f.write(ref.markdown(meta, records))

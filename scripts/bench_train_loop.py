@@ -8,6 +8,7 @@ runs all steps and blocks on the result; each is repeated and the median reporte
 
   taskset -c 0 python scripts/bench_train_loop.py --threads 1 --out results/train_loop_structure
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,28 +18,37 @@ from research.runtime import configure_threads  # noqa: E402  (must precede any 
 
 
 def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--model", default="cnn1d", help="model registry name (default cnn1d)")
   p.add_argument("--steps", type=int, default=6000, help="train steps per timed run")
   p.add_argument("--repeats", type=int, default=3, help="timed runs per structure (median kept)")
   p.add_argument("--chunks", default="100,1000,6000", help="scan chunk lengths to try")
   p.add_argument("--impls", default="im2col,xla", help="Conv1D implementations (cnn1d only)")
-  p.add_argument("--structures", default="python_host,python_device,scan",
-                 help="comma list of python_host, python_device, scan")
-  p.add_argument("--threads", type=int, default=0, help="1 pins XLA:CPU to one thread; 0 leaves XLA's default")
+  p.add_argument(
+    "--structures",
+    default="python_host,python_device,scan",
+    help="comma list of python_host, python_device, scan",
+  )
+  p.add_argument(
+    "--threads", type=int, default=0, help="1 pins XLA:CPU to one thread; 0 leaves XLA's default"
+  )
   p.add_argument("--out", default="", help="write OUT.json and OUT.md")
   args = p.parse_args()
   configure_threads(args.threads)
 
   import time
+
   import jax
   import jax.numpy as jnp
+
   from research.bench.timing import median_and_percentiles
   from research.data import BatchSchedule, load_dataset
   from research.models import build_model
-  from research.provenance import provenance, write_json, markdown_table
-  from research.training.step import create_train_state, make_train_chunk, make_train_step
+  from research.provenance import markdown_table, provenance, write_json
   from research.training.optimizers import make_optimizer
+  from research.training.step import create_train_state, make_train_chunk, make_train_step
 
   data = load_dataset({"name": "mnist1d"})
   batch_size = 100
@@ -66,6 +76,7 @@ def main() -> None:
         state, metrics = compiled(state, (data.x_train[idx], data.y_train[idx]))
       jax.block_until_ready((state, metrics))
       return time.perf_counter() - t, float(metrics["loss"])
+
     return compile_s, run
 
   def run_python_device(model):
@@ -81,9 +92,10 @@ def main() -> None:
       jax.block_until_ready(state)
       t = time.perf_counter()
       for s in range(args.steps):
-        state, metrics = compiled(state, x_all, y_all, all_rows[s:s + 1])
+        state, metrics = compiled(state, x_all, y_all, all_rows[s : s + 1])
       jax.block_until_ready((state, metrics))
       return time.perf_counter() - t, float(metrics["loss"][-1])
+
     return compile_s, run
 
   def run_scan(model, k):
@@ -102,6 +114,7 @@ def main() -> None:
         state, metrics = compiled(state, x_all, y_all, schedule.chunk(first, k))
       jax.block_until_ready((state, metrics))
       return time.perf_counter() - t, float(metrics["loss"][-1])
+
     return compile_s, run
 
   records = []
@@ -126,22 +139,41 @@ def main() -> None:
         seconds, loss = run()
         times.append(seconds)
       stats = median_and_percentiles(times)
-      rec = {"model": args.model, "conv_impl": impl or None, "structure": label,
-             "steps": args.steps, "compile_seconds": compile_s, "train_seconds_median": stats["p50"],
-             "train_seconds_all": times, "steps_per_second": args.steps / stats["p50"],
-             "final_loss": loss}
+      rec = {
+        "model": args.model,
+        "conv_impl": impl or None,
+        "structure": label,
+        "steps": args.steps,
+        "compile_seconds": compile_s,
+        "train_seconds_median": stats["p50"],
+        "train_seconds_all": times,
+        "steps_per_second": args.steps / stats["p50"],
+        "final_loss": loss,
+      }
       records.append(rec)
-      print(f"{args.model:7s} {impl or '-':7s} {label:28s} compile {compile_s:6.2f}s  "
-            f"train {stats['p50']:7.2f}s  ({rec['steps_per_second']:8.0f} steps/s)  loss {loss:.4f}",
-            flush=True)
+      print(
+        f"{args.model:7s} {impl or '-':7s} {label:28s} compile {compile_s:6.2f}s  "
+        f"train {stats['p50']:7.2f}s  ({rec['steps_per_second']:8.0f} steps/s)  loss {loss:.4f}",
+        flush=True,
+      )
 
   if args.out:
     meta = provenance(sys.argv, xla_threads=args.threads)
     write_json(args.out + ".json", {"meta": meta, "records": records})
-    rows = [[r["model"], r["conv_impl"] or "-", r["structure"], f"{r['compile_seconds']:.2f}",
-             f"{r['train_seconds_median']:.2f}", f"{r['steps_per_second']:.0f}"] for r in records]
-    table = markdown_table(["model", "conv", "loop structure", "compile s", "train s (median)",
-                            "steps/s"], rows)
+    rows = [
+      [
+        r["model"],
+        r["conv_impl"] or "-",
+        r["structure"],
+        f"{r['compile_seconds']:.2f}",
+        f"{r['train_seconds_median']:.2f}",
+        f"{r['steps_per_second']:.0f}",
+      ]
+      for r in records
+    ]
+    table = markdown_table(
+      ["model", "conv", "loop structure", "compile s", "train s (median)", "steps/s"], rows
+    )
     with open(args.out + ".md", "w") as f:
       f.write(f"# Training loop structure, {args.model}, {args.steps} Adam steps at batch 100\n\n")
       f.write(meta["markdown"] + "\n\n" + table + "\n")

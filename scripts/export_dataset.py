@@ -3,35 +3,42 @@
 
   python scripts/export_dataset.py --config experiments/mnist1d_cnn.py --out runs/mnist1d.npz
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 
 
-
 def main() -> int:
   from research.cli import parse_with_overrides
   from research.config import load_config
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--config", default="experiments/mnist1d_cnn.py")
   parser.add_argument("--out", required=True, help="destination .npz")
   args, overrides = parse_with_overrides(parser)
   config = load_config(args.config, overrides)
 
   import numpy as np
+
   from research.data import load_dataset
+
   data = load_dataset(config.data)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   tmp = args.out + f".tmp{os.getpid()}.npz"
   np.savez(tmp, x=data.x_train, y=data.y_train, x_test=data.x_test, y_test=data.y_test)
   os.replace(tmp, args.out)
-  print(f"{data.name}: {len(data.x_train)} train, {len(data.x_test)} test, input "
-        f"{list(data.input_shape)}, {data.num_classes} classes -> {args.out}")
+  print(
+    f"{data.name}: {len(data.x_train)} train, {len(data.x_test)} test, input "
+    f"{list(data.input_shape)}, {data.num_classes} classes -> {args.out}"
+  )
   return 0
 
 
 if __name__ == "__main__":
   from research.cli import run_main
+
   run_main(main)

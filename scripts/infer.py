@@ -1,7 +1,8 @@
 """Predictions for new data from a trained run: params only, through the jitted inference `apply`.
 
   python scripts/infer.py --workdir runs/cnn --input new.npy --output preds.npy
-  python scripts/infer.py --workdir runs/cnn --input mnist1d.npz --key x_test --output preds.csv --probabilities
+  python scripts/infer.py --workdir runs/cnn --input mnist1d.npz --key x_test --output preds.csv \
+      --probabilities
 
 Input: `.npy`, `.npz` (array --key, default `x`) or CSV (one example per row, optional header).
 Output: `.npy` (labels, or probabilities with --probabilities), `.npz` (`predictions`, and
@@ -9,16 +10,18 @@ Output: `.npy` (labels, or probabilities with --probabilities), `.npz` (`predict
 (`x` -> `y`, `x_test` -> `y_test`) the accuracy is printed. `scripts/export_dataset.py` writes a
 config's dataset in that form.
 """
+
 from __future__ import annotations
 
 import argparse
 
 
-
 def main() -> int:
   from research.runtime import configure_threads
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--workdir", required=True, help="a trained run's directory")
   parser.add_argument("--input", required=True, help=".npy, .npz or .csv")
   parser.add_argument("--output", required=True, help=".npy, .npz or .csv")
@@ -27,17 +30,32 @@ def main() -> int:
   parser.add_argument("--probabilities", action="store_true", help="also write class probabilities")
   parser.add_argument("--precision", default="float32", help="float32, bfloat16 or int8 (weights)")
   parser.add_argument("--batch-size", type=int, default=512, help="largest compiled batch")
-  parser.add_argument("--threads", type=int, default=1, choices=(0, 1),
-                      help="1 (default) pins XLA:CPU to one thread; 0 keeps XLA's pool")
+  parser.add_argument(
+    "--threads",
+    type=int,
+    default=1,
+    choices=(0, 1),
+    help="1 (default) pins XLA:CPU to one thread; 0 keeps XLA's pool",
+  )
   args = parser.parse_args()
   configure_threads(args.threads)
 
   from research.serving.offline import predict_file
-  r = predict_file(args.workdir, args.input, args.output, key=args.key,
-                   checkpoint=args.checkpoint, probabilities=args.probabilities,
-                   precision=args.precision, batch_size=args.batch_size)
-  print(f"{r['count']} predictions from {r['experiment']} step {r['step']} ({args.precision}) "
-        f"in {r['seconds'] * 1e3:.1f} ms -> {args.output}")
+
+  r = predict_file(
+    args.workdir,
+    args.input,
+    args.output,
+    key=args.key,
+    checkpoint=args.checkpoint,
+    probabilities=args.probabilities,
+    precision=args.precision,
+    batch_size=args.batch_size,
+  )
+  print(
+    f"{r['count']} predictions from {r['experiment']} step {r['step']} ({args.precision}) "
+    f"in {r['seconds'] * 1e3:.1f} ms -> {args.output}"
+  )
   if r["accuracy"] is not None:
     print(f"accuracy {r['accuracy']:.4f} on {r['count']} labelled examples")
   return 0
@@ -45,4 +63,5 @@ def main() -> int:
 
 if __name__ == "__main__":
   from research.cli import run_main
+
   run_main(main)

@@ -7,6 +7,7 @@ Writes OUT/report.md and OUT/report.json: loss against the source's entropy rate
 token (Kaplan's formula, our exact count, XLA's), training tokens/s and MFU, time to first token
 and time per output token at batch 1, batched generation tokens/s and MFU, and the break-even.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,18 +15,23 @@ import os
 import sys
 
 
-
 def main() -> int:
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--workdir", required=True, help="a trained language-model run")
   p.add_argument("--out", default=None, help="report directory (default: WORKDIR/lm_costs)")
   p.add_argument("--prompt-tokens", type=int, default=16)
   p.add_argument("--new-tokens", type=int, default=64)
   p.add_argument("--sequences", type=int, default=20, help="batch-1 generations timed")
   p.add_argument("--batch-sizes", default="1,8,32,128")
-  p.add_argument("--threads", type=int, default=1, choices=(0, 1),
-                 help="1 (default) pins to one core and one XLA thread, as training did")
+  p.add_argument(
+    "--threads",
+    type=int,
+    default=1,
+    choices=(0, 1),
+    help="1 (default) pins to one core and one XLA thread, as training did",
+  )
   args = p.parse_args()
   try:
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
@@ -34,23 +40,35 @@ def main() -> int:
   if min(batch_sizes) < 1 or args.prompt_tokens < 1 or args.new_tokens < 2 or args.sequences < 1:
     p.error("batch sizes, --prompt-tokens and --sequences must be >= 1, --new-tokens >= 2")
   from research.runtime import configure_threads
+
   configure_threads(args.threads)
 
   from research.studies.lm_costs import LMCostSettings, write_lm_costs
+
   out = args.out or os.path.join(args.workdir, "lm_costs")
-  report = write_lm_costs(args.workdir, out, LMCostSettings(
-      args.prompt_tokens, args.new_tokens, args.sequences, batch_sizes), sys.argv)
+  report = write_lm_costs(
+    args.workdir,
+    out,
+    LMCostSettings(args.prompt_tokens, args.new_tokens, args.sequences, batch_sizes),
+    sys.argv,
+  )
   rt, loss = report["generation"]["realtime"], report["loss"]
-  print(f"loss {loss['test_nats_per_token']:.4f} nats/token"
-        + (f" ({loss['gap_to_entropy_rate']:+.4f} from the entropy rate)"
-           if loss["entropy_rate"] is not None else "")
-        + f"; train {report['training']['tokens_per_second']:,.0f} tokens/s "
-        f"(MFU {100 * report['training']['mfu']:.1f} %); TTFT p50 {rt['ttft']['p50_ms']:.3f} ms, "
-        f"TPOT p50 {rt['tpot']['p50_ms']:.3f} ms; best batched "
-        f"{report['generation']['best_batched']['tokens_per_second']:,.0f} tokens/s -> {out}")
+  print(
+    f"loss {loss['test_nats_per_token']:.4f} nats/token"
+    + (
+      f" ({loss['gap_to_entropy_rate']:+.4f} from the entropy rate)"
+      if loss["entropy_rate"] is not None
+      else ""
+    )
+    + f"; train {report['training']['tokens_per_second']:,.0f} tokens/s "
+    f"(MFU {100 * report['training']['mfu']:.1f} %); TTFT p50 {rt['ttft']['p50_ms']:.3f} ms, "
+    f"TPOT p50 {rt['tpot']['p50_ms']:.3f} ms; best batched "
+    f"{report['generation']['best_batched']['tokens_per_second']:,.0f} tokens/s -> {out}"
+  )
   return 0
 
 
 if __name__ == "__main__":
   from research.cli import run_main
+
   run_main(main)

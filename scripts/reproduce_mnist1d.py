@@ -11,6 +11,7 @@ settings match; --fresh retrains and empties the compilation cache. --torch-refe
 one run per model of the independent PyTorch implementation in the same invocation, for the speed
 comparison. The work is done by research.studies.mnist1d_table1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,17 +26,25 @@ def main() -> int:
   from research.cli import parse_with_overrides
   from research.config import load_config
   from research.studies.mnist1d_table1 import format_summary, reproduce
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--config", default="experiments/mnist1d_table1.py")
   p.add_argument("--workdir", default="runs/mnist1d_table1", help="cache of finished jobs")
   p.add_argument("--out", default="results/mnist1d_table", help="writes OUT.md and OUT.json")
-  p.add_argument("--workers", type=int, default=min(2, len(os.sched_getaffinity(0))),
-                 help="processes, one per core (default: up to 2)")
+  p.add_argument(
+    "--workers",
+    type=int,
+    default=min(2, len(os.sched_getaffinity(0))),
+    help="processes, one per core (default: up to 2)",
+  )
   p.add_argument("--fresh", action="store_true", help="retrain even when a cached result matches")
-  p.add_argument("--torch-reference", action="store_true",
-                 help="also time one PyTorch run per model here "
-                      "(needs pip install -e '.[reference]')")
+  p.add_argument(
+    "--torch-reference",
+    action="store_true",
+    help="also time one PyTorch run per model here (needs pip install -e '.[reference]')",
+  )
   args, overrides = parse_with_overrides(p)
   config = load_config(args.config, overrides)
   if config.num_steps % config.eval_every:
@@ -48,12 +57,20 @@ def main() -> int:
       p.error("--torch-reference needs PyTorch: pip install -e '.[reference]'")
     if shutil.which("taskset") is None:
       p.error("--torch-reference needs `taskset` (util-linux) to pin each PyTorch process")
-  report = reproduce(config, args.workdir, args.out, args.workers, fresh=args.fresh,
-                     torch_reference=args.torch_reference, argv=sys.argv)
+  report = reproduce(
+    config,
+    args.workdir,
+    args.out,
+    args.workers,
+    fresh=args.fresh,
+    torch_reference=args.torch_reference,
+    argv=sys.argv,
+  )
   print(format_summary(report, args.out))
   return 0
 
 
 if __name__ == "__main__":
   from research.cli import run_main
+
   run_main(main)

@@ -6,11 +6,11 @@
 Any config field can be overridden with --config.<field>=<value>. Re-running the same command on
 an existing workdir resumes from its latest checkpoint.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
-
 
 
 def main() -> int:
@@ -18,47 +18,68 @@ def main() -> int:
   from research.config import load_config
   from research.runtime import configure_threads
 
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--config", default="experiments/mnist1d_cnn.py",
-                      help="experiment file, optionally with :variant (default: the MNIST-1D CNN)")
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument(
+    "--config",
+    default="experiments/mnist1d_cnn.py",
+    help="experiment file, optionally with :variant (default: the MNIST-1D CNN)",
+  )
   parser.add_argument("--workdir", default=None, help="run directory (default: runs/<experiment>)")
-  parser.add_argument("--threads", type=int, default=1, choices=(0, 1),
-                      help="1 (default) pins XLA:CPU to one thread, faster for these small models "
-                           "on CPU; 0 keeps XLA's thread pool. No effect on GPU.")
+  parser.add_argument(
+    "--threads",
+    type=int,
+    default=1,
+    choices=(0, 1),
+    help="1 (default) pins XLA:CPU to one thread, faster for these small models "
+    "on CPU; 0 keeps XLA's thread pool. No effect on GPU.",
+  )
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-  parser.add_argument("--distributed", action="store_true",
-                      help="multi-host: call jax.distributed.initialize() first (coordinator, "
-                           "process count and id from JAX_* variables or the cluster launcher)")
+  parser.add_argument(
+    "--distributed",
+    action="store_true",
+    help="multi-host: call jax.distributed.initialize() first (coordinator, "
+    "process count and id from JAX_* variables or the cluster launcher)",
+  )
   args, overrides = parse_with_overrides(parser)
   config = load_config(args.config, overrides)
   configure_threads(args.threads)
   if args.distributed:
     import jax
+
     jax.distributed.initialize()
 
   from research.training.loop import train_and_evaluate
+
   workdir = args.workdir or os.path.join("runs", config.experiment or "run")
   s = train_and_evaluate(config, workdir, progress=not args.no_progress)
-  lines = [f"{s['experiment']}: {s['model']} ({s['params']:,} params), {s['steps']} steps on "
-           f"{s['device']}",
-           f"  test accuracy {s['final_test_accuracy']:.4f} final, "
-           f"{s['best_test_accuracy']:.4f} best (step {s['best_step']}); "
-           f"test loss {s['final_test_loss']:.4f}"]
+  lines = [
+    f"{s['experiment']}: {s['model']} ({s['params']:,} params), {s['steps']} steps on "
+    f"{s['device']}",
+    f"  test accuracy {s['final_test_accuracy']:.4f} final, "
+    f"{s['best_test_accuracy']:.4f} best (step {s['best_step']}); "
+    f"test loss {s['final_test_loss']:.4f}",
+  ]
   if "bits_per_token" in s:  # a language model
     lm = f"  test loss {s['bits_per_token']:.4f} bits/token, perplexity {s['perplexity']:.3f}"
     if "loss_floor" in s:
-      lm += (f"; {s['gap_to_floor']:+.4f} nats/token from the source's entropy rate "
-             f"{s['loss_floor']:.4f}")
+      lm += (
+        f"; {s['gap_to_floor']:+.4f} nats/token from the source's entropy rate "
+        f"{s['loss_floor']:.4f}"
+      )
     lines.append(lm)
-  lines += [f"  train {s['train_seconds']:.2f} s ({s['steps_per_second']:.0f} steps/s), "
-            f"compile {s['compile_seconds']:.2f} s",
-            f"  workdir {os.path.abspath(workdir)} "
-            f"(tensorboard --logdir {os.path.dirname(os.path.abspath(workdir))})"]
+  lines += [
+    f"  train {s['train_seconds']:.2f} s ({s['steps_per_second']:.0f} steps/s), "
+    f"compile {s['compile_seconds']:.2f} s",
+    f"  workdir {os.path.abspath(workdir)} "
+    f"(tensorboard --logdir {os.path.dirname(os.path.abspath(workdir))})",
+  ]
   print("\n".join(lines))
   return 0
 
 
 if __name__ == "__main__":
   from research.cli import run_main
+
   run_main(main)

@@ -6,9 +6,11 @@
 Trains (re-running resumes, and a finished run is reused), restores the params alone, times
 real-time (batch 1) and batch inference, counts FLOPs analytically and with XLA, reads memory from
 the compiled executables, measures this machine's peak FLOP/s, and writes WORKDIR/report.md,
-report.json, report.png (and a copy into --out) and `cost/*` TensorBoard scalars. Break-even: the number of predictions
-after which inference has cost more than training did. A few minutes on a 2-core CPU.
+report.json, report.png (and a copy into --out) and `cost/*` TensorBoard scalars. Break-even: the
+number of predictions after which inference has cost more than training did. A few minutes on a
+2-core CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,29 +18,49 @@ import os
 import sys
 
 
-
 def main() -> int:
   from research.cli import parse_with_overrides
   from research.config import load_config
   from research.runtime import configure_threads
 
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--config", default="experiments/mnist1d_cnn.py",
-                 help="experiment file[:variant] (default: the MNIST-1D CNN)")
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  p.add_argument(
+    "--config",
+    default="experiments/mnist1d_cnn.py",
+    help="experiment file[:variant] (default: the MNIST-1D CNN)",
+  )
   p.add_argument("--workdir", default=None, help="run directory (default: runs/<experiment>)")
-  p.add_argument("--profiles", default=None,
-                 help="comma list of hardware profiles for the cost table (default: all)")
-  p.add_argument("--power-watts", type=float, default=15.0,
-                 help="this machine's power draw while busy (an assumption; default 15 W)")
-  p.add_argument("--price-per-hour", type=float, default=0.05,
-                 help="this machine's price in $/h (an assumption; default 0.05)")
+  p.add_argument(
+    "--profiles",
+    default=None,
+    help="comma list of hardware profiles for the cost table (default: all)",
+  )
+  p.add_argument(
+    "--power-watts",
+    type=float,
+    default=15.0,
+    help="this machine's power draw while busy (an assumption; default 15 W)",
+  )
+  p.add_argument(
+    "--price-per-hour",
+    type=float,
+    default=0.05,
+    help="this machine's price in $/h (an assumption; default 0.05)",
+  )
   p.add_argument("--max-batch", type=int, default=4096, help="inference sweep up to this batch")
   p.add_argument("--latency-calls", type=int, default=2000)
-  p.add_argument("--threads", type=int, default=1, choices=(0, 1),
-                 help="1 (default) pins XLA:CPU to one thread; 0 keeps XLA's thread pool")
-  p.add_argument("--out", default=None,
-                 help="directory for report.md/json/png (default: the workdir)")
+  p.add_argument(
+    "--threads",
+    type=int,
+    default=1,
+    choices=(0, 1),
+    help="1 (default) pins XLA:CPU to one thread; 0 keeps XLA's thread pool",
+  )
+  p.add_argument(
+    "--out", default=None, help="directory for report.md/json/png (default: the workdir)"
+  )
   p.add_argument("--no-progress", action="store_true")
   args, overrides = parse_with_overrides(p)
   config = load_config(args.config, overrides)
@@ -46,34 +68,48 @@ def main() -> int:
 
   from research.studies.train_vs_infer import CostSettings, train_vs_infer
 
-  settings = CostSettings(max_batch=args.max_batch, latency_calls=args.latency_calls,
-                          power_watts=args.power_watts, price_per_hour=args.price_per_hour)
+  settings = CostSettings(
+    max_batch=args.max_batch,
+    latency_calls=args.latency_calls,
+    power_watts=args.power_watts,
+    price_per_hour=args.price_per_hour,
+  )
   if args.profiles:
     settings.profiles = tuple(s.strip() for s in args.profiles.split(",") if s.strip())
   workdir = args.workdir or os.path.join("runs", config.experiment or "run")
-  report, md_path = train_vs_infer(config, workdir, settings, sys.argv, out=args.out,
-                                   progress=not args.no_progress,
-                                   log=lambda s: print(s, flush=True))
+  report, md_path = train_vs_infer(
+    config,
+    workdir,
+    settings,
+    sys.argv,
+    out=args.out,
+    progress=not args.no_progress,
+    log=lambda s: print(s, flush=True),
+  )
   f, tm, be = report["flops"], report["time"], report["break_even_predictions"]
   inf = tm["inference"]
-  print(f"\n{report['experiment']}: {report['params']:,} params, test accuracy "
-        f"{report['final_test_accuracy']:.4f}\n"
-        f"  FLOPs/example   forward {f['forward_per_example']:,.0f}, train step "
-        f"{f['train_step_per_example']:,.0f} ({f['train_to_forward_ratio']:.2f}x); XLA/analytic "
-        f"{f['xla_over_analytic']['forward']:.3f} fwd, {f['xla_over_analytic']['train_step']:.3f} train\n"
-        f"  µs/example      train {tm['train_seconds_per_example'] * 1e6:.2f}, real-time "
-        f"{inf['realtime']['seconds_per_prediction'] * 1e6:.2f}, batch "
-        f"{inf['batch']['seconds_per_prediction'] * 1e6:.2f} (batch {inf['batch']['batch_size']})\n"
-        f"  utilization     train {100 * report['utilization']['training']:.1f} %, batch "
-        f"{100 * report['utilization']['batch']:.1f} % of "
-        f"{report['utilization']['peak']['peak_flops'] / 1e9:.0f} GFLOP/s\n"
-        f"  break-even      {be['flops']:,.0f} predictions in FLOPs; in time "
-        f"{be['seconds_realtime']:,.0f} real-time, {be['seconds_batch']:,.0f} batched\n"
-        f"  report          {os.path.abspath(md_path)} "
-        f"({report['provenance']['wall_seconds']:.0f} s)")
+  print(
+    f"\n{report['experiment']}: {report['params']:,} params, test accuracy "
+    f"{report['final_test_accuracy']:.4f}\n"
+    f"  FLOPs/example   forward {f['forward_per_example']:,.0f}, train step "
+    f"{f['train_step_per_example']:,.0f} ({f['train_to_forward_ratio']:.2f}x); XLA/analytic "
+    f"{f['xla_over_analytic']['forward']:.3f} fwd, "
+    f"{f['xla_over_analytic']['train_step']:.3f} train\n"
+    f"  µs/example      train {tm['train_seconds_per_example'] * 1e6:.2f}, real-time "
+    f"{inf['realtime']['seconds_per_prediction'] * 1e6:.2f}, batch "
+    f"{inf['batch']['seconds_per_prediction'] * 1e6:.2f} (batch {inf['batch']['batch_size']})\n"
+    f"  utilization     train {100 * report['utilization']['training']:.1f} %, batch "
+    f"{100 * report['utilization']['batch']:.1f} % of "
+    f"{report['utilization']['peak']['peak_flops'] / 1e9:.0f} GFLOP/s\n"
+    f"  break-even      {be['flops']:,.0f} predictions in FLOPs; in time "
+    f"{be['seconds_realtime']:,.0f} real-time, {be['seconds_batch']:,.0f} batched\n"
+    f"  report          {os.path.abspath(md_path)} "
+    f"({report['provenance']['wall_seconds']:.0f} s)"
+  )
   return 0
 
 
 if __name__ == "__main__":
   from research.cli import run_main
+
   run_main(main)

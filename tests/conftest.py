@@ -1,4 +1,5 @@
 """Tests see 8 CPU devices (set before any JAX work) and share one MNIST-1D generation."""
+
 import functools
 import os
 import sys

@@ -1,4 +1,5 @@
 """Inference timing harness: blocking timers, the saturation rule, sweeps, figures, the script."""
+
 import json
 import os
 import subprocess
@@ -15,8 +16,8 @@ from research.bench import figures
 from research.bench.latency import batch_sweep, realtime_latency, saturation_batch_size
 from research.bench.timing import time_calls
 from research.config import load_config
-from research.serving.predictor import Predictor
 from research.models import build_model
+from research.serving.predictor import Predictor
 from research.training.loop import train_and_evaluate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -24,8 +25,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def predictor():
-  model = build_model({"name": "cnn1d", "channels": 25, "conv_impl": "im2col",
-                       "dtype": "float32"}, 10)
+  model = build_model(
+    {"name": "cnn1d", "channels": 25, "conv_impl": "im2col", "dtype": "float32"}, 10
+  )
   params = model.init(jax.random.key(0), jnp.zeros((1, 40)))
   return Predictor(model, params, (40,), batch_sizes=(1, 4, 16))
 
@@ -38,8 +40,10 @@ def test_time_calls_counts_each_call_and_its_full_duration():
 
 
 def test_saturation_is_the_smallest_batch_near_the_best_throughput():
-  records = [{"batch_size": b, "examples_per_s": t}
-             for b, t in [(1, 10), (2, 50), (4, 91), (8, 100), (16, 95)]]
+  records = [
+    {"batch_size": b, "examples_per_s": t}
+    for b, t in [(1, 10), (2, 50), (4, 91), (8, 100), (16, 95)]
+  ]
   assert saturation_batch_size(records, 0.9) == 4
   assert saturation_batch_size(records, 0.95) == 8
   rising = [{"batch_size": b, "examples_per_s": b * 10.0} for b in (1, 2, 4, 8)]
@@ -70,9 +74,13 @@ def test_batch_sweep_covers_each_compiled_size(predictor):
 
 def test_figures_are_png_files(tmp_path):
   rng = np.random.default_rng(0)
-  a = figures.latency_distribution({"serving": rng.uniform(20, 40, 100), "floor": rng.uniform(15, 30, 100)},
-                                   str(tmp_path / "lat.png"))
-  records = [{"batch_size": b, "examples_per_s": 100.0 * b, "us_per_example": 1e4 / b} for b in (1, 2, 4)]
+  a = figures.latency_distribution(
+    {"serving": rng.uniform(20, 40, 100), "floor": rng.uniform(15, 30, 100)},
+    str(tmp_path / "lat.png"),
+  )
+  records = [
+    {"batch_size": b, "examples_per_s": 100.0 * b, "us_per_example": 1e4 / b} for b in (1, 2, 4)
+  ]
   b = figures.batch_sweep({"cpu float32": records}, str(tmp_path / "sweep.png"))
   for path in (a, b):
     data = open(path, "rb").read()
@@ -81,24 +89,54 @@ def test_figures_are_png_files(tmp_path):
 
 def test_bench_inference_script_writes_everything(repo_root, tmp_path):
   workdir = str(tmp_path / "run")
-  train_and_evaluate(load_config("experiments/mnist1d_cnn.py", [
-      "num_steps=20", "log_every=10", "eval_every=10", "checkpoint_every=10"]), workdir,
-      progress=False)
+  train_and_evaluate(
+    load_config(
+      "experiments/mnist1d_cnn.py",
+      ["num_steps=20", "log_every=10", "eval_every=10", "checkpoint_every=10"],
+    ),
+    workdir,
+    progress=False,
+  )
   out = str(tmp_path / "bench")
   env = {**os.environ, "PYTHONPATH": repo_root}
   result = subprocess.run(
-      [sys.executable, "scripts/bench_inference.py", "--workdir", workdir, "--out", out,
-       "--precisions", "float32,int8", "--max-batch", "8", "--latency-calls", "100",
-       "--loadgen-ms", "300", "--server-runs", "2"],
-      cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "scripts/bench_inference.py",
+      "--workdir",
+      workdir,
+      "--out",
+      out,
+      "--precisions",
+      "float32,int8",
+      "--max-batch",
+      "8",
+      "--latency-calls",
+      "100",
+      "--loadgen-ms",
+      "300",
+      "--server-runs",
+      "2",
+    ],
+    cwd=repo_root,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.load(open(os.path.join(out, "bench.json")))
   kinds = [(r["kind"], r["precision"]) for r in report["records"]]
   assert kinds.count(("batch", "float32")) == 4 and kinds.count(("batch", "int8")) == 4
   assert ("realtime", "int8") in kinds and ("loadgen", "int8") not in kinds
   scenarios = {r["scenario"]: r for r in report["records"] if r["kind"] == "loadgen"}
-  assert set(scenarios) == {"SingleStream", "MultiStream", "Offline", "Server_batched",
-                            "Server_batch1"}
+  assert set(scenarios) == {
+    "SingleStream",
+    "MultiStream",
+    "Offline",
+    "Server_batched",
+    "Server_batch1",
+  }
   for name in ("SingleStream", "MultiStream", "Offline"):
     assert scenarios[name]["valid"], scenarios[name].get("invalid_reason")
     assert os.path.isfile(os.path.join(out, "loadgen", "cpu", name, "mlperf_log_summary.txt"))
@@ -117,8 +155,13 @@ def test_bench_inference_script_writes_everything(repo_root, tmp_path):
 
 def test_bench_inference_without_a_run_is_one_line(repo_root, tmp_path):
   env = {**os.environ, "PYTHONPATH": repo_root}
-  result = subprocess.run([sys.executable, "scripts/bench_inference.py", "--workdir",
-                           str(tmp_path)], cwd=repo_root, env=env, capture_output=True, text=True,
-                          timeout=120)
+  result = subprocess.run(
+    [sys.executable, "scripts/bench_inference.py", "--workdir", str(tmp_path)],
+    cwd=repo_root,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 1 and result.stderr.count("error:") == 1
   assert "no trained run" in result.stderr

@@ -16,7 +16,7 @@ def _state():
 
 def test_latest_n_plus_best_survive_a_restart(tmp_path):
   params, opt_state = _state()
-  accuracy = {10: .5, 20: .9, 30: .6, 40: .7, 50: .65}
+  accuracy = {10: 0.5, 20: 0.9, 30: 0.6, 40: 0.7, 50: 0.65}
   with Checkpointer(tmp_path, keep_latest=2) as ckpt:
     for step in (10, 20, 30):
       ckpt.save(step, params, opt_state, {"step": step}, accuracy[step])

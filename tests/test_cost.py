@@ -1,4 +1,5 @@
 """Cost accounting: pinned analytic FLOPs, agreement with XLA, break-even, the main job's report."""
+
 import json
 import os
 import subprocess
@@ -15,9 +16,12 @@ from research.training.optimizers import make_optimizer
 #   + 2*125*10 + 10; GRU: 80 direction-steps of (2*1*18 + 18) + (2*6*18 + 102: biases, gates,
 #   sigmoids as 3 FLOPs each), + 2*480*10 + 10.
 PINNED_FORWARD = {"logistic": 810, "mlp": 30_510, "cnn1d": 61_410, "gru": 39_370}
-MODELS = {"logistic": {"name": "logistic"}, "mlp": {"name": "mlp"},
-          "cnn1d": {"name": "cnn1d", "channels": 25, "conv_impl": "auto"},
-          "gru": {"name": "gru"}}
+MODELS = {
+  "logistic": {"name": "logistic"},
+  "mlp": {"name": "mlp"},
+  "cnn1d": {"name": "cnn1d", "channels": 25, "conv_impl": "auto"},
+  "gru": {"name": "gru"},
+}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -48,7 +52,9 @@ def test_xla_counts_a_scan_body_once_which_the_cross_check_corrects():
 def _gru_apply(batch):
   import jax
   import jax.numpy as jnp
+
   from research.models import build_model
+
   model = build_model({"name": "gru"}, 10)
   x = jnp.zeros((batch, 40))
   return model.apply, model.init(jax.random.key(0), x[:1]), x
@@ -77,16 +83,33 @@ def test_peak_flops_is_measured():
 
 def run_job(repo_root, *args):
   env = {**os.environ, "PYTHONPATH": repo_root}
-  return subprocess.run([sys.executable, "scripts/train_vs_infer.py", "--no-progress", *args],
-                        cwd=repo_root, env=env, capture_output=True, text=True, timeout=600)
+  return subprocess.run(
+    [sys.executable, "scripts/train_vs_infer.py", "--no-progress", *args],
+    cwd=repo_root,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 def test_main_job_writes_a_full_report_on_a_tiny_run(repo_root, tmp_path):
   workdir = str(tmp_path / "cnn")
-  result = run_job(repo_root, "--workdir", workdir, "--config.num_steps=20",
-                   "--config.log_every=10", "--config.eval_every=10",
-                   "--config.checkpoint_every=10", "--max-batch", "8", "--latency-calls", "50",
-                   "--profiles", "h100-sxm-bf16")
+  result = run_job(
+    repo_root,
+    "--workdir",
+    workdir,
+    "--config.num_steps=20",
+    "--config.log_every=10",
+    "--config.eval_every=10",
+    "--config.checkpoint_every=10",
+    "--max-batch",
+    "8",
+    "--latency-calls",
+    "50",
+    "--profiles",
+    "h100-sxm-bf16",
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.load(open(os.path.join(workdir, "report.json")))
   assert report["steps"] == 20 and report["params"] == 5210
@@ -94,36 +117,53 @@ def test_main_job_writes_a_full_report_on_a_tiny_run(repo_root, tmp_path):
   assert 2.0 <= report["flops"]["train_to_forward_ratio"] <= 3.5
   assert abs(report["flops"]["xla_over_analytic"]["train_step"] - 1) < 0.1
   be = report["break_even_predictions"]
-  assert be["flops"] == pytest.approx(report["flops"]["training_run_total"]
-                                      / report["flops"]["forward_per_example"])
+  assert be["flops"] == pytest.approx(
+    report["flops"]["training_run_total"] / report["flops"]["forward_per_example"]
+  )
   assert be["seconds_realtime"] == pytest.approx(
-      report["time"]["train_seconds"]
-      / report["time"]["inference"]["realtime"]["seconds_per_prediction"])
+    report["time"]["train_seconds"]
+    / report["time"]["inference"]["realtime"]["seconds_per_prediction"]
+  )
   # Adam: two moments per parameter plus an int32 step count.
   assert report["memory"]["optimizer_state_bytes"] == 2 * report["memory"]["params_bytes"] + 4
-  assert report["memory"]["train_step"]["temp_bytes"] > report["memory"]["apply_batch_1"]["temp_bytes"]
+  assert (
+    report["memory"]["train_step"]["temp_bytes"] > report["memory"]["apply_batch_1"]["temp_bytes"]
+  )
   # Utilization is achieved analytic FLOP/s over the measured peak; a bound on its size would be
   # a timing test (a peak measured while the machine is busy can sit below a later batch rate).
   util, peak = report["utilization"], report["utilization"]["peak"]["peak_flops"]
   assert peak > 0 and util["batch"] > 0
   assert util["batch"] == pytest.approx(
-      report["flops"]["forward_per_example"]
-      / report["time"]["inference"]["batch"]["seconds_per_prediction"] / peak)
+    report["flops"]["forward_per_example"]
+    / report["time"]["inference"]["batch"]["seconds_per_prediction"]
+    / peak
+  )
   assert list(report["profiles"]) == ["h100-sxm-bf16"]
   md = open(os.path.join(workdir, "report.md")).read()
-  for heading in ("## FLOPs per example", "## Time per example", "## Memory", "## Utilization",
-                  "## Break-even"):
+  for heading in (
+    "## FLOPs per example",
+    "## Time per example",
+    "## Memory",
+    "## Utilization",
+    "## Break-even",
+  ):
     assert heading in md
   assert open(os.path.join(workdir, "report.png"), "rb").read(4) == b"\x89PNG"
   assert "break-even" in result.stdout
-  table = subprocess.run([sys.executable, "scripts/compare_runs.py", "--format", "csv", workdir],
-                         cwd=repo_root, capture_output=True, text=True, timeout=120)
+  table = subprocess.run(
+    [sys.executable, "scripts/compare_runs.py", "--format", "csv", workdir],
+    cwd=repo_root,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   header, row = table.stdout.strip().splitlines()
   assert "break_even_realtime" in header and "tb_median_step_ms" in header
   values = dict(zip(header.split(","), next(__import__("csv").reader([row]))))
   # The table prints whole predictions: within half a unit of the report's figure.
   assert float(values["break_even_realtime"].replace(",", "")) == pytest.approx(
-      be["seconds_realtime"], rel=1e-3, abs=0.5)
+    be["seconds_realtime"], rel=1e-3, abs=0.5
+  )
 
 
 def test_main_job_errors_are_one_line(repo_root, tmp_path):

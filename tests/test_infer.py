@@ -1,4 +1,5 @@
 """Inference: params-only restore, padded compiled batch sizes, the infer script and its errors."""
+
 import json
 import os
 import shutil
@@ -12,7 +13,6 @@ import pytest
 
 from research import checkpoint as checkpoint_lib
 from research.checkpoint import CheckpointError
-from research.workdir import WorkdirError
 from research.config import load_config
 from research.data.arrays import read_inputs, write_predictions
 from research.data.dataset import DataError
@@ -20,6 +20,7 @@ from research.serving.predictor import InferenceError, Predictor
 from research.serving.quantize import Int8Weight, dequantize, quantize_int8
 from research.serving.restore import load_run
 from research.training.loop import train_and_evaluate
+from research.workdir import WorkdirError
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +28,13 @@ def trained(tmp_path_factory):
   """A CNN trained for 200 steps, and its test set as an .npz the infer script reads."""
   root = tmp_path_factory.mktemp("infer")
   workdir = str(root / "cnn")
-  config = load_config("experiments/mnist1d_cnn.py", [
-      "num_steps=200", "log_every=50", "eval_every=100", "checkpoint_every=100"])
+  config = load_config(
+    "experiments/mnist1d_cnn.py",
+    ["num_steps=200", "log_every=50", "eval_every=100", "checkpoint_every=100"],
+  )
   summary = train_and_evaluate(config, workdir, progress=False)
   from research.data import load_dataset
+
   data = load_dataset(config.data)
   npz = str(root / "mnist1d.npz")
   np.savez(npz, x=data.x_train, y=data.y_train, x_test=data.x_test, y_test=data.y_test)
@@ -39,8 +43,14 @@ def trained(tmp_path_factory):
 
 def run_infer(repo_root, *args):
   env = {**os.environ, "PYTHONPATH": repo_root}
-  return subprocess.run([sys.executable, os.path.join(repo_root, "scripts", "infer.py"), *args],
-                        cwd=repo_root, env=env, capture_output=True, text=True, timeout=120)
+  return subprocess.run(
+    [sys.executable, os.path.join(repo_root, "scripts", "infer.py"), *args],
+    cwd=repo_root,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
 
 
 def test_params_only_restore_never_reads_optimizer_state(trained, tmp_path, monkeypatch):
@@ -49,8 +59,9 @@ def test_params_only_restore_never_reads_optimizer_state(trained, tmp_path, monk
   shutil.copytree(workdir, copy)
   step_dir = os.path.join(copy, "checkpoints", "200")
   shutil.rmtree(os.path.join(step_dir, "opt_state"))  # gone: a read of it would fail
-  monkeypatch.setattr(checkpoint_lib.Checkpointer, "restore",
-                      lambda *a, **k: pytest.fail("full restore called"))
+  monkeypatch.setattr(
+    checkpoint_lib.Checkpointer, "restore", lambda *a, **k: pytest.fail("full restore called")
+  )
   run = load_run(copy, "latest")
   reference = load_run(workdir, "latest")
   assert run.step == 200
@@ -69,8 +80,9 @@ def test_best_and_numbered_checkpoints_restore(trained):
 def test_workdirs_without_a_run_are_clear_errors(tmp_path):
   with pytest.raises(WorkdirError, match="no trained run"):
     load_run(str(tmp_path))
-  (tmp_path / "config.json").write_text(json.dumps(
-      load_config("experiments/mnist1d_cnn.py").to_dict()))
+  (tmp_path / "config.json").write_text(
+    json.dumps(load_config("experiments/mnist1d_cnn.py").to_dict())
+  )
   with pytest.raises(CheckpointError, match="no checkpoint"):
     load_run(str(tmp_path))
 
@@ -78,7 +90,8 @@ def test_workdirs_without_a_run_are_clear_errors(tmp_path):
 def count_backend_compiles():
   events = []
   jax.monitoring.register_event_duration_secs_listener(
-      lambda name, *_ , **__: events.append(name) if "backend_compile" in name else None)
+    lambda name, *_, **__: events.append(name) if "backend_compile" in name else None
+  )
   return events
 
 
@@ -100,8 +113,8 @@ def test_predictions_identical_between_batch_sizes(trained):
   predictor = Predictor.from_run(load_run(workdir), batch_sizes=(1, 8, 512))
   x = data.x_test[:300]
   whole = predictor.logits(x)
-  one_by_one = np.concatenate([predictor.logits(x[i:i + 1]) for i in range(len(x))])
-  by_eight = np.concatenate([predictor.logits(x[i:i + 8]) for i in range(0, len(x), 8)])
+  one_by_one = np.concatenate([predictor.logits(x[i : i + 1]) for i in range(len(x))])
+  by_eight = np.concatenate([predictor.logits(x[i : i + 8]) for i in range(0, len(x), 8)])
   np.testing.assert_array_equal(whole.argmax(-1), one_by_one.argmax(-1))
   np.testing.assert_array_equal(whole.argmax(-1), by_eight.argmax(-1))
   np.testing.assert_allclose(whole, one_by_one, rtol=1e-5, atol=1e-5)
@@ -110,8 +123,18 @@ def test_predictions_identical_between_batch_sizes(trained):
 def test_infer_script_reproduces_final_test_accuracy(trained, repo_root, tmp_path):
   workdir, summary, data, npz = trained
   out = str(tmp_path / "preds.npz")
-  result = run_infer(repo_root, "--workdir", workdir, "--input", npz, "--key", "x_test",
-                     "--output", out, "--probabilities")
+  result = run_infer(
+    repo_root,
+    "--workdir",
+    workdir,
+    "--input",
+    npz,
+    "--key",
+    "x_test",
+    "--output",
+    out,
+    "--probabilities",
+  )
   assert result.returncode == 0, result.stderr
   with np.load(out) as f:
     predictions, probabilities = f["predictions"], f["probabilities"]
@@ -125,8 +148,9 @@ def test_infer_script_reproduces_final_test_accuracy(trained, repo_root, tmp_pat
 def test_csv_in_csv_out(trained, repo_root, tmp_path):
   workdir, _, data, _ = trained
   src = tmp_path / "new.csv"
-  np.savetxt(src, data.x_test[:5], delimiter=",", header="f" + ",f".join(map(str, range(40))),
-             comments="")
+  np.savetxt(
+    src, data.x_test[:5], delimiter=",", header="f" + ",f".join(map(str, range(40))), comments=""
+  )
   out = tmp_path / "preds.csv"
   result = run_infer(repo_root, "--workdir", workdir, "--input", str(src), "--output", str(out))
   assert result.returncode == 0, result.stderr
@@ -136,14 +160,18 @@ def test_csv_in_csv_out(trained, repo_root, tmp_path):
   assert [int(r) for r in rows[1:]] == expected.tolist()
 
 
-@pytest.mark.parametrize("make_input,fragment", [
+@pytest.mark.parametrize(
+  "make_input,fragment",
+  [
     (lambda d: np.zeros((3, 41), np.float32), "does not match the model's [n, 40]"),
     (lambda d: np.array([["a"] * 40]), "not numeric"),
     (lambda d: np.zeros((0, 40), np.float32), "no examples"),
     (lambda d: np.where(np.arange(40) == 3, np.nan, 0.0)[None].repeat(2, 0), "row 0 holds NaN"),
-])
-def test_bad_inputs_fail_with_one_line_and_write_nothing(trained, repo_root, tmp_path,
-                                                         make_input, fragment):
+  ],
+)
+def test_bad_inputs_fail_with_one_line_and_write_nothing(
+  trained, repo_root, tmp_path, make_input, fragment
+):
   workdir, _, data, _ = trained
   src, out = tmp_path / "bad.npy", tmp_path / "out.npy"
   np.save(src, make_input(data))
@@ -158,12 +186,13 @@ def test_script_errors_for_missing_run_and_files(trained, repo_root, tmp_path):
   workdir, _, _, npz = trained
   out = str(tmp_path / "o.npy")
   cases = [
-      (["--workdir", str(tmp_path), "--input", npz, "--output", out], "no trained run"),
-      (["--workdir", workdir, "--input", str(tmp_path / "nope.npy"), "--output", out],
-       "does not exist"),
-      (["--workdir", workdir, "--input", npz, "--key", "z", "--output", out], "no array 'z'"),
-      (["--workdir", workdir, "--input", npz, "--output", str(tmp_path / "o.txt")],
-       "unknown type"),
+    (["--workdir", str(tmp_path), "--input", npz, "--output", out], "no trained run"),
+    (
+      ["--workdir", workdir, "--input", str(tmp_path / "nope.npy"), "--output", out],
+      "does not exist",
+    ),
+    (["--workdir", workdir, "--input", npz, "--key", "z", "--output", out], "no array 'z'"),
+    (["--workdir", workdir, "--input", npz, "--output", str(tmp_path / "o.txt")], "unknown type"),
   ]
   for args, fragment in cases:
     result = run_infer(repo_root, *args)

@@ -1,5 +1,6 @@
 """Kernel choice per backend: "auto" keeps XLA:CPU's fast paths on CPU and gives every other
 backend XLA's own ops; the platform is faked, since CI has no GPU."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,7 +61,9 @@ def test_for_platform_keeps_params_and_function():
   on_gpu = for_platform(model, "gpu")
   assert (on_gpu.conv_impl, on_gpu.matmul_impl) == ("xla", "xla")
   assert (for_platform(model, "cpu").conv_impl, for_platform(model, "cpu").matmul_impl) == (
-      "im2col", "patch")
+    "im2col",
+    "patch",
+  )
   np.testing.assert_allclose(on_gpu.apply(params, x), model.apply(params, x), atol=1e-5)
   built = build_model({"name": "cnn1d"}, 10, platform="tpu")
   assert (built.conv_impl, built.matmul_impl) == ("xla", "xla")

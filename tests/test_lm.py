@@ -1,5 +1,6 @@
 """The language model end to end: training against the source's entropy rate, 8 devices against
 1, checkpoint restore for inference, and the cost report."""
+
 import json
 import math
 import os
@@ -17,12 +18,27 @@ from research.training.loop import train_and_evaluate
 
 
 def tiny(num_devices=1, steps=40):
-  return load_config("experiments/lm_markov_tiny.py", [
-      f"num_steps={steps}", "log_every=20", "eval_every=20", "checkpoint_every=20",
-      "batch_size=16", "eval_batch_size=64", f"num_devices={num_devices}",
-      "data.n_ctx=32", "data.train_tokens=20000", "data.val_tokens=4096",
-      "model.n_ctx=32", "model.d_model=32", "model.n_layer=1", "model.d_ff=64",
-      "model.n_head=2", "optimizer.learning_rate=1e-2"])
+  return load_config(
+    "experiments/lm_markov_tiny.py",
+    [
+      f"num_steps={steps}",
+      "log_every=20",
+      "eval_every=20",
+      "checkpoint_every=20",
+      "batch_size=16",
+      "eval_batch_size=64",
+      f"num_devices={num_devices}",
+      "data.n_ctx=32",
+      "data.train_tokens=20000",
+      "data.val_tokens=4096",
+      "model.n_ctx=32",
+      "model.d_model=32",
+      "model.n_layer=1",
+      "model.d_ff=64",
+      "model.n_head=2",
+      "optimizer.learning_rate=1e-2",
+    ],
+  )
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +80,27 @@ def test_lm_costs_script(trained, repo_root, tmp_path):
   workdir, summary = trained
   out = str(tmp_path / "report")
   result = subprocess.run(
-      [sys.executable, "scripts/lm_costs.py", "--workdir", workdir, "--out", out,
-       "--prompt-tokens", "4", "--new-tokens", "8", "--sequences", "3", "--batch-sizes", "1,4"],
-      cwd=repo_root, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "scripts/lm_costs.py",
+      "--workdir",
+      workdir,
+      "--out",
+      out,
+      "--prompt-tokens",
+      "4",
+      "--new-tokens",
+      "8",
+      "--sequences",
+      "3",
+      "--batch-sizes",
+      "1,4",
+    ],
+    cwd=repo_root,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   r = json.load(open(os.path.join(out, "report.json")))
   f = r["flops"]
@@ -86,19 +120,37 @@ def test_lm_costs_script(trained, repo_root, tmp_path):
 
 
 def test_lm_costs_without_a_run_is_one_line(repo_root, tmp_path):
-  result = subprocess.run([sys.executable, "scripts/lm_costs.py", "--workdir",
-                           str(tmp_path / "nothing")], cwd=repo_root, capture_output=True,
-                          text=True, timeout=120)
+  result = subprocess.run(
+    [sys.executable, "scripts/lm_costs.py", "--workdir", str(tmp_path / "nothing")],
+    cwd=repo_root,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 1 and result.stderr.count("error:") == 1
   assert "no trained run" in result.stderr
 
 
 def test_lm_costs_asking_past_the_context_is_one_line(trained, repo_root, tmp_path):
   workdir, _ = trained
-  result = subprocess.run([sys.executable, "scripts/lm_costs.py", "--workdir", workdir,
-                           "--out", str(tmp_path / "r"), "--prompt-tokens", "8",
-                           "--new-tokens", "40"], cwd=repo_root, capture_output=True,
-                          text=True, timeout=300)
+  result = subprocess.run(
+    [
+      sys.executable,
+      "scripts/lm_costs.py",
+      "--workdir",
+      workdir,
+      "--out",
+      str(tmp_path / "r"),
+      "--prompt-tokens",
+      "8",
+      "--new-tokens",
+      "40",
+    ],
+    cwd=repo_root,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 1 and result.stderr.count("error:") == 1
   assert "exceed the model's n_ctx 32" in result.stderr
   assert not os.path.exists(tmp_path / "r" / "report.json")

@@ -1,12 +1,20 @@
 """Language-model data: the Markov law and entropy rate, text corpora, windows, datasets."""
+
 import math
 
 import numpy as np
 import pytest
 
 from research.data.dataset import DataError, Dataset
-from research.data.markov import (MarkovSource, bits_per_token, entropy_rate, load_markov_corpus,
-                                  make_markov_source, sample_tokens, stationary_distribution)
+from research.data.markov import (
+  MarkovSource,
+  bits_per_token,
+  entropy_rate,
+  load_markov_corpus,
+  make_markov_source,
+  sample_tokens,
+  stationary_distribution,
+)
 from research.data.text import load_text_corpus
 from research.data.tokens import TokenCorpus, corpus_to_dataset, decode, encode, windows
 
@@ -26,8 +34,11 @@ def _primitive(p):
 
 # (a) structure of the random chain
 
-@pytest.mark.parametrize("vocab_size,branching,seed", [(2, 2, 0), (5, 2, 3), (32, 4, 0),
-                                                       (32, 4, 7), (16, 16, 1), (50, 3, 2)])
+
+@pytest.mark.parametrize(
+  "vocab_size,branching,seed",
+  [(2, 2, 0), (5, 2, 3), (32, 4, 0), (32, 4, 7), (16, 16, 1), (50, 3, 2)],
+)
 def test_source_rows_branching_and_stationary(vocab_size, branching, seed):
   src = make_markov_source(vocab_size, branching, seed)
   p, pi = src.transition, src.stationary
@@ -64,13 +75,16 @@ def test_concentration_shapes_the_entropy():
   assert peaked < 0.5 < math.log(4) - 0.01 < flat <= math.log(4) + 1e-12
 
 
-@pytest.mark.parametrize("kwargs,words", [
+@pytest.mark.parametrize(
+  "kwargs,words",
+  [
     (dict(vocab_size=1, branching=1), "vocab_size must be at least 2"),
     (dict(vocab_size=8, branching=1), "branching must be in [2, vocab_size=8]"),
     (dict(vocab_size=8, branching=9), "branching must be in [2, vocab_size=8]"),
     (dict(concentration=0.0), "concentration must be a positive number"),
     (dict(concentration=float("nan")), "concentration must be a positive number"),
-])
+  ],
+)
 def test_source_bad_arguments(kwargs, words):
   with pytest.raises(DataError) as e:
     make_markov_source(**kwargs)
@@ -89,6 +103,7 @@ def test_stationary_rejects_reducible_and_malformed_chains():
 
 
 # (b) entropy rate against hand computations
+
 
 @pytest.mark.parametrize("flip", [0.5, 0.1, 0.01, 0.9])
 def test_entropy_rate_symmetric_two_state(flip):
@@ -119,6 +134,7 @@ def test_entropy_rate_three_state_with_zeros():
 
 # (c) samples follow the chain's law
 
+
 def test_sample_log_loss_and_bigrams_match_the_law():
   src = make_markov_source(32, 4, seed=0)
   x = sample_tokens(src, 200_000, seed=3)
@@ -135,11 +151,11 @@ def test_sample_log_loss_and_bigrams_match_the_law():
 def test_first_token_is_drawn_from_the_stationary_distribution():
   src = _source([[0, 1, 0], [0, 0, 1], [0.5, 0, 0.5]])  # pi = (1/4, 1/4, 1/2)
   firsts = np.array([sample_tokens(src, 1, seed=s)[0] for s in range(2000)])
-  np.testing.assert_allclose(np.bincount(firsts, minlength=3) / 2000, [0.25, 0.25, 0.5],
-                             atol=0.04)
+  np.testing.assert_allclose(np.bincount(firsts, minlength=3) / 2000, [0.25, 0.25, 0.5], atol=0.04)
 
 
 # (d) determinism, (e) sampling output
+
 
 def test_corpus_is_deterministic_in_its_seeds():
   kw = dict(vocab_size=16, branching=3, train_tokens=5000, val_tokens=500)
@@ -207,15 +223,15 @@ def test_text_round_trip_split_and_vocab(tmp_path):
 
 def test_text_errors(tmp_path):
   cases = [
-      (str(tmp_path / "missing.txt"), 0.1, "does not exist"),
-      (str(tmp_path), 0.1, "is a directory"),
-      (_write(tmp_path, b"", "empty.txt"), 0.1, "is empty"),
-      (_write(tmp_path, b"ab\xff\xfecd", "latin.txt"), 0.1, "not valid UTF-8"),
-      (_write(tmp_path, "abcdef", "ok.txt"), 0.0, "val_fraction must be in (0, 1)"),
-      (_write(tmp_path, "abcdef", "ok.txt"), 1.0, "val_fraction must be in (0, 1)"),
-      (_write(tmp_path, "abcdef", "ok.txt"), -0.2, "val_fraction must be in (0, 1)"),
-      (_write(tmp_path, "abc", "short.txt"), 0.1, "at least 2"),
-      (_write(tmp_path, "abcdefghij", "tiny_train.txt"), 0.9, "at least 2"),
+    (str(tmp_path / "missing.txt"), 0.1, "does not exist"),
+    (str(tmp_path), 0.1, "is a directory"),
+    (_write(tmp_path, b"", "empty.txt"), 0.1, "is empty"),
+    (_write(tmp_path, b"ab\xff\xfecd", "latin.txt"), 0.1, "not valid UTF-8"),
+    (_write(tmp_path, "abcdef", "ok.txt"), 0.0, "val_fraction must be in (0, 1)"),
+    (_write(tmp_path, "abcdef", "ok.txt"), 1.0, "val_fraction must be in (0, 1)"),
+    (_write(tmp_path, "abcdef", "ok.txt"), -0.2, "val_fraction must be in (0, 1)"),
+    (_write(tmp_path, "abc", "short.txt"), 0.1, "at least 2"),
+    (_write(tmp_path, "abcdefghij", "tiny_train.txt"), 0.9, "at least 2"),
   ]
   for path, fraction, words in cases:
     with pytest.raises(DataError) as e:
@@ -253,6 +269,7 @@ def test_token_corpus_validates_and_freezes():
 
 # (g) windows
 
+
 def test_windows_default_stride_is_non_overlapping():
   x, y = windows(np.arange(23), n_ctx=5)
   assert x.shape == y.shape == (4, 5) and x.dtype == y.dtype == np.int32
@@ -266,8 +283,8 @@ def test_windows_shift_by_one(n_ctx, stride):
   x, y = windows(tokens, n_ctx, stride)
   assert len(x) == (len(tokens) - n_ctx - 1) // stride + 1
   for i in range(len(x)):
-    np.testing.assert_array_equal(x[i], tokens[i * stride:i * stride + n_ctx])
-    np.testing.assert_array_equal(y[i], tokens[i * stride + 1:i * stride + n_ctx + 1])
+    np.testing.assert_array_equal(x[i], tokens[i * stride : i * stride + n_ctx])
+    np.testing.assert_array_equal(y[i], tokens[i * stride + 1 : i * stride + n_ctx + 1])
   np.testing.assert_array_equal(x[:, 1:], y[:, :-1])
 
 
@@ -286,6 +303,7 @@ def test_windows_edges_and_errors():
 
 
 # (h) datasets
+
 
 def test_corpus_to_dataset_markov_and_text(tmp_path):
   c = load_markov_corpus(16, 3, train_tokens=1000, val_tokens=200)

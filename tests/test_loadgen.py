@@ -1,5 +1,6 @@
 """MLPerf LoadGen scenarios: short runs end VALID with their own logs, batched Server serves
 without compiling, predictor errors surface instead of hanging, and the Server QPS search."""
+
 import json
 import os
 import threading
@@ -7,23 +8,23 @@ import time
 
 import jax
 import jax.numpy as jnp
+import mlperf_loadgen  # noqa: E402,F401  (a core dependency: a missing install must fail, not skip)
 import numpy as np
 import pytest
 
-import mlperf_loadgen  # noqa: E402,F401  (a core dependency: a missing install must fail, not skip)
-
 from research.bench import loadgen  # noqa: E402
 from research.bench.loadgen import scenarios  # noqa: E402
-from research.serving.predictor import Predictor
 from research.models import build_model  # noqa: E402
+from research.serving.predictor import Predictor
 
 SHORT_MS = 300
 
 
 @pytest.fixture(scope="module")
 def predictor():
-  model = build_model({"name": "cnn1d", "channels": 25, "conv_impl": "im2col",
-                       "dtype": "float32"}, 10)
+  model = build_model(
+    {"name": "cnn1d", "channels": 25, "conv_impl": "im2col", "dtype": "float32"}, 10
+  )
   params = model.init(jax.random.key(0), jnp.zeros((1, 40)))
   return Predictor(model, params, (40,), batch_sizes=(1, 8, 64))
 
@@ -83,9 +84,16 @@ def test_batched_server_batches_at_a_load_batch_one_cannot_carry(predictor, samp
   one_call_s = loadgen.measure_call_seconds(predictor, samples, 1)
   target_qps = 2.0 / one_call_s  # twice what batch-1 compute alone could answer
   compiles = predictor.compile_count
-  record = loadgen.run_scenario(predictor, samples, "Server", str(tmp_path / "server"),
-                                duration_ms=SHORT_MS, batching=True, latency_bound_ms=50,
-                                target_qps=target_qps)
+  record = loadgen.run_scenario(
+    predictor,
+    samples,
+    "Server",
+    str(tmp_path / "server"),
+    duration_ms=SHORT_MS,
+    batching=True,
+    latency_bound_ms=50,
+    target_qps=target_qps,
+  )
   assert record["valid"] is True, (record["invalid_reason"], record["latency_ms"])
   assert_own_logs(record, tmp_path / "server")
   assert predictor.compile_count == compiles
@@ -102,9 +110,16 @@ def test_batched_server_batches_at_a_load_batch_one_cannot_carry(predictor, samp
 
 
 def test_batch_one_server_answers_one_sample_per_call(predictor, samples, tmp_path):
-  record = loadgen.run_scenario(predictor, samples, "Server", str(tmp_path / "server1"),
-                                duration_ms=SHORT_MS, batching=False, latency_bound_ms=50,
-                                target_qps=3000)
+  record = loadgen.run_scenario(
+    predictor,
+    samples,
+    "Server",
+    str(tmp_path / "server1"),
+    duration_ms=SHORT_MS,
+    batching=False,
+    latency_bound_ms=50,
+    target_qps=3000,
+  )
   assert record["valid"] is True, (record["invalid_reason"], record["latency_ms"])
   assert record["sut"]["batch_size_histogram"] == {"1": record["query_count"]}
   assert record["query_count"] >= loadgen.EARLY_STOPPING_MIN_QUERIES["Server"]
@@ -134,9 +149,16 @@ def test_a_predictor_error_surfaces_instead_of_hanging(predictor, samples, tmp_p
 
   def run():  # in a thread, so that a hang fails the test instead of stalling the suite
     try:
-      loadgen.run_scenario(failing, samples, scenario, str(tmp_path / scenario),
-                           duration_ms=SHORT_MS, expected_latency_ms=0.05, expected_qps=1e5,
-                           target_qps=2000)
+      loadgen.run_scenario(
+        failing,
+        samples,
+        scenario,
+        str(tmp_path / scenario),
+        duration_ms=SHORT_MS,
+        expected_latency_ms=0.05,
+        expected_qps=1e5,
+        target_qps=2000,
+      )
     except BaseException as e:  # noqa: BLE001
       outcome["error"] = e
 
@@ -154,8 +176,9 @@ def test_a_predictor_error_surfaces_instead_of_hanging(predictor, samples, tmp_p
 
 
 def test_each_run_needs_its_own_log_dir(predictor, samples, tmp_path):
-  loadgen.run_scenario(predictor, samples, "SingleStream", str(tmp_path), duration_ms=50,
-                       min_query_count=64)
+  loadgen.run_scenario(
+    predictor, samples, "SingleStream", str(tmp_path), duration_ms=50, min_query_count=64
+  )
   with pytest.raises(ValueError, match="own directory"):
     loadgen.run_scenario(predictor, samples, "SingleStream", str(tmp_path), duration_ms=50)
 
@@ -176,15 +199,24 @@ def test_settings_short_by_default_full_length_from_loadgen():
 def test_accuracy_mode_logs_the_real_logits(predictor, samples, tmp_path):
   labels = predictor.predict(samples)
   labels[:32] = (labels[:32] + 1) % 10  # 32 of 256 wrong on purpose
-  record = loadgen.run_scenario(predictor, samples, "Offline", str(tmp_path), mode="accuracy",
-                                labels=labels)
+  record = loadgen.run_scenario(
+    predictor, samples, "Offline", str(tmp_path), mode="accuracy", labels=labels
+  )
   assert record["samples_logged"] == len(samples)
   assert record["top1_accuracy"] == pytest.approx(1 - 32 / 256)
 
 
 def test_find_server_qps_returns_a_valid_run(predictor, samples, tmp_path):
-  result = loadgen.find_server_qps(predictor, samples, str(tmp_path), latency_bound_ms=50,
-                                   batching=True, duration_ms=200, start_qps=2000, max_runs=3)
+  result = loadgen.find_server_qps(
+    predictor,
+    samples,
+    str(tmp_path),
+    latency_bound_ms=50,
+    batching=True,
+    duration_ms=200,
+    start_qps=2000,
+    max_runs=3,
+  )
   best = result["best"]
   assert result["qps"] > 0 and best is not None and best["valid"] is True
   assert best["settings"]["target_qps"] == result["qps"]
@@ -205,45 +237,57 @@ def test_find_server_qps_brackets_then_bisects(predictor, samples, tmp_path, mon
   def fake_run(predictor, samples, scenario, log_dir, *, target_qps, **kwargs):
     runs.append(target_qps)
     valid = target_qps <= 5000
-    return {"valid": valid, "latency_ms": {"p99": 1.0 if valid else 99.0},
-            "samples_per_s": target_qps if valid else 0.5 * target_qps,  # overloaded
-            "scheduled_qps": target_qps, "sut": {"mean_batch_size": 1.0},
-            "invalid_reason": None if valid else "Reduce target QPS", "wall_s": 0.0,
-            "settings": {"target_qps": target_qps}}
+    return {
+      "valid": valid,
+      "latency_ms": {"p99": 1.0 if valid else 99.0},
+      "samples_per_s": target_qps if valid else 0.5 * target_qps,  # overloaded
+      "scheduled_qps": target_qps,
+      "sut": {"mean_batch_size": 1.0},
+      "invalid_reason": None if valid else "Reduce target QPS",
+      "wall_s": 0.0,
+      "settings": {"target_qps": target_qps},
+    }
 
   monkeypatch.setattr(scenarios, "run_scenario", fake_run)  # where find_server_qps looks
-  result = loadgen.find_server_qps(predictor, samples, str(tmp_path), start_qps=40000,
-                                   max_runs=20, rel_tolerance=0.05)
+  result = loadgen.find_server_qps(
+    predictor, samples, str(tmp_path), start_qps=40000, max_runs=20, rel_tolerance=0.05
+  )
   assert runs[:4] == [40000, 20000, 10000, 5000]  # shrinks until VALID
   assert 5000 / 1.05 <= result["qps"] <= 5000
   assert result["bracket"]["invalid_qps"] / result["bracket"]["valid_qps"] <= 1.05
   assert result["best"]["settings"]["target_qps"] == result["qps"]
-  grown = loadgen.find_server_qps(predictor, samples, str(tmp_path / "g"), start_qps=1000,
-                                  max_runs=4)
+  grown = loadgen.find_server_qps(
+    predictor, samples, str(tmp_path / "g"), start_qps=1000, max_runs=4
+  )
   assert [t["target_qps"] for t in grown["trials"]] == [1000, 2000, 4000, 8000]
   assert grown["qps"] == 4000 and grown["bracket"]["invalid_qps"] == 8000
 
 
-def test_find_server_qps_retries_a_marginal_invalid_once(predictor, samples, tmp_path,
-                                                         monkeypatch):
+def test_find_server_qps_retries_a_marginal_invalid_once(predictor, samples, tmp_path, monkeypatch):
   """A run that kept up but failed its tail once (a stall) does not cap the search."""
   runs = []
 
   def fake_run(predictor, samples, scenario, log_dir, *, target_qps, **kwargs):
     runs.append(target_qps)
     valid = target_qps <= 5000 and not (target_qps == 2000 and runs.count(2000) == 1)
-    return {"valid": valid, "latency_ms": {"p99": 1.0 if valid else 20.0},
-            "samples_per_s": target_qps, "scheduled_qps": target_qps,  # kept up: marginal
-            "sut": {"mean_batch_size": 1.0}, "invalid_reason": None, "wall_s": 0.0,
-            "settings": {"target_qps": target_qps}}
+    return {
+      "valid": valid,
+      "latency_ms": {"p99": 1.0 if valid else 20.0},
+      "samples_per_s": target_qps,
+      "scheduled_qps": target_qps,  # kept up: marginal
+      "sut": {"mean_batch_size": 1.0},
+      "invalid_reason": None,
+      "wall_s": 0.0,
+      "settings": {"target_qps": target_qps},
+    }
 
   monkeypatch.setattr(scenarios, "run_scenario", fake_run)  # where find_server_qps looks
-  result = loadgen.find_server_qps(predictor, samples, str(tmp_path), start_qps=1000,
-                                   max_runs=20)
+  result = loadgen.find_server_qps(predictor, samples, str(tmp_path), start_qps=1000, max_runs=20)
   assert runs[:3] == [1000, 2000, 2000]  # the stalled run is repeated, and passes
   assert result["trials"][2]["retry"] is True
   assert 5000 / 1.05 <= result["qps"] <= 5000
   runs.clear()
-  no_retry = loadgen.find_server_qps(predictor, samples, str(tmp_path / "n"), start_qps=1000,
-                                     max_runs=20, retry_marginal=False)
+  no_retry = loadgen.find_server_qps(
+    predictor, samples, str(tmp_path / "n"), start_qps=1000, max_runs=20, retry_marginal=False
+  )
   assert no_retry["qps"] < 2000  # without the retry, one stall caps the answer

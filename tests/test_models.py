@@ -29,15 +29,18 @@ def test_im2col_cnn_matches_xla_conv_values_and_gradients():
   params = xla.init(jax.random.key(0), jnp.zeros((1, 40)))
   x = jax.random.normal(jax.random.key(1), (6, 40))
   np.testing.assert_allclose(fast.apply(params, x), xla.apply(params, x), atol=1e-5)
-  loss = lambda m: (lambda p: jnp.sum(m.apply(p, x) ** 2))
+  loss = lambda m: lambda p: jnp.sum(m.apply(p, x) ** 2)
   g_fast, g_xla = jax.grad(loss(fast))(params), jax.grad(loss(xla))(params)
   for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_xla)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("k,s,p,c_in,length", [(5, 2, 1, 1, 40), (3, 2, 1, 25, 19), (4, 1, 0, 3, 9)])
+@pytest.mark.parametrize(
+  "k,s,p,c_in,length", [(5, 2, 1, 1, 40), (3, 2, 1, 25, 19), (4, 1, 0, 3, 9)]
+)
 def test_conv1d_layer_alignment_does_not_change_results(k, s, p, c_in, length):
   from research.models.layers import Conv1D
+
   x = jax.random.normal(jax.random.key(2), (4, length, c_in))
   ref = Conv1D(7, k, s, p, impl="xla")
   params = ref.init(jax.random.key(3), x)
@@ -57,12 +60,12 @@ def _numpy_bigru(params, x_BxT):
     seq = range(steps) if d == 0 else reversed(range(steps))
     out = np.zeros((batch, steps, hidden))
     for t in seq:
-      gi = x_BxT[:, t:t + 1] @ p["w_in"][d] + p["b_in"][d]
+      gi = x_BxT[:, t : t + 1] @ p["w_in"][d] + p["b_in"][d]
       gh = h @ p["w_hid"][d] + p["b_hid"][d]
       sig = lambda v: 1 / (1 + np.exp(-v))
       r = sig(gi[:, :hidden] + gh[:, :hidden])
-      z = sig(gi[:, hidden:2 * hidden] + gh[:, hidden:2 * hidden])
-      n = np.tanh(gi[:, 2 * hidden:] + r * gh[:, 2 * hidden:])
+      z = sig(gi[:, hidden : 2 * hidden] + gh[:, hidden : 2 * hidden])
+      n = np.tanh(gi[:, 2 * hidden :] + r * gh[:, 2 * hidden :])
       h = (1 - z) * n + z * h
       out[:, t] = h
     outs.append(out)
@@ -96,6 +99,7 @@ def test_bfloat16_compute_keeps_float32_params():
 
 def test_patch_matmul_gradients_equal_plain_matmul():
   from research.kernels.matmul import patch_matmul
+
   p = jax.random.normal(jax.random.key(6), (4, 7, 13))
   w = jax.random.normal(jax.random.key(7), (13, 5))
   f_custom = lambda p, w: jnp.sum(jnp.sin(patch_matmul(p, w)))

@@ -1,4 +1,5 @@
 """Data parallelism: 8 CPU devices (conftest) against 1, in one step, a run, and checkpoints."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,17 +10,31 @@ from research.config import load_config
 from research.data import BatchSchedule
 from research.data.mnist1d import load_mnist1d
 from research.models import build_model
-from research.training.parallel import (ParallelError, batch_sharded, check_batch, data_mesh, replicate)
 from research.training.loop import train_and_evaluate
-from research.training.step import create_train_state, make_train_chunk, make_train_step
 from research.training.optimizers import make_optimizer
+from research.training.parallel import (
+  ParallelError,
+  batch_sharded,
+  check_batch,
+  data_mesh,
+  replicate,
+)
+from research.training.step import create_train_state, make_train_chunk, make_train_step
 
 
 def tiny(num_devices, steps=40, **extra):
-  return load_config("experiments/mnist1d_mlp.py", [
-      f"num_steps={steps}", "batch_size=96", "log_every=20", "eval_every=20",
-      "checkpoint_every=20", f"num_devices={num_devices}",
-      *[f"{k}={v}" for k, v in extra.items()]])
+  return load_config(
+    "experiments/mnist1d_mlp.py",
+    [
+      f"num_steps={steps}",
+      "batch_size=96",
+      "log_every=20",
+      "eval_every=20",
+      "checkpoint_every=20",
+      f"num_devices={num_devices}",
+      *[f"{k}={v}" for k, v in extra.items()],
+    ],
+  )
 
 
 def chunk_losses(num_devices):
@@ -29,11 +44,13 @@ def chunk_losses(num_devices):
   model = build_model(config.model, 10)
   optimizer = make_optimizer(**config.optimizer)
   mesh = data_mesh(num_devices)
-  state = replicate(create_train_state(model, optimizer, jnp.zeros((1, 40)), jax.random.key(0)),
-                    mesh)
+  state = replicate(
+    create_train_state(model, optimizer, jnp.zeros((1, 40)), jax.random.key(0)), mesh
+  )
   x, y = replicate((data.x_train, data.y_train), mesh)
-  indices = jax.device_put(BatchSchedule(len(data.x_train), 96, False, 0).chunk(0, 20),
-                           batch_sharded(mesh, batch_axis=1))
+  indices = jax.device_put(
+    BatchSchedule(len(data.x_train), 96, False, 0).chunk(0, 20), batch_sharded(mesh, batch_axis=1)
+  )
   chunk = jax.jit(make_train_chunk(make_train_step(model, optimizer)), donate_argnums=0)
   compiled = chunk.lower(state, x, y, indices).compile()
   new_state, metrics = compiled(state, x, y, indices)

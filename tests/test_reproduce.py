@@ -1,4 +1,5 @@
 """Table 1 reproduction: the shuffled variant, seeds, and a tiny end-to-end table."""
+
 import json
 import os
 import subprocess
@@ -43,8 +44,10 @@ def test_shuffled_variant_is_one_fixed_permutation_for_train_and_test():
 
 
 def tiny(model="mlp", steps=60):
-  return load_config(f"experiments/mnist1d_{model}.py", [
-      f"num_steps={steps}", "eval_every=20", "log_every=20", "checkpoint_every=20"])
+  return load_config(
+    f"experiments/mnist1d_{model}.py",
+    [f"num_steps={steps}", "eval_every=20", "log_every=20", "checkpoint_every=20"],
+  )
 
 
 def test_seeds_change_initialization_only():
@@ -86,17 +89,34 @@ def test_jobs_cover_every_run_once_longest_first_none_too_long():
 
 def test_merge_restores_member_order_and_sums_time():
   def part(members, acc):
-    return {"members": [{"variant": v, "seed": s} for v, s in members],
-            "final_test_accuracy": acc, "final_test_loss": acc, "best_test_accuracy": acc,
-            "best_step": [1] * len(acc), "train_seconds": 1.0, "compile_seconds": 2.0,
-            "eval_seconds": 0.5, "wall_seconds": 4.0, "params": 7}
-  done = {("gru", (("shuffled", 1), ("original", 2))): part([("shuffled", 1), ("original", 2)],
-                                                            [0.51, 0.92]),
-          ("gru", (("original", 0), ("original", 1))): part([("original", 0), ("original", 1)],
-                                                            [0.90, 0.91])}
+    return {
+      "members": [{"variant": v, "seed": s} for v, s in members],
+      "final_test_accuracy": acc,
+      "final_test_loss": acc,
+      "best_test_accuracy": acc,
+      "best_step": [1] * len(acc),
+      "train_seconds": 1.0,
+      "compile_seconds": 2.0,
+      "eval_seconds": 0.5,
+      "wall_seconds": 4.0,
+      "params": 7,
+    }
+
+  done = {
+    ("gru", (("shuffled", 1), ("original", 2))): part(
+      [("shuffled", 1), ("original", 2)], [0.51, 0.92]
+    ),
+    ("gru", (("original", 0), ("original", 1))): part(
+      [("original", 0), ("original", 1)], [0.90, 0.91]
+    ),
+  }
   merged = merge_jobs(done, ["gru"])["gru"]
   assert [(m["variant"], m["seed"]) for m in merged["members"]] == [
-      ("original", 0), ("original", 1), ("original", 2), ("shuffled", 1)]
+    ("original", 0),
+    ("original", 1),
+    ("original", 2),
+    ("shuffled", 1),
+  ]
   assert merged["final_test_accuracy"] == [0.90, 0.91, 0.92, 0.51]
   assert merged["train_seconds"] == 2.0 and merged["wall_seconds"] == 8.0 and merged["jobs"] == 2
   with pytest.raises(ValueError, match="cnn"):
@@ -110,25 +130,39 @@ def test_torch_reference_runs_spread_over_cores():
 
 
 def test_torch_comparison_states_both_ratios():
-  per_model = {"cnn": {"members": [{}] * 6, "train_seconds": 12.0},
-               "gru": {"members": [{}] * 6, "train_seconds": 30.0}}
-  ref = {"source": "this invocation", "per_run_seconds": {"cnn": 10.0, "gru": 60.0},
-         "whole_run_seconds": {"cnn": 15.0, "gru": 70.0}}
+  per_model = {
+    "cnn": {"members": [{}] * 6, "train_seconds": 12.0},
+    "gru": {"members": [{}] * 6, "train_seconds": 30.0},
+  }
+  ref = {
+    "source": "this invocation",
+    "per_run_seconds": {"cnn": 10.0, "gru": 60.0},
+    "whole_run_seconds": {"cnn": 15.0, "gru": 70.0},
+  }
   text = "\n".join(torch_comparison(ref, per_model, wall=42.0))
   assert "420 s of PyTorch training loops" in text and "**10.0x**" in text  # 6 * (10 + 60)
   assert "510 s, **12.1x**" in text  # 6 * (15 + 70) / 42
   assert "| cnn | 10.00 | 15.00 | 6 | 2.00 |" in text
-  stored = "\n".join(torch_comparison({"source": "results/speed_vs_torch.json", "date": "d",
-                                        "per_run_seconds": {"cnn": 10.0}}, per_model, 42.0))
+  stored = "\n".join(
+    torch_comparison(
+      {"source": "results/speed_vs_torch.json", "date": "d", "per_run_seconds": {"cnn": 10.0}},
+      per_model,
+      42.0,
+    )
+  )
   assert "not in this invocation" in stored and "No PyTorch time for: gru" in stored
   assert "whole run" not in stored
 
 
 def test_summary_statistics():
-  results = {"cnn": {"members": [{"variant": v, "seed": s} for v in ("original", "shuffled")
-                                 for s in range(3)],
-                     "final_test_accuracy": [0.93, 0.94, 0.95, 0.40, 0.50, 0.60],
-                     "best_test_accuracy": [0.95] * 6, "train_seconds": 1.0}}
+  results = {
+    "cnn": {
+      "members": [{"variant": v, "seed": s} for v in ("original", "shuffled") for s in range(3)],
+      "final_test_accuracy": [0.93, 0.94, 0.95, 0.40, 0.50, 0.60],
+      "best_test_accuracy": [0.95] * 6,
+      "train_seconds": 1.0,
+    }
+  }
   rows = summarize(results, {"cnn": {"original": (94, 2), "shuffled": (56, 2)}}, ["cnn"])
   assert [r["variant"] for r in rows] == ["original", "shuffled"]
   assert abs(rows[0]["final_mean"] - 94.0) < 1e-9 and abs(rows[0]["final_sd"] - 1.0) < 1e-9
@@ -138,39 +172,58 @@ def test_summary_statistics():
 
 def test_cached_job_is_reused_only_under_the_same_settings(tmp_path):
   from research.provenance import write_json
+
   members = (("original", 0), ("shuffled", 1))
   path = cache_path(str(tmp_path), "cnn", members)
   assert os.path.basename(path) == "cnn_original0_shuffled1.json"
   key = {"num_steps": 40, "eval_every": 20, "xla_flags": ""}
   assert cached_result(str(tmp_path), "cnn", members, key) is None
   write_json(path, {"key": key, "result": {"train_seconds": 1.5}})
-  assert cached_result(str(tmp_path), "cnn", members, key) == {"train_seconds": 1.5,
-                                                               "cached": True}
+  assert cached_result(str(tmp_path), "cnn", members, key) == {"train_seconds": 1.5, "cached": True}
   assert cached_result(str(tmp_path), "cnn", members, {**key, "num_steps": 60}) is None
 
 
 def test_format_summary_lines():
-  rows = [{"model": "cnn", "variant": "original", "final_mean": 93.25, "final_sd": 1.0,
-           "paper_mean": 94.0, "paper_sd": 2.0, "within_2sd": True}]
-  report = {"rows": rows, "wall_seconds": 10.0, "per_model": {"cnn": {"members": [{}] * 4}},
-            "provenance": {"retrained": [["cnn", []]] * 2, "cached": [], "workers": 2},
-            "torch_reference": {"source": "this invocation", "per_run_seconds": {"cnn": 5.0},
-                                "whole_run_seconds": {"cnn": 7.5}}}
+  rows = [
+    {
+      "model": "cnn",
+      "variant": "original",
+      "final_mean": 93.25,
+      "final_sd": 1.0,
+      "paper_mean": 94.0,
+      "paper_sd": 2.0,
+      "within_2sd": True,
+    }
+  ]
+  report = {
+    "rows": rows,
+    "wall_seconds": 10.0,
+    "per_model": {"cnn": {"members": [{}] * 4}},
+    "provenance": {"retrained": [["cnn", []]] * 2, "cached": [], "workers": 2},
+    "torch_reference": {
+      "source": "this invocation",
+      "per_run_seconds": {"cnn": 5.0},
+      "whole_run_seconds": {"cnn": 7.5},
+    },
+  }
   assert format_summary(report, "out/t").splitlines() == [
-      "cnn       original  ours  93.2 ± 1.0  paper  94 ± 2  within 2 sd",
-      "4 runs in 10.0 s (2 of 2 jobs trained, 2 workers) -> out/t.md",
-      "PyTorch, the same runs one after another (this invocation): 20 s of training loops, "
-      "2.0x our time; 30 s as whole runs, 3.0x"]
+    "cnn       original  ours  93.2 ± 1.0  paper  94 ± 2  within 2 sd",
+    "4 runs in 10.0 s (2 of 2 jobs trained, 2 workers) -> out/t.md",
+    "PyTorch, the same runs one after another (this invocation): 20 s of training loops, "
+    "2.0x our time; 30 s as whole runs, 3.0x",
+  ]
   report["provenance"]["cached"] = [["cnn", []]]  # partly cached: no speed claim
   assert format_summary(report, "t").splitlines()[-1].startswith("4 runs in 10.0 s (2 of 3 jobs")
 
 
 def test_study_imports_without_torch():
-  code = ("import sys; sys.modules['torch'] = None\n"
-          "import research.studies.mnist1d_table1 as s\n"
-          "from research.studies.mnist1d_table1 import plan, report, torch_timing, workers\n"
-          "assert 'jax' not in sys.modules, 'the package should not start JAX'\n"
-          "print(s.ROOT)")
+  code = (
+    "import sys; sys.modules['torch'] = None\n"
+    "import research.studies.mnist1d_table1 as s\n"
+    "from research.studies.mnist1d_table1 import plan, report, torch_timing, workers\n"
+    "assert 'jax' not in sys.modules, 'the package should not start JAX'\n"
+    "print(s.ROOT)"
+  )
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
   assert os.path.isfile(os.path.join(out.stdout.strip(), "experiments", "mnist1d_table1.py"))
@@ -179,6 +232,7 @@ def test_study_imports_without_torch():
 def test_torch_reference_models_train(tmp_path):
   pytest.importorskip("torch")
   from research.studies.mnist1d_table1 import torch_reference as ref
+
   data = {k: v[:300] for k, v in ref.load_data().items()}
   for name in ref.MODELS:
     rec = ref.bench_model(name, data, steps=4, seed=0, eval_every=2)
@@ -190,19 +244,36 @@ def test_torch_reference_models_train(tmp_path):
 
 def test_tiny_reproduction_writes_a_well_formed_table(repo_root, tmp_path):
   cfg = tmp_path / "table.py"
-  cfg.write_text(open(os.path.join(repo_root, "experiments", "mnist1d_table1.py")).read()
-                 .replace('("logistic", "mlp", "cnn", "gru")', '("logistic", "mlp")'))
+  cfg.write_text(
+    open(os.path.join(repo_root, "experiments", "mnist1d_table1.py"))
+    .read()
+    .replace('("logistic", "mlp", "cnn", "gru")', '("logistic", "mlp")')
+  )
   out, workdir = str(tmp_path / "table"), str(tmp_path / "cache")
-  args = [sys.executable, "scripts/reproduce_mnist1d.py", "--config", str(cfg),
-          "--config.num_steps=40", "--config.eval_every=20", "--config.log_every=20",
-          "--config.seeds=2",
-          "--workdir", workdir, "--out", out]
+  args = [
+    sys.executable,
+    "scripts/reproduce_mnist1d.py",
+    "--config",
+    str(cfg),
+    "--config.num_steps=40",
+    "--config.eval_every=20",
+    "--config.log_every=20",
+    "--config.seeds=2",
+    "--workdir",
+    workdir,
+    "--out",
+    out,
+  ]
   env = {**os.environ, "PYTHONPATH": repo_root}
   first = subprocess.run(args, cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
   assert first.returncode == 0, first.stderr[-3000:]
   report = json.load(open(out + ".json"))
   assert [(r["model"], r["variant"]) for r in report["rows"]] == [
-      ("logistic", "original"), ("logistic", "shuffled"), ("mlp", "original"), ("mlp", "shuffled")]
+    ("logistic", "original"),
+    ("logistic", "shuffled"),
+    ("mlp", "original"),
+    ("mlp", "shuffled"),
+  ]
   assert all(len(r["final"]) == 2 for r in report["rows"])
   md = open(out + ".md").read()
   assert "| mlp | shuffled |" in md and "8 runs" in md
@@ -210,7 +281,10 @@ def test_tiny_reproduction_writes_a_well_formed_table(repo_root, tmp_path):
   assert second.returncode == 0
   again = json.load(open(out + ".json"))
   assert again["provenance"]["retrained"] == [] and again["rows"] == report["rows"]
-  planned = plan_jobs(("logistic", "mlp"), [(v, s) for v in ("original", "shuffled")
-                                             for s in range(2)], report["provenance"]["workers"])
+  planned = plan_jobs(
+    ("logistic", "mlp"),
+    [(v, s) for v in ("original", "shuffled") for s in range(2)],
+    report["provenance"]["workers"],
+  )
   assert len(again["provenance"]["cached"]) == len(planned)
   assert len(report["provenance"]["retrained"]) == len(planned)

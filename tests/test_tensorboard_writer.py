@@ -1,4 +1,5 @@
 """The TF-free TensorBoard writer, checked by reading its files back with TensorBoard's reader."""
+
 import math
 import os
 import struct
@@ -21,17 +22,30 @@ from research.tensorboard_writer import SummaryWriter
 
 def _tiny_png(width: int = 3, height: int = 2) -> bytes:
   """An RGB PNG built by hand, so the test needs no image library."""
+
   def chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
   rows = b"".join(b"\x00" + bytes([255, 0, 0]) * width for _ in range(height))
-  return (b"\x89PNG\r\n\x1a\n"
-          + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-          + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+  return (
+    b"\x89PNG\r\n\x1a\n"
+    + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    + chunk(b"IDAT", zlib.compress(rows))
+    + chunk(b"IEND", b"")
+  )
 
 
 def _load(logdir) -> ea.EventAccumulator:
-  acc = ea.EventAccumulator(os.fspath(logdir), size_guidance={
-      ea.SCALARS: 0, ea.TENSORS: 0, ea.IMAGES: 0, ea.HISTOGRAMS: 0, ea.COMPRESSED_HISTOGRAMS: 0})
+  acc = ea.EventAccumulator(
+    os.fspath(logdir),
+    size_guidance={
+      ea.SCALARS: 0,
+      ea.TENSORS: 0,
+      ea.IMAGES: 0,
+      ea.HISTOGRAMS: 0,
+      ea.COMPRESSED_HISTOGRAMS: 0,
+    },
+  )
   acc.Reload()
   return acc
 
@@ -101,8 +115,15 @@ def test_image_rejects_bytes_that_are_not_png(tmp_path):
 
 
 def test_hparams_land_in_the_run_dir_next_to_the_metrics(tmp_path):
-  hparams = {"learning_rate": 0.1, "batch_size": np.int64(128), "model": "mlp", "use_bias": True,
-             "hidden": (256, 128), "schedule": None, "momentum": jnp.float32(0.5)}
+  hparams = {
+    "learning_rate": 0.1,
+    "batch_size": np.int64(128),
+    "model": "mlp",
+    "use_bias": True,
+    "hidden": (256, 128),
+    "schedule": None,
+    "momentum": jnp.float32(0.5),
+  }
   with SummaryWriter(tmp_path) as writer:
     writer.hparams(hparams, metric_tags=["test/accuracy", "train/loss"])
     writer.scalar("test/accuracy", 0.5, 10)
@@ -112,20 +133,32 @@ def test_hparams_land_in_the_run_dir_next_to_the_metrics(tmp_path):
   assert set(content) == {hparams_metadata.EXPERIMENT_TAG, hparams_metadata.SESSION_START_INFO_TAG}
 
   experiment = hparams_metadata.parse_experiment_plugin_data(
-      content[hparams_metadata.EXPERIMENT_TAG])
+    content[hparams_metadata.EXPERIMENT_TAG]
+  )
   assert {info.name: info.type for info in experiment.hparam_infos} == {
-      "learning_rate": api_pb2.DATA_TYPE_FLOAT64, "batch_size": api_pb2.DATA_TYPE_FLOAT64,
-      "model": api_pb2.DATA_TYPE_STRING, "use_bias": api_pb2.DATA_TYPE_BOOL,
-      "hidden": api_pb2.DATA_TYPE_STRING, "schedule": api_pb2.DATA_TYPE_STRING,
-      "momentum": api_pb2.DATA_TYPE_FLOAT64}
+    "learning_rate": api_pb2.DATA_TYPE_FLOAT64,
+    "batch_size": api_pb2.DATA_TYPE_FLOAT64,
+    "model": api_pb2.DATA_TYPE_STRING,
+    "use_bias": api_pb2.DATA_TYPE_BOOL,
+    "hidden": api_pb2.DATA_TYPE_STRING,
+    "schedule": api_pb2.DATA_TYPE_STRING,
+    "momentum": api_pb2.DATA_TYPE_FLOAT64,
+  }
   assert [m.name.tag for m in experiment.metric_infos] == ["test/accuracy", "train/loss"]
 
   session = hparams_metadata.parse_session_start_info_plugin_data(
-      content[hparams_metadata.SESSION_START_INFO_TAG])
-  read = {name: getattr(value, value.WhichOneof("kind"))
-          for name, value in session.hparams.items()}
-  assert read == {"learning_rate": 0.1, "batch_size": 128.0, "model": "mlp", "use_bias": True,
-                  "hidden": "(256, 128)", "schedule": "None", "momentum": 0.5}
+    content[hparams_metadata.SESSION_START_INFO_TAG]
+  )
+  read = {name: getattr(value, value.WhichOneof("kind")) for name, value in session.hparams.items()}
+  assert read == {
+    "learning_rate": 0.1,
+    "batch_size": 128.0,
+    "model": "mlp",
+    "use_bias": True,
+    "hidden": "(256, 128)",
+    "schedule": "None",
+    "momentum": 0.5,
+  }
 
 
 def test_close_is_idempotent_and_later_writes_fail_loudly(tmp_path):
@@ -184,7 +217,8 @@ def test_writing_every_kind_never_tries_to_import_tensorflow(tmp_path, repo_root
       assert "tensorflow" not in sys.modules
       print("OK")
   """)
-  result = subprocess.run([sys.executable, "-c", script], cwd=repo_root, capture_output=True,
-                          text=True, timeout=120)
+  result = subprocess.run(
+    [sys.executable, "-c", script], cwd=repo_root, capture_output=True, text=True, timeout=120
+  )
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == "OK"

@@ -1,4 +1,5 @@
 """End to end on tiny runs: training, resume after interruption, events, summary, bad input."""
+
 import json
 import os
 import subprocess
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from research.training import loop as train_lib
 from research.checkpoint import Checkpointer
 from research.config import load_config
+from research.training import loop as train_lib
 from research.training.loop import TrainingError, train_and_evaluate
 from research.workdir import WorkdirError
 
@@ -32,7 +33,9 @@ def final_params(workdir):
 
 def _abstract_params(workdir):
   import jax.numpy as jnp
+
   from research.models import build_model
+
   with open(os.path.join(workdir, "config.json")) as f:
     cfg = json.load(f)
   model = build_model(cfg["model"], 10)
@@ -42,9 +45,20 @@ def _abstract_params(workdir):
 def test_tiny_run_trains_and_writes_everything(tmp_path):
   workdir = str(tmp_path / "run")
   summary = train_and_evaluate(tiny_config(), workdir, progress=False)
-  for key in ("experiment", "model", "params", "steps", "final_test_accuracy",
-              "best_test_accuracy", "final_test_loss", "train_seconds", "compile_seconds",
-              "steps_per_second", "device", "jax_version"):
+  for key in (
+    "experiment",
+    "model",
+    "params",
+    "steps",
+    "final_test_accuracy",
+    "best_test_accuracy",
+    "final_test_loss",
+    "train_seconds",
+    "compile_seconds",
+    "steps_per_second",
+    "device",
+    "jax_version",
+  ):
     assert key in summary, key
   assert summary["steps"] == 40 and summary["params"] == 5210
   assert summary["final_test_accuracy"] > 0.3  # chance is 0.1; 40 Adam steps get well past it
@@ -63,15 +77,24 @@ def test_events_hold_scalars_text_and_hparams(tmp_path):
   acc = EventAccumulator(workdir, size_guidance={"scalars": 0, "tensors": 0})
   acc.Reload()
   scalars = acc.Tags()["scalars"]
-  for tag in ("train/loss", "train/accuracy", "train/grad_norm", "train/learning_rate",
-              "test/loss", "test/accuracy", "perf/step_time_ms", "perf/examples_per_second"):
+  for tag in (
+    "train/loss",
+    "train/accuracy",
+    "train/grad_norm",
+    "train/learning_rate",
+    "test/loss",
+    "test/accuracy",
+    "perf/step_time_ms",
+    "perf/examples_per_second",
+  ):
     assert tag in scalars, tag
   assert [e.step for e in acc.Scalars("train/loss")] == [10, 20, 30, 40]
   assert [e.step for e in acc.Scalars("test/accuracy")] == [20, 40]
   summary = json.load(open(os.path.join(workdir, "summary.json")))
   assert acc.Scalars("test/accuracy")[-1].value == pytest.approx(summary["final_test_accuracy"])
   assert "config/text_summary" in acc.Tags()["tensors"] or any(
-      "config" in t for t in acc.Tags()["tensors"])
+    "config" in t for t in acc.Tags()["tensors"]
+  )
   assert "hparams" in acc.PluginTagToContent("hparams") or acc.PluginTagToContent("hparams")
 
 
@@ -87,6 +110,7 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, monkeypatch):
     real_save(ckpt, state, meta, step, schedule)
     if step == 20:
       raise KeyboardInterrupt  # killed right after the step-20 save was started
+
   monkeypatch.setattr(train_lib, "_save", save_then_die)
   with pytest.raises(KeyboardInterrupt):
     train_and_evaluate(config, interrupted, progress=False)
@@ -112,9 +136,10 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
 
 
 def test_latest_n_plus_best_checkpoints_are_kept(tmp_path):
-  config = load_config("experiments/mnist1d_logistic.py",
-                       ["num_steps=50", "log_every=10", "eval_every=10", "checkpoint_every=10",
-                        "keep_checkpoints=2"])
+  config = load_config(
+    "experiments/mnist1d_logistic.py",
+    ["num_steps=50", "log_every=10", "eval_every=10", "checkpoint_every=10", "keep_checkpoints=2"],
+  )
   workdir = str(tmp_path / "run")
   train_and_evaluate(config, workdir, progress=False)
   with Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True) as ckpt:
@@ -130,8 +155,10 @@ def test_shuffled_batches_are_a_config_option(tmp_path):
 
 
 def test_digits_and_npz_sources_train(tmp_path):
-  digits = load_config("experiments/digits_cnn.py",
-                       ["num_steps=20", "log_every=10", "eval_every=10", "checkpoint_every=20"])
+  digits = load_config(
+    "experiments/digits_cnn.py",
+    ["num_steps=20", "log_every=10", "eval_every=10", "checkpoint_every=20"],
+  )
   s = train_and_evaluate(digits, str(tmp_path / "digits"), progress=False)
   assert s["dataset"] == "digits" and s["final_test_accuracy"] > 0.15
   rng = np.random.default_rng(0)
@@ -146,11 +173,17 @@ def test_digits_and_npz_sources_train(tmp_path):
 
 # ---- bad input: one clear line, non-zero exit, nothing half-written ------------------------
 
+
 def run_script(repo_root, *args, timeout=120):
   env = {**os.environ, "PYTHONPATH": repo_root}
-  return subprocess.run([sys.executable, os.path.join(repo_root, "scripts", "train.py"),
-                         "--no-progress", *args], cwd=repo_root, capture_output=True, text=True,
-                        timeout=timeout, env=env)
+  return subprocess.run(
+    [sys.executable, os.path.join(repo_root, "scripts", "train.py"), "--no-progress", *args],
+    cwd=repo_root,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    env=env,
+  )
 
 
 def assert_one_line_error(result, *fragments):
@@ -162,19 +195,30 @@ def assert_one_line_error(result, *fragments):
     assert fragment in lines[-1], (fragment, lines[-1])
 
 
-@pytest.mark.parametrize("args,fragments", [
+@pytest.mark.parametrize(
+  "args,fragments",
+  [
     (["--config", "experiments/nope.py"], ["does not exist"]),
     (["--config.optimizer.lr=1"], ["unknown config key 'optimizer.lr'"]),
     (["--config.num_steps=many"], ["'num_steps' expects int"]),
     (["--config.model.name=resnet"], ["unknown model 'resnet'"]),
     (["--config.data.name=imagenet"], ["unknown data source 'imagenet'"]),
-    (["--config", "experiments/lm_markov_tiny.py", "--config.data.n_ctx=256"],
-     ["data.n_ctx (256) exceeds model.n_ctx (128)"]),
-    (["--config", "experiments/lm_markov_tiny.py", "--config.data.name=text",
-      "--config.data.path=/nonexistent/corpus.txt"], ["/nonexistent/corpus.txt"]),
-    (["--config", "experiments/lm_markov_tiny.py", "--config.num_devices=3"],
-     ["num_devices=3"]),
-])
+    (
+      ["--config", "experiments/lm_markov_tiny.py", "--config.data.n_ctx=256"],
+      ["data.n_ctx (256) exceeds model.n_ctx (128)"],
+    ),
+    (
+      [
+        "--config",
+        "experiments/lm_markov_tiny.py",
+        "--config.data.name=text",
+        "--config.data.path=/nonexistent/corpus.txt",
+      ],
+      ["/nonexistent/corpus.txt"],
+    ),
+    (["--config", "experiments/lm_markov_tiny.py", "--config.num_devices=3"], ["num_devices=3"]),
+  ],
+)
 def test_bad_configs_fail_with_one_line(repo_root, tmp_path, args, fragments):
   workdir = tmp_path / "run"
   result = run_script(repo_root, "--workdir", str(workdir), *args)
@@ -196,20 +240,39 @@ def test_unwritable_workdir_fails_with_one_line(repo_root, tmp_path):
   assert_one_line_error(result, "is not writable")
 
 
-@pytest.mark.parametrize("arrays,fragment", [
+@pytest.mark.parametrize(
+  "arrays,fragment",
+  [
     ({"x": np.zeros((4, 40)), "y": np.zeros(4)}, "lacks array(s) x_test, y_test"),
-    ({"x": np.zeros((4, 40)), "y": np.zeros(3), "x_test": np.zeros((2, 40)),
-      "y_test": np.zeros(2)}, "labels need shape (4,)"),
-    ({"x": np.zeros((4, 40)), "y": np.zeros(4), "x_test": np.zeros((2, 30)),
-      "y_test": np.zeros(2)}, "differ in shape"),
-])
+    (
+      {
+        "x": np.zeros((4, 40)),
+        "y": np.zeros(3),
+        "x_test": np.zeros((2, 40)),
+        "y_test": np.zeros(2),
+      },
+      "labels need shape (4,)",
+    ),
+    (
+      {
+        "x": np.zeros((4, 40)),
+        "y": np.zeros(4),
+        "x_test": np.zeros((2, 30)),
+        "y_test": np.zeros(2),
+      },
+      "differ in shape",
+    ),
+  ],
+)
 def test_bad_data_files_are_clear_errors(tmp_path, arrays, fragment):
   path = tmp_path / "bad.npz"
   np.savez(path, **arrays)
   from research.data import DataError
+
   with pytest.raises(DataError) as e:
-    train_and_evaluate(tiny_config("data.name=npz", f"data.path={path}"), str(tmp_path / "run"),
-                       progress=False)
+    train_and_evaluate(
+      tiny_config("data.name=npz", f"data.path={path}"), str(tmp_path / "run"), progress=False
+    )
   assert fragment in str(e.value)
   assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -218,9 +281,11 @@ def test_corrupt_npz_is_a_clear_error(tmp_path):
   path = tmp_path / "bad.npz"
   path.write_bytes(b"this is not a zip file")
   from research.data import DataError
+
   with pytest.raises(DataError, match="not a readable .npz"):
-    train_and_evaluate(tiny_config("data.name=npz", f"data.path={path}"), str(tmp_path / "run"),
-                       progress=False)
+    train_and_evaluate(
+      tiny_config("data.name=npz", f"data.path={path}"), str(tmp_path / "run"), progress=False
+    )
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -232,8 +297,11 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   path = tmp_path / "diverge.npz"
   np.savez(path, x=x, y=y, x_test=x[:100], y_test=y[:100])
   workdir = str(tmp_path / "run")
-  with pytest.raises(TrainingError, match=r"loss became .* at step 25; the last good "
-                                          r"checkpoint is step 20"):
+  with pytest.raises(
+    TrainingError,
+    match=r"loss became .* at step 25; the last good "
+    r"checkpoint is step 20",
+  ):
     train_and_evaluate(tiny_config("data.name=npz", f"data.path={path}"), workdir, progress=False)
   with Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True) as ckpt:
     assert ckpt.all_steps() == [20]
@@ -249,16 +317,32 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
 def test_sigkill_at_any_moment_then_rerun_ends_like_uninterrupted(repo_root, tmp_path):
   import signal
   import time
-  args = ["--config.num_steps=400", "--config.log_every=10", "--config.eval_every=20",
-          "--config.checkpoint_every=20"]
+
+  args = [
+    "--config.num_steps=400",
+    "--config.log_every=10",
+    "--config.eval_every=20",
+    "--config.checkpoint_every=20",
+  ]
   straight = str(tmp_path / "straight")
   assert run_script(repo_root, "--workdir", straight, *args).returncode == 0
 
   killed = str(tmp_path / "killed")
   env = {**os.environ, "PYTHONPATH": repo_root}
-  proc = subprocess.Popen([sys.executable, os.path.join(repo_root, "scripts", "train.py"),
-                           "--no-progress", "--workdir", killed, *args], cwd=repo_root, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    [
+      sys.executable,
+      os.path.join(repo_root, "scripts", "train.py"),
+      "--no-progress",
+      "--workdir",
+      killed,
+      *args,
+    ],
+    cwd=repo_root,
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   ckpt_dir = os.path.join(killed, "checkpoints")
   deadline = time.time() + 120
   while time.time() < deadline and proc.poll() is None:
@@ -272,40 +356,60 @@ def test_sigkill_at_any_moment_then_rerun_ends_like_uninterrupted(repo_root, tmp
 
   a = json.load(open(os.path.join(straight, "summary.json")))
   b = json.load(open(os.path.join(killed, "summary.json")))
-  assert (a["final_test_loss"], a["final_test_accuracy"]) == (b["final_test_loss"], b["final_test_accuracy"])
-  for x, y in zip(jax.tree.leaves(final_params(straight)[1]), jax.tree.leaves(final_params(killed)[1])):
+  assert (a["final_test_loss"], a["final_test_accuracy"]) == (
+    b["final_test_loss"],
+    b["final_test_accuracy"],
+  )
+  for x, y in zip(
+    jax.tree.leaves(final_params(straight)[1]), jax.tree.leaves(final_params(killed)[1])
+  ):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to launch differently")
 def test_same_numbers_whatever_cpus_the_run_is_launched_on(repo_root, tmp_path):
-  """XLA:CPU sizes its thread pool from the usable CPUs, which changes rounding; --threads 1 pins."""
-  args = ["--config.num_steps=200", "--config.log_every=50", "--config.eval_every=100",
-          "--config.checkpoint_every=100"]
+  """XLA:CPU sizes its thread pool from the usable CPUs, changing rounding; --threads 1 pins."""
+  args = [
+    "--config.num_steps=200",
+    "--config.log_every=50",
+    "--config.eval_every=100",
+    "--config.checkpoint_every=100",
+  ]
   last_cpu = max(os.sched_getaffinity(0))
   script = os.path.join(repo_root, "scripts", "train.py")
   losses = []
   for name, cpus in (("all", None), ("one", {last_cpu})):
     workdir = str(tmp_path / name)
     # Restrict the child's CPUs from inside it (preexec_fn is unsafe in a threaded process).
-    launcher = (f"import os, runpy, sys; os.sched_setaffinity(0, {cpus!r}) if {cpus!r} else None; "
-                f"sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    launcher = (
+      f"import os, runpy, sys; os.sched_setaffinity(0, {cpus!r}) if {cpus!r} else None; "
+      f"sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
     result = subprocess.run(
-        [sys.executable, "-c", launcher, script, "--no-progress", "--workdir", workdir, *args],
-        cwd=repo_root, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": repo_root})
+      [sys.executable, "-c", launcher, script, "--no-progress", "--workdir", workdir, *args],
+      cwd=repo_root,
+      capture_output=True,
+      text=True,
+      timeout=120,
+      env={**os.environ, "PYTHONPATH": repo_root},
+    )
     assert result.returncode == 0, result.stderr
     losses.append(json.load(open(os.path.join(workdir, "summary.json")))["final_test_loss"])
   assert losses[0] == losses[1]
 
 
-@pytest.mark.parametrize("path", sorted(
-    f"experiments/{f}" for f in os.listdir(os.path.join(os.path.dirname(__file__), "..",
-                                                        "experiments"))
-    if f.endswith(".py") and f != "mnist1d_table1.py"))
+@pytest.mark.parametrize(
+  "path",
+  sorted(
+    f"experiments/{f}"
+    for f in os.listdir(os.path.join(os.path.dirname(__file__), "..", "experiments"))
+    if f.endswith(".py") and f != "mnist1d_table1.py"
+  ),
+)
 def test_every_experiment_config_validates_as_shipped(path):
   from research.config import validate
   from research.models import build_model
+
   config = load_config(path)
   validate(config)
   build_model(config.model, 10)  # its model fields are the module's

@@ -1,4 +1,5 @@
 """Decoder-only Transformer: shapes, causality, KV-cache decoding, generation, FLOP counts."""
+
 import functools
 
 import jax
@@ -8,22 +9,24 @@ import pytest
 
 from research.cost import transformer as tf
 from research.cost.xla import compiled_cost
-from research.serving.generate import GenerationError, make_generator
 from research.models import count_params
 from research.models.transformer import Transformer, init_cache
-from research.training.step import create_train_state, make_train_step
+from research.serving.generate import GenerationError, make_generator
 from research.training.optimizers import make_optimizer
+from research.training.step import create_train_state, make_train_step
 
 VOCAB = 32
 
 
 def _model(**kw):
-  return Transformer(num_classes=VOCAB, **{"n_layer": 2, "d_model": 32, "n_head": 4, "d_ff": 64,
-                                           "n_ctx": 16, **kw})
+  return Transformer(
+    num_classes=VOCAB, **{"n_layer": 2, "d_model": 32, "n_head": 4, "d_ff": 64, "n_ctx": 16, **kw}
+  )
 
 
 def _init(model, seed=0, spread=1.0):
   """Params, scaled by `spread`: larger weights keep a random model's greedy output varied."""
+
   def init(key):  # jitted: eager Flax init compiles every initializer call on its own
     params = model.init(key, jnp.zeros((1, model.n_ctx), jnp.int32))
     return jax.tree.map(lambda x: x * spread, params)
@@ -64,8 +67,10 @@ def test_logits_shape_dtype_and_parameter_count(tied):
   # Kaplan's N leaves out exactly the biases and LayerNorms: (3d + d + f + d) + 4d per block,
   # 2d for the final LayerNorm.
   d, f, L = 32, 64, 2
-  assert (tf.exact_non_embedding_params(L, d, f) - tf.kaplan_non_embedding_params(L, d, f)
-          == L * (9 * d + f) + 2 * d)
+  assert (
+    tf.exact_non_embedding_params(L, d, f) - tf.kaplan_non_embedding_params(L, d, f)
+    == L * (9 * d + f) + 2 * d
+  )
   embeddings = VOCAB * d + 16 * d + (0 if tied else d * VOCAB)
   assert count_params(params) == tf.exact_non_embedding_params(L, d, f) + embeddings
 
@@ -148,8 +153,7 @@ def test_sampling_is_reproducible_and_cold_sampling_is_greedy():
   other = gen.generate(params, prompt, 6, temperature=1.0, key=jax.random.key(43))
   assert not np.array_equal(a, other)
   greedy = gen.generate(params, prompt, 6)
-  np.testing.assert_array_equal(gen.generate(params, prompt, 6, temperature=1e-6, key=key),
-                                greedy)
+  np.testing.assert_array_equal(gen.generate(params, prompt, 6, temperature=1e-6, key=key), greedy)
   assert gen.generate(params, prompt, 0).shape == (2, 0)
 
 
@@ -164,12 +168,14 @@ def test_too_long_inputs_and_bad_requests_raise():
   with pytest.raises(ValueError, match="run past n_ctx=16"):
     model.apply(params, _tokens((1, 3)), init_cache(model, 1), 14, method=Transformer.decode)
   prompt = _tokens((2, 10))
-  cases = [((prompt, 7), "exceed the model's context"),
-           ((prompt[:, :0], 3), "empty prompt"),
-           ((prompt.astype(jnp.float32), 3), "must be integers"),
-           ((prompt[0], 3), r"\[batch, length\]"),
-           ((prompt.at[0, 0].set(VOCAB), 3), r"must lie in \[0, 32\)"),
-           ((prompt, -1), "non-negative")]
+  cases = [
+    ((prompt, 7), "exceed the model's context"),
+    ((prompt[:, :0], 3), "empty prompt"),
+    ((prompt.astype(jnp.float32), 3), "must be integers"),
+    ((prompt[0], 3), r"\[batch, length\]"),
+    ((prompt.at[0, 0].set(VOCAB), 3), r"must lie in \[0, 32\)"),
+    ((prompt, -1), "non-negative"),
+  ]
   for args, message in cases:
     with pytest.raises(GenerationError, match=message):
       gen.generate(params, *args)
@@ -183,8 +189,10 @@ def test_too_long_inputs_and_bad_requests_raise():
 # ----------------------------------------------------------------------------------------------
 # (f) analytic FLOPs against XLA's count
 
-SIZES = {"d64_l2": {"n_layer": 2, "d_model": 64, "n_head": 4, "d_ff": 256},
-         "d128_l4": {"n_layer": 4, "d_model": 128, "n_head": 4, "d_ff": 512}}
+SIZES = {
+  "d64_l2": {"n_layer": 2, "d_model": 64, "n_head": 4, "d_ff": 256},
+  "d128_l4": {"n_layer": 4, "d_model": 128, "n_head": 4, "d_ff": 512},
+}
 BATCH, SEQ, FLOPS_VOCAB = 4, 64, 256
 
 
@@ -224,7 +232,7 @@ def test_train_step_flops_agree_with_xla(size):
   state = create_train_state(model, optimizer, tokens[:1, :SEQ], jax.random.key(0))
   step = make_train_step(model, optimizer)
   analytic = tf.sequence_train_step_flops(model, BATCH, SEQ, "adam")
-  xla = compiled_cost(step, state, (tokens[:, :SEQ], tokens[:, 1:SEQ + 1]))["flops"]
+  xla = compiled_cost(step, state, (tokens[:, :SEQ], tokens[:, 1 : SEQ + 1]))["flops"]
   print(tf.train_step_terms(model, BATCH, SEQ, "adam"))
   _report(f"{size} train step", analytic, xla)
   assert abs(xla / analytic - 1) < 0.10
@@ -235,7 +243,9 @@ def test_decode_step_flops_agree_with_xla():
   model, params, _ = _flops_setup("d64_l2")
   cache = init_cache(model, BATCH)
   decode = lambda p, t, c, s: model.apply(p, t, c, s, method=Transformer.decode)  # noqa: E731
-  xla = compiled_cost(decode, params, jnp.zeros((BATCH, 1), jnp.int32), cache, jnp.int32(10))["flops"]
+  xla = compiled_cost(decode, params, jnp.zeros((BATCH, 1), jnp.int32), cache, jnp.int32(10))[
+    "flops"
+  ]
   analytic = tf.decode_step_flops(model, BATCH)
   _report("d64_l2 decode step", analytic, xla)
   assert abs(xla / analytic - 1) < 0.10
@@ -245,19 +255,29 @@ def test_decode_step_flops_agree_with_xla():
 # (g) Kaplan's formula against the exact count
 
 
-@pytest.mark.parametrize("n_layer,d_model,n_ctx,tolerance", [
+@pytest.mark.parametrize(
+  "n_layer,d_model,n_ctx,tolerance",
+  [
     # Measured gaps: 11.2%, 6.1%, 8.4%, 1.2%. The dense attention's causal half alone is
     # 2 n_ctx / (24 d_model + 4 n_ctx) of the blocks' FLOPs; elementwise work is the rest.
-    (2, 64, 64, 0.15),       # small: attention's causal half 7.1%, elementwise 4.1%
+    (2, 64, 64, 0.15),  # small: attention's causal half 7.1%, elementwise 4.1%
     (4, 128, 64, 0.08),
     (24, 1024, 1024, 0.10),  # GPT-2 medium's shape: n_ctx = d_model, the causal half is 7.1%
     (48, 4096, 512, 0.015),  # d_model >> n_ctx / 12, Kaplan's regime: 1.0% + 0.2%
-])
-def test_kaplan_formula_is_close_to_the_exact_non_embedding_count(n_layer, d_model, n_ctx,
-                                                                  tolerance):
+  ],
+)
+def test_kaplan_formula_is_close_to_the_exact_non_embedding_count(
+  n_layer, d_model, n_ctx, tolerance
+):
   d_ff = 4 * d_model
-  config = {"n_layer": n_layer, "d_model": d_model, "n_head": d_model // 16, "d_ff": d_ff,
-            "n_ctx": n_ctx, "num_classes": 50257}
+  config = {
+    "n_layer": n_layer,
+    "d_model": d_model,
+    "n_head": d_model // 16,
+    "d_ff": d_ff,
+    "n_ctx": n_ctx,
+    "num_classes": 50257,
+  }
   kaplan = tf.kaplan_forward_flops_per_token(n_layer, d_model, d_ff, n_ctx)
   exact = tf.non_embedding_forward_flops(config, 1, n_ctx) / n_ctx
   assert kaplan < exact and abs(kaplan / exact - 1) < tolerance

@@ -1,4 +1,5 @@
 """PNG figures of inference timings (matplotlib, no display), written atomically."""
+
 from __future__ import annotations
 
 import io
@@ -33,7 +34,7 @@ def latency_distribution(samples_us: Mapping[str, np.ndarray], path: str, title:
   fig, ax = plt.subplots(figsize=(7, 4))
   for label, s in samples_us.items():
     s = np.sort(np.asarray(s))
-    line, = ax.plot(s, np.arange(1, len(s) + 1) / len(s), label=label)
+    (line,) = ax.plot(s, np.arange(1, len(s) + 1) / len(s), label=label)
     for q, style in ((50, ":"), (99, "--")):
       ax.axvline(np.percentile(s, q), color=line.get_color(), linestyle=style, linewidth=0.8)
   ax.set_xscale("log")
@@ -45,8 +46,9 @@ def latency_distribution(samples_us: Mapping[str, np.ndarray], path: str, title:
   return _write(path, png_bytes(fig))
 
 
-def batch_sweep(records_by_label: Mapping[str, Sequence[dict[str, Any]]], path: str,
-                title: str = "") -> str:
+def batch_sweep(
+  records_by_label: Mapping[str, Sequence[dict[str, Any]]], path: str, title: str = ""
+) -> str:
   """Throughput and per-example time against batch size, one line per label."""
   fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
   for label, records in records_by_label.items():

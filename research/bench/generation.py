@@ -6,6 +6,7 @@ every token timed on its own so the tail shows. Batch: whole generations of `new
 several batch sizes, from the one compiled prefill + scan of decode steps, as tokens/s. The first
 call of every compiled function is timed apart: it includes compilation.
 """
+
 from __future__ import annotations
 
 import time
@@ -15,8 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research.bench.timing import time_calls
-from research.bench.timing import median_and_percentiles
+from research.bench.timing import median_and_percentiles, time_calls
 from research.serving.generate import GenerationError, Generator
 
 
@@ -31,15 +31,20 @@ def _first_call_seconds(fn) -> float:
   return time.perf_counter() - t
 
 
-def realtime_generation(generator: Generator, params: Any, prompt_1xP: jax.Array,
-                        new_tokens: int, sequences: int = 20) -> dict[str, Any]:
+def realtime_generation(
+  generator: Generator, params: Any, prompt_1xP: jax.Array, new_tokens: int, sequences: int = 20
+) -> dict[str, Any]:
   """TTFT and TPOT at batch 1 over `sequences` greedy generations of `new_tokens` tokens."""
   if prompt_1xP.shape[0] != 1:
-    raise GenerationError(f"real-time generation is batch 1, got a prompt of shape {prompt_1xP.shape}")
+    raise GenerationError(
+      f"real-time generation is batch 1, got a prompt of shape {prompt_1xP.shape}"
+    )
   length = prompt_1xP.shape[1]
   if length + new_tokens > generator.model.n_ctx:
-    raise GenerationError(f"prompt {length} + {new_tokens} new tokens exceed the model's n_ctx "
-                          f"{generator.model.n_ctx}; lower --prompt-tokens or --new-tokens")
+    raise GenerationError(
+      f"prompt {length} + {new_tokens} new tokens exceed the model's n_ctx "
+      f"{generator.model.n_ctx}; lower --prompt-tokens or --new-tokens"
+    )
   key = jax.random.key(0)
   sample = lambda logits, i: generator.next_token(logits, 0.0, key, i)  # noqa: E731
 
@@ -50,7 +55,8 @@ def realtime_generation(generator: Generator, params: Any, prompt_1xP: jax.Array
   compile_s = {"prefill_and_sample": _first_call_seconds(lambda: first_token()[0])}
   _, cache = first_token()
   compile_s["decode_step"] = _first_call_seconds(
-      lambda: generator.decode_step(params, jnp.zeros((1,), jnp.int32), cache, length)[0])
+    lambda: generator.decode_step(params, jnp.zeros((1,), jnp.int32), cache, length)[0]
+  )
   ttft = time_calls(lambda: first_token()[0].block_until_ready(), n_calls=sequences, warmup=3)
   per_token = []
   for _ in range(sequences):
@@ -62,27 +68,45 @@ def realtime_generation(generator: Generator, params: Any, prompt_1xP: jax.Array
       token = sample(logits, i).block_until_ready()
       per_token.append(time.perf_counter() - t)
   tpot = _stats_ms(per_token)
-  return {"prompt_tokens": int(length), "new_tokens": int(new_tokens), "sequences": sequences,
-          "ttft": _stats_ms(ttft), "tpot": tpot,
-          "tokens_per_second": 1e3 / tpot["p50_ms"], "first_call_seconds": compile_s}
+  return {
+    "prompt_tokens": int(length),
+    "new_tokens": int(new_tokens),
+    "sequences": sequences,
+    "ttft": _stats_ms(ttft),
+    "tpot": tpot,
+    "tokens_per_second": 1e3 / tpot["p50_ms"],
+    "first_call_seconds": compile_s,
+  }
 
 
-def batched_generation(generator: Generator, params: Any, prompt_len: int, new_tokens: int,
-                       batch_sizes: Sequence[int], vocab_size: int, repeats: int = 5
-                       ) -> list[dict[str, Any]]:
+def batched_generation(
+  generator: Generator,
+  params: Any,
+  prompt_len: int,
+  new_tokens: int,
+  batch_sizes: Sequence[int],
+  vocab_size: int,
+  repeats: int = 5,
+) -> list[dict[str, Any]]:
   """Tokens/s of whole greedy generations (one compiled program each) at each batch size."""
   rng = np.random.default_rng(0)
   records = []
   for batch in batch_sizes:
     prompt = jnp.asarray(rng.integers(0, vocab_size, (batch, prompt_len)), jnp.int32)
     run = lambda prompt=prompt: np.asarray(  # noqa: E731
-        generator.generate_scan(params, prompt, new_tokens))
+      generator.generate_scan(params, prompt, new_tokens)
+    )
     first = _first_call_seconds(run)
     seconds = time_calls(run, n_calls=repeats, warmup=1)
     p50 = float(np.median(seconds))
-    records.append({"batch_size": int(batch), "seconds_p50": p50,
-                    "seconds_min": float(seconds.min()),
-                    "tokens_per_second": batch * new_tokens / p50,
-                    "ms_per_token_per_sequence": 1e3 * p50 / new_tokens,
-                    "first_call_seconds": first})
+    records.append(
+      {
+        "batch_size": int(batch),
+        "seconds_p50": p50,
+        "seconds_min": float(seconds.min()),
+        "tokens_per_second": batch * new_tokens / p50,
+        "ms_per_token_per_sequence": 1e3 * p50 / new_tokens,
+        "first_call_seconds": first,
+      }
+    )
   return records

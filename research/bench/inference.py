@@ -6,6 +6,7 @@ batch-size sweep. For fp32 on each backend, MLPerf LoadGen's four scenarios, wit
 twice at the same p99 bound: batching what is waiting, and answering one request at a time.
 Every compilation happens before timing and is reported on its own.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,7 +28,7 @@ from research.serving.restore import TrainedRun
 class BenchSettings:
   precisions: tuple[str, ...] = PRECISIONS
   backends: tuple[str, ...] | None = None  # None: every backend JAX sees
-  sweep_sizes: tuple[int, ...] = tuple(2 ** i for i in range(13))  # 1 ... 4096
+  sweep_sizes: tuple[int, ...] = tuple(2**i for i in range(13))  # 1 ... 4096
   serve_sizes: tuple[int, ...] = (1, 4, 16, 64, 256)  # compiled for serving and LoadGen
   latency_calls: int = 2000
   seconds_per_size: float = 0.25
@@ -51,14 +52,21 @@ def available_backends() -> list[str]:
   return found
 
 
-def benchmark_run(run: TrainedRun, data: Dataset, out_dir: str, settings: BenchSettings,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
+def benchmark_run(
+  run: TrainedRun,
+  data: Dataset,
+  out_dir: str,
+  settings: BenchSettings,
+  log: Callable[[str], None] = print,
+) -> dict[str, Any]:
   """All measurements for `run`; LoadGen logs go under `out_dir/loadgen`."""
   backends = settings.backends or tuple(available_backends())
   for b in backends:
     if b not in available_backends():
-      raise InferenceError(f"backend {b!r} is not available here (have: "
-                           f"{', '.join(available_backends())}); drop it from --backends")
+      raise InferenceError(
+        f"backend {b!r} is not available here (have: "
+        f"{', '.join(available_backends())}); drop it from --backends"
+      )
   records: list[dict[str, Any]] = []
   samples: dict[str, Any] = {}
   example = data.x_test[:1]
@@ -67,17 +75,26 @@ def benchmark_run(run: TrainedRun, data: Dataset, out_dir: str, settings: BenchS
     for precision in settings.precisions:
       tag = f"{backend} {precision}"
       t = time.perf_counter()
-      sweep_predictor = Predictor.from_run(run, batch_sizes=settings.sweep_sizes,
-                                           precision=precision, device=device)
-      serve_predictor = Predictor.from_run(run, batch_sizes=settings.serve_sizes,
-                                           precision=precision, device=device)
+      sweep_predictor = Predictor.from_run(
+        run, batch_sizes=settings.sweep_sizes, precision=precision, device=device
+      )
+      serve_predictor = Predictor.from_run(
+        run, batch_sizes=settings.serve_sizes, precision=precision, device=device
+      )
       compile_s = time.perf_counter() - t
       base = {"backend": backend, "device": device.device_kind, "precision": precision}
       accuracy = float(np.mean(sweep_predictor.predict(data.x_test) == data.y_test))
-      records.append({**base, "kind": "accuracy", "test_accuracy": accuracy,
-                      "test_examples": len(data.y_test)})
-      records.append({**base, "kind": "compile", "seconds_total": compile_s,
-                      "seconds_by_batch_size": {**sweep_predictor.compile_seconds}})
+      records.append(
+        {**base, "kind": "accuracy", "test_accuracy": accuracy, "test_examples": len(data.y_test)}
+      )
+      records.append(
+        {
+          **base,
+          "kind": "compile",
+          "seconds_total": compile_s,
+          "seconds_by_batch_size": {**sweep_predictor.compile_seconds},
+        }
+      )
       rt = realtime_latency(serve_predictor, example, n_calls=settings.latency_calls)
       samples[tag] = rt.pop("samples_us")
       records.append({**base, "kind": "realtime", **rt})
@@ -85,54 +102,101 @@ def benchmark_run(run: TrainedRun, data: Dataset, out_dir: str, settings: BenchS
       saturation = saturation_batch_size(sweep, settings.saturation_fraction)
       best = max(sweep, key=lambda r: r["examples_per_s"])
       records += [{**base, "kind": "batch", **r} for r in sweep]
-      records.append({**base, "kind": "saturation", "batch_size": saturation,
-                      "fraction": settings.saturation_fraction,
-                      "best_batch_size": best["batch_size"],
-                      "best_examples_per_s": best["examples_per_s"],
-                      "best_us_per_example": best["us_per_example"]})
-      log(f"[{tag}] accuracy {accuracy:.4f}; batch 1 p50 {rt['serving']['p50_us']:.1f} µs "
-          f"(bare jitted call {rt['floor']['p50_us']:.1f} µs, x{rt['serving_over_floor_p50']:.2f}; "
-          f"compute alone {rt['compute']['p50_us']:.1f} µs); "
-          f"throughput saturates at batch {saturation}, best {best['examples_per_s']:,.0f}/s; "
-          f"compile {compile_s:.1f} s")
+      records.append(
+        {
+          **base,
+          "kind": "saturation",
+          "batch_size": saturation,
+          "fraction": settings.saturation_fraction,
+          "best_batch_size": best["batch_size"],
+          "best_examples_per_s": best["examples_per_s"],
+          "best_us_per_example": best["us_per_example"],
+        }
+      )
+      log(
+        f"[{tag}] accuracy {accuracy:.4f}; batch 1 p50 {rt['serving']['p50_us']:.1f} µs "
+        f"(bare jitted call {rt['floor']['p50_us']:.1f} µs, x{rt['serving_over_floor_p50']:.2f}; "
+        f"compute alone {rt['compute']['p50_us']:.1f} µs); "
+        f"throughput saturates at batch {saturation}, best {best['examples_per_s']:,.0f}/s; "
+        f"compile {compile_s:.1f} s"
+      )
       if settings.loadgen and precision == "float32":
         records += _loadgen_records(serve_predictor, data, base, out_dir, settings, log)
-  return {"records": records, "latency_samples_us": samples,
-          "settings": dataclasses.asdict(settings), "backends": list(backends)}
+  return {
+    "records": records,
+    "latency_samples_us": samples,
+    "settings": dataclasses.asdict(settings),
+    "backends": list(backends),
+  }
 
 
-def _loadgen_records(predictor: Predictor, data: Dataset, base: dict, out_dir: str,
-                     settings: BenchSettings, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def _loadgen_records(
+  predictor: Predictor,
+  data: Dataset,
+  base: dict,
+  out_dir: str,
+  settings: BenchSettings,
+  log: Callable[[str], None],
+) -> list[dict[str, Any]]:
   root = os.path.join(out_dir, "loadgen", base["backend"])
   x = data.x_test
-  common = {"full_length": settings.full_length,
-            "duration_ms": None if settings.full_length else settings.loadgen_duration_ms}
+  common = {
+    "full_length": settings.full_length,
+    "duration_ms": None if settings.full_length else settings.loadgen_duration_ms,
+  }
   out = []
   for scenario in ("SingleStream", "MultiStream", "Offline"):
     r = loadgen.run_scenario(predictor, x, scenario, os.path.join(root, scenario), **common)
     out.append({**base, "kind": "loadgen", "scenario": scenario, **_slim(r)})
-    log(f"[{base['backend']} LoadGen {scenario}] {r['result']}: {r['headline']['name']} "
-        f"{r['headline']['value']:.4g}")
+    log(
+      f"[{base['backend']} LoadGen {scenario}] {r['result']}: {r['headline']['name']} "
+      f"{r['headline']['value']:.4g}"
+    )
   searches = {}
   for batching in (True, False):
     name = "Server_batched" if batching else "Server_batch1"
-    s = loadgen.find_server_qps(predictor, x, os.path.join(root, name),
-                                latency_bound_ms=settings.latency_bound_ms, batching=batching,
-                                duration_ms=settings.loadgen_duration_ms,
-                                max_runs=settings.server_max_runs)
+    s = loadgen.find_server_qps(
+      predictor,
+      x,
+      os.path.join(root, name),
+      latency_bound_ms=settings.latency_bound_ms,
+      batching=batching,
+      duration_ms=settings.loadgen_duration_ms,
+      max_runs=settings.server_max_runs,
+    )
     best = s["best"] or {}
     searches[name] = s["qps"]
-    out.append({**base, "kind": "loadgen", "scenario": name, "batching": batching,
-                "latency_bound_ms": settings.latency_bound_ms, "qps": s["qps"],
-                "valid": bool(best.get("valid")), "trials": s["trials"],
-                **({"best": _slim(best)} if best else {})})
+    out.append(
+      {
+        **base,
+        "kind": "loadgen",
+        "scenario": name,
+        "batching": batching,
+        "latency_bound_ms": settings.latency_bound_ms,
+        "qps": s["qps"],
+        "valid": bool(best.get("valid")),
+        "trials": s["trials"],
+        **({"best": _slim(best)} if best else {}),
+      }
+    )
     p99 = (best.get("latency_ms") or {}).get("p99")
-    log(f"[{base['backend']} LoadGen {name}] highest VALID QPS {s['qps']:,.0f} at p99 "
-        f"{p99 if p99 is None else round(p99, 2)} ms (bound {settings.latency_bound_ms} ms)")
-  ratio = (searches["Server_batched"] / searches["Server_batch1"]
-           if searches.get("Server_batch1") else None)
-  out.append({**base, "kind": "loadgen_server_ratio", "batched_over_batch1_qps": ratio,
-              "latency_bound_ms": settings.latency_bound_ms})
+    log(
+      f"[{base['backend']} LoadGen {name}] highest VALID QPS {s['qps']:,.0f} at p99 "
+      f"{p99 if p99 is None else round(p99, 2)} ms (bound {settings.latency_bound_ms} ms)"
+    )
+  ratio = (
+    searches["Server_batched"] / searches["Server_batch1"]
+    if searches.get("Server_batch1")
+    else None
+  )
+  out.append(
+    {
+      **base,
+      "kind": "loadgen_server_ratio",
+      "batched_over_batch1_qps": ratio,
+      "latency_bound_ms": settings.latency_bound_ms,
+    }
+  )
   return out
 
 
@@ -167,6 +231,7 @@ def markdown_report(result: dict[str, Any], title: str, provenance_md: str) -> s
   """Tables a reader checks the claims against: accuracy and latency per precision, the sweep,
   LoadGen."""
   from research.provenance import markdown_table
+
   recs = result["records"]
   by = lambda kind: [r for r in recs if r["kind"] == kind]  # noqa: E731
   acc = {(r["backend"], r["precision"]): r["test_accuracy"] for r in by("accuracy")}
@@ -176,61 +241,135 @@ def markdown_report(result: dict[str, Any], title: str, provenance_md: str) -> s
   for r in by("realtime"):
     key = (r["backend"], r["precision"])
     s, f = r["serving"], r["floor"]
-    rows.append([r["backend"], r["precision"], f"{acc[key]:.4f}", f"{s['p50_us']:.1f}",
-                 f"{s['p90_us']:.1f}", f"{s['p99_us']:.1f}", f"{f['p50_us']:.1f}",
-                 f"{r['serving_over_floor_p50']:.2f}", f"{r['compute']['p50_us']:.1f}",
-                 sat[key]["batch_size"],
-                 f"{sat[key]['best_examples_per_s']:,.0f}", f"{sat[key]['best_us_per_example']:.2f}",
-                 f"{comp[key]:.1f}"])
-  parts = [f"# {title}", "", provenance_md, "",
-           "## Real-time (batch 1) and batch, per precision", "",
-           "Batch-1 latency is the serving path (`Predictor.logits`: input checks, padding "
-           "logic, numpy in and out). Beside it, in alternating blocks: the bare jitted call "
-           "(the compiled `apply` called directly on the same numpy input, result fetched to "
-           "numpy), and compute alone (the compiled call on a device-resident input, blocking, "
-           "nothing fetched). Saturation: the smallest batch reaching "
-           f"{int(100 * result['settings']['saturation_fraction'])} % of the highest throughput "
-           "in the sweep. Compilation (all sweep and serving sizes) is reported apart and "
-           "excluded from every timing.", "",
-           markdown_table(["backend", "precision", "test acc", "b1 p50 µs", "b1 p90 µs",
-                           "b1 p99 µs", "bare jit p50 µs", "p50 / bare jit", "compute p50 µs",
-                           "saturation batch",
-                           "best examples/s", "best µs/example", "compile s"], rows), ""]
+    rows.append(
+      [
+        r["backend"],
+        r["precision"],
+        f"{acc[key]:.4f}",
+        f"{s['p50_us']:.1f}",
+        f"{s['p90_us']:.1f}",
+        f"{s['p99_us']:.1f}",
+        f"{f['p50_us']:.1f}",
+        f"{r['serving_over_floor_p50']:.2f}",
+        f"{r['compute']['p50_us']:.1f}",
+        sat[key]["batch_size"],
+        f"{sat[key]['best_examples_per_s']:,.0f}",
+        f"{sat[key]['best_us_per_example']:.2f}",
+        f"{comp[key]:.1f}",
+      ]
+    )
+  parts = [
+    f"# {title}",
+    "",
+    provenance_md,
+    "",
+    "## Real-time (batch 1) and batch, per precision",
+    "",
+    "Batch-1 latency is the serving path (`Predictor.logits`: input checks, padding "
+    "logic, numpy in and out). Beside it, in alternating blocks: the bare jitted call "
+    "(the compiled `apply` called directly on the same numpy input, result fetched to "
+    "numpy), and compute alone (the compiled call on a device-resident input, blocking, "
+    "nothing fetched). Saturation: the smallest batch reaching "
+    f"{int(100 * result['settings']['saturation_fraction'])} % of the highest throughput "
+    "in the sweep. Compilation (all sweep and serving sizes) is reported apart and "
+    "excluded from every timing.",
+    "",
+    markdown_table(
+      [
+        "backend",
+        "precision",
+        "test acc",
+        "b1 p50 µs",
+        "b1 p90 µs",
+        "b1 p99 µs",
+        "bare jit p50 µs",
+        "p50 / bare jit",
+        "compute p50 µs",
+        "saturation batch",
+        "best examples/s",
+        "best µs/example",
+        "compile s",
+      ],
+      rows,
+    ),
+    "",
+  ]
   sweep_rows = []
   for r in by("batch"):
-    sweep_rows.append([r["backend"], r["precision"], r["batch_size"], f"{r['call_p50_us']:.1f}",
-                       f"{r['call_p99_us']:.1f}", f"{r['examples_per_s']:,.0f}",
-                       f"{r['us_per_example']:.3f}"])
-  parts += ["## Batch-size sweep", "", markdown_table(
-      ["backend", "precision", "batch", "call p50 µs", "call p99 µs", "examples/s",
-       "µs/example"], sweep_rows), ""]
+    sweep_rows.append(
+      [
+        r["backend"],
+        r["precision"],
+        r["batch_size"],
+        f"{r['call_p50_us']:.1f}",
+        f"{r['call_p99_us']:.1f}",
+        f"{r['examples_per_s']:,.0f}",
+        f"{r['us_per_example']:.3f}",
+      ]
+    )
+  parts += [
+    "## Batch-size sweep",
+    "",
+    markdown_table(
+      ["backend", "precision", "batch", "call p50 µs", "call p99 µs", "examples/s", "µs/example"],
+      sweep_rows,
+    ),
+    "",
+  ]
   lg_rows = []
   for r in by("loadgen"):
     if r["scenario"].startswith("Server"):
       best = r.get("best") or {}
       lat = best.get("latency_ms") or {}
-      lg_rows.append([r["backend"], r["scenario"], "VALID" if r["valid"] else "none VALID",
-                      f"highest QPS with p99 ≤ {r['latency_bound_ms']} ms: {r['qps']:,.0f}",
-                      _ms(lat.get("p50")), _ms(lat.get("p99")),
-                      f"{(best.get('sut') or {}).get('mean_batch_size', float('nan')):.1f}",
-                      len(r["trials"])])
+      lg_rows.append(
+        [
+          r["backend"],
+          r["scenario"],
+          "VALID" if r["valid"] else "none VALID",
+          f"highest QPS with p99 ≤ {r['latency_bound_ms']} ms: {r['qps']:,.0f}",
+          _ms(lat.get("p50")),
+          _ms(lat.get("p99")),
+          f"{(best.get('sut') or {}).get('mean_batch_size', float('nan')):.1f}",
+          len(r["trials"]),
+        ]
+      )
     else:
       lat = r.get("latency_ms") or {}
-      lg_rows.append([r["backend"], r["scenario"], r["result"],
-                      f"{r['headline']['name']}: {r['headline']['value']:,.4g}",
-                      _ms(lat.get("p50")), _ms(lat.get("p99")),
-                      f"{(r.get('sut') or {}).get('mean_batch_size', float('nan')):.1f}", 1])
+      lg_rows.append(
+        [
+          r["backend"],
+          r["scenario"],
+          r["result"],
+          f"{r['headline']['name']}: {r['headline']['value']:,.4g}",
+          _ms(lat.get("p50")),
+          _ms(lat.get("p99")),
+          f"{(r.get('sut') or {}).get('mean_batch_size', float('nan')):.1f}",
+          1,
+        ]
+      )
   if lg_rows:
-    ratios = [f"{r['backend']}: batched Server sustains {r['batched_over_batch1_qps']:.1f}x the "
-              f"batch-1 Server QPS at the same p99 bound ({r['latency_bound_ms']} ms)"
-              for r in by("loadgen_server_ratio") if r["batched_over_batch1_qps"]]
-    parts += ["## MLPerf LoadGen (fp32)", "",
-              "Short runs (see settings in bench.json); LoadGen's own summary and detail logs are "
-              "in `loadgen/<backend>/<scenario>/`. Server is searched (one LoadGen run per trial) "
-              "for the highest Poisson QPS whose run is VALID; *batched* answers whatever is "
-              "waiting in one call padded to a compiled size, *batch1* one request per call.", "",
-              markdown_table(["backend", "scenario", "result", "metric", "p50 ms", "p99 ms",
-                              "mean batch", "runs"], lg_rows), "", *[f"- {x}" for x in ratios], ""]
+    ratios = [
+      f"{r['backend']}: batched Server sustains {r['batched_over_batch1_qps']:.1f}x the "
+      f"batch-1 Server QPS at the same p99 bound ({r['latency_bound_ms']} ms)"
+      for r in by("loadgen_server_ratio")
+      if r["batched_over_batch1_qps"]
+    ]
+    parts += [
+      "## MLPerf LoadGen (fp32)",
+      "",
+      "Short runs (see settings in bench.json); LoadGen's own summary and detail logs are "
+      "in `loadgen/<backend>/<scenario>/`. Server is searched (one LoadGen run per trial) "
+      "for the highest Poisson QPS whose run is VALID; *batched* answers whatever is "
+      "waiting in one call padded to a compiled size, *batch1* one request per call.",
+      "",
+      markdown_table(
+        ["backend", "scenario", "result", "metric", "p50 ms", "p99 ms", "mean batch", "runs"],
+        lg_rows,
+      ),
+      "",
+      *[f"- {x}" for x in ratios],
+      "",
+    ]
   return "\n".join(parts)
 
 
@@ -238,9 +377,14 @@ def _ms(v: float | None) -> str:
   return "" if v is None else f"{v:.3f}"
 
 
-def write_benchmark(workdir: str, checkpoint: str | int, settings: BenchSettings,
-                    argv: list[str], out: str | None = None,
-                    log: Callable[[str], None] = print) -> tuple[dict[str, Any], str]:
+def write_benchmark(
+  workdir: str,
+  checkpoint: str | int,
+  settings: BenchSettings,
+  argv: list[str],
+  out: str | None = None,
+  log: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], str]:
   """Benchmarks a run's checkpoint and writes bench.{json,md}, latency.png, batch_sweep.png into
   `out` (default WORKDIR/bench) and `inference/*` scalars into the run's TensorBoard directory.
 
@@ -259,22 +403,33 @@ def write_benchmark(workdir: str, checkpoint: str | int, settings: BenchSettings
   os.makedirs(out, exist_ok=True)
   t = time.perf_counter()
   result = benchmark_run(run, data, out, settings, log=log)
-  meta = provenance(argv, workdir=os.path.abspath(workdir), step=run.step,
-                    experiment=run.config.experiment, wall_seconds=time.perf_counter() - t)
+  meta = provenance(
+    argv,
+    workdir=os.path.abspath(workdir),
+    step=run.step,
+    experiment=run.config.experiment,
+    wall_seconds=time.perf_counter() - t,
+  )
   title = f"Inference benchmark: {run.config.experiment} (step {run.step})"
   samples = result.pop("latency_samples_us")
   write_json(os.path.join(out, "bench.json"), {"provenance": meta, **result})
   write_text(os.path.join(out, "bench.md"), markdown_report(result, title, meta["markdown"]) + "\n")
-  latency = {f"{tag} {side}": v for tag, sides in samples.items() for side, v in sides.items()
-             if side == "serving" or tag.endswith("float32")}
-  figures.latency_distribution(latency, os.path.join(out, "latency.png"),
-                               f"{run.config.experiment}: batch-1 latency")
+  latency = {
+    f"{tag} {side}": v
+    for tag, sides in samples.items()
+    for side, v in sides.items()
+    if side == "serving" or tag.endswith("float32")
+  }
+  figures.latency_distribution(
+    latency, os.path.join(out, "latency.png"), f"{run.config.experiment}: batch-1 latency"
+  )
   sweeps: dict[str, list] = {}
   for r in result["records"]:
     if r["kind"] == "batch":
       sweeps.setdefault(f"{r['backend']} {r['precision']}", []).append(r)
-  figures.batch_sweep(sweeps, os.path.join(out, "batch_sweep.png"),
-                      f"{run.config.experiment}: batch inference")
+  figures.batch_sweep(
+    sweeps, os.path.join(out, "batch_sweep.png"), f"{run.config.experiment}: batch inference"
+  )
   with SummaryWriter(workdir) as writer:
     writer.scalars(headline(result["records"]), run.step)
   return meta, out

@@ -7,6 +7,7 @@ a device-resident input, blocking, nothing fetched). The three run in alternatin
 machine's noise falls on all alike. Batch is a sweep of compiled batch
 sizes on device-resident inputs: throughput, per-example time, and where throughput saturates.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -14,11 +15,12 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from research.bench.timing import stats_us, median_and_percentiles, time_calls
+from research.bench.timing import median_and_percentiles, stats_us, time_calls
 
 
-def realtime_latency(predictor, example: np.ndarray, n_calls: int = 2000, blocks: int = 10
-                     ) -> dict[str, Any]:
+def realtime_latency(
+  predictor, example: np.ndarray, n_calls: int = 2000, blocks: int = 10
+) -> dict[str, Any]:
   """Batch-1 latency of `predictor.logits`, of the bare jitted call and of compute alone."""
   example = predictor.check_input(example)[:1]
   b = predictor.padded_size(1)
@@ -26,9 +28,9 @@ def realtime_latency(predictor, example: np.ndarray, n_calls: int = 2000, blocks
   x_host = np.concatenate([example, np.zeros((b - 1, *predictor.input_shape), np.float32)])
   x_dev = jax.device_put(x_host, predictor.device)
   sides = {
-      "serving": lambda: predictor.logits(example),
-      "floor": lambda: np.asarray(compiled(predictor.params, x_host)),
-      "compute": lambda: compiled(predictor.params, x_dev).block_until_ready(),
+    "serving": lambda: predictor.logits(example),
+    "floor": lambda: np.asarray(compiled(predictor.params, x_host)),
+    "compute": lambda: compiled(predictor.params, x_dev).block_until_ready(),
   }
   per_block = max(1, n_calls // blocks)
   times: dict[str, list[np.ndarray]] = {k: [] for k in sides}
@@ -43,8 +45,14 @@ def realtime_latency(predictor, example: np.ndarray, n_calls: int = 2000, blocks
   return out
 
 
-def batch_sweep(predictor, batch_sizes: Sequence[int] | None = None, seconds_per_size: float = 0.3,
-                min_calls: int = 5, max_calls: int = 2000, rng_seed: int = 0) -> list[dict[str, Any]]:
+def batch_sweep(
+  predictor,
+  batch_sizes: Sequence[int] | None = None,
+  seconds_per_size: float = 0.3,
+  min_calls: int = 5,
+  max_calls: int = 2000,
+  rng_seed: int = 0,
+) -> list[dict[str, Any]]:
   """One record per compiled batch size: median call time, examples/s, µs per example.
 
   Each size gets about `seconds_per_size` of timed calls (at least `min_calls`) on a random
@@ -57,17 +65,27 @@ def batch_sweep(predictor, batch_sizes: Sequence[int] | None = None, seconds_per
     if b not in predictor.compiled:
       raise ValueError(f"batch size {b} was not compiled; compiled: {list(predictor.batch_sizes)}")
     compiled = predictor.compiled[b]
-    x = jax.device_put(rng.standard_normal((b, *predictor.input_shape), np.float32),
-                       predictor.device)
+    x = jax.device_put(
+      rng.standard_normal((b, *predictor.input_shape), np.float32), predictor.device
+    )
     call = lambda compiled=compiled, x=x: (  # noqa: E731
-        compiled(predictor.params, x).block_until_ready())
+      compiled(predictor.params, x).block_until_ready()
+    )
     probe = time_calls(call, 3, warmup=2)
     n = int(np.clip(seconds_per_size / max(np.median(probe), 1e-7), min_calls, max_calls))
     stats = median_and_percentiles(time_calls(call, n, warmup=0), (90, 99))
-    records.append({"batch_size": b, "calls": n, "call_p50_us": stats["p50"] * 1e6,
-                    "call_p90_us": stats["p90"] * 1e6, "call_p99_us": stats["p99"] * 1e6,
-                    "examples_per_s": b / stats["p50"], "us_per_example": stats["p50"] * 1e6 / b,
-                    "compile_s": predictor.compile_seconds.get(b)})
+    records.append(
+      {
+        "batch_size": b,
+        "calls": n,
+        "call_p50_us": stats["p50"] * 1e6,
+        "call_p90_us": stats["p90"] * 1e6,
+        "call_p99_us": stats["p99"] * 1e6,
+        "examples_per_s": b / stats["p50"],
+        "us_per_example": stats["p50"] * 1e6 / b,
+        "compile_s": predictor.compile_seconds.get(b),
+      }
+    )
   return records
 
 

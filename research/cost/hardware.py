@@ -4,6 +4,7 @@ Named profiles carry the vendors' dense peaks; price, power and MFU are assumpti
 overrides. This machine's peak is measured with a large matmul, so its utilization figures are
 against what it can actually do.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,6 +26,7 @@ class HardwareProfile:
   user overrides (--price-per-hour, --power-watts). `mfu_*` are the model-FLOP utilizations
   assumed when a profile is not the machine the times were measured on.
   """
+
   name: str
   peak_flops: float
   memory_bandwidth: float | None
@@ -38,26 +40,32 @@ class HardwareProfile:
 
 
 PROFILES: dict[str, HardwareProfile] = {
-    "h100-sxm-bf16": HardwareProfile("h100-sxm-bf16", 989e12, 3.35e12, 700.0, 3.00, "bfloat16"),
-    "h100-sxm-fp32": HardwareProfile("h100-sxm-fp32", 67e12, 3.35e12, 700.0, 3.00),
-    "a100-sxm-bf16": HardwareProfile("a100-sxm-bf16", 312e12, 2.04e12, 400.0, 1.50, "bfloat16"),
-    "l4-bf16": HardwareProfile("l4-bf16", 121e12, 0.3e12, 72.0, 0.70, "bfloat16"),
+  "h100-sxm-bf16": HardwareProfile("h100-sxm-bf16", 989e12, 3.35e12, 700.0, 3.00, "bfloat16"),
+  "h100-sxm-fp32": HardwareProfile("h100-sxm-fp32", 67e12, 3.35e12, 700.0, 3.00),
+  "a100-sxm-bf16": HardwareProfile("a100-sxm-bf16", 312e12, 2.04e12, 400.0, 1.50, "bfloat16"),
+  "l4-bf16": HardwareProfile("l4-bf16", 121e12, 0.3e12, 72.0, 0.70, "bfloat16"),
 }
 
 
-def get_profile(name: str, price_per_hour: float | None = None,
-                power_watts: float | None = None) -> HardwareProfile:
+def get_profile(
+  name: str, price_per_hour: float | None = None, power_watts: float | None = None
+) -> HardwareProfile:
   if name not in PROFILES:
-    raise CostError(f"unknown hardware profile {name!r}; choose one of: "
-                    f"{', '.join(sorted(PROFILES))} (or 'this-machine')")
+    raise CostError(
+      f"unknown hardware profile {name!r}; choose one of: "
+      f"{', '.join(sorted(PROFILES))} (or 'this-machine')"
+    )
   p = PROFILES[name]
-  return dataclasses.replace(p, price_per_hour=p.price_per_hour if price_per_hour is None
-                             else price_per_hour,
-                             power_watts=p.power_watts if power_watts is None else power_watts)
+  return dataclasses.replace(
+    p,
+    price_per_hour=p.price_per_hour if price_per_hour is None else price_per_hour,
+    power_watts=p.power_watts if power_watts is None else power_watts,
+  )
 
 
-def measure_peak_flops(n: int = 1024, repeats: int = 10, dtype=jnp.float32,
-                       device: jax.Device | None = None) -> dict[str, float]:
+def measure_peak_flops(
+  n: int = 1024, repeats: int = 10, dtype=jnp.float32, device: jax.Device | None = None
+) -> dict[str, float]:
   """Achieved FLOP/s of a large square matmul: this machine's practical peak."""
   device = device or jax.devices()[0]
   key = jax.random.key(0)
@@ -71,14 +79,20 @@ def measure_peak_flops(n: int = 1024, repeats: int = 10, dtype=jnp.float32,
     matmul(a, b).block_until_ready()
     times.append(time.perf_counter() - t)
   best = min(times)
-  return {"peak_flops": 2.0 * n ** 3 / best, "matmul_n": n, "dtype": jnp.dtype(dtype).name,
-          "median_flops": 2.0 * n ** 3 / float(np.median(times))}
+  return {
+    "peak_flops": 2.0 * n**3 / best,
+    "matmul_n": n,
+    "dtype": jnp.dtype(dtype).name,
+    "median_flops": 2.0 * n**3 / float(np.median(times)),
+  }
 
 
-def this_machine_profile(peak_flops: float, power_watts: float, price_per_hour: float
-                         ) -> HardwareProfile:
-  return HardwareProfile("this-machine", peak_flops, None, power_watts, price_per_hour,
-                         measured=True)
+def this_machine_profile(
+  peak_flops: float, power_watts: float, price_per_hour: float
+) -> HardwareProfile:
+  return HardwareProfile(
+    "this-machine", peak_flops, None, power_watts, price_per_hour, measured=True
+  )
 
 
 def break_even(training_cost: float, cost_per_prediction: float) -> float:
@@ -91,5 +105,7 @@ def break_even(training_cost: float, cost_per_prediction: float) -> float:
 
 
 def energy_and_money(seconds: float, profile: HardwareProfile) -> dict[str, float]:
-  return {"joules": seconds * profile.power_watts,
-          "dollars": seconds * profile.price_per_hour / 3600.0}
+  return {
+    "joules": seconds * profile.power_watts,
+    "dollars": seconds * profile.price_per_hour / 3600.0,
+  }

@@ -19,10 +19,12 @@ It leaves out
     when d_model >> n_ctx / 12, Kaplan's own condition for dropping context terms.
 
 `forward_terms` counts our module (research/models/transformer.py) op by op; XLA's count
-(`research.cost.xla.compiled_cost`) is the cross-check. Where the two differ, XLA is counting work the model does not need: its fusion pass
+(`research.cost.xla.compiled_cost`) is the cross-check. Where the two differ, XLA is counting
+work the model does not need: its fusion pass
 duplicates the fused qkv bias add into the q, k and v consumers (3x that add; measured), and it
 counts a reduction over n elements as n - 1 adds.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -31,14 +33,20 @@ from research.cost.flops import LayerFlops, optimizer_flops_per_param
 
 # Elementwise FLOPs per element, counted in the module's ops (checked against XLA's HLO):
 LAYERNORM_FLOPS = 7  # x^2, two row sums, - mean, scale * rsqrt, *, + bias  (+ 1 rsqrt per row)
-GELU_FLOPS = 8       # tanh form: x^3 (2), * c, + x, * sqrt(2/pi), + 1, * 0.5, * x  (+ 1 tanh)
-SOFTMAX_FLOPS = 5    # causal select, row max, - max, row sum, * 1/sum  (+ 1 exp)
+GELU_FLOPS = 8  # tanh form: x^3 (2), * c, + x, * sqrt(2/pi), + 1, * 0.5, * x  (+ 1 tanh)
+SOFTMAX_FLOPS = 5  # causal select, row max, - max, row sum, * 1/sum  (+ 1 exp)
 # Mean cross-entropy per vocabulary entry: forward max, - max, sum of exp, one-hot select and
 # sum; backward softmax * g, - one-hot (+ 1 exp forward).
 LOSS_FLOPS = 7
 
-_DEFAULTS = {"n_layer": 2, "d_model": 64, "n_head": 4, "d_ff": 256, "n_ctx": 64,
-             "tied_embeddings": True}
+_DEFAULTS = {
+  "n_layer": 2,
+  "d_model": 64,
+  "n_head": 4,
+  "d_ff": 256,
+  "n_ctx": 64,
+  "tied_embeddings": True,
+}
 
 
 def _config(config: Any) -> dict[str, Any]:
@@ -56,8 +64,9 @@ def _config(config: Any) -> dict[str, Any]:
 # Parameters
 
 
-def kaplan_non_embedding_params(n_layer: int, d_model: int, d_ff: int,
-                                d_attn: int | None = None) -> int:
+def kaplan_non_embedding_params(
+  n_layer: int, d_model: int, d_ff: int, d_attn: int | None = None
+) -> int:
   """N = 2 d_model n_layer (2 d_attn + d_ff): weight matrices only, no biases or LayerNorms."""
   d_attn = d_model if d_attn is None else d_attn
   return 2 * d_model * n_layer * (2 * d_attn + d_ff)
@@ -86,16 +95,18 @@ def param_count(config: Any) -> int:
 # Kaplan
 
 
-def kaplan_forward_flops_per_token(n_layer: int, d_model: int, d_ff: int, n_ctx: int,
-                                   d_attn: int | None = None) -> float:
+def kaplan_forward_flops_per_token(
+  n_layer: int, d_model: int, d_ff: int, n_ctx: int, d_attn: int | None = None
+) -> float:
   """C_forward = 2N + 2 n_layer n_ctx d_attn (Kaplan et al. 2020, Table 1)."""
   d_attn = d_model if d_attn is None else d_attn
   n = kaplan_non_embedding_params(n_layer, d_model, d_ff, d_attn)
   return 2.0 * n + 2.0 * n_layer * n_ctx * d_attn
 
 
-def kaplan_train_flops_per_token(n_layer: int, d_model: int, d_ff: int, n_ctx: int,
-                                 d_attn: int | None = None) -> float:
+def kaplan_train_flops_per_token(
+  n_layer: int, d_model: int, d_ff: int, n_ctx: int, d_attn: int | None = None
+) -> float:
   """Training is about 3x the forward pass (backward: input and weight gradients, 2x)."""
   return 3.0 * kaplan_forward_flops_per_token(n_layer, d_model, d_ff, n_ctx, d_attn)
 
@@ -104,8 +115,9 @@ def kaplan_train_flops_per_token(n_layer: int, d_model: int, d_ff: int, n_ctx: i
 # Exact count of our module
 
 
-def forward_terms(config: Any, batch: int, seq_len: int,
-                  key_len: int | None = None) -> list[LayerFlops]:
+def forward_terms(
+  config: Any, batch: int, seq_len: int, key_len: int | None = None
+) -> list[LayerFlops]:
   """Forward FLOPs of `batch` sequences of `seq_len` tokens, term by term, all layers summed.
 
   `key_len` is how many keys each query is scored against: `seq_len` for the full forward
@@ -116,29 +128,39 @@ def forward_terms(config: Any, batch: int, seq_len: int,
   L, d, f, h, v = c["n_layer"], c["d_model"], c["d_ff"], c["n_head"], c["num_classes"]
   n = float(batch * seq_len)  # tokens
   k = seq_len if key_len is None else key_len
-  scores = n * h * k          # per layer
+  scores = n * h * k  # per layer
   return [
-      LayerFlops("embedding", 0.0, n * d, input_is_data=True),  # token + position embedding
-      # q scaling (d) and the qkv bias (3d).
-      LayerFlops("qkv", L * 2 * n * d * 3 * d, L * n * 4 * d, False),
-      LayerFlops("attn_scores", L * 2 * n * k * d, 0.0, False),
-      LayerFlops("attn_softmax", 0.0, L * SOFTMAX_FLOPS * scores, False,
-                 transcendentals=L * scores),
-      LayerFlops("attn_values", L * 2 * n * k * d, 0.0, False),
-      # Bias and residual add.
-      LayerFlops("attn_out", L * 2 * n * d * d, L * n * 2 * d, False),
-      # Two biases, the residual add and GELU.
-      LayerFlops("mlp", L * 2 * n * 2 * d * f, L * n * (f + 2 * d + GELU_FLOPS * f), False,
-                 transcendentals=L * n * f),
-      # Two per block and the final one.
-      LayerFlops("layernorm", 0.0, (2 * L + 1) * n * LAYERNORM_FLOPS * d, False,
-                 transcendentals=(2 * L + 1) * n),
-      LayerFlops("unembed", 2 * n * d * v, 0.0, False),
+    LayerFlops("embedding", 0.0, n * d, input_is_data=True),  # token + position embedding
+    # q scaling (d) and the qkv bias (3d).
+    LayerFlops("qkv", L * 2 * n * d * 3 * d, L * n * 4 * d, False),
+    LayerFlops("attn_scores", L * 2 * n * k * d, 0.0, False),
+    LayerFlops("attn_softmax", 0.0, L * SOFTMAX_FLOPS * scores, False, transcendentals=L * scores),
+    LayerFlops("attn_values", L * 2 * n * k * d, 0.0, False),
+    # Bias and residual add.
+    LayerFlops("attn_out", L * 2 * n * d * d, L * n * 2 * d, False),
+    # Two biases, the residual add and GELU.
+    LayerFlops(
+      "mlp",
+      L * 2 * n * 2 * d * f,
+      L * n * (f + 2 * d + GELU_FLOPS * f),
+      False,
+      transcendentals=L * n * f,
+    ),
+    # Two per block and the final one.
+    LayerFlops(
+      "layernorm",
+      0.0,
+      (2 * L + 1) * n * LAYERNORM_FLOPS * d,
+      False,
+      transcendentals=(2 * L + 1) * n,
+    ),
+    LayerFlops("unembed", 2 * n * d * v, 0.0, False),
   ]
 
 
-def sequence_forward_flops(config: Any, batch: int, seq_len: int, key_len: int | None = None
-                           ) -> float:
+def sequence_forward_flops(
+  config: Any, batch: int, seq_len: int, key_len: int | None = None
+) -> float:
   """Total forward FLOPs (matmuls + elementwise) of `forward_terms`.
 
   `research.cost.flops.forward_flops` is the family-independent entry point over this.
@@ -146,12 +168,14 @@ def sequence_forward_flops(config: Any, batch: int, seq_len: int, key_len: int |
   return sum(t.forward for t in forward_terms(config, batch, seq_len, key_len))
 
 
-def train_step_terms(config: Any, batch: int, seq_len: int, optimizer: str = "adam"
-                     ) -> dict[str, float]:
+def train_step_terms(
+  config: Any, batch: int, seq_len: int, optimizer: str = "adam"
+) -> dict[str, float]:
   """FLOPs of one train step (`research.training.step.make_train_step`) on `batch` windows of
   `seq_len` tokens, by part.
 
-  Backward follows `research/cost/flops.py`: a matmul costs its forward again for the weight gradient
+  Backward follows `research/cost/flops.py`: a matmul costs its forward again for the weight
+  gradient
   and again for the input gradient (every matmul here has a computed input: the residual stream
   starts at the embeddings, which are trained), an elementwise op twice its forward, a
   transcendental 3 more. The embedding's gradient is a scatter-add of every token's gradient
@@ -165,16 +189,17 @@ def train_step_terms(config: Any, batch: int, seq_len: int, optimizer: str = "ad
   d, v = c["d_model"], c["num_classes"]
   opt = optimizer_flops_per_param(optimizer)
   return {
-      "forward": sum(t.forward for t in terms),
-      "backward": sum(t.backward for t in terms),
-      "embedding_grad": 2 * n * d + (v * d if c["tied_embeddings"] else 0),
-      "loss": LOSS_FLOPS * n * v,
-      "optimizer": float(opt * param_count(c)),
+    "forward": sum(t.forward for t in terms),
+    "backward": sum(t.backward for t in terms),
+    "embedding_grad": 2 * n * d + (v * d if c["tied_embeddings"] else 0),
+    "loss": LOSS_FLOPS * n * v,
+    "optimizer": float(opt * param_count(c)),
   }
 
 
-def sequence_train_step_flops(config: Any, batch: int, seq_len: int, optimizer: str = "adam"
-                              ) -> float:
+def sequence_train_step_flops(
+  config: Any, batch: int, seq_len: int, optimizer: str = "adam"
+) -> float:
   """Forward + backward + loss + optimizer: about 3x `sequence_forward_flops`."""
   return sum(train_step_terms(config, batch, seq_len, optimizer).values())
 
@@ -189,6 +214,9 @@ def decode_step_flops(config: Any, batch: int, new_tokens: int = 1) -> float:
 
 
 def non_embedding_forward_flops(config: Any, batch: int, seq_len: int) -> float:
-  """`sequence_forward_flops` less the terms Kaplan's formula leaves out by name: embedding, unembedding."""
-  return sum(t.forward for t in forward_terms(config, batch, seq_len)
-             if t.name not in ("embedding", "unembed"))
+  """`sequence_forward_flops` less the terms Kaplan's formula leaves out: (un)embedding."""
+  return sum(
+    t.forward
+    for t in forward_terms(config, batch, seq_len)
+    if t.name not in ("embedding", "unembed")
+  )

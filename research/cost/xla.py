@@ -1,5 +1,6 @@
 """XLA's view of a compiled function: its FLOP count, bytes and memory, the cross-check of the
 analytic counts in `research.cost.flops`."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -17,16 +18,24 @@ def compiled_cost(fn, *args, **kwargs) -> dict[str, float]:
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else {}
   cost = cost or {}
-  out = {"flops": float(cost.get("flops", float("nan"))),
-         "transcendentals": float(cost.get("transcendentals", 0.0)),
-         "bytes_accessed": float(cost.get("bytes accessed", float("nan")))}
+  out = {
+    "flops": float(cost.get("flops", float("nan"))),
+    "transcendentals": float(cost.get("transcendentals", 0.0)),
+    "bytes_accessed": float(cost.get("bytes accessed", float("nan"))),
+  }
   memory = compiled.memory_analysis()
   if memory is not None:
-    for field in ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
-                  "temp_size_in_bytes", "generated_code_size_in_bytes"):
+    for field in (
+      "argument_size_in_bytes",
+      "output_size_in_bytes",
+      "alias_size_in_bytes",
+      "temp_size_in_bytes",
+      "generated_code_size_in_bytes",
+    ):
       out[field.replace("_size_in_bytes", "_bytes")] = float(getattr(memory, field, 0) or 0)
-    out["peak_bytes"] = (out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"]
-                         + out["temp_bytes"])
+    out["peak_bytes"] = (
+      out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"] + out["temp_bytes"]
+    )
   return out
 
 
@@ -34,8 +43,13 @@ def tree_bytes(tree: Any) -> int:
   return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)))
 
 
-def xla_flops(model_config: Mapping[str, Any], input_shape: Sequence[int], num_classes: int,
-              batch: int, optimizer: Any) -> dict[str, Any]:
+def xla_flops(
+  model_config: Mapping[str, Any],
+  input_shape: Sequence[int],
+  num_classes: int,
+  batch: int,
+  optimizer: Any,
+) -> dict[str, Any]:
   """XLA's FLOPs for the forward pass and the train step at `batch`, with notes.
 
   Two adjustments, both measured: the 1-D CNN is counted with `conv_impl="xla"` (the im2col form
@@ -45,6 +59,7 @@ def xla_flops(model_config: Mapping[str, Any], input_shape: Sequence[int], num_c
   """
   from research.models import build_model
   from research.training.step import create_train_state, make_train_step
+
   config = dict(model_config)
   notes = []
   tokens = config["name"] == "transformer"
@@ -58,16 +73,22 @@ def xla_flops(model_config: Mapping[str, Any], input_shape: Sequence[int], num_c
       x = jnp.zeros((batch, *input_shape), jnp.float32)
       y = jnp.zeros((batch,), jnp.int32)
     state = create_train_state(model, optimizer, x[:1], jax.random.key(0))
-    return (compiled_cost(model.apply, state.params, x)["flops"],
-            compiled_cost(make_train_step(model, optimizer), state, (x, y))["flops"])
+    return (
+      compiled_cost(model.apply, state.params, x)["flops"],
+      compiled_cost(make_train_step(model, optimizer), state, (x, y))["flops"],
+    )
 
   out: dict[str, Any] = {}
-  if (config["name"] == "cnn1d"
-      and kernels.resolve("conv1d", config.get("conv_impl", "auto")) != "xla"):
+  if (
+    config["name"] == "cnn1d"
+    and kernels.resolve("conv1d", config.get("conv_impl", "auto")) != "xla"
+  ):
     out["implementation_forward"], out["implementation_train_step"] = count(config)
     config["conv_impl"] = "xla"
-    notes.append("counted with conv_impl=xla; the im2col implementation that runs pads each "
-                 "conv matmul to multiples of 8 and does the implementation_* FLOPs")
+    notes.append(
+      "counted with conv_impl=xla; the im2col implementation that runs pads each "
+      "conv matmul to multiples of 8 and does the implementation_* FLOPs"
+    )
   if config["name"] == "gru":
     steps = int(input_shape[0])
     f1, t1 = count({**config, "unroll": 1})

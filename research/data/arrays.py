@@ -1,4 +1,5 @@
-"""Inputs and outputs of inference as local files: `.npy`, `.npz` and CSV in; `.npy`, `.npz`, CSV out."""
+"""Inference's inputs and outputs as local files: `.npy`, `.npz` or CSV, in and out."""
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,10 @@ def read_inputs(path: str, key: str | None = None) -> tuple[np.ndarray, np.ndarr
       if key is None:
         key = "x" if "x" in names else (names[0] if len(names) == 1 else None)
       if key is None or key not in names:
-        raise DataError(f"input {path!r} has no array {key or 'x'!r} (found: "
-                        f"{', '.join(names) or 'none'}); pick one with --key")
+        raise DataError(
+          f"input {path!r} has no array {key or 'x'!r} (found: "
+          f"{', '.join(names) or 'none'}); pick one with --key"
+        )
       label_key = "y" + key[1:] if key.startswith("x") else None
       labels = archive[label_key] if label_key in names else None
       return archive[key], labels
@@ -56,12 +59,15 @@ def _read_csv(path: str) -> np.ndarray:
   try:
     return np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64)
   except ValueError as e:
-    raise DataError(f"input {path!r} has a non-numeric or ragged row ({_first_line(e)}); "
-                    f"give one example per line, comma-separated numbers") from None
+    raise DataError(
+      f"input {path!r} has a non-numeric or ragged row ({_first_line(e)}); "
+      f"give one example per line, comma-separated numbers"
+    ) from None
 
 
-def write_predictions(path: str, predictions: np.ndarray,
-                      probabilities: np.ndarray | None = None) -> None:
+def write_predictions(
+  path: str, predictions: np.ndarray, probabilities: np.ndarray | None = None
+) -> None:
   """Writes atomically. `.npy` holds the probabilities when given, else the labels; `.npz` and
   CSV hold both (CSV columns: prediction, p0, p1, ...)."""
   suffix = os.path.splitext(path)[1].lower()
@@ -86,8 +92,9 @@ def write_predictions(path: str, predictions: np.ndarray,
         columns.append(probabilities)
         header += "," + ",".join(f"p{i}" for i in range(probabilities.shape[1]))
       fmt = ["%d"] + ["%.6g"] * (sum(c.shape[1] for c in columns) - 1)
-      np.savetxt(tmp, np.concatenate(columns, axis=1), delimiter=",", header=header,
-                 comments="", fmt=fmt)
+      np.savetxt(
+        tmp, np.concatenate(columns, axis=1), delimiter=",", header=header, comments="", fmt=fmt
+      )
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):

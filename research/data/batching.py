@@ -4,6 +4,7 @@ A batch is a pure function of (step, seed), so the iterator's position is the st
 resumed run sees exactly the batches an uninterrupted one would. The default is the MNIST-1D
 reference protocol: sequential slices of the training set, no shuffling.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,10 @@ class BatchSchedule:
     if batch_size <= 0:
       raise ValueError(f"batch_size must be positive, got {batch_size}")
     if batch_size > num_examples:
-      raise ValueError(f"batch_size {batch_size} exceeds the {num_examples} training examples; "
-                       f"lower --config.batch_size")
+      raise ValueError(
+        f"batch_size {batch_size} exceeds the {num_examples} training examples; "
+        f"lower --config.batch_size"
+      )
     self.num_examples = num_examples
     self.batch_size = batch_size
     self.shuffle = shuffle
@@ -37,7 +40,7 @@ class BatchSchedule:
     """Indices of the batch taken at `step` (0-based)."""
     epoch, within = divmod(step, self.steps_per_epoch)
     start = within * self.batch_size
-    return self._order(epoch)[start:start + self.batch_size]
+    return self._order(epoch)[start : start + self.batch_size]
 
   def chunk(self, first_step: int, num_steps: int) -> np.ndarray:
     """Indices for `num_steps` consecutive steps, shape (num_steps, batch_size)."""

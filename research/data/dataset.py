@@ -1,4 +1,5 @@
 """The one in-memory dataset type every source returns."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +19,7 @@ class Dataset:
   position (x, y: [N, T] token ids, y the next token). `loss_floor` is the best achievable test
   loss in nats per target when the source is known (a Markov chain's entropy rate), else None.
   """
+
   name: str
   x_train: np.ndarray
   y_train: np.ndarray
@@ -41,8 +43,9 @@ class Dataset:
     return tuple(self.x_train.shape[1:])
 
 
-def make_dataset(name: str, x_train, y_train, x_test, y_test, num_classes: int | None = None
-                 ) -> Dataset:
+def make_dataset(
+  name: str, x_train, y_train, x_test, y_test, num_classes: int | None = None
+) -> Dataset:
   """Checks shapes and labels, casts to float32/int32, and infers the class count."""
   x_train, x_test = np.asarray(x_train), np.asarray(x_test)
   y_train, y_test = np.asarray(y_train), np.asarray(y_test)
@@ -50,45 +53,60 @@ def make_dataset(name: str, x_train, y_train, x_test, y_test, num_classes: int |
     if x.ndim < 2:
       raise DataError(f"{name}: {split} inputs need shape (examples, features...), got {x.shape}")
     if y.ndim != 1 or len(y) != len(x):
-      raise DataError(f"{name}: {split} labels need shape ({len(x)},) to match the inputs, "
-                      f"got {y.shape}")
+      raise DataError(
+        f"{name}: {split} labels need shape ({len(x)},) to match the inputs, got {y.shape}"
+      )
     if len(x) == 0:
       raise DataError(f"{name}: the {split} split is empty")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
       raise DataError(f"{name}: {split} inputs must be real numbers, got dtype {x.dtype}")
     if not np.all(np.isfinite(x)):
       raise DataError(f"{name}: {split} inputs contain NaN or inf")
-    if not (np.issubdtype(y.dtype, np.integer)
-            or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
+    if not (
+      np.issubdtype(y.dtype, np.integer)
+      or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))
+    ):
       raise DataError(f"{name}: {split} labels must be integers, got dtype {y.dtype}")
     if len(y) and y.min() < 0:
       raise DataError(f"{name}: {split} labels must be >= 0, found {y.min()}")
   if x_train.shape[1:] != x_test.shape[1:]:
-    raise DataError(f"{name}: train inputs {x_train.shape[1:]} and test inputs "
-                    f"{x_test.shape[1:]} differ in shape per example")
+    raise DataError(
+      f"{name}: train inputs {x_train.shape[1:]} and test inputs "
+      f"{x_test.shape[1:]} differ in shape per example"
+    )
   inferred = int(max(y_train.max(), y_test.max())) + 1
   num_classes = inferred if num_classes is None else num_classes
   if inferred > num_classes:
     raise DataError(f"{name}: labels reach {inferred - 1} but num_classes is {num_classes}")
-  return Dataset(name, x_train.astype(np.float32), y_train.astype(np.int32),
-                 x_test.astype(np.float32), y_test.astype(np.int32), num_classes)
+  return Dataset(
+    name,
+    x_train.astype(np.float32),
+    y_train.astype(np.int32),
+    x_test.astype(np.float32),
+    y_test.astype(np.int32),
+    num_classes,
+  )
 
 
-def make_sequence_dataset(name: str, x_train, y_train, x_test, y_test, num_classes: int,
-                          loss_floor: float | None = None) -> Dataset:
+def make_sequence_dataset(
+  name: str, x_train, y_train, x_test, y_test, num_classes: int, loss_floor: float | None = None
+) -> Dataset:
   """Token windows and their next-token targets, int32 [N, T], ids in [0, num_classes)."""
   arrays = {}
   for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 2 or x.shape != y.shape or len(x) == 0:
-      raise DataError(f"{name}: {split} tokens and targets need one shape (windows, positions), "
-                      f"got {x.shape} and {y.shape}")
+      raise DataError(
+        f"{name}: {split} tokens and targets need one shape (windows, positions), "
+        f"got {x.shape} and {y.shape}"
+      )
     for what, a in (("tokens", x), ("targets", y)):
       if not np.issubdtype(a.dtype, np.integer):
         raise DataError(f"{name}: {split} {what} must be integer ids, got dtype {a.dtype}")
       if a.min() < 0 or a.max() >= num_classes:
-        raise DataError(f"{name}: {split} {what} must lie in [0, {num_classes}), found "
-                        f"[{a.min()}, {a.max()}]")
+        raise DataError(
+          f"{name}: {split} {what} must lie in [0, {num_classes}), found [{a.min()}, {a.max()}]"
+        )
     arrays[split] = (x.astype(np.int32), y.astype(np.int32))
   if arrays["train"][0].shape[1] != arrays["test"][0].shape[1]:
     raise DataError(f"{name}: train and test windows differ in length")

@@ -1,4 +1,5 @@
 """scikit-learn's 8x8 handwritten digits, shipped inside the package (no download)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Datasets the user names: a local `.npz` holding `x`, `y`, `x_test`, `y_test`."""
+
 from __future__ import annotations
 
 import os
@@ -22,13 +23,17 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     with np.load(path, allow_pickle=False) as archive:
       missing = [k for k in REQUIRED if k not in archive.files]
       if missing:
-        raise DataError(f"data file {path!r} lacks array(s) {', '.join(missing)}; an .npz needs "
-                        f"{', '.join(REQUIRED)} (found: {', '.join(archive.files) or 'none'})")
+        raise DataError(
+          f"data file {path!r} lacks array(s) {', '.join(missing)}; an .npz needs "
+          f"{', '.join(REQUIRED)} (found: {', '.join(archive.files) or 'none'})"
+        )
       arrays = {k: archive[k] for k in REQUIRED}
   except (OSError, ValueError, zipfile.BadZipFile) as e:
     if isinstance(e, DataError):
       raise
-    raise DataError(f"data file {path!r} is not a readable .npz ({e}); write it with "
-                    f"numpy.savez(path, x=..., y=..., x_test=..., y_test=...)") from None
+    raise DataError(
+      f"data file {path!r} is not a readable .npz ({e}); write it with "
+      f"numpy.savez(path, x=..., y=..., x_test=..., y_test=...)"
+    ) from None
   name = os.path.splitext(os.path.basename(path))[0]
   return make_dataset(name, arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"])

@@ -4,6 +4,7 @@ A next-token model trained on these streams can do no better than the chain's en
 nats/token; divide by ln 2 for bits), so the gap between its validation loss and
 `entropy_rate(source)` is exactly how much it has left to learn.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -25,13 +26,15 @@ class MarkovSource:
 
   The arrays are read-only so the frozen dataclass is frozen all the way down.
   """
+
   transition: np.ndarray
   stationary: np.ndarray
   vocab_size: int
 
 
-def make_markov_source(vocab_size: int = 32, branching: int = 4, seed: int = 0,
-                       concentration: float = 1.0) -> MarkovSource:
+def make_markov_source(
+  vocab_size: int = 32, branching: int = 4, seed: int = 0, concentration: float = 1.0
+) -> MarkovSource:
   """A random chain where every token has exactly `branching` possible successors.
 
   Row i always contains (i + 1) % V, so the ring 0 -> 1 -> ... -> V-1 -> 0 makes every state
@@ -45,11 +48,14 @@ def make_markov_source(vocab_size: int = 32, branching: int = 4, seed: int = 0,
   if vocab_size < 2:
     raise DataError(f"vocab_size must be at least 2, got {vocab_size}; pass vocab_size >= 2")
   if not 2 <= branching <= vocab_size:
-    raise DataError(f"branching must be in [2, vocab_size={vocab_size}], got {branching}; "
-                    f"2 is the least that keeps the chain aperiodic")
+    raise DataError(
+      f"branching must be in [2, vocab_size={vocab_size}], got {branching}; "
+      f"2 is the least that keeps the chain aperiodic"
+    )
   if not (math.isfinite(concentration) and concentration > 0):
-    raise DataError(f"concentration must be a positive number, got {concentration}; "
-                    f"pass e.g. concentration=1.0")
+    raise DataError(
+      f"concentration must be a positive number, got {concentration}; pass e.g. concentration=1.0"
+    )
   rng = np.random.default_rng(seed)
   transition = np.zeros((vocab_size, vocab_size), dtype=np.float64)
   for i in range(vocab_size):
@@ -71,8 +77,10 @@ def _positive_dirichlet(rng: np.random.Generator, concentration: float, size: in
     weights = rng.dirichlet(np.full(size, concentration))
     if np.all(weights > 0) and np.all(np.isfinite(weights)):
       return weights
-  raise DataError(f"concentration={concentration} is so small that Dirichlet weights underflow "
-                  f"to 0; pass concentration >= 0.05")
+  raise DataError(
+    f"concentration={concentration} is so small that Dirichlet weights underflow "
+    f"to 0; pass concentration >= 0.05"
+  )
 
 
 def stationary_distribution(transition: np.ndarray) -> np.ndarray:
@@ -87,18 +95,23 @@ def stationary_distribution(transition: np.ndarray) -> np.ndarray:
   system = np.vstack([p.T - np.eye(n), np.ones((1, n))])
   rhs = np.concatenate([np.zeros(n), [1.0]])
   if np.linalg.matrix_rank(system) < n:
-    raise DataError("the chain is reducible, so its stationary distribution is not unique; "
-                    "make every state reachable from every other")
+    raise DataError(
+      "the chain is reducible, so its stationary distribution is not unique; "
+      "make every state reachable from every other"
+    )
   pi, *_ = np.linalg.lstsq(system, rhs, rcond=None)
   if pi.min() < -_STATIONARY_TOLERANCE:
-    raise DataError(f"stationary distribution came out negative ({pi.min():.3g}); "
-                    f"check the transition matrix")
+    raise DataError(
+      f"stationary distribution came out negative ({pi.min():.3g}); check the transition matrix"
+    )
   pi = np.clip(pi, 0.0, None)
   pi /= pi.sum()
   residual = np.abs(pi @ p - pi).max()
   if residual > _STATIONARY_TOLERANCE or abs(pi.sum() - 1.0) > _STATIONARY_TOLERANCE:
-    raise DataError(f"stationary distribution is inaccurate (|pi P - pi| = {residual:.3g}); "
-                    f"check the transition matrix")
+    raise DataError(
+      f"stationary distribution is inaccurate (|pi P - pi| = {residual:.3g}); "
+      f"check the transition matrix"
+    )
   return pi
 
 
@@ -109,8 +122,9 @@ def _check_transition(p: np.ndarray) -> None:
     raise DataError("transition matrix must hold finite non-negative probabilities")
   worst = np.abs(p.sum(axis=1) - 1.0).max()
   if worst > _ROW_TOLERANCE:
-    raise DataError(f"transition rows must sum to 1 (worst is off by {worst:.3g}); "
-                    f"normalize each row")
+    raise DataError(
+      f"transition rows must sum to 1 (worst is off by {worst:.3g}); normalize each row"
+    )
 
 
 def entropy_rate(source: MarkovSource) -> float:
@@ -153,21 +167,32 @@ def sample_tokens(source: MarkovSource, n_tokens: int, seed: int) -> np.ndarray:
   return np.asarray(out, dtype=np.int32)
 
 
-def load_markov_corpus(vocab_size: int = 32, branching: int = 4, source_seed: int = 0,
-                       train_tokens: int = 1_000_000, val_tokens: int = 100_000,
-                       sample_seed: int = 1, concentration: float = 1.0) -> TokenCorpus:
+def load_markov_corpus(
+  vocab_size: int = 32,
+  branching: int = 4,
+  source_seed: int = 0,
+  train_tokens: int = 1_000_000,
+  val_tokens: int = 100_000,
+  sample_seed: int = 1,
+  concentration: float = 1.0,
+) -> TokenCorpus:
   """One stationary walk of train + val tokens, cut contiguously: train first, val after.
 
   `source_seed` fixes the language (the chain), `sample_seed` the text drawn from it, so two
   corpora with the same chain and different samples share their entropy rate.
   """
   if train_tokens < 2 or val_tokens < 2:
-    raise DataError(f"train_tokens and val_tokens must each be at least 2, got {train_tokens} "
-                    f"and {val_tokens}")
+    raise DataError(
+      f"train_tokens and val_tokens must each be at least 2, got {train_tokens} and {val_tokens}"
+    )
   source = make_markov_source(vocab_size, branching, source_seed, concentration)
   stream = sample_tokens(source, train_tokens + val_tokens, sample_seed)
   return TokenCorpus(
-      name=f"markov_v{vocab_size}_b{branching}_s{source_seed}"
-           + ("" if concentration == 1.0 else f"_c{concentration:g}"),
-      train=stream[:train_tokens], val=stream[train_tokens:], vocab_size=vocab_size,
-      entropy_rate=entropy_rate(source), itos=None)
+    name=f"markov_v{vocab_size}_b{branching}_s{source_seed}"
+    + ("" if concentration == 1.0 else f"_c{concentration:g}"),
+    train=stream[:train_tokens],
+    val=stream[train_tokens:],
+    vocab_size=vocab_size,
+    entropy_rate=entropy_rate(source),
+    itos=None,
+  )

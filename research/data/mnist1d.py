@@ -1,4 +1,5 @@
 """MNIST-1D, generated procedurally by the `mnist1d` package (no download)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,8 @@ def load_mnist1d(seed: int = 42, shuffle_seq: bool = False) -> Dataset:
   `seed` is the generator's (42 is the paper's dataset). `shuffle_seq` applies one fixed
   permutation of the 40 positions to every sequence, the paper's spatially shuffled variant.
   """
-  from mnist1d.data import get_dataset_args, make_dataset as generate
+  from mnist1d.data import get_dataset_args
+  from mnist1d.data import make_dataset as generate
 
   args = get_dataset_args()
   args.seed = seed

@@ -1,4 +1,5 @@
 """A local UTF-8 text file as a character-level corpus (no tokenizer, no download)."""
+
 from __future__ import annotations
 
 import os
@@ -29,25 +30,35 @@ def load_text_corpus(path: str | os.PathLike, val_fraction: float = 0.1) -> Toke
     with open(path, "rb") as f:
       raw = f.read()
   except OSError as e:
-    raise DataError(f"text file {path!r} cannot be read ({e.strerror}); check its permissions"
-                    ) from None
+    raise DataError(
+      f"text file {path!r} cannot be read ({e.strerror}); check its permissions"
+    ) from None
   if not raw:
     raise DataError(f"text file {path!r} is empty; give a file with some text in it")
   try:
     text = raw.decode("utf-8")
   except UnicodeDecodeError as e:
-    raise DataError(f"text file {path!r} is not valid UTF-8 (bad byte at offset {e.start}); "
-                    f"re-save it as UTF-8") from None
+    raise DataError(
+      f"text file {path!r} is not valid UTF-8 (bad byte at offset {e.start}); re-save it as UTF-8"
+    ) from None
   n = len(text)
   n_train = int(round(n * (1.0 - val_fraction)))
   if n_train < 2 or n - n_train < 2:
-    raise DataError(f"text file {path!r} has {n} characters, which val_fraction={val_fraction} "
-                    f"splits {n_train}/{n - n_train}; each side needs at least 2, so use a "
-                    f"longer file or another val_fraction")
+    raise DataError(
+      f"text file {path!r} has {n} characters, which val_fraction={val_fraction} "
+      f"splits {n_train}/{n - n_train}; each side needs at least 2, so use a "
+      f"longer file or another val_fraction"
+    )
   # Code points through UTF-32 keep this vectorized; np.unique sorts them and gives the ids.
   code_points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
   vocab, ids = np.unique(code_points, return_inverse=True)
   ids = ids.astype(np.int32)
   name = os.path.splitext(os.path.basename(path))[0]
-  return TokenCorpus(name=name, train=ids[:n_train], val=ids[n_train:], vocab_size=len(vocab),
-                     entropy_rate=None, itos=tuple(chr(c) for c in vocab.tolist()))
+  return TokenCorpus(
+    name=name,
+    train=ids[:n_train],
+    val=ids[n_train:],
+    vocab_size=len(vocab),
+    entropy_rate=None,
+    itos=tuple(chr(c) for c in vocab.tolist()),
+  )

@@ -4,6 +4,7 @@ A corpus is two int32 streams (train, then validation) over a vocabulary of `voc
 `windows` turns a stream into examples x [N, n_ctx] and targets y [N, n_ctx] with y one token
 ahead of x, so a model that predicts every position gets n_ctx training signals per example.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,6 +21,7 @@ class TokenCorpus:
   `entropy_rate` (nats/token) is the least loss any model can reach when the source is known
   (a Markov chain), None for natural text; `itos` maps ids to characters for text, None otherwise.
   """
+
   name: str
   train: np.ndarray
   val: np.ndarray
@@ -31,8 +33,10 @@ class TokenCorpus:
     if self.vocab_size < 1:
       raise DataError(f"{self.name}: vocab_size must be positive, got {self.vocab_size}")
     if self.itos is not None and len(self.itos) != self.vocab_size:
-      raise DataError(f"{self.name}: itos has {len(self.itos)} entries but vocab_size is "
-                      f"{self.vocab_size}; they must match")
+      raise DataError(
+        f"{self.name}: itos has {len(self.itos)} entries but vocab_size is "
+        f"{self.vocab_size}; they must match"
+      )
     for split in ("train", "val"):
       ids = _checked_ids(getattr(self, split), self.vocab_size, f"{self.name}: {split} stream")
       ids = np.array(ids, dtype=np.int32)  # a private copy, so read-only cannot leak to the caller
@@ -47,13 +51,16 @@ def _checked_ids(ids, vocab_size: int, what: str) -> np.ndarray:
   if not np.issubdtype(ids.dtype, np.integer):
     raise DataError(f"{what} must hold integer token ids, got dtype {ids.dtype}")
   if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-    raise DataError(f"{what} has ids outside [0, {vocab_size}) (min {ids.min()}, "
-                    f"max {ids.max()}); fix the vocabulary size or the ids")
+    raise DataError(
+      f"{what} has ids outside [0, {vocab_size}) (min {ids.min()}, "
+      f"max {ids.max()}); fix the vocabulary size or the ids"
+    )
   return ids
 
 
-def windows(tokens: np.ndarray, n_ctx: int, stride: int | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
+def windows(
+  tokens: np.ndarray, n_ctx: int, stride: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
   """x [N, n_ctx] and y [N, n_ctx] int32 with y[i, t] = tokens[i * stride + t + 1].
 
   `stride` defaults to n_ctx (non-overlapping windows); a trailing piece too short for a full
@@ -68,8 +75,10 @@ def windows(tokens: np.ndarray, n_ctx: int, stride: int | None = None
   if stride < 1:
     raise DataError(f"stride must be at least 1, got {stride}")
   if len(tokens) < n_ctx + 1:
-    raise DataError(f"token stream has {len(tokens)} tokens but a window of n_ctx={n_ctx} needs "
-                    f"{n_ctx + 1}; lower n_ctx or use more data")
+    raise DataError(
+      f"token stream has {len(tokens)} tokens but a window of n_ctx={n_ctx} needs "
+      f"{n_ctx + 1}; lower n_ctx or use more data"
+    )
   view = np.lib.stride_tricks.sliding_window_view(tokens, n_ctx + 1)[::stride]
   return view[:, :-1].astype(np.int32), view[:, 1:].astype(np.int32)
 
@@ -83,8 +92,9 @@ def corpus_to_dataset(corpus: TokenCorpus, n_ctx: int) -> Dataset:
   """
   x_train, y_train = windows(corpus.train, n_ctx)
   x_test, y_test = windows(corpus.val, n_ctx)
-  return make_sequence_dataset(corpus.name, x_train, y_train, x_test, y_test, corpus.vocab_size,
-                               loss_floor=corpus.entropy_rate)
+  return make_sequence_dataset(
+    corpus.name, x_train, y_train, x_test, y_test, corpus.vocab_size, loss_floor=corpus.entropy_rate
+  )
 
 
 def encode(corpus: TokenCorpus, text: str) -> np.ndarray:
@@ -93,8 +103,10 @@ def encode(corpus: TokenCorpus, text: str) -> np.ndarray:
   stoi = {ch: i for i, ch in enumerate(itos)}
   unknown = sorted(set(text) - stoi.keys())
   if unknown:
-    raise DataError(f"{corpus.name}: characters {''.join(unknown)!r} are not in the vocabulary; "
-                    f"encode only text drawn from the corpus's characters")
+    raise DataError(
+      f"{corpus.name}: characters {''.join(unknown)!r} are not in the vocabulary; "
+      f"encode only text drawn from the corpus's characters"
+    )
   return np.array([stoi[ch] for ch in text], dtype=np.int32)
 
 
@@ -107,6 +119,8 @@ def decode(corpus: TokenCorpus, ids) -> str:
 
 def _itos(corpus: TokenCorpus) -> tuple[str, ...]:
   if corpus.itos is None:
-    raise DataError(f"{corpus.name}: has no characters (itos is None), so it cannot be decoded; "
-                    f"encode/decode work only on text corpora")
+    raise DataError(
+      f"{corpus.name}: has no characters (itos is None), so it cannot be decoded; "
+      f"encode/decode work only on text corpora"
+    )
   return corpus.itos

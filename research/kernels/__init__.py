@@ -6,29 +6,30 @@ XLA:CPU fast paths on a CPU and with XLA's own ops elsewhere. Every implementati
 computes the same function (tests check them against each other); they differ in speed, and in
 float rounding only where XLA orders a sum differently.
 
-| kernel | impl     | what                                                    | measured |
-|--------|----------|---------------------------------------------------------|----------|
-| matmul | `patch`  | `x @ w` with a custom VJP that materialises x^T (matmul.py) | CPU: ~2x the CNN train step |
-| matmul | `xla`    | `x @ w`, XLA's own dot and autodiff                      | default elsewhere |
-| conv1d | `im2col` | strided slices + one matmul, widths padded to 8 (conv.py) | CPU: 11.1 s -> 8.6 s (CNN, 6000 steps) |
-| conv1d | `xla`    | `lax.conv_general_dilated`                               | default elsewhere |
+| kernel | impl   | what                                             | measured on CPU          |
+|--------|--------|--------------------------------------------------|--------------------------|
+| matmul | patch  | `x @ w`, custom VJP materialising x^T (matmul.py) | ~2x the CNN train step   |
+| matmul | xla    | `x @ w`, XLA's own dot and autodiff              | default elsewhere        |
+| conv1d | im2col | strided slices + one matmul, widths padded to 8  | 6000 CNN steps 11.1->8.6 s |
+| conv1d | xla    | `lax.conv_general_dilated`                       | default elsewhere        |
 
 The CPU figures are in results/train_loop_structure.md and the docstrings of the implementations;
 no other backend has been measured, so `auto` gives it XLA's own ops.
 """
+
 from __future__ import annotations
 
 import jax
 
 IMPLS: dict[str, tuple[str, ...]] = {
-    "matmul": ("patch", "xla"),
-    "conv1d": ("im2col", "xla"),
+  "matmul": ("patch", "xla"),
+  "conv1d": ("im2col", "xla"),
 }
 
 # kernel -> platform -> impl; platforms not listed get DEFAULT.
 AUTO: dict[str, dict[str, str]] = {
-    "matmul": {"cpu": "patch"},
-    "conv1d": {"cpu": "im2col"},
+  "matmul": {"cpu": "patch"},
+  "conv1d": {"cpu": "im2col"},
 }
 DEFAULT = "xla"
 
@@ -46,8 +47,10 @@ def resolve(kernel: str, impl: str = "auto", platform: str | None = None) -> str
     raise KernelError(f"unknown kernel {kernel!r}; kernels: {', '.join(IMPLS)}")
   if impl != "auto":
     if impl not in IMPLS[kernel]:
-      raise KernelError(f"unknown {kernel} implementation {impl!r}; choose auto or one of: "
-                        f"{', '.join(IMPLS[kernel])}")
+      raise KernelError(
+        f"unknown {kernel} implementation {impl!r}; choose auto or one of: "
+        f"{', '.join(IMPLS[kernel])}"
+      )
     return impl
   platform = platform or _default_platform()
   return AUTO[kernel].get(platform, DEFAULT)

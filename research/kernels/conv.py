@@ -6,6 +6,7 @@ backward suits XLA:CPU). Both take the same (k, C_in, C_out) kernel. On XLA:CPU 
 much faster inside a train loop (6000 CNN steps: 8.6 s against 11.1 s in a Python loop, 6.8 s
 against 42 s under `lax.scan`; results/train_loop_structure.md).
 """
+
 from __future__ import annotations
 
 import jax
@@ -16,18 +17,29 @@ from research import kernels
 from research.kernels.matmul import patch_matmul
 
 
-def conv1d(x_BxLxC: jax.Array, kernel_KxCxF: jax.Array, stride: int = 1, padding: int = 0,
-           impl: str = "auto", align: int = 8) -> jax.Array:
+def conv1d(
+  x_BxLxC: jax.Array,
+  kernel_KxCxF: jax.Array,
+  stride: int = 1,
+  padding: int = 0,
+  impl: str = "auto",
+  align: int = 8,
+) -> jax.Array:
   """[B, L, C] * [K, C, F] -> [B, T, F] with T = (L + 2 padding - K) // stride + 1 (no bias)."""
   if kernels.resolve("conv1d", impl) == "xla":
     return lax.conv_general_dilated(
-        x_BxLxC, kernel_KxCxF, window_strides=(stride,), padding=[(padding, padding)],
-        dimension_numbers=("NWC", "WIO", "NWC"))
+      x_BxLxC,
+      kernel_KxCxF,
+      window_strides=(stride,),
+      padding=[(padding, padding)],
+      dimension_numbers=("NWC", "WIO", "NWC"),
+    )
   return im2col_conv1d(x_BxLxC, kernel_KxCxF, stride, padding, align)
 
 
-def im2col_conv1d(x_BxLxC: jax.Array, kernel_KxCxF: jax.Array, stride: int, padding: int,
-                  align: int = 8) -> jax.Array:
+def im2col_conv1d(
+  x_BxLxC: jax.Array, kernel_KxCxF: jax.Array, stride: int, padding: int, align: int = 8
+) -> jax.Array:
   """The convolution as strided slices and one matmul.
 
   XLA:CPU's small dots run about twice as fast when both the contraction and the output width are
@@ -39,8 +51,7 @@ def im2col_conv1d(x_BxLxC: jax.Array, kernel_KxCxF: jax.Array, stride: int, padd
   out_len = (length + 2 * p - k) // s + 1
   x_pad = jnp.pad(x_BxLxC, ((0, 0), (p, p), (0, 0)))
   # Tap j of output position t reads input position t*s + j - p.
-  taps = [lax.slice_in_dim(x_pad, j, j + s * (out_len - 1) + 1, stride=s, axis=1)
-          for j in range(k)]
+  taps = [lax.slice_in_dim(x_pad, j, j + s * (out_len - 1) + 1, stride=s, axis=1) for j in range(k)]
   kernel_KCxF = kernel_KxCxF.reshape(k * c_in, features)
   if align > 1:
     kc_pad = -(k * c_in) % align

@@ -4,6 +4,7 @@
 same product whose backward pass materialises x^T first (`patch_matmul`), the fast path on
 XLA:CPU. Forward values and gradients are the same function either way.
 """
+
 from __future__ import annotations
 
 import jax

@@ -21,6 +21,7 @@ Shape suffixes (`x_BxLxC`: a batch of length-L signals with C channels), one mea
   J   train steps in one compiled chunk
   2, 3H, ...  literal sizes (2: the two directions of a bidirectional recurrence)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,12 +39,12 @@ from research.models.rnn import BiGRU
 from research.models.transformer import Transformer, init_cache
 
 MODELS: dict[str, type[nn.Module]] = {
-    "logistic": Logistic,
-    "mlp": MLP,
-    "cnn1d": CNN1D,
-    "cnn2d": CNN2D,
-    "gru": BiGRU,
-    "transformer": Transformer,
+  "logistic": Logistic,
+  "mlp": MLP,
+  "cnn1d": CNN1D,
+  "cnn2d": CNN2D,
+  "gru": BiGRU,
+  "transformer": Transformer,
 }
 
 # Models that decode token by token: their class -> (model, batch) -> an empty KV cache.
@@ -60,8 +61,9 @@ class ModelError(ValueError):
 KERNEL_FIELDS = {"matmul_impl": "matmul", "conv_impl": "conv1d"}
 
 
-def build_model(model_config: Mapping[str, Any], num_classes: int,
-                platform: str | None = None) -> nn.Module:
+def build_model(
+  model_config: Mapping[str, Any], num_classes: int, platform: str | None = None
+) -> nn.Module:
   """Instantiates the module named by `model_config["name"]` with the remaining fields.
 
   Kernel fields are checked here; with `platform` ('cpu', 'gpu', ...) "auto" is resolved for it,
@@ -75,8 +77,10 @@ def build_model(model_config: Mapping[str, Any], num_classes: int,
   known = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
   unknown = sorted(set(fields) - known)
   if unknown:
-    raise ModelError(f"model {name!r} has no field(s) {', '.join(unknown)}; "
-                     f"its fields are: {', '.join(sorted(known))}")
+    raise ModelError(
+      f"model {name!r} has no field(s) {', '.join(unknown)}; "
+      f"its fields are: {', '.join(sorted(known))}"
+    )
   if "dtype" in fields:
     dtype = fields["dtype"]
     if dtype in (None, ""):
@@ -102,8 +106,11 @@ def build_model(model_config: Mapping[str, Any], num_classes: int,
 
 def for_platform(model: nn.Module, platform: str) -> nn.Module:
   """`model` with every "auto" kernel field resolved for `platform` (same params, same math)."""
-  resolved = {key: kernels.resolve(kernel, getattr(model, key), platform)
-              for key, kernel in KERNEL_FIELDS.items() if hasattr(model, key)}
+  resolved = {
+    key: kernels.resolve(kernel, getattr(model, key), platform)
+    for key, kernel in KERNEL_FIELDS.items()
+    if hasattr(model, key)
+  }
   return model.clone(**resolved) if resolved else model
 
 
@@ -117,5 +124,7 @@ def init_decode_cache(model: nn.Module, batch: int) -> Any:
   for cls, builder in CACHE_BUILDERS.items():
     if isinstance(model, cls):
       return builder(model, batch)
-  raise ModelError(f"model {type(model).__name__} cannot decode token by token; "
-                   f"decoder models: {', '.join(c.__name__ for c in CACHE_BUILDERS)}")
+  raise ModelError(
+    f"model {type(model).__name__} cannot decode token by token; "
+    f"decoder models: {', '.join(c.__name__ for c in CACHE_BUILDERS)}"
+  )

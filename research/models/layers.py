@@ -5,6 +5,7 @@ Initialisation follows PyTorch's defaults (weights and biases uniform in ±1/sqr
 the MNIST-1D reference accuracies were reached with them; Flax's LeCun-normal default trains the
 same models to slightly different numbers.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,6 +30,7 @@ def uniform_fan_in(fan_in: int) -> nn.initializers.Initializer:
 
 class Dense(nn.Module):
   """Affine layer whose bias init knows the fan-in, which `nn.Dense`'s bias_init cannot."""
+
   features: int
   dtype: jnp.dtype | None = None
   matmul_impl: str = "auto"
@@ -48,6 +50,7 @@ class Conv1D(nn.Module):
   `impl` names the kernel (`research.kernels.conv`: "im2col", "xla", or "auto" for the backend's
   fastest); every implementation takes the same (k, C_in, C_out) kernel.
   """
+
   features: int
   kernel_size: int
   stride: int = 1
@@ -63,6 +66,7 @@ class Conv1D(nn.Module):
     kernel_KxCxF = self.param("kernel", init, (k, c_in, self.features))
     bias = self.param("bias", init, (self.features,))
     x_BxLxC, kernel_KxCxF, bias = nn.dtypes.promote_dtype(
-        x_BxLxC, kernel_KxCxF, bias, dtype=self.dtype)
+      x_BxLxC, kernel_KxCxF, bias, dtype=self.dtype
+    )
     y = conv1d(x_BxLxC, kernel_KxCxF, self.stride, self.padding, self.impl, self.align)
     return y + bias

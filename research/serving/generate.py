@@ -17,6 +17,7 @@ compiled `lax.scan`, for batched throughput.
 
 Sampling keys are `fold_in(key, i)` for the i-th new token in both, so they give the same tokens.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,13 +36,15 @@ class GenerationError(ValueError):
   """A generation request the model cannot serve; the message says what to change."""
 
 
-def _next_token(logits_BxV: jax.Array, temperature: float, key: jax.Array, i: jax.Array
-                ) -> jax.Array:
+def _next_token(
+  logits_BxV: jax.Array, temperature: float, key: jax.Array, i: jax.Array
+) -> jax.Array:
   """Greedy at temperature 0 (a Python float, so the branch is static), else a sample."""
   if temperature == 0.0:
     return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
-  return jax.random.categorical(jax.random.fold_in(key, i), logits_BxV / temperature,
-                                axis=-1).astype(jnp.int32)
+  return jax.random.categorical(
+    jax.random.fold_in(key, i), logits_BxV / temperature, axis=-1
+  ).astype(jnp.int32)
 
 
 class Generator:
@@ -62,44 +65,55 @@ class Generator:
 
   def _prefill(self, params: Any, prompt_BxP: jax.Array) -> tuple[jax.Array, KVCache]:
     cache = init_decode_cache(self.model, prompt_BxP.shape[0])
-    logits_BxPxV, cache = self.model.apply(params, prompt_BxP, cache, 0,
-                                           method="decode")
+    logits_BxPxV, cache = self.model.apply(params, prompt_BxP, cache, 0, method="decode")
     return logits_BxPxV[:, -1], cache
 
-  def _decode_step(self, params: Any, token_B: jax.Array, cache: KVCache, pos: jax.Array
-                   ) -> tuple[jax.Array, KVCache]:
-    logits_Bx1xV, cache = self.model.apply(params, token_B[:, None], cache, pos,
-                                           method="decode")
+  def _decode_step(
+    self, params: Any, token_B: jax.Array, cache: KVCache, pos: jax.Array
+  ) -> tuple[jax.Array, KVCache]:
+    logits_Bx1xV, cache = self.model.apply(params, token_B[:, None], cache, pos, method="decode")
     return logits_Bx1xV[:, 0], cache
 
-  def _check(self, prompt_BxP: Any, max_new_tokens: int, temperature: float, key: Any
-             ) -> jax.Array:
+  def _check(self, prompt_BxP: Any, max_new_tokens: int, temperature: float, key: Any) -> jax.Array:
     if not hasattr(prompt_BxP, "dtype") or np.ndim(prompt_BxP) != 2:
-      raise GenerationError("the prompt must be a [batch, length] integer array, got "
-                            f"{type(prompt_BxP).__name__} of shape {np.shape(prompt_BxP)}")
+      raise GenerationError(
+        "the prompt must be a [batch, length] integer array, got "
+        f"{type(prompt_BxP).__name__} of shape {np.shape(prompt_BxP)}"
+      )
     if not jnp.issubdtype(prompt_BxP.dtype, jnp.integer):
       raise GenerationError(f"prompt tokens must be integers, got dtype {prompt_BxP.dtype}")
     batch, length = prompt_BxP.shape
     if batch == 0 or length == 0:
-      raise GenerationError(f"empty prompt (shape {prompt_BxP.shape}); give at least one token "
-                            "per sequence")
+      raise GenerationError(
+        f"empty prompt (shape {prompt_BxP.shape}); give at least one token per sequence"
+      )
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
       raise GenerationError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
     if length + max_new_tokens > self.model.n_ctx:
-      raise GenerationError(f"prompt ({length}) + new tokens ({max_new_tokens}) exceed the "
-                            f"model's context n_ctx={self.model.n_ctx}")
+      raise GenerationError(
+        f"prompt ({length}) + new tokens ({max_new_tokens}) exceed the "
+        f"model's context n_ctx={self.model.n_ctx}"
+      )
     if not temperature >= 0.0:
       raise GenerationError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
     if temperature > 0.0 and key is None:
       raise GenerationError(f"sampling at temperature {temperature} needs a PRNG key (key=...)")
     tokens = np.asarray(prompt_BxP)
     if tokens.min() < 0 or tokens.max() >= self.model.num_classes:
-      raise GenerationError(f"prompt tokens must lie in [0, {self.model.num_classes}), got "
-                            f"[{tokens.min()}, {tokens.max()}]")
+      raise GenerationError(
+        f"prompt tokens must lie in [0, {self.model.num_classes}), got "
+        f"[{tokens.min()}, {tokens.max()}]"
+      )
     return jnp.asarray(prompt_BxP, jnp.int32)
 
-  def generate(self, params: Any, prompt_BxP: Any, max_new_tokens: int,
-               temperature: float = 0.0, key: jax.Array | None = None) -> jax.Array:
+  def generate(
+    self,
+    params: Any,
+    prompt_BxP: Any,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    key: jax.Array | None = None,
+  ) -> jax.Array:
     """The `max_new_tokens` new tokens [B, N] (int32), one jitted decode step per token.
 
     Greedy when `temperature` is 0, else sampled from softmax(logits / temperature) with `key`.
@@ -119,8 +133,14 @@ class Generator:
         logits, cache = self.decode_step(params, token, cache, length + i)
     return jnp.stack(tokens, axis=1)
 
-  def generate_scan(self, params: Any, prompt_BxP: Any, max_new_tokens: int,
-                    temperature: float = 0.0, key: jax.Array | None = None) -> jax.Array:
+  def generate_scan(
+    self,
+    params: Any,
+    prompt_BxP: Any,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    key: jax.Array | None = None,
+  ) -> jax.Array:
     """Same tokens as `generate`, from one compiled program (prefill + a scan of decode steps).
 
     Compiled once per (prompt shape, max_new_tokens, temperature).

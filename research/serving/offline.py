@@ -1,4 +1,5 @@
 """Offline prediction from files: examples in (.npy, .npz, .csv), predictions out, params only."""
+
 from __future__ import annotations
 
 import time
@@ -12,9 +13,16 @@ from research.serving.predictor import Predictor
 from research.serving.restore import load_run
 
 
-def predict_file(workdir: str, input_path: str, output_path: str, key: str | None = None,
-                 checkpoint: str | int = "latest", probabilities: bool = False,
-                 precision: str = "float32", batch_size: int = 512) -> dict[str, Any]:
+def predict_file(
+  workdir: str,
+  input_path: str,
+  output_path: str,
+  key: str | None = None,
+  checkpoint: str | int = "latest",
+  probabilities: bool = False,
+  precision: str = "float32",
+  batch_size: int = 512,
+) -> dict[str, Any]:
   """Predicts every example of `input_path` with a run's checkpoint and writes `output_path`.
 
   Labels stored beside the inputs (`x_test` -> `y_test`) are checked before anything is written,
@@ -25,8 +33,10 @@ def predict_file(workdir: str, input_path: str, output_path: str, key: str | Non
   if x.ndim == 2 and len(run.input_shape) > 1 and x.shape[1] == int(np.prod(run.input_shape)):
     x = x.reshape(len(x), *run.input_shape)  # CSV rows hold flattened examples
   if labels is not None and labels.shape != (len(x),):
-    raise InferenceError(f"labels in {input_path} have shape {list(labels.shape)}, inputs "
-                         f"{len(x)} examples; they must match")
+    raise InferenceError(
+      f"labels in {input_path} have shape {list(labels.shape)}, inputs "
+      f"{len(x)} examples; they must match"
+    )
   sizes = sorted({1, min(8, batch_size), min(64, batch_size), batch_size})
   predictor = Predictor.from_run(run, batch_sizes=sizes, precision=precision)
   t = time.perf_counter()
@@ -34,6 +44,10 @@ def predict_file(workdir: str, input_path: str, output_path: str, key: str | Non
   seconds = time.perf_counter() - t
   predictions = probs.argmax(-1).astype(np.int32)
   write_predictions(output_path, predictions, probs if probabilities else None)
-  return {"count": len(x), "experiment": run.config.experiment, "step": run.step,
-          "seconds": seconds,
-          "accuracy": None if labels is None else float(np.mean(predictions == labels))}
+  return {
+    "count": len(x),
+    "experiment": run.config.experiment,
+    "step": run.step,
+    "seconds": seconds,
+    "accuracy": None if labels is None else float(np.mean(predictions == labels)),
+  }

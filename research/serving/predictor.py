@@ -5,6 +5,7 @@ compiled on its own, ahead of time, for a fixed set of batch sizes. A `Predictor
 batch up to the nearest compiled size (and splits one larger than the largest), so serving never
 compiles a new shape mid-run.
 """
+
 from __future__ import annotations
 
 import time
@@ -41,10 +42,12 @@ def make_apply(model: Any, precision: str = "float32"):
     if precision == "int8":
       params = dequantize(params)
     return model.apply(params, x).astype(jnp.float32)
+
   return apply
 
 
 # ----------------------------------------------------------------------------------------------
+
 
 class Predictor:
   """Params on one device plus `apply` compiled for a few batch sizes.
@@ -54,9 +57,15 @@ class Predictor:
   `compile_count` says how many there were, and stays put while serving.
   """
 
-  def __init__(self, model: Any, params: Any, input_shape: Sequence[int],
-               batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, precision: str = "float32",
-               device: jax.Device | None = None):
+  def __init__(
+    self,
+    model: Any,
+    params: Any,
+    input_shape: Sequence[int],
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    precision: str = "float32",
+    device: jax.Device | None = None,
+  ):
     if not batch_sizes or min(batch_sizes) < 1:
       raise InferenceError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
     self.device = device or jax.devices()[0]
@@ -70,8 +79,9 @@ class Predictor:
     self.compile_seconds: dict[int, float] = {}
     for b in self.batch_sizes:
       t = time.perf_counter()
-      x = jax.ShapeDtypeStruct((b, *self.input_shape), jnp.float32,
-                               sharding=jax.sharding.SingleDeviceSharding(self.device))
+      x = jax.ShapeDtypeStruct(
+        (b, *self.input_shape), jnp.float32, sharding=jax.sharding.SingleDeviceSharding(self.device)
+      )
       self.compiled[b] = self.apply.lower(self.params, x).compile()
       self.compile_seconds[b] = time.perf_counter() - t
 
@@ -99,7 +109,7 @@ class Predictor:
       return np.asarray(compiled(self.params, x))
     if n <= largest:
       return self._run_padded(x)
-    return np.concatenate([self._run_padded(x[i:i + largest]) for i in range(0, n, largest)])
+    return np.concatenate([self._run_padded(x[i : i + largest]) for i in range(0, n, largest)])
 
   def _run_padded(self, x: np.ndarray) -> np.ndarray:
     n = len(x)
@@ -120,14 +130,18 @@ class Predictor:
     """float32 [n, *input_shape], or an InferenceError naming what is wrong and how to fix it."""
     x = np.asarray(x)
     if x.dtype.kind not in "fiu":
-      raise InferenceError(f"input dtype {x.dtype} is not numeric; give float (or integer) "
-                           f"features of shape [n, {', '.join(map(str, self.input_shape))}]")
+      raise InferenceError(
+        f"input dtype {x.dtype} is not numeric; give float (or integer) "
+        f"features of shape [n, {', '.join(map(str, self.input_shape))}]"
+      )
     if x.ndim == len(self.input_shape):
       x = x[None]  # one example without its batch axis
     if x.shape[1:] != self.input_shape:
-      raise InferenceError(f"input shape {list(x.shape)} does not match the model's "
-                           f"[n, {', '.join(map(str, self.input_shape))}]; reshape or pick the "
-                           f"run trained on this data")
+      raise InferenceError(
+        f"input shape {list(x.shape)} does not match the model's "
+        f"[n, {', '.join(map(str, self.input_shape))}]; reshape or pick the "
+        f"run trained on this data"
+      )
     if len(x) == 0:
       raise InferenceError("input holds no examples; give at least one row")
     x = x.astype(np.float32, copy=False)

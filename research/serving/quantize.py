@@ -4,6 +4,7 @@ What a lower precision costs in accuracy is measured by the benchmarks; here are
 transforms. int8 is symmetric per output channel and dequantized inside the jitted call, so it
 shrinks storage and weight traffic, not the arithmetic.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,6 +21,7 @@ PRECISIONS = ("float32", "bfloat16", "int8")
 @flax.struct.dataclass
 class Int8Weight:
   """Symmetric per-output-channel int8 weight: w ≈ q * scale (scale over the last axis)."""
+
   q: jax.Array
   scale: jax.Array
 
@@ -29,6 +31,7 @@ class Int8Weight:
 
 def quantize_int8(params: Any) -> Any:
   """Weight-only int8: every weight matrix (ndim >= 2) becomes `Int8Weight`; biases stay fp32."""
+
   def quantize(w):
     if w.ndim < 2:
       return w
@@ -36,12 +39,16 @@ def quantize_int8(params: Any) -> Any:
     amax = jnp.max(jnp.abs(w), axis=tuple(range(w.ndim - 1)), keepdims=True)
     scale = jnp.where(amax > 0, amax / 127.0, 1.0)
     return Int8Weight(jnp.clip(jnp.round(w / scale), -127, 127).astype(jnp.int8), scale)
+
   return jax.tree.map(quantize, params)
 
 
 def dequantize(params: Any) -> Any:
-  return jax.tree.map(lambda w: w.dequantize() if isinstance(w, Int8Weight) else w, params,
-                      is_leaf=lambda w: isinstance(w, Int8Weight))
+  return jax.tree.map(
+    lambda w: w.dequantize() if isinstance(w, Int8Weight) else w,
+    params,
+    is_leaf=lambda w: isinstance(w, Int8Weight),
+  )
 
 
 def cast_params(params: Any, precision: str) -> Any:

@@ -3,6 +3,7 @@
 The model is built for the platform of the device the params land on, so its kernels are the ones
 `impl="auto"` picks there (research/kernels).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,6 +22,7 @@ from research.models import build_model
 @dataclasses.dataclass(frozen=True)
 class TrainedRun:
   """What inference needs from a workdir: the config, the model, one checkpoint's params."""
+
   workdir: str
   config: ml_collections.ConfigDict
   model: Any
@@ -36,12 +38,14 @@ def data_spec(config: ml_collections.ConfigDict, meta: dict) -> tuple[tuple[int,
   if spec:
     return tuple(spec["input_shape"]), int(spec["num_classes"])
   from research.data import load_dataset
+
   data = load_dataset(config.data)
   return data.input_shape, data.num_classes
 
 
-def load_run(workdir: str, checkpoint: str | int = "latest",
-             device: jax.Device | None = None) -> TrainedRun:
+def load_run(
+  workdir: str, checkpoint: str | int = "latest", device: jax.Device | None = None
+) -> TrainedRun:
   """Restores the params of `checkpoint` ('latest', 'best' or a step) onto `device`.
 
   Only the `params` item of the checkpoint is read; the optimizer state stays on disk.
@@ -50,23 +54,28 @@ def load_run(workdir: str, checkpoint: str | int = "latest",
   config = workdir_lib.read_config(workdir)
   ckpt_dir = workdir_lib.checkpoint_dir(workdir)
   if not os.path.isdir(ckpt_dir):
-    raise CheckpointError(f"no checkpoint in {ckpt_dir}; train first "
-                          f"(python scripts/train.py --workdir {workdir})")
+    raise CheckpointError(
+      f"no checkpoint in {ckpt_dir}; train first (python scripts/train.py --workdir {workdir})"
+    )
   device = device or jax.devices()[0]
   with Checkpointer(ckpt_dir, read_only=True) as ckpt:
     step = resolve_step(ckpt, checkpoint)
     try:
       meta = ckpt.restore_meta(step)
     except Exception as e:
-      raise CheckpointError(f"checkpoint step {step} in {ckpt_dir} has no readable meta "
-                            f"({type(e).__name__}); delete that step or re-train") from None
+      raise CheckpointError(
+        f"checkpoint step {step} in {ckpt_dir} has no readable meta "
+        f"({type(e).__name__}); delete that step or re-train"
+      ) from None
     input_shape, num_classes = data_spec(config, meta)
     model = build_model(config.model, num_classes)
     input_dtype = (meta.get("data_spec") or {}).get("input_dtype", "float32")  # int32: tokens
-    params_like = jax.eval_shape(model.init, jax.random.key(0),
-                                 jnp.zeros((1, *input_shape), input_dtype))
+    params_like = jax.eval_shape(
+      model.init, jax.random.key(0), jnp.zeros((1, *input_shape), input_dtype)
+    )
     sharding = jax.sharding.SingleDeviceSharding(device)
     params_like = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), params_like)
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), params_like
+    )
     params = ckpt.restore_params(step, params_like)
   return TrainedRun(workdir, config, model, params, step, input_shape, num_classes)

@@ -2,6 +2,7 @@
 
 `research.studies.train_vs_infer` measures; this module only formats what it measured.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,104 +24,203 @@ def _us(seconds: float) -> str:
 def markdown_report(r: dict[str, Any], provenance_md: str) -> str:
   """The report a reader checks: one table per question, every figure from this run."""
   from research.provenance import markdown_table
+
   f, t, m, u, be = r["flops"], r["time"], r["memory"], r["utilization"], r["break_even_predictions"]
   inf = t["inference"]
-  mib = lambda b: "" if b is None else f"{b / 2 ** 20:.3f} MiB"  # noqa: E731
+  mib = lambda b: "" if b is None else f"{b / 2**20:.3f} MiB"  # noqa: E731
   lines = [
-      f"# Training vs inference: {r['experiment']} ({r['model']}, {r['params']:,} params)", "",
-      provenance_md, "",
-      f"Trained {r['steps']} steps at batch {r['batch_size']}; final test accuracy "
-      f"{r['final_test_accuracy']:.4f}. Inference restores the params of step {r['step']} alone.",
-      "", "## FLOPs per example", "",
-      markdown_table(["", "analytic", "XLA", "XLA / analytic"], [
-          ["inference (forward)", _si(f["forward_per_example"]),
-           _si(f["xla"]["forward_per_example"]), f"{f['xla_over_analytic']['forward']:.3f}"],
-          ["training (train step / batch)", _si(f["train_step_per_example"]),
-           _si(f["xla"]["train_step"] / r["batch_size"]),
-           f"{f['xla_over_analytic']['train_step']:.3f}"],
-          ["train step / forward", f"{f['train_to_forward_ratio']:.2f}",
-           f"{f['xla']['train_to_forward_ratio']:.2f}", ""],
-          ["whole training run", _si(f["training_run_total"]), "", ""],
-      ]), "",
-      *[f"- XLA count: {n}" for n in f["xla"]["notes"]],
-      "", "Analytic forward FLOPs per example, layer by layer (backward as counted for training):",
-      "", markdown_table(["layer", "matmul", "elementwise", "forward", "backward"], [
-          [l["name"], _si(l["matmul"]), _si(l["elementwise"]), _si(l["forward"]),
-           _si(l["backward"])] for l in f["analytic_layers"]]), "",
-      "## Time per example", "",
-      markdown_table(["", "time per example", "vs training"], [
-          ["training (one step's share, compilation excluded)",
-           _us(t["train_seconds_per_example"]), "1"],
-          ["real-time inference (batch 1, p50, serving path)",
-           _us(inf["realtime"]["seconds_per_prediction"]),
-           f"{1 / t['train_over_realtime_per_example']:.1f}x training's"],
-          [f"batch inference (batch {inf['train_batch']['batch_size']}, as trained)",
-           _us(inf["train_batch"]["seconds_per_prediction"]),
-           f"training is {t['train_over_same_batch_inference']:.1f}x"],
-          [f"batch inference (best batch, {inf['batch']['batch_size']})",
-           _us(inf["batch"]["seconds_per_prediction"]),
-           f"training is {t['train_over_batch_per_example']:.1f}x"],
-      ]), "",
-      f"Throughput saturates (90 % of the best) at batch {t['saturation_batch_size']}; "
-      f"real-time p99 {_us(inf['realtime']['p99_seconds'])}. Training took "
-      f"{t['train_seconds']:.2f} s plus {t['compile_seconds']:.2f} s of compilation.", "",
-      "## Memory (compiled executables)", "",
-      markdown_table(["", "training step", f"inference, batch {r['batch_size']}",
-                      "inference, batch 1"], [
-          ["params", mib(m["params_bytes"]), mib(m["params_bytes"]), mib(m["params_bytes"])],
-          ["optimizer state", mib(m["optimizer_state_bytes"]), "none", "none"],
-          ["arguments (params, state, batch)", mib(m["train_step"]["argument_bytes"]),
-           mib(m["apply_same_batch"]["argument_bytes"]), mib(m["apply_batch_1"]["argument_bytes"])],
-          ["activations and temporaries", mib(m["train_step"]["temp_bytes"]),
-           mib(m["apply_same_batch"]["temp_bytes"]), mib(m["apply_batch_1"]["temp_bytes"])],
-          ["peak (arguments + outputs - donated + temporaries)",
-           mib(m["train_step"]["peak_bytes"]), mib(m["apply_same_batch"]["peak_bytes"]),
-           mib(m["apply_batch_1"]["peak_bytes"])],
-      ]), "",
-      "## Utilization against this machine's measured peak", "",
-      f"Peak: {_si(u['peak']['peak_flops'], 'FLOP/s')} ({u['peak']['matmul_n']}³ "
-      f"{u['peak']['dtype']} matmul, best of 10, same thread settings).", "",
-      markdown_table(["", "achieved (analytic FLOPs / time)", "utilization"], [
-          ["training", _si(f["training_run_total"] / t["train_seconds"], "FLOP/s"),
-           f"{100 * u['training']:.1f} %"],
-          ["real-time inference", _si(f["forward_per_example"]
-                                      / inf["realtime"]["seconds_per_prediction"], "FLOP/s"),
-           f"{100 * u['realtime']:.2f} %"],
-          ["batch inference", _si(f["forward_per_example"]
-                                  / inf["batch"]["seconds_per_prediction"], "FLOP/s"),
-           f"{100 * u['batch']:.1f} %"],
-      ]), "",
-      "## Break-even: predictions after which inference has cost more than training", "",
-      markdown_table(["measure", "predictions"], [
-          ["FLOPs (training run ÷ forward per example)", _si(be["flops"])],
-          ["seconds on this machine, real-time (batch 1)", _si(be["seconds_realtime"])],
-          [f"seconds on this machine, batch {inf['train_batch']['batch_size']}",
-           _si(be["seconds_train_batch"])],
-          [f"seconds on this machine, best batch ({inf['batch']['batch_size']})",
-           _si(be["seconds_batch"])],
-      ]), "",
-      "On one machine at constant power, energy and money scale with time, so their break-even "
-      "counts equal the seconds row. This machine at the assumed "
-      f"{r['this_machine']['power_watts']:g} W and ${r['this_machine']['price_per_hour']:g}/h: "
-      f"training {r['this_machine']['train']['joules']:.3g} J, "
-      f"${r['this_machine']['train']['dollars']:.3g}; a million predictions "
-      f"${r['this_machine']['dollars_per_million_predictions']['realtime']:.3g} real-time, "
-      f"${r['this_machine']['dollars_per_million_predictions']['batch']:.3g} batched.", "",
-      "### Named accelerator profiles (not measured: times from FLOPs at an assumed MFU)", "",
-      "Vendor dense peaks; power, price and MFU are assumptions (edit `research/cost/hardware.py` "
-      "PROFILES or pass other values). Under a profile the break-even count depends only on the "
-      "FLOP ratio and the MFU ratio, so it is the same for every profile; the dollars differ.", "",
-      markdown_table(["profile", "peak", "W", "$/h", "MFU train / batch / real-time",
-                      "training run $", "$ per 1M predictions (real-time / batch)",
-                      "break-even (real-time / batch)"], [
-          [n, _si(p["peak_flops"], "FLOP/s"), f"{p['power_watts']:g}", f"{p['price_per_hour']:g}",
-           f"{p['mfu_train']:g} / {p['mfu_batch']:g} / {p['mfu_realtime']:g}",
-           f"{p['train']['dollars']:.3g}",
-           f"{p['dollars_per_million_predictions']['realtime']:.3g} / "
-           f"{p['dollars_per_million_predictions']['batch']:.3g}",
-           f"{_si(p['break_even_predictions']['realtime'])} / "
-           f"{_si(p['break_even_predictions']['batch'])}"]
-          for n, p in r["profiles"].items()]), "",
+    f"# Training vs inference: {r['experiment']} ({r['model']}, {r['params']:,} params)",
+    "",
+    provenance_md,
+    "",
+    f"Trained {r['steps']} steps at batch {r['batch_size']}; final test accuracy "
+    f"{r['final_test_accuracy']:.4f}. Inference restores the params of step {r['step']} alone.",
+    "",
+    "## FLOPs per example",
+    "",
+    markdown_table(
+      ["", "analytic", "XLA", "XLA / analytic"],
+      [
+        [
+          "inference (forward)",
+          _si(f["forward_per_example"]),
+          _si(f["xla"]["forward_per_example"]),
+          f"{f['xla_over_analytic']['forward']:.3f}",
+        ],
+        [
+          "training (train step / batch)",
+          _si(f["train_step_per_example"]),
+          _si(f["xla"]["train_step"] / r["batch_size"]),
+          f"{f['xla_over_analytic']['train_step']:.3f}",
+        ],
+        [
+          "train step / forward",
+          f"{f['train_to_forward_ratio']:.2f}",
+          f"{f['xla']['train_to_forward_ratio']:.2f}",
+          "",
+        ],
+        ["whole training run", _si(f["training_run_total"]), "", ""],
+      ],
+    ),
+    "",
+    *[f"- XLA count: {n}" for n in f["xla"]["notes"]],
+    "",
+    "Analytic forward FLOPs per example, layer by layer (backward as counted for training):",
+    "",
+    markdown_table(
+      ["layer", "matmul", "elementwise", "forward", "backward"],
+      [
+        [l["name"], _si(l["matmul"]), _si(l["elementwise"]), _si(l["forward"]), _si(l["backward"])]
+        for l in f["analytic_layers"]
+      ],
+    ),
+    "",
+    "## Time per example",
+    "",
+    markdown_table(
+      ["", "time per example", "vs training"],
+      [
+        [
+          "training (one step's share, compilation excluded)",
+          _us(t["train_seconds_per_example"]),
+          "1",
+        ],
+        [
+          "real-time inference (batch 1, p50, serving path)",
+          _us(inf["realtime"]["seconds_per_prediction"]),
+          f"{1 / t['train_over_realtime_per_example']:.1f}x training's",
+        ],
+        [
+          f"batch inference (batch {inf['train_batch']['batch_size']}, as trained)",
+          _us(inf["train_batch"]["seconds_per_prediction"]),
+          f"training is {t['train_over_same_batch_inference']:.1f}x",
+        ],
+        [
+          f"batch inference (best batch, {inf['batch']['batch_size']})",
+          _us(inf["batch"]["seconds_per_prediction"]),
+          f"training is {t['train_over_batch_per_example']:.1f}x",
+        ],
+      ],
+    ),
+    "",
+    f"Throughput saturates (90 % of the best) at batch {t['saturation_batch_size']}; "
+    f"real-time p99 {_us(inf['realtime']['p99_seconds'])}. Training took "
+    f"{t['train_seconds']:.2f} s plus {t['compile_seconds']:.2f} s of compilation.",
+    "",
+    "## Memory (compiled executables)",
+    "",
+    markdown_table(
+      ["", "training step", f"inference, batch {r['batch_size']}", "inference, batch 1"],
+      [
+        ["params", mib(m["params_bytes"]), mib(m["params_bytes"]), mib(m["params_bytes"])],
+        ["optimizer state", mib(m["optimizer_state_bytes"]), "none", "none"],
+        [
+          "arguments (params, state, batch)",
+          mib(m["train_step"]["argument_bytes"]),
+          mib(m["apply_same_batch"]["argument_bytes"]),
+          mib(m["apply_batch_1"]["argument_bytes"]),
+        ],
+        [
+          "activations and temporaries",
+          mib(m["train_step"]["temp_bytes"]),
+          mib(m["apply_same_batch"]["temp_bytes"]),
+          mib(m["apply_batch_1"]["temp_bytes"]),
+        ],
+        [
+          "peak (arguments + outputs - donated + temporaries)",
+          mib(m["train_step"]["peak_bytes"]),
+          mib(m["apply_same_batch"]["peak_bytes"]),
+          mib(m["apply_batch_1"]["peak_bytes"]),
+        ],
+      ],
+    ),
+    "",
+    "## Utilization against this machine's measured peak",
+    "",
+    f"Peak: {_si(u['peak']['peak_flops'], 'FLOP/s')} ({u['peak']['matmul_n']}³ "
+    f"{u['peak']['dtype']} matmul, best of 10, same thread settings).",
+    "",
+    markdown_table(
+      ["", "achieved (analytic FLOPs / time)", "utilization"],
+      [
+        [
+          "training",
+          _si(f["training_run_total"] / t["train_seconds"], "FLOP/s"),
+          f"{100 * u['training']:.1f} %",
+        ],
+        [
+          "real-time inference",
+          _si(f["forward_per_example"] / inf["realtime"]["seconds_per_prediction"], "FLOP/s"),
+          f"{100 * u['realtime']:.2f} %",
+        ],
+        [
+          "batch inference",
+          _si(f["forward_per_example"] / inf["batch"]["seconds_per_prediction"], "FLOP/s"),
+          f"{100 * u['batch']:.1f} %",
+        ],
+      ],
+    ),
+    "",
+    "## Break-even: predictions after which inference has cost more than training",
+    "",
+    markdown_table(
+      ["measure", "predictions"],
+      [
+        ["FLOPs (training run ÷ forward per example)", _si(be["flops"])],
+        ["seconds on this machine, real-time (batch 1)", _si(be["seconds_realtime"])],
+        [
+          f"seconds on this machine, batch {inf['train_batch']['batch_size']}",
+          _si(be["seconds_train_batch"]),
+        ],
+        [
+          f"seconds on this machine, best batch ({inf['batch']['batch_size']})",
+          _si(be["seconds_batch"]),
+        ],
+      ],
+    ),
+    "",
+    "On one machine at constant power, energy and money scale with time, so their break-even "
+    "counts equal the seconds row. This machine at the assumed "
+    f"{r['this_machine']['power_watts']:g} W and ${r['this_machine']['price_per_hour']:g}/h: "
+    f"training {r['this_machine']['train']['joules']:.3g} J, "
+    f"${r['this_machine']['train']['dollars']:.3g}; a million predictions "
+    f"${r['this_machine']['dollars_per_million_predictions']['realtime']:.3g} real-time, "
+    f"${r['this_machine']['dollars_per_million_predictions']['batch']:.3g} batched.",
+    "",
+    "### Named accelerator profiles (not measured: times from FLOPs at an assumed MFU)",
+    "",
+    "Vendor dense peaks; power, price and MFU are assumptions (edit `research/cost/hardware.py` "
+    "PROFILES or pass other values). Under a profile the break-even count depends only on the "
+    "FLOP ratio and the MFU ratio, so it is the same for every profile; the dollars differ.",
+    "",
+    markdown_table(
+      [
+        "profile",
+        "peak",
+        "W",
+        "$/h",
+        "MFU train / batch / real-time",
+        "training run $",
+        "$ per 1M predictions (real-time / batch)",
+        "break-even (real-time / batch)",
+      ],
+      [
+        [
+          n,
+          _si(p["peak_flops"], "FLOP/s"),
+          f"{p['power_watts']:g}",
+          f"{p['price_per_hour']:g}",
+          f"{p['mfu_train']:g} / {p['mfu_batch']:g} / {p['mfu_realtime']:g}",
+          f"{p['train']['dollars']:.3g}",
+          f"{p['dollars_per_million_predictions']['realtime']:.3g} / "
+          f"{p['dollars_per_million_predictions']['batch']:.3g}",
+          f"{_si(p['break_even_predictions']['realtime'])} / "
+          f"{_si(p['break_even_predictions']['batch'])}",
+        ]
+        for n, p in r["profiles"].items()
+      ],
+    ),
+    "",
   ]
   return "\n".join(lines)
 
@@ -128,19 +228,37 @@ def markdown_report(r: dict[str, Any], provenance_md: str) -> str:
 def plot_report(r: dict[str, Any], path: str) -> str:
   """Time per example (train vs real-time vs batch) and cumulative cost against predictions."""
   from research.bench.figures import _write, plt, png_bytes
+
   t, inf = r["time"], r["time"]["inference"]
   fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-  labels = ["train step", "real-time (b=1)", f"batch {inf['train_batch']['batch_size']}",
-            f"best batch ({inf['batch']['batch_size']})"]
-  values = [t["train_seconds_per_example"], inf["realtime"]["seconds_per_prediction"],
-            inf["train_batch"]["seconds_per_prediction"], inf["batch"]["seconds_per_prediction"]]
+  labels = [
+    "train step",
+    "real-time (b=1)",
+    f"batch {inf['train_batch']['batch_size']}",
+    f"best batch ({inf['batch']['batch_size']})",
+  ]
+  values = [
+    t["train_seconds_per_example"],
+    inf["realtime"]["seconds_per_prediction"],
+    inf["train_batch"]["seconds_per_prediction"],
+    inf["batch"]["seconds_per_prediction"],
+  ]
   left.bar(labels, [v * 1e6 for v in values], color=["C3", "C0", "C1", "C2"])
   left.set_yscale("log")
   left.set_ylabel("µs per example (log)")
   left.set_title("time per example")
   left.tick_params(axis="x", labelsize=8)
-  n = np.logspace(0, np.log10(max(r["break_even_predictions"]["seconds_realtime"],
-                                  r["break_even_predictions"]["seconds_batch"]) * 10), 200)
+  n = np.logspace(
+    0,
+    np.log10(
+      max(
+        r["break_even_predictions"]["seconds_realtime"],
+        r["break_even_predictions"]["seconds_batch"],
+      )
+      * 10
+    ),
+    200,
+  )
   right.plot(n, np.full_like(n, t["train_seconds"]), "C3", label="training run")
   for mode, color in (("realtime", "C0"), ("batch", "C2")):
     right.plot(n, n * inf[mode]["seconds_per_prediction"], color, label=f"inference, {mode}")
@@ -158,30 +276,32 @@ def plot_report(r: dict[str, Any], path: str) -> str:
 
 def headline_scalars(r: dict[str, Any]) -> dict[str, float]:
   return {
-      "cost/forward_flops_per_example": r["flops"]["forward_per_example"],
-      "cost/train_step_flops_per_example": r["flops"]["train_step_per_example"],
-      "cost/train_to_forward_flops": r["flops"]["train_to_forward_ratio"],
-      "cost/train_us_per_example": r["time"]["train_seconds_per_example"] * 1e6,
-      "cost/realtime_us_per_prediction":
-          r["time"]["inference"]["realtime"]["seconds_per_prediction"] * 1e6,
-      "cost/batch_us_per_prediction": r["time"]["inference"]["batch"]["seconds_per_prediction"] * 1e6,
-      "cost/break_even_predictions_flops": r["break_even_predictions"]["flops"],
-      "cost/break_even_predictions_realtime": r["break_even_predictions"]["seconds_realtime"],
-      "cost/break_even_predictions_batch": r["break_even_predictions"]["seconds_batch"],
-      "cost/utilization_training": r["utilization"]["training"],
-      "cost/utilization_batch": r["utilization"]["batch"],
+    "cost/forward_flops_per_example": r["flops"]["forward_per_example"],
+    "cost/train_step_flops_per_example": r["flops"]["train_step_per_example"],
+    "cost/train_to_forward_flops": r["flops"]["train_to_forward_ratio"],
+    "cost/train_us_per_example": r["time"]["train_seconds_per_example"] * 1e6,
+    "cost/realtime_us_per_prediction": r["time"]["inference"]["realtime"]["seconds_per_prediction"]
+    * 1e6,
+    "cost/batch_us_per_prediction": r["time"]["inference"]["batch"]["seconds_per_prediction"] * 1e6,
+    "cost/break_even_predictions_flops": r["break_even_predictions"]["flops"],
+    "cost/break_even_predictions_realtime": r["break_even_predictions"]["seconds_realtime"],
+    "cost/break_even_predictions_batch": r["break_even_predictions"]["seconds_batch"],
+    "cost/utilization_training": r["utilization"]["training"],
+    "cost/utilization_batch": r["utilization"]["batch"],
   }
 
 
 def comparison_fields(r: dict[str, Any]) -> dict[str, float]:
   """The report's headline as flat columns for a table of runs (`scripts/compare_runs.py`)."""
   inf = r["time"]["inference"]
-  return {"forward_flops_per_example": r["flops"]["forward_per_example"],
-          "train_to_forward_flops": r["flops"]["train_to_forward_ratio"],
-          "train_us_per_example": 1e6 * r["time"]["train_seconds_per_example"],
-          "realtime_us_per_prediction": 1e6 * inf["realtime"]["seconds_per_prediction"],
-          "batch_us_per_prediction": 1e6 * inf["batch"]["seconds_per_prediction"],
-          "break_even_flops": r["break_even_predictions"]["flops"],
-          "break_even_realtime": r["break_even_predictions"]["seconds_realtime"],
-          "break_even_batch": r["break_even_predictions"]["seconds_batch"],
-          "training_utilization": r["utilization"]["training"]}
+  return {
+    "forward_flops_per_example": r["flops"]["forward_per_example"],
+    "train_to_forward_flops": r["flops"]["train_to_forward_ratio"],
+    "train_us_per_example": 1e6 * r["time"]["train_seconds_per_example"],
+    "realtime_us_per_prediction": 1e6 * inf["realtime"]["seconds_per_prediction"],
+    "batch_us_per_prediction": 1e6 * inf["batch"]["seconds_per_prediction"],
+    "break_even_flops": r["break_even_predictions"]["flops"],
+    "break_even_realtime": r["break_even_predictions"]["seconds_realtime"],
+    "break_even_batch": r["break_even_predictions"]["seconds_batch"],
+    "training_utilization": r["utilization"]["training"],
+  }

@@ -6,12 +6,13 @@ and from XLA (forward and the real train step); training tokens/s and MFU; time 
 and time per output token at batch 1; batched generation tokens/s and MFU; and the break-even:
 the tokens generated after which inference has cost as much as training did.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 import os
+import time
 from typing import Any, Sequence
 
 import jax
@@ -19,13 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from research import workdir as workdir_lib
+from research.bench.generation import batched_generation, realtime_generation
 from research.cost import hardware, xla
 from research.cost import transformer as tf
-from research.bench.generation import batched_generation, realtime_generation
 from research.serving.generate import Generator
 from research.serving.restore import load_run
-from research.training.step import create_train_state, make_train_step
 from research.training.optimizers import make_optimizer
+from research.training.step import create_train_state, make_train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,16 +39,19 @@ class LMCostSettings:
 
 
 def _shape(model) -> dict[str, Any]:
-  return {k: getattr(model, k) for k in ("num_classes", "n_layer", "d_model", "n_head", "d_ff",
-                                         "n_ctx", "tied_embeddings")}
+  return {
+    k: getattr(model, k)
+    for k in ("num_classes", "n_layer", "d_model", "n_head", "d_ff", "n_ctx", "tied_embeddings")
+  }
 
 
 def flop_counts(model, params, batch: int, optimizer_name: str, optimizer) -> dict[str, Any]:
-  """Per token: Kaplan's formula, our exact count and XLA's, for the forward pass and a train step."""
+  """Per token: Kaplan's formula, our exact count and XLA's, for the forward pass and train step."""
   shape = _shape(model)
   n_ctx, tokens = shape["n_ctx"], batch * shape["n_ctx"]
-  kaplan_fwd = tf.kaplan_forward_flops_per_token(shape["n_layer"], shape["d_model"],
-                                                 shape["d_ff"], n_ctx)
+  kaplan_fwd = tf.kaplan_forward_flops_per_token(
+    shape["n_layer"], shape["d_model"], shape["d_ff"], n_ctx
+  )
   x = jnp.zeros((batch, n_ctx), jnp.int32)
   state = create_train_state(model, optimizer, x[:1], jax.random.key(0))
   state = state.replace(params=params)
@@ -57,25 +61,30 @@ def flop_counts(model, params, batch: int, optimizer_name: str, optimizer) -> di
   exact_fwd = tf.sequence_forward_flops(shape, batch, n_ctx)
   exact_train = tf.sequence_train_step_flops(shape, batch, n_ctx, optimizer_name)
   return {
-      "non_embedding_params": {
-          "kaplan": tf.kaplan_non_embedding_params(shape["n_layer"], shape["d_model"],
-                                                   shape["d_ff"]),
-          "exact": tf.exact_non_embedding_params(shape["n_layer"], shape["d_model"],
-                                                 shape["d_ff"])},
-      "forward_per_token": {"kaplan": kaplan_fwd, "exact": exact_fwd / tokens,
-                            "xla": xla_fwd / tokens,
-                            "exact_non_embedding": tf.non_embedding_forward_flops(
-                                shape, batch, n_ctx) / tokens},
-      "train_step_per_token": {"kaplan": 3 * kaplan_fwd, "exact": exact_train / tokens,
-                               "xla": xla_train / tokens},
-      "xla_over_exact": {"forward": xla_fwd / exact_fwd, "train_step": xla_train / exact_train},
-      "decode_per_token": tf.decode_step_flops(shape, 1),
-      "batch_for_counts": batch,
+    "non_embedding_params": {
+      "kaplan": tf.kaplan_non_embedding_params(shape["n_layer"], shape["d_model"], shape["d_ff"]),
+      "exact": tf.exact_non_embedding_params(shape["n_layer"], shape["d_model"], shape["d_ff"]),
+    },
+    "forward_per_token": {
+      "kaplan": kaplan_fwd,
+      "exact": exact_fwd / tokens,
+      "xla": xla_fwd / tokens,
+      "exact_non_embedding": tf.non_embedding_forward_flops(shape, batch, n_ctx) / tokens,
+    },
+    "train_step_per_token": {
+      "kaplan": 3 * kaplan_fwd,
+      "exact": exact_train / tokens,
+      "xla": xla_train / tokens,
+    },
+    "xla_over_exact": {"forward": xla_fwd / exact_fwd, "train_step": xla_train / exact_train},
+    "decode_per_token": tf.decode_step_flops(shape, 1),
+    "batch_for_counts": batch,
   }
 
 
-def lm_costs(workdir: str, settings: LMCostSettings = LMCostSettings(),
-              peak: dict | None = None) -> dict[str, Any]:
+def lm_costs(
+  workdir: str, settings: LMCostSettings = LMCostSettings(), peak: dict | None = None
+) -> dict[str, Any]:
   """Everything in the report, as a JSON-able dict."""
   run = load_run(workdir)
   summary = workdir_lib.read_summary(workdir)
@@ -92,10 +101,16 @@ def lm_costs(workdir: str, settings: LMCostSettings = LMCostSettings(),
   generator = Generator(model)
   rng = np.random.default_rng(0)
   prompt = jnp.asarray(rng.integers(0, model.num_classes, (1, settings.prompt_tokens)), jnp.int32)
-  realtime = realtime_generation(generator, params, prompt, settings.new_tokens,
-                                 settings.sequences)
-  batched = batched_generation(generator, params, settings.prompt_tokens, settings.new_tokens,
-                               settings.batch_sizes, model.num_classes, settings.repeats)
+  realtime = realtime_generation(generator, params, prompt, settings.new_tokens, settings.sequences)
+  batched = batched_generation(
+    generator,
+    params,
+    settings.prompt_tokens,
+    settings.new_tokens,
+    settings.batch_sizes,
+    model.num_classes,
+    settings.repeats,
+  )
   decode_flops = flops["decode_per_token"]
   for r in batched:
     r["mfu"] = decode_flops * r["tokens_per_second"] / peak_flops
@@ -103,91 +118,167 @@ def lm_costs(workdir: str, settings: LMCostSettings = LMCostSettings(),
   loss = summary["final_test_loss"]
   floor = summary.get("loss_floor")
   return {
-      "workdir": os.path.abspath(workdir), "experiment": summary["experiment"],
-      "model": _shape(model), "params": summary["params"], "steps": summary["steps"],
-      "loss": {"test_nats_per_token": loss, "test_bits_per_token": loss / math.log(2),
-               "perplexity": math.exp(loss), "entropy_rate": floor,
-               "gap_to_entropy_rate": None if floor is None else loss - floor},
-      "flops": flops,
-      "training": {"tokens_per_step": tokens_per_step, "tokens_per_second": train_tokens_per_s,
-                   "train_seconds": summary["train_seconds"],
-                   "compile_seconds": summary["compile_seconds"],
-                   "mfu": flops["train_step_per_token"]["exact"] * train_tokens_per_s / peak_flops,
-                   "total_flops": train_flops_total},
-      "generation": {"settings": dataclasses.asdict(settings), "realtime": realtime,
-                     "batched": batched, "best_batched": best,
-                     "realtime_mfu": decode_flops * realtime["tokens_per_second"] / peak_flops},
-      "peak": peak,
-      "break_even_tokens": {
-          "flops": train_flops_total / decode_flops,
-          "seconds_realtime": summary["train_seconds"] / (realtime["tpot"]["p50_ms"] / 1e3),
-          "seconds_batched": summary["train_seconds"] * best["tokens_per_second"]},
+    "workdir": os.path.abspath(workdir),
+    "experiment": summary["experiment"],
+    "model": _shape(model),
+    "params": summary["params"],
+    "steps": summary["steps"],
+    "loss": {
+      "test_nats_per_token": loss,
+      "test_bits_per_token": loss / math.log(2),
+      "perplexity": math.exp(loss),
+      "entropy_rate": floor,
+      "gap_to_entropy_rate": None if floor is None else loss - floor,
+    },
+    "flops": flops,
+    "training": {
+      "tokens_per_step": tokens_per_step,
+      "tokens_per_second": train_tokens_per_s,
+      "train_seconds": summary["train_seconds"],
+      "compile_seconds": summary["compile_seconds"],
+      "mfu": flops["train_step_per_token"]["exact"] * train_tokens_per_s / peak_flops,
+      "total_flops": train_flops_total,
+    },
+    "generation": {
+      "settings": dataclasses.asdict(settings),
+      "realtime": realtime,
+      "batched": batched,
+      "best_batched": best,
+      "realtime_mfu": decode_flops * realtime["tokens_per_second"] / peak_flops,
+    },
+    "peak": peak,
+    "break_even_tokens": {
+      "flops": train_flops_total / decode_flops,
+      "seconds_realtime": summary["train_seconds"] / (realtime["tpot"]["p50_ms"] / 1e3),
+      "seconds_batched": summary["train_seconds"] * best["tokens_per_second"],
+    },
   }
 
 
 def markdown(r: dict[str, Any], provenance_md: str) -> str:
   from research.provenance import markdown_table
+
   f, t, g, loss = r["flops"], r["training"], r["generation"], r["loss"]
   rt, be = g["realtime"], r["break_even_tokens"]
   si = lambda x: f"{x:,.0f}" if x >= 100 else f"{x:.3g}"  # noqa: E731
-  lines = [f"# Language model: training against generation ({r['experiment']})", "",
-           provenance_md, "",
-           f"Model: {r['model']['n_layer']} layers, d_model {r['model']['d_model']}, "
-           f"{r['model']['n_head']} heads, d_ff {r['model']['d_ff']}, n_ctx {r['model']['n_ctx']}, "
-           f"vocabulary {r['model']['num_classes']}; {r['params']:,} parameters; "
-           f"{r['steps']} steps of {t['tokens_per_step']:,} tokens.", "", "## Loss", ""]
+  lines = [
+    f"# Language model: training against generation ({r['experiment']})",
+    "",
+    provenance_md,
+    "",
+    f"Model: {r['model']['n_layer']} layers, d_model {r['model']['d_model']}, "
+    f"{r['model']['n_head']} heads, d_ff {r['model']['d_ff']}, n_ctx {r['model']['n_ctx']}, "
+    f"vocabulary {r['model']['num_classes']}; {r['params']:,} parameters; "
+    f"{r['steps']} steps of {t['tokens_per_step']:,} tokens.",
+    "",
+    "## Loss",
+    "",
+  ]
   if loss["entropy_rate"] is not None:
     lines.append(
-        f"Test loss {loss['test_nats_per_token']:.4f} nats/token ({loss['test_bits_per_token']:.4f} "
-        f"bits, perplexity {loss['perplexity']:.3f}) against the source's entropy rate "
-        f"{loss['entropy_rate']:.4f}: **{loss['gap_to_entropy_rate']:+.4f} nats/token** from the "
-        f"best achievable. (A window's first position sees no context; its best loss is the "
-        f"marginal entropy, which keeps even a perfect model a little above the rate.)")
+      f"Test loss {loss['test_nats_per_token']:.4f} nats/token ({loss['test_bits_per_token']:.4f} "
+      f"bits, perplexity {loss['perplexity']:.3f}) against the source's entropy rate "
+      f"{loss['entropy_rate']:.4f}: **{loss['gap_to_entropy_rate']:+.4f} nats/token** from the "
+      f"best achievable. (A window's first position sees no context; its best loss is the "
+      f"marginal entropy, which keeps even a perfect model a little above the rate.)"
+    )
   else:
-    lines.append(f"Test loss {loss['test_nats_per_token']:.4f} nats/token "
-                 f"({loss['test_bits_per_token']:.4f} bits, perplexity {loss['perplexity']:.3f}).")
-  lines += ["", "## FLOPs per token", "",
-            markdown_table(["", "Kaplan et al. (2N + 2 n_layer n_ctx d_attn; train 3x)",
-                            "exact (every matmul and elementwise op)", "XLA", "XLA / exact"], [
-                ["forward", si(f["forward_per_token"]["kaplan"]), si(f["forward_per_token"]["exact"]),
-                 si(f["forward_per_token"]["xla"]), f"{f['xla_over_exact']['forward']:.3f}"],
-                ["train step", si(f["train_step_per_token"]["kaplan"]),
-                 si(f["train_step_per_token"]["exact"]), si(f["train_step_per_token"]["xla"]),
-                 f"{f['xla_over_exact']['train_step']:.3f}"],
-                ["decode step (KV cache, batch 1)", "", si(f["decode_per_token"]), "", ""]]),
-            "", f"Non-embedding parameters: Kaplan {f['non_embedding_params']['kaplan']:,}, exact "
-            f"{f['non_embedding_params']['exact']:,}. Kaplan's count leaves out the embedding and "
-            f"the unembedding (d_model x vocabulary per token), which matter at this small width: "
-            f"the exact forward count without them is {si(f['forward_per_token']['exact_non_embedding'])} "
-            f"per token.", "", "## Time", "",
-            markdown_table(["", "per token", "tokens/s", "MFU"], [
-                ["training (train step)", f"{1e6 / t['tokens_per_second']:.2f} µs",
-                 f"{t['tokens_per_second']:,.0f}", f"{100 * t['mfu']:.1f} %"],
-                ["real-time generation (batch 1), time per output token p50 / p99",
-                 f"{rt['tpot']['p50_ms']:.3f} / {rt['tpot']['p99_ms']:.3f} ms",
-                 f"{rt['tokens_per_second']:,.0f}", f"{100 * g['realtime_mfu']:.2f} %"],
-                *[[f"batched generation, batch {b['batch_size']}",
-                   f"{1e6 / b['tokens_per_second']:.2f} µs", f"{b['tokens_per_second']:,.0f}",
-                   f"{100 * b['mfu']:.2f} %"] for b in g["batched"]]]),
-            "", f"Time to first token (prompt of {rt['prompt_tokens']}, batch 1): "
-            f"p50 {rt['ttft']['p50_ms']:.3f} ms, p99 {rt['ttft']['p99_ms']:.3f} ms. First calls "
-            f"(compilation included): prefill {rt['first_call_seconds']['prefill_and_sample']:.2f} s, "
-            f"decode step {rt['first_call_seconds']['decode_step']:.2f} s; training compiled in "
-            f"{t['compile_seconds']:.2f} s. MFU: model FLOPs (exact count) / time / this "
-            f"machine's measured peak ({r['peak']['peak_flops'] / 1e9:.0f} GFLOP/s, a "
-            f"{r['peak']['matmul_n']}³ {r['peak']['dtype']} matmul).", "", "## Break-even", "",
-            f"Training took {t['total_flops']:.3g} FLOPs and {t['train_seconds']:.1f} s. Generation "
-            f"costs as much after **{be['flops']:,.0f} tokens** in FLOPs; in time, after "
-            f"{be['seconds_realtime']:,.0f} tokens generated one at a time (batch 1) or "
-            f"{be['seconds_batched']:,.0f} tokens generated at the best batch size "
-            f"({g['best_batched']['batch_size']}).", ""]
+    lines.append(
+      f"Test loss {loss['test_nats_per_token']:.4f} nats/token "
+      f"({loss['test_bits_per_token']:.4f} bits, perplexity {loss['perplexity']:.3f})."
+    )
+  lines += [
+    "",
+    "## FLOPs per token",
+    "",
+    markdown_table(
+      [
+        "",
+        "Kaplan et al. (2N + 2 n_layer n_ctx d_attn; train 3x)",
+        "exact (every matmul and elementwise op)",
+        "XLA",
+        "XLA / exact",
+      ],
+      [
+        [
+          "forward",
+          si(f["forward_per_token"]["kaplan"]),
+          si(f["forward_per_token"]["exact"]),
+          si(f["forward_per_token"]["xla"]),
+          f"{f['xla_over_exact']['forward']:.3f}",
+        ],
+        [
+          "train step",
+          si(f["train_step_per_token"]["kaplan"]),
+          si(f["train_step_per_token"]["exact"]),
+          si(f["train_step_per_token"]["xla"]),
+          f"{f['xla_over_exact']['train_step']:.3f}",
+        ],
+        ["decode step (KV cache, batch 1)", "", si(f["decode_per_token"]), "", ""],
+      ],
+    ),
+    "",
+    f"Non-embedding parameters: Kaplan {f['non_embedding_params']['kaplan']:,}, exact "
+    f"{f['non_embedding_params']['exact']:,}. Kaplan's count leaves out the embedding and "
+    f"the unembedding (d_model x vocabulary per token), which matter at this small width: "
+    f"the exact forward count without them is {si(f['forward_per_token']['exact_non_embedding'])} "
+    f"per token.",
+    "",
+    "## Time",
+    "",
+    markdown_table(
+      ["", "per token", "tokens/s", "MFU"],
+      [
+        [
+          "training (train step)",
+          f"{1e6 / t['tokens_per_second']:.2f} µs",
+          f"{t['tokens_per_second']:,.0f}",
+          f"{100 * t['mfu']:.1f} %",
+        ],
+        [
+          "real-time generation (batch 1), time per output token p50 / p99",
+          f"{rt['tpot']['p50_ms']:.3f} / {rt['tpot']['p99_ms']:.3f} ms",
+          f"{rt['tokens_per_second']:,.0f}",
+          f"{100 * g['realtime_mfu']:.2f} %",
+        ],
+        *[
+          [
+            f"batched generation, batch {b['batch_size']}",
+            f"{1e6 / b['tokens_per_second']:.2f} µs",
+            f"{b['tokens_per_second']:,.0f}",
+            f"{100 * b['mfu']:.2f} %",
+          ]
+          for b in g["batched"]
+        ],
+      ],
+    ),
+    "",
+    f"Time to first token (prompt of {rt['prompt_tokens']}, batch 1): "
+    f"p50 {rt['ttft']['p50_ms']:.3f} ms, p99 {rt['ttft']['p99_ms']:.3f} ms. First calls "
+    f"(compilation included): prefill {rt['first_call_seconds']['prefill_and_sample']:.2f} s, "
+    f"decode step {rt['first_call_seconds']['decode_step']:.2f} s; training compiled in "
+    f"{t['compile_seconds']:.2f} s. MFU: model FLOPs (exact count) / time / this "
+    f"machine's measured peak ({r['peak']['peak_flops'] / 1e9:.0f} GFLOP/s, a "
+    f"{r['peak']['matmul_n']}³ {r['peak']['dtype']} matmul).",
+    "",
+    "## Break-even",
+    "",
+    f"Training took {t['total_flops']:.3g} FLOPs and {t['train_seconds']:.1f} s. Generation "
+    f"costs as much after **{be['flops']:,.0f} tokens** in FLOPs; in time, after "
+    f"{be['seconds_realtime']:,.0f} tokens generated one at a time (batch 1) or "
+    f"{be['seconds_batched']:,.0f} tokens generated at the best batch size "
+    f"({g['best_batched']['batch_size']}).",
+    "",
+  ]
   return "\n".join(lines)
 
 
-def write_lm_costs(workdir: str, out: str, settings: LMCostSettings, argv: Sequence[str]
-                   ) -> dict[str, Any]:
+def write_lm_costs(
+  workdir: str, out: str, settings: LMCostSettings, argv: Sequence[str]
+) -> dict[str, Any]:
   """`lm_costs`, with provenance, written as OUT/report.json and OUT/report.md."""
   from research.provenance import provenance, write_json, write_text
+
   t = time.perf_counter()
   report = lm_costs(workdir, settings)
   meta = provenance(argv, wall_seconds=time.perf_counter() - t)

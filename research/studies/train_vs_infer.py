@@ -5,6 +5,7 @@ inference timed here through the same harness as `scripts/bench_inference.py`, F
 analytically and by XLA, memory from the compiled executables, and this machine's peak FLOP/s
 measured with a large matmul.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,18 +18,18 @@ import ml_collections
 import numpy as np
 
 from research import workdir as workdir_lib
-from research.cost import flops, hardware, xla
-from research.provenance import provenance, write_json, write_text
-from research.studies.cost_report import headline_scalars, markdown_report, plot_report
-from research.tensorboard_writer import SummaryWriter
 from research.bench.latency import batch_sweep, realtime_latency, saturation_batch_size
+from research.cost import flops, hardware, xla
 from research.data import load_dataset
+from research.models import count_params
+from research.provenance import provenance, write_json, write_text
 from research.serving.predictor import Predictor
 from research.serving.restore import load_run
-from research.models import count_params
+from research.studies.cost_report import headline_scalars, markdown_report, plot_report
+from research.tensorboard_writer import SummaryWriter
 from research.training.loop import train_and_evaluate
-from research.training.step import create_train_state, make_train_step
 from research.training.optimizers import make_optimizer
+from research.training.step import create_train_state, make_train_step
 
 
 @dataclasses.dataclass
@@ -37,13 +38,18 @@ class CostSettings:
   latency_calls: int = 2000
   seconds_per_size: float = 0.2
   profiles: tuple[str, ...] = tuple(hardware.PROFILES)
-  power_watts: float = 15.0      # this machine, per busy core: an assumption, override it
-  price_per_hour: float = 0.05   # this machine: an assumption, override it
+  power_watts: float = 15.0  # this machine, per busy core: an assumption, override it
+  price_per_hour: float = 0.05  # this machine: an assumption, override it
   peak_matmul_n: int = 1024
 
 
-def run_job(config: ml_collections.ConfigDict, workdir: str, settings: CostSettings,
-            progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_job(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  settings: CostSettings,
+  progress: bool = True,
+  log: Callable[[str], None] = print,
+) -> dict[str, Any]:
   """Train (or resume), restore params, time inference, count costs; returns the report."""
   for name in settings.profiles:
     hardware.get_profile(name)  # unknown names fail before any work
@@ -56,7 +62,7 @@ def run_job(config: ml_collections.ConfigDict, workdir: str, settings: CostSetti
   num_params = count_params(run.params)
 
   log("timing inference: batch 1, then a batch sweep")
-  sizes = tuple(sorted({2 ** i for i in range(settings.max_batch.bit_length())} | {batch}))
+  sizes = tuple(sorted({2**i for i in range(settings.max_batch.bit_length())} | {batch}))
   predictor = Predictor.from_run(run, batch_sizes=sizes)
   rt = realtime_latency(predictor, data.x_test[:1], n_calls=settings.latency_calls)
   sweep = batch_sweep(predictor, seconds_per_size=settings.seconds_per_size)
@@ -66,19 +72,24 @@ def run_job(config: ml_collections.ConfigDict, workdir: str, settings: CostSetti
   log("counting FLOPs and memory")
   layers = flops.layer_flops(config.model, run.input_shape, run.num_classes)
   fwd_ex = flops.forward_flops(config.model, run.input_shape, run.num_classes, 1)
-  step_flops = flops.train_step_flops(config.model, run.input_shape, run.num_classes, batch,
-                                      num_params, config.optimizer.name)
+  step_flops = flops.train_step_flops(
+    config.model, run.input_shape, run.num_classes, batch, num_params, config.optimizer.name
+  )
   xla_count = xla.xla_flops(config.model, run.input_shape, run.num_classes, batch, optimizer)
-  state = create_train_state(run.model, optimizer, np.zeros((1, *run.input_shape), np.float32),
-                             jax.random.key(0))
+  state = create_train_state(
+    run.model, optimizer, np.zeros((1, *run.input_shape), np.float32), jax.random.key(0)
+  )
   x_b = np.zeros((batch, *run.input_shape), np.float32)
-  train_compiled = xla.compiled_cost(make_train_step(run.model, optimizer), state,
-                                      (x_b, np.zeros(batch, np.int32)), donate_argnums=0)
+  train_compiled = xla.compiled_cost(
+    make_train_step(run.model, optimizer), state, (x_b, np.zeros(batch, np.int32)), donate_argnums=0
+  )
   apply_same = xla.compiled_cost(run.model.apply, run.params, x_b)
-  apply_best = xla.compiled_cost(run.model.apply, run.params,
-                                  np.zeros((best["batch_size"], *run.input_shape), np.float32))
-  apply_one = xla.compiled_cost(run.model.apply, run.params,
-                                 np.zeros((1, *run.input_shape), np.float32))
+  apply_best = xla.compiled_cost(
+    run.model.apply, run.params, np.zeros((best["batch_size"], *run.input_shape), np.float32)
+  )
+  apply_one = xla.compiled_cost(
+    run.model.apply, run.params, np.zeros((1, *run.input_shape), np.float32)
+  )
 
   log(f"measuring this machine's peak FLOP/s ({settings.peak_matmul_n}^3 matmul)")
   peak = hardware.measure_peak_flops(settings.peak_matmul_n)
@@ -87,106 +98,146 @@ def run_job(config: ml_collections.ConfigDict, workdir: str, settings: CostSetti
   steps = summary["steps"]
   train_s_per_example = train_seconds / (steps * batch)
   infer = {
-      "realtime": {"seconds_per_prediction": rt["serving"]["p50_us"] * 1e-6,
-                   "batch_size": 1, "p99_seconds": rt["serving"]["p99_us"] * 1e-6},
-      "batch": {"seconds_per_prediction": best["us_per_example"] * 1e-6,
-                "batch_size": best["batch_size"]},
-      "train_batch": {"seconds_per_prediction": at_train_batch["us_per_example"] * 1e-6,
-                      "batch_size": batch},
+    "realtime": {
+      "seconds_per_prediction": rt["serving"]["p50_us"] * 1e-6,
+      "batch_size": 1,
+      "p99_seconds": rt["serving"]["p99_us"] * 1e-6,
+    },
+    "batch": {
+      "seconds_per_prediction": best["us_per_example"] * 1e-6,
+      "batch_size": best["batch_size"],
+    },
+    "train_batch": {
+      "seconds_per_prediction": at_train_batch["us_per_example"] * 1e-6,
+      "batch_size": batch,
+    },
   }
   train_total_flops = step_flops * steps
-  here = hardware.this_machine_profile(peak["peak_flops"], settings.power_watts,
-                                   settings.price_per_hour)
+  here = hardware.this_machine_profile(
+    peak["peak_flops"], settings.power_watts, settings.price_per_hour
+  )
 
   def utilization(flops: float, seconds: float) -> float:
     return flops / seconds / peak["peak_flops"]
 
   break_even = {
-      "flops": hardware.break_even(train_total_flops, fwd_ex),
-      **{f"seconds_{mode}": hardware.break_even(train_seconds, v["seconds_per_prediction"])
-         for mode, v in infer.items()},
+    "flops": hardware.break_even(train_total_flops, fwd_ex),
+    **{
+      f"seconds_{mode}": hardware.break_even(train_seconds, v["seconds_per_prediction"])
+      for mode, v in infer.items()
+    },
   }
   profiles = {}
   for name in settings.profiles:
     p = hardware.get_profile(name)
     train_s = train_total_flops / (p.peak_flops * p.mfu_train)
-    per_pred = {"realtime": fwd_ex / (p.peak_flops * p.mfu_realtime),
-                "batch": fwd_ex / (p.peak_flops * p.mfu_batch)}
+    per_pred = {
+      "realtime": fwd_ex / (p.peak_flops * p.mfu_realtime),
+      "batch": fwd_ex / (p.peak_flops * p.mfu_batch),
+    }
     profiles[name] = {
-        **dataclasses.asdict(p),
-        "train_seconds": train_s, "train": hardware.energy_and_money(train_s, p),
-        "dollars_per_million_predictions": {m: 1e6 * hardware.energy_and_money(s, p)["dollars"]
-                                            for m, s in per_pred.items()},
-        "break_even_predictions": {m: hardware.break_even(train_s, s) for m, s in per_pred.items()},
+      **dataclasses.asdict(p),
+      "train_seconds": train_s,
+      "train": hardware.energy_and_money(train_s, p),
+      "dollars_per_million_predictions": {
+        m: 1e6 * hardware.energy_and_money(s, p)["dollars"] for m, s in per_pred.items()
+      },
+      "break_even_predictions": {m: hardware.break_even(train_s, s) for m, s in per_pred.items()},
     }
   here_costs = {
-      "train": hardware.energy_and_money(train_seconds, here),
-      "dollars_per_million_predictions": {
-          m: 1e6 * hardware.energy_and_money(v["seconds_per_prediction"], here)["dollars"]
-          for m, v in infer.items()},
-      "joules_per_prediction": {m: v["seconds_per_prediction"] * here.power_watts
-                                for m, v in infer.items()},
+    "train": hardware.energy_and_money(train_seconds, here),
+    "dollars_per_million_predictions": {
+      m: 1e6 * hardware.energy_and_money(v["seconds_per_prediction"], here)["dollars"]
+      for m, v in infer.items()
+    },
+    "joules_per_prediction": {
+      m: v["seconds_per_prediction"] * here.power_watts for m, v in infer.items()
+    },
   }
   memory = {
-      "params_bytes": xla.tree_bytes(run.params),
-      "optimizer_state_bytes": xla.tree_bytes(state.opt_state),
-      "train_step": {k: train_compiled.get(k) for k in
-                     ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "peak_bytes")},
-      "apply_same_batch": {k: apply_same.get(k) for k in
-                           ("argument_bytes", "output_bytes", "temp_bytes", "peak_bytes")},
-      "apply_batch_1": {k: apply_one.get(k) for k in
-                        ("argument_bytes", "output_bytes", "temp_bytes", "peak_bytes")},
+    "params_bytes": xla.tree_bytes(run.params),
+    "optimizer_state_bytes": xla.tree_bytes(state.opt_state),
+    "train_step": {
+      k: train_compiled.get(k)
+      for k in ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "peak_bytes")
+    },
+    "apply_same_batch": {
+      k: apply_same.get(k) for k in ("argument_bytes", "output_bytes", "temp_bytes", "peak_bytes")
+    },
+    "apply_batch_1": {
+      k: apply_one.get(k) for k in ("argument_bytes", "output_bytes", "temp_bytes", "peak_bytes")
+    },
   }
   return {
-      "experiment": config.experiment, "model": config.model.name, "params": num_params,
-      "workdir": os.path.abspath(workdir), "step": run.step, "batch_size": batch,
-      "steps": steps, "final_test_accuracy": summary["final_test_accuracy"],
-      "flops": {
-          "analytic_layers": [dict(dataclasses.asdict(l), forward=l.forward, backward=l.backward)
-                              for l in layers],
-          "forward_per_example": fwd_ex,
-          "train_step": step_flops,
-          "train_step_per_example": step_flops / batch,
-          "train_to_forward_ratio": step_flops / (batch * fwd_ex),
-          "training_run_total": train_total_flops,
-          "xla": {**xla_count, "forward_per_example": xla_count["forward"] / batch,
-                  "train_to_forward_ratio": xla_count["train_step"] / xla_count["forward"]},
-          "xla_over_analytic": {"forward": xla_count["forward"] / (batch * fwd_ex),
-                                "train_step": xla_count["train_step"] / step_flops},
-          "compiled_bytes_accessed": {"train_step": train_compiled.get("bytes_accessed"),
-                                      "apply_same_batch": apply_same.get("bytes_accessed"),
-                                      "apply_best_batch": apply_best.get("bytes_accessed")},
+    "experiment": config.experiment,
+    "model": config.model.name,
+    "params": num_params,
+    "workdir": os.path.abspath(workdir),
+    "step": run.step,
+    "batch_size": batch,
+    "steps": steps,
+    "final_test_accuracy": summary["final_test_accuracy"],
+    "flops": {
+      "analytic_layers": [
+        dict(dataclasses.asdict(l), forward=l.forward, backward=l.backward) for l in layers
+      ],
+      "forward_per_example": fwd_ex,
+      "train_step": step_flops,
+      "train_step_per_example": step_flops / batch,
+      "train_to_forward_ratio": step_flops / (batch * fwd_ex),
+      "training_run_total": train_total_flops,
+      "xla": {
+        **xla_count,
+        "forward_per_example": xla_count["forward"] / batch,
+        "train_to_forward_ratio": xla_count["train_step"] / xla_count["forward"],
       },
-      "time": {
-          "train_seconds": train_seconds, "compile_seconds": summary["compile_seconds"],
-          "train_seconds_per_example": train_s_per_example,
-          "inference": infer,
-          "train_over_realtime_per_example": train_s_per_example
-                                             / infer["realtime"]["seconds_per_prediction"],
-          "train_over_batch_per_example": train_s_per_example
-                                          / infer["batch"]["seconds_per_prediction"],
-          "train_over_same_batch_inference": train_s_per_example
-                                             / infer["train_batch"]["seconds_per_prediction"],
-          "realtime": {k: rt[k] for k in ("serving", "floor", "compute")},
-          "sweep": sweep,
-          "saturation_batch_size": saturation_batch_size(sweep),
+      "xla_over_analytic": {
+        "forward": xla_count["forward"] / (batch * fwd_ex),
+        "train_step": xla_count["train_step"] / step_flops,
       },
-      "utilization": {
-          "peak": peak,
-          "training": utilization(train_total_flops, train_seconds),
-          "realtime": utilization(fwd_ex, infer["realtime"]["seconds_per_prediction"]),
-          "batch": utilization(fwd_ex, infer["batch"]["seconds_per_prediction"]),
+      "compiled_bytes_accessed": {
+        "train_step": train_compiled.get("bytes_accessed"),
+        "apply_same_batch": apply_same.get("bytes_accessed"),
+        "apply_best_batch": apply_best.get("bytes_accessed"),
       },
-      "memory": memory,
-      "break_even_predictions": break_even,
-      "this_machine": {**dataclasses.asdict(here), **here_costs},
-      "profiles": profiles,
+    },
+    "time": {
+      "train_seconds": train_seconds,
+      "compile_seconds": summary["compile_seconds"],
+      "train_seconds_per_example": train_s_per_example,
+      "inference": infer,
+      "train_over_realtime_per_example": train_s_per_example
+      / infer["realtime"]["seconds_per_prediction"],
+      "train_over_batch_per_example": train_s_per_example
+      / infer["batch"]["seconds_per_prediction"],
+      "train_over_same_batch_inference": train_s_per_example
+      / infer["train_batch"]["seconds_per_prediction"],
+      "realtime": {k: rt[k] for k in ("serving", "floor", "compute")},
+      "sweep": sweep,
+      "saturation_batch_size": saturation_batch_size(sweep),
+    },
+    "utilization": {
+      "peak": peak,
+      "training": utilization(train_total_flops, train_seconds),
+      "realtime": utilization(fwd_ex, infer["realtime"]["seconds_per_prediction"]),
+      "batch": utilization(fwd_ex, infer["batch"]["seconds_per_prediction"]),
+    },
+    "memory": memory,
+    "break_even_predictions": break_even,
+    "this_machine": {**dataclasses.asdict(here), **here_costs},
+    "profiles": profiles,
   }
 
 
-def train_vs_infer(config: ml_collections.ConfigDict, workdir: str, settings: CostSettings,
-                   argv: Sequence[str], out: str | None = None, progress: bool = True,
-                   log: Callable[[str], None] = print) -> tuple[dict[str, Any], str]:
+def train_vs_infer(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  settings: CostSettings,
+  argv: Sequence[str],
+  out: str | None = None,
+  progress: bool = True,
+  log: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], str]:
   """The main job, end to end: `run_job`, then report.{json,md,png} into the workdir (and `out`),
   and the headline figures as `cost/*` scalars in the run's TensorBoard directory.
 

@@ -6,6 +6,7 @@ in its own units (examples, or tokens for a language model). `make_evaluator` pi
 `Dataset.task`. Losses are sums and counts over padded batches, so the mean is exact whatever the
 batch size (algorithmic-efficiency's convention).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,21 +28,24 @@ def make_eval_step(model: Any) -> EvalStep:
 
   A target is an example's label, or one position of a sequence (next-token prediction).
   """
+
   def eval_step(params, x, y, mask):
     logits = model.apply(params, x).astype(jnp.float32)
     losses = jax.vmap(lambda l, t: cross_entropy_sum(l[None], t[None]))(logits, y)
     correct = jnp.sum((jnp.argmax(logits, -1) == y).reshape(len(y), -1), axis=1)
     per_example = y[0].size
     return jnp.sum(losses * mask), jnp.sum(correct * mask), jnp.sum(mask) * per_example
+
   return eval_step
 
 
-def evaluate(eval_fn: EvalStep, params: Any, x: np.ndarray, y: np.ndarray, batch_size: int
-             ) -> dict[str, float]:
+def evaluate(
+  eval_fn: EvalStep, params: Any, x: np.ndarray, y: np.ndarray, batch_size: int
+) -> dict[str, float]:
   """Test loss and accuracy over every example; the last batch is padded and masked out."""
   loss = correct = count = 0.0
   for start in range(0, len(x), batch_size):
-    xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+    xb, yb = x[start : start + batch_size], y[start : start + batch_size]
     n = len(xb)
     mask = np.arange(batch_size) < n
     if n < batch_size:
@@ -52,11 +56,14 @@ def evaluate(eval_fn: EvalStep, params: Any, x: np.ndarray, y: np.ndarray, batch
   return {"test_loss": loss / count, "test_accuracy": correct / count}
 
 
-def language_model_metrics(loss_nats: float, floor: float | None, prefix: str = ""
-                           ) -> dict[str, float]:
+def language_model_metrics(
+  loss_nats: float, floor: float | None, prefix: str = ""
+) -> dict[str, float]:
   """Per-token loss in bits and as perplexity; with a known source, the gap to its entropy rate."""
-  out = {f"{prefix}bits_per_token": loss_nats / math.log(2),
-         f"{prefix}perplexity": math.exp(min(loss_nats, 700.0))}
+  out = {
+    f"{prefix}bits_per_token": loss_nats / math.log(2),
+    f"{prefix}perplexity": math.exp(min(loss_nats, 700.0)),
+  }
   if floor is not None:
     out.update({f"{prefix}loss_floor": floor, f"{prefix}gap_to_floor": loss_nats - floor})
   return out
@@ -64,6 +71,7 @@ def language_model_metrics(loss_nats: float, floor: float | None, prefix: str = 
 
 class ClassificationEvaluator:
   """Loss and accuracy of a classifier on the test split."""
+
   task = "classification"
 
   def __init__(self, model: Any, data: Dataset, batch_size: int):
@@ -75,8 +83,9 @@ class ClassificationEvaluator:
     """Compiles the eval step ahead of the loop; returns the seconds it took."""
     t = time.perf_counter()
     b = self.batch_size
-    self.eval_fn.lower(params, self.data.x_test[:b], self.data.y_test[:b],
-                       np.ones(b, bool)).compile()
+    self.eval_fn.lower(
+      params, self.data.x_test[:b], self.data.y_test[:b], np.ones(b, bool)
+    ).compile()
     return time.perf_counter() - t
 
   def __call__(self, params: Any) -> dict[str, float]:
@@ -99,11 +108,14 @@ class ClassificationEvaluator:
 class LanguageModelEvaluator(ClassificationEvaluator):
   """Per-token loss and accuracy of next-token prediction, in nats, bits and perplexity, with the
   gap to the source's entropy rate when it is known."""
+
   task = "language_model"
 
   def scalars(self, result: dict[str, float]) -> dict[str, float]:
-    return {**super().scalars(result),
-            **language_model_metrics(result["test_loss"], self.data.loss_floor, "test/")}
+    return {
+      **super().scalars(result),
+      **language_model_metrics(result["test_loss"], self.data.loss_floor, "test/"),
+    }
 
   def summary(self, result: dict[str, float]) -> dict[str, float]:
     return language_model_metrics(result["test_loss"], self.data.loss_floor)
@@ -113,8 +125,8 @@ class LanguageModelEvaluator(ClassificationEvaluator):
 
 
 EVALUATORS: dict[str, type[ClassificationEvaluator]] = {
-    "classification": ClassificationEvaluator,
-    "language_model": LanguageModelEvaluator,
+  "classification": ClassificationEvaluator,
+  "language_model": LanguageModelEvaluator,
 }
 
 

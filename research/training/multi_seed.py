@@ -5,6 +5,7 @@ the spatially shuffled MNIST-1D), and all see the same batch indices, so seeds c
 initialization only. Member i starts from exactly the params a single run with seed i starts
 from. On a small CPU model one vmapped step over M members costs far less than M steps.
 """
+
 from __future__ import annotations
 
 import time
@@ -18,12 +19,13 @@ import numpy as np
 from research.data import BatchSchedule, Dataset
 from research.models import build_model, count_params
 from research.training.evaluators import make_eval_step
-from research.training.step import create_train_state, make_train_chunk, make_train_step
 from research.training.optimizers import make_optimizer
+from research.training.step import create_train_state, make_train_chunk, make_train_step
 
 
-def train_side_by_side(config: ml_collections.ConfigDict, datasets: Sequence[Dataset],
-                       seeds: Sequence[int]) -> dict[str, Any]:
+def train_side_by_side(
+  config: ml_collections.ConfigDict, datasets: Sequence[Dataset], seeds: Sequence[int]
+) -> dict[str, Any]:
   """Trains member i on `datasets[i]` from `seeds[i]`; test accuracy every `eval_every` steps."""
   if len(datasets) != len(seeds) or not seeds:
     raise ValueError("one dataset per seed, at least one member")
@@ -37,21 +39,27 @@ def train_side_by_side(config: ml_collections.ConfigDict, datasets: Sequence[Dat
   t = time.perf_counter()
   # One member's init compiled once and called per seed (cheaper to compile than its vmap).
   init = jax.jit(lambda key: create_train_state(model, optimizer, x0, key))
-  states = jax.tree.map(lambda *leaves: jnp.stack(leaves),
-                        *[init(jax.random.key(s)) for s in seeds])
+  states = jax.tree.map(
+    lambda *leaves: jnp.stack(leaves), *[init(jax.random.key(s)) for s in seeds]
+  )
   x_train = jnp.stack([d.x_train for d in datasets])
   y_train = jnp.stack([d.y_train for d in datasets])
   x_test = jnp.stack([d.x_test for d in datasets])
   y_test = jnp.stack([d.y_test for d in datasets])
   schedule = BatchSchedule(len(first.x_train), config.batch_size, config.data.shuffle, config.seed)
   chunk_len = config.eval_every
-  chunk = jax.jit(jax.vmap(make_train_chunk(make_train_step(model, optimizer)),
-                           in_axes=(0, 0, 0, None)), donate_argnums=0)
+  chunk = jax.jit(
+    jax.vmap(make_train_chunk(make_train_step(model, optimizer)), in_axes=(0, 0, 0, None)),
+    donate_argnums=0,
+  )
   compiled = chunk.lower(states, x_train, y_train, schedule.chunk(0, chunk_len)).compile()
   eval_step = make_eval_step(model)
   mask = jnp.ones(y_test.shape[1], bool)
-  evaluate = jax.jit(jax.vmap(lambda p, x, y: eval_step(p, x, y, mask))).lower(
-      states.params, x_test, y_test).compile()
+  evaluate = (
+    jax.jit(jax.vmap(lambda p, x, y: eval_step(p, x, y, mask)))
+    .lower(states.params, x_test, y_test)
+    .compile()
+  )
   compile_seconds = time.perf_counter() - t
 
   train_seconds = eval_seconds = 0.0
@@ -72,12 +80,14 @@ def train_side_by_side(config: ml_collections.ConfigDict, datasets: Sequence[Dat
   accuracy = np.stack([h[1] for h in history])  # [evals, members]
   best = accuracy.max(axis=0)
   return {
-      "params": count_params(jax.tree.map(lambda a: a[0], states.params)),
-      "final_test_accuracy": accuracy[-1].tolist(),
-      "final_test_loss": history[-1][2].tolist(),
-      "best_test_accuracy": best.tolist(),
-      "best_step": [history[i][0] for i in accuracy.argmax(axis=0)],
-      "train_seconds": train_seconds, "eval_seconds": eval_seconds,
-      "compile_seconds": compile_seconds, "members": len(seeds),
-      "final_params": jax.device_get(states.params),
+    "params": count_params(jax.tree.map(lambda a: a[0], states.params)),
+    "final_test_accuracy": accuracy[-1].tolist(),
+    "final_test_loss": history[-1][2].tolist(),
+    "best_test_accuracy": best.tolist(),
+    "best_step": [history[i][0] for i in accuracy.argmax(axis=0)],
+    "train_seconds": train_seconds,
+    "eval_seconds": eval_seconds,
+    "compile_seconds": compile_seconds,
+    "members": len(seeds),
+    "final_params": jax.device_get(states.params),
   }

@@ -1,11 +1,18 @@
 """The optimizers a config can name, built with Optax."""
+
 from __future__ import annotations
 
 import optax
 
 
-def make_optimizer(name: str, learning_rate: float, b1: float = 0.9, b2: float = 0.999,
-                   weight_decay: float = 0.0, momentum: float = 0.9) -> optax.GradientTransformation:
+def make_optimizer(
+  name: str,
+  learning_rate: float,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  weight_decay: float = 0.0,
+  momentum: float = 0.9,
+) -> optax.GradientTransformation:
   """The optimizers a config can name; PyTorch's Adam adds weight decay to the gradient (L2)."""
   if name == "adam":
     tx = optax.adam(learning_rate, b1=b1, b2=b2)

@@ -1,4 +1,4 @@
-"""Data parallelism, declared: one mesh axis `data`; the batch is split along it, the rest replicated.
+"""Data parallelism, declared: one mesh axis `data`; the batch split along it, the rest replicated.
 
 The train step itself is unchanged: given a replicated state and a batch sharded over `data`, XLA's
 partitioner splits the forward and backward passes by example and inserts the all-reduce of the
@@ -8,13 +8,15 @@ jax 0.10's default `Explicit` axes, a state committed to one device fails inside
 Multi-host: call `jax.distributed.initialize()` on every host before any other JAX work (see
 README); `jax.devices()` then lists every host's devices and the same mesh spans them.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -27,9 +29,11 @@ def data_mesh(num_devices: int = 0, devices: Sequence[jax.Device] | None = None)
   """A 1-D mesh over the first `num_devices` devices (0: all of them)."""
   devices = list(jax.devices() if devices is None else devices)
   if num_devices < 0 or num_devices > len(devices):
-    raise ParallelError(f"num_devices={num_devices} but {len(devices)} device(s) are visible; "
-                        f"use 0 (all) or a number up to {len(devices)}")
-  chosen = devices[:num_devices or len(devices)]
+    raise ParallelError(
+      f"num_devices={num_devices} but {len(devices)} device(s) are visible; "
+      f"use 0 (all) or a number up to {len(devices)}"
+    )
+  chosen = devices[: num_devices or len(devices)]
   return Mesh(np.array(chosen), (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 
@@ -45,8 +49,10 @@ def batch_sharded(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
 def check_batch(mesh: Mesh, batch_size: int) -> None:
   n = mesh.devices.size
   if batch_size % n:
-    raise ParallelError(f"batch_size {batch_size} does not split over {n} devices; "
-                        f"use a multiple of {n} or set num_devices")
+    raise ParallelError(
+      f"batch_size {batch_size} does not split over {n} devices; "
+      f"use a multiple of {n} or set num_devices"
+    )
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

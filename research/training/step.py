@@ -1,8 +1,9 @@
 """The train step: one pure function `(state, batch) -> (state, metrics)`, and a scan over many.
 
-Kept apart from the loop in `research/training/loop.py` so benchmarks and tests can build exactly the step
-that training runs.
+Kept apart from the loop in `research/training/loop.py` so benchmarks and tests can build exactly
+the step that training runs.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -21,21 +22,23 @@ Metrics = dict[str, jax.Array]
 
 class TrainState(flax.struct.PyTreeNode):
   """Everything a step changes. The optimizer itself is static and lives outside."""
+
   step: jax.Array
   params: Any
   opt_state: Any
 
 
-def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation,
-                       example_x: jax.Array, key: jax.Array) -> TrainState:
+def create_train_state(
+  model: nn.Module, optimizer: optax.GradientTransformation, example_x: jax.Array, key: jax.Array
+) -> TrainState:
   """Initial parameters and optimizer state, built from the model alone."""
   params = model.init(key, example_x)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=optimizer.init(params))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
 
-def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation
-                    ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+def make_train_step(
+  model: nn.Module, optimizer: optax.GradientTransformation
+) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
   """The pure train step; callers jit it (with the state donated) or scan it."""
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
@@ -49,18 +52,18 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {
-        "loss": loss,
-        "accuracy": jnp.mean(jnp.argmax(logits, -1) == y),
-        "grad_norm": optax.global_norm(grads),
+      "loss": loss,
+      "accuracy": jnp.mean(jnp.argmax(logits, -1) == y),
+      "grad_norm": optax.global_norm(grads),
     }
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
 
 
-def make_train_chunk(train_step: Callable[[TrainState, Batch], tuple[TrainState, Metrics]]
-                     ) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array],
-                                   tuple[TrainState, Metrics]]:
+def make_train_chunk(
+  train_step: Callable[[TrainState, Batch], tuple[TrainState, Metrics]],
+) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array], tuple[TrainState, Metrics]]:
   """Many steps in one call: scan the step over index rows into a device-resident dataset.
 
   `indices_JxB` holds the example indices of J consecutive batches; the gather happens on device,
@@ -71,9 +74,12 @@ def make_train_chunk(train_step: Callable[[TrainState, Batch], tuple[TrainState,
   def train_chunk(state, x_all, y_all, indices_JxB):
     def body(state, idx_B):
       # Indices come from BatchSchedule, always in range: skip the gather's bounds handling.
-      batch = (x_all.at[idx_B].get(mode="promise_in_bounds"),
-               y_all.at[idx_B].get(mode="promise_in_bounds"))
+      batch = (
+        x_all.at[idx_B].get(mode="promise_in_bounds"),
+        y_all.at[idx_B].get(mode="promise_in_bounds"),
+      )
       return train_step(state, batch)
+
     return jax.lax.scan(body, state, indices_JxB)
 
   return train_chunk

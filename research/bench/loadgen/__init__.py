@@ -10,22 +10,48 @@
 The names callers use are re-exported here (`loadgen.run_scenario`, ...). To replace
 `run_scenario` inside `find_server_qps`, patch `scenarios.run_scenario`, where it is looked up.
 """
+
 from __future__ import annotations
 
 from research.bench.loadgen.binding import LoadGenRunError
-from research.bench.loadgen.logs import (read_accuracy_log, read_detail_log,
-                                         read_summary_validity, summarize_logs)
-from research.bench.loadgen.scenarios import (DEFAULT_DURATION_MS, DEFAULT_PERFORMANCE_COUNT,
-                                              DEFAULT_SERVER_LOAD, EARLY_STOPPING_MIN_QUERIES,
-                                              MODES, SCENARIOS, estimate_server_capacity_qps,
-                                              find_server_qps, make_test_settings,
-                                              measure_call_seconds, run_scenario)
+from research.bench.loadgen.logs import (
+  read_accuracy_log,
+  read_detail_log,
+  read_summary_validity,
+  summarize_logs,
+)
+from research.bench.loadgen.scenarios import (
+  DEFAULT_DURATION_MS,
+  DEFAULT_PERFORMANCE_COUNT,
+  DEFAULT_SERVER_LOAD,
+  EARLY_STOPPING_MIN_QUERIES,
+  MODES,
+  SCENARIOS,
+  estimate_server_capacity_qps,
+  find_server_qps,
+  make_test_settings,
+  measure_call_seconds,
+  run_scenario,
+)
 from research.bench.loadgen.suts import SERVER_WORKER_NAME, WORKER_JOIN_TIMEOUT_S
 
 __all__ = [
-    "DEFAULT_DURATION_MS", "DEFAULT_PERFORMANCE_COUNT", "DEFAULT_SERVER_LOAD",
-    "EARLY_STOPPING_MIN_QUERIES", "MODES", "SCENARIOS", "SERVER_WORKER_NAME",
-    "WORKER_JOIN_TIMEOUT_S", "LoadGenRunError", "estimate_server_capacity_qps", "find_server_qps",
-    "make_test_settings", "measure_call_seconds", "read_accuracy_log", "read_detail_log",
-    "read_summary_validity", "run_scenario", "summarize_logs",
+  "DEFAULT_DURATION_MS",
+  "DEFAULT_PERFORMANCE_COUNT",
+  "DEFAULT_SERVER_LOAD",
+  "EARLY_STOPPING_MIN_QUERIES",
+  "MODES",
+  "SCENARIOS",
+  "SERVER_WORKER_NAME",
+  "WORKER_JOIN_TIMEOUT_S",
+  "LoadGenRunError",
+  "estimate_server_capacity_qps",
+  "find_server_qps",
+  "make_test_settings",
+  "measure_call_seconds",
+  "read_accuracy_log",
+  "read_detail_log",
+  "read_summary_validity",
+  "run_scenario",
+  "summarize_logs",
 ]

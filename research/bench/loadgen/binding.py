@@ -3,6 +3,7 @@
 Its own module because the SUTs, the log readers and the scenarios all need both, and none of
 them may import another's layer above it.
 """
+
 from __future__ import annotations
 
 
@@ -12,4 +13,5 @@ class LoadGenRunError(RuntimeError):
 
 def _lg():
   import mlperf_loadgen  # imported late: only benchmarks need the package
+
   return mlperf_loadgen

@@ -1,6 +1,7 @@
 """Reading LoadGen's logs: validity from the summary, the numbers from the detail log, and the
 logits an accuracy run logged. LoadGen, not us, decides VALID; we only read what it wrote.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ def read_detail_log(path: str) -> dict[str, Any]:
       if not line.startswith(_MLLOG_PREFIX):
         continue
       try:
-        entry = json.loads(line[len(_MLLOG_PREFIX):])
+        entry = json.loads(line[len(_MLLOG_PREFIX) :])
       except json.JSONDecodeError:
         continue
       meta = entry.get("metadata") or {}
@@ -53,8 +54,14 @@ def _ns_to_ms(value: Any) -> float | None:
 def _latency_percentiles_ms(detail: dict[str, Any], per_query: bool = False) -> dict[str, float]:
   infix = "per_query_latency" if per_query else "latency"
   out = {}
-  for name, key in (("p50", "50.00"), ("p90", "90.00"), ("p95", "95.00"), ("p97", "97.00"),
-                    ("p99", "99.00"), ("p99.9", "99.90")):
+  for name, key in (
+    ("p50", "50.00"),
+    ("p90", "90.00"),
+    ("p95", "95.00"),
+    ("p97", "97.00"),
+    ("p99", "99.00"),
+    ("p99.9", "99.90"),
+  ):
     value = detail.get(f"result_{key}_percentile_{infix}_ns")
     if value is not None:
       out[name] = _ns_to_ms(value)
@@ -77,26 +84,27 @@ def summarize_logs(log_dir: str, scenario: str) -> dict[str, Any]:
   detail = read_detail_log(detail_path)
   latency_ms = _latency_percentiles_ms(detail)
   record: dict[str, Any] = {
-      "result": result,
-      "valid": result == "VALID",
-      "latency_ms": latency_ms,
-      "query_count": detail.get("result_query_count"),
-      "constraints": {
-          "min_duration_met": detail.get("result_min_duration_met"),
-          "min_queries_met": detail.get("result_min_queries_met"),
-          "early_stopping_met": detail.get("early_stopping_met"),
-          "perf_constraints_met": detail.get("result_perf_constraints_met"),
-      },
-      "invalid_reason": (detail.get("result_invalid_reason") or "").strip() or None,
-      "early_stopping": " ".join((detail.get("early_stopping_result") or "").split()) or None,
-      "generated_query_count": detail.get("generated_query_count"),
-      "loadgen_errors": detail["errors"],
-      "loadgen_warnings": detail["warnings"],
-      "loadgen_version": detail.get("loadgen_version"),
+    "result": result,
+    "valid": result == "VALID",
+    "latency_ms": latency_ms,
+    "query_count": detail.get("result_query_count"),
+    "constraints": {
+      "min_duration_met": detail.get("result_min_duration_met"),
+      "min_queries_met": detail.get("result_min_queries_met"),
+      "early_stopping_met": detail.get("early_stopping_met"),
+      "perf_constraints_met": detail.get("result_perf_constraints_met"),
+    },
+    "invalid_reason": (detail.get("result_invalid_reason") or "").strip() or None,
+    "early_stopping": " ".join((detail.get("early_stopping_result") or "").split()) or None,
+    "generated_query_count": detail.get("generated_query_count"),
+    "loadgen_errors": detail["errors"],
+    "loadgen_warnings": detail["warnings"],
+    "loadgen_version": detail.get("loadgen_version"),
   }
   if detail.get("result_validity") not in (None, result):
-    raise LoadGenRunError(f"{log_dir}: summary says {result} but detail log says "
-                          f"{detail.get('result_validity')}")
+    raise LoadGenRunError(
+      f"{log_dir}: summary says {result} but detail log says {detail.get('result_validity')}"
+    )
   if scenario == "SingleStream":
     record["headline"] = {"name": "p90_latency_ms", "value": latency_ms.get("p90")}
     record["samples_per_s"] = detail.get("result_qps_with_loadgen_overhead")
@@ -126,7 +134,9 @@ def read_accuracy_log(log_dir: str, num_classes: int) -> dict[int, np.ndarray]:
   for entry in entries:
     row = np.frombuffer(bytes.fromhex(entry["data"]), dtype=np.float32)
     if row.size != num_classes:
-      raise LoadGenRunError(f"accuracy log entry for sample {entry['qsl_idx']} holds {row.size} "
-                            f"values, expected {num_classes} logits")
+      raise LoadGenRunError(
+        f"accuracy log entry for sample {entry['qsl_idx']} holds {row.size} "
+        f"values, expected {num_classes} logits"
+      )
     out[int(entry["qsl_idx"])] = row
   return out

@@ -17,6 +17,7 @@ queries before the minimum duration, which LoadGen calls INVALID, so the expecta
 measured before each run.
 LoadGen is one global test per process: runs here are serialized by a lock.
 """
+
 from __future__ import annotations
 
 import collections
@@ -30,8 +31,7 @@ import numpy as np
 
 from research.bench.loadgen.binding import LoadGenRunError, _lg
 from research.bench.loadgen.logs import read_accuracy_log, summarize_logs
-from research.bench.loadgen.suts import (_Responder, _SampleLibrary, _ServerSUT,
-                                         _SynchronousSUT)
+from research.bench.loadgen.suts import _Responder, _SampleLibrary, _ServerSUT, _SynchronousSUT
 
 SCENARIOS = ("SingleStream", "MultiStream", "Offline", "Server")
 MODES = ("performance", "accuracy")
@@ -52,6 +52,7 @@ _LOADGEN_LOCK = threading.Lock()  # LoadGen keeps one global test state
 # ----------------------------------------------------------------------------------------------
 # Running one scenario.
 
+
 def _min_seconds(fn, repeats: int = 20) -> float:
   fn()  # warm (no compile: the predictor has every size already)
   best = math.inf
@@ -68,9 +69,16 @@ def measure_call_seconds(predictor, samples: np.ndarray, batch: int, repeats: in
   return _min_seconds(lambda: predictor.logits(x), repeats)
 
 
-def make_test_settings(scenario: str, *, mode: str = "performance",
-                       duration_ms: int | None = None, min_query_count: int | None = None,
-                       full_length: bool = False, max_duration_ms: int = 0, seed: int = 0):
+def make_test_settings(
+  scenario: str,
+  *,
+  mode: str = "performance",
+  duration_ms: int | None = None,
+  min_query_count: int | None = None,
+  full_length: bool = False,
+  max_duration_ms: int = 0,
+  seed: int = 0,
+):
   """LoadGen TestSettings for one run, before its scenario's expected latency / QPS.
 
   Short: `duration_ms` (default 2 s) and the early-stopping floor of queries. `full_length`:
@@ -88,8 +96,7 @@ def make_test_settings(scenario: str, *, mode: str = "performance",
     # conf_type 0: only the mlperf.conf compiled into LoadGen; its '*' entries fit any model.
     if settings.FromConfig("", "research", scenario, 0) != 0:
       raise LoadGenRunError(f"LoadGen could not load its built-in mlperf.conf for {scenario}")
-  settings.mode = (lg.TestMode.PerformanceOnly if mode == "performance"
-                   else lg.TestMode.AccuracyOnly)
+  settings.mode = lg.TestMode.PerformanceOnly if mode == "performance" else lg.TestMode.AccuracyOnly
   if duration_ms is not None or not full_length:
     settings.min_duration_ms = int(DEFAULT_DURATION_MS if duration_ms is None else duration_ms)
   if min_query_count is not None:
@@ -101,22 +108,28 @@ def make_test_settings(scenario: str, *, mode: str = "performance",
   return settings
 
 
-def run_scenario(predictor, samples: np.ndarray, scenario: str, log_dir: str, *,
-                 mode: str = "performance",
-                 duration_ms: int | None = None,
-                 min_query_count: int | None = None,
-                 full_length: bool = False,
-                 batching: bool = True,
-                 latency_bound_ms: float = 10.0,
-                 target_qps: float | None = None,
-                 samples_per_query: int = 8,
-                 expected_latency_ms: float | None = None,
-                 expected_qps: float | None = None,
-                 performance_count: int | None = None,
-                 max_duration_ms: int = 0,
-                 seed: int = 0,
-                 labels: np.ndarray | None = None,
-                 trace: bool = False) -> dict[str, Any]:
+def run_scenario(
+  predictor,
+  samples: np.ndarray,
+  scenario: str,
+  log_dir: str,
+  *,
+  mode: str = "performance",
+  duration_ms: int | None = None,
+  min_query_count: int | None = None,
+  full_length: bool = False,
+  batching: bool = True,
+  latency_bound_ms: float = 10.0,
+  target_qps: float | None = None,
+  samples_per_query: int = 8,
+  expected_latency_ms: float | None = None,
+  expected_qps: float | None = None,
+  performance_count: int | None = None,
+  max_duration_ms: int = 0,
+  seed: int = 0,
+  labels: np.ndarray | None = None,
+  trace: bool = False,
+) -> dict[str, Any]:
   """One LoadGen run of `scenario` on `predictor` over `samples`; its logs go to `log_dir`.
 
   Short by default (see `make_test_settings`); `full_length=True` takes LoadGen's MLPerf
@@ -127,9 +140,15 @@ def run_scenario(predictor, samples: np.ndarray, scenario: str, log_dir: str, *,
   accuracy read back from LoadGen's accuracy log.
   Raises LoadGenRunError (from the original exception) when the predictor fails mid-run.
   """
-  settings = make_test_settings(scenario, mode=mode, duration_ms=duration_ms,
-                                min_query_count=min_query_count, full_length=full_length,
-                                max_duration_ms=max_duration_ms, seed=seed)
+  settings = make_test_settings(
+    scenario,
+    mode=mode,
+    duration_ms=duration_ms,
+    min_query_count=min_query_count,
+    full_length=full_length,
+    max_duration_ms=max_duration_ms,
+    seed=seed,
+  )
   samples = predictor.check_input(samples)  # float32 [N, *input_shape], finite
   lg = _lg()
   largest = predictor.batch_sizes[-1]
@@ -137,8 +156,10 @@ def run_scenario(predictor, samples: np.ndarray, scenario: str, log_dir: str, *,
   os.makedirs(log_dir, exist_ok=True)
   stale = [n for n in os.listdir(log_dir) if n.startswith("mlperf_log_")]
   if stale:
-    raise ValueError(f"{log_dir} already holds LoadGen logs ({', '.join(sorted(stale))}); give "
-                     f"each run its own directory")
+    raise ValueError(
+      f"{log_dir} already holds LoadGen logs ({', '.join(sorted(stale))}); give "
+      f"each run its own directory"
+    )
 
   # LoadGen pre-generates 2x the queries the expected latency implies. Short runs expect half the
   # fastest call (4x enough); full-length ones the fastest call itself, since a 10-minute run of a
@@ -153,8 +174,9 @@ def run_scenario(predictor, samples: np.ndarray, scenario: str, log_dir: str, *,
   elif scenario == "MultiStream":
     settings.multi_stream_samples_per_query = int(samples_per_query)
     if expected_latency_ms is None:
-      expected_latency_ms = latency_factor * 1e3 * measure_call_seconds(
-          predictor, samples, samples_per_query)
+      expected_latency_ms = (
+        latency_factor * 1e3 * measure_call_seconds(predictor, samples, samples_per_query)
+      )
     settings.multi_stream_expected_latency_ns = max(1000, int(expected_latency_ms * 1e6))
     chosen["samples_per_query"] = int(samples_per_query)
     chosen["expected_latency_ms"] = settings.multi_stream_expected_latency_ns / 1e6
@@ -170,8 +192,11 @@ def run_scenario(predictor, samples: np.ndarray, scenario: str, log_dir: str, *,
     settings.server_target_latency_ns = int(latency_bound_ms * 1e6)
     settings.server_target_latency_percentile = 0.99
     settings.server_coalesce_queries = True
-    chosen.update(target_qps=float(target_qps), latency_bound_ms=float(latency_bound_ms),
-                  batching=bool(batching))
+    chosen.update(
+      target_qps=float(target_qps),
+      latency_bound_ms=float(latency_bound_ms),
+      batching=bool(batching),
+    )
 
   perf_count = min(len(samples), performance_count or DEFAULT_PERFORMANCE_COUNT)
   log_settings = lg.LogSettings()
@@ -179,12 +204,18 @@ def run_scenario(predictor, samples: np.ndarray, scenario: str, log_dir: str, *,
   log_settings.log_output.copy_summary_to_stdout = False
   log_settings.enable_trace = bool(trace)
   record_settings = {
-      "scenario": scenario, "mode": mode, "full_length": full_length,
-      "min_duration_ms": settings.min_duration_ms, "max_duration_ms": settings.max_duration_ms,
-      "min_query_count": settings.min_query_count, "performance_count": perf_count,
-      "sample_count": len(samples), "seed": seed, **chosen,
-      "predictor_batch_sizes": list(predictor.batch_sizes),
-      "precision": getattr(predictor, "precision", None),
+    "scenario": scenario,
+    "mode": mode,
+    "full_length": full_length,
+    "min_duration_ms": settings.min_duration_ms,
+    "max_duration_ms": settings.max_duration_ms,
+    "min_query_count": settings.min_query_count,
+    "performance_count": perf_count,
+    "sample_count": len(samples),
+    "seed": seed,
+    **chosen,
+    "predictor_batch_sizes": list(predictor.batch_sizes),
+    "precision": getattr(predictor, "precision", None),
   }
 
   responder = _Responder(predictor, samples)
@@ -199,8 +230,9 @@ def run_scenario(predictor, samples: np.ndarray, scenario: str, log_dir: str, *,
       else:
         sut = _SynchronousSUT(responder, largest)
       # A path that does not exist: LoadGen would otherwise pick up ./audit.config.
-      lg.StartTestWithLogSettings(sut.handle, qsl.handle, settings, log_settings,
-                                  os.path.join(log_dir, "no_audit.config"))
+      lg.StartTestWithLogSettings(
+        sut.handle, qsl.handle, settings, log_settings, os.path.join(log_dir, "no_audit.config")
+      )
     finally:
       try:
         if sut is not None:
@@ -212,9 +244,11 @@ def run_scenario(predictor, samples: np.ndarray, scenario: str, log_dir: str, *,
         qsl.destroy()
   wall_s = time.perf_counter() - t0
   if responder.error is not None:
-    raise LoadGenRunError(f"{scenario} run failed inside the predictor "
-                          f"({type(responder.error).__name__}: {responder.error}); "
-                          f"LoadGen's logs are in {log_dir}") from responder.error
+    raise LoadGenRunError(
+      f"{scenario} run failed inside the predictor "
+      f"({type(responder.error).__name__}: {responder.error}); "
+      f"LoadGen's logs are in {log_dir}"
+    ) from responder.error
 
   record: dict[str, Any] = {"scenario": scenario, "mode": mode}
   if mode == "performance":
@@ -229,16 +263,17 @@ def run_scenario(predictor, samples: np.ndarray, scenario: str, log_dir: str, *,
       record["top1_accuracy"] = float(np.mean(predicted == labels[indices]))
   calls = responder.batch_sizes
   record.update(
-      settings=record_settings,
-      sut={"predictor_calls": sum(calls.values()),
-           "samples_answered": responder.samples_answered,
-           "batch_size_histogram": {str(k): v for k, v in sorted(calls.items())},
-           "mean_batch_size": (responder.samples_answered / sum(calls.values())
-                               if calls else None),
-           "padded_size_histogram": _padded_histogram(predictor, calls),
-           "compiles_during_run": predictor.compile_count - compiles_before},
-      log_dir=log_dir,
-      wall_s=wall_s,
+    settings=record_settings,
+    sut={
+      "predictor_calls": sum(calls.values()),
+      "samples_answered": responder.samples_answered,
+      "batch_size_histogram": {str(k): v for k, v in sorted(calls.items())},
+      "mean_batch_size": (responder.samples_answered / sum(calls.values()) if calls else None),
+      "padded_size_histogram": _padded_histogram(predictor, calls),
+      "compiles_during_run": predictor.compile_count - compiles_before,
+    },
+    log_dir=log_dir,
+    wall_s=wall_s,
   )
   return record
 
@@ -257,6 +292,7 @@ def _padded_histogram(predictor, calls: collections.Counter) -> dict[str, int]:
 # ----------------------------------------------------------------------------------------------
 # Server: the highest QPS that stays VALID.
 
+
 def estimate_server_capacity_qps(predictor, samples: np.ndarray, batching: bool) -> float:
   """Samples/s one worker could answer if nothing else cost time: the fastest gather + predictor
   call + responses, at batch 1 or (batching) the best compiled size. Real serving adds LoadGen's
@@ -269,25 +305,33 @@ def estimate_server_capacity_qps(predictor, samples: np.ndarray, batching: bool)
     def answer():
       logits = predictor.logits(samples[indices])
       row_bytes = logits.strides[0]
-      [lg.QuerySampleResponse(i, logits.ctypes.data + i * row_bytes, row_bytes)
-       for i in range(batch)]
+      [
+        lg.QuerySampleResponse(i, logits.ctypes.data + i * row_bytes, row_bytes)
+        for i in range(batch)
+      ]
+
     return _min_seconds(answer, repeats=10)
 
   sizes = predictor.batch_sizes if batching else (1,)
   return max(b / answer_seconds(b) for b in sizes)
 
 
-def find_server_qps(predictor, samples: np.ndarray, log_root: str, *,
-                    latency_bound_ms: float = 10.0,
-                    batching: bool = True,
-                    duration_ms: int = 1500,
-                    min_query_count: int | None = None,
-                    start_qps: float | None = None,
-                    growth: float = 2.0,
-                    rel_tolerance: float = 0.05,
-                    max_runs: int = 10,
-                    retry_marginal: bool = True,
-                    seed: int = 0) -> dict[str, Any]:
+def find_server_qps(
+  predictor,
+  samples: np.ndarray,
+  log_root: str,
+  *,
+  latency_bound_ms: float = 10.0,
+  batching: bool = True,
+  duration_ms: int = 1500,
+  min_query_count: int | None = None,
+  start_qps: float | None = None,
+  growth: float = 2.0,
+  rel_tolerance: float = 0.05,
+  max_runs: int = 10,
+  retry_marginal: bool = True,
+  seed: int = 0,
+) -> dict[str, Any]:
   """Highest Server target QPS whose run is VALID (p99 within `latency_bound_ms`).
 
   Grows (or shrinks) the QPS geometrically by `growth` from `start_qps` (default: a tenth of
@@ -312,21 +356,35 @@ def find_server_qps(predictor, samples: np.ndarray, log_root: str, *,
 
   def trial(target: float) -> dict[str, Any]:
     log_dir = os.path.join(log_root, f"trial_{len(trials):02d}_{target:.0f}qps")
-    record = run_scenario(predictor, samples, "Server", log_dir, duration_ms=duration_ms,
-                          min_query_count=min_query_count, batching=batching,
-                          latency_bound_ms=latency_bound_ms, target_qps=target, seed=seed)
-    trials.append({"target_qps": target, "valid": record["valid"],
-                   "p99_ms": record["latency_ms"].get("p99"),
-                   "completed_samples_per_s": record["samples_per_s"],
-                   "mean_batch_size": record["sut"]["mean_batch_size"],
-                   "invalid_reason": record["invalid_reason"], "log_dir": log_dir,
-                   "wall_s": record["wall_s"]})
+    record = run_scenario(
+      predictor,
+      samples,
+      "Server",
+      log_dir,
+      duration_ms=duration_ms,
+      min_query_count=min_query_count,
+      batching=batching,
+      latency_bound_ms=latency_bound_ms,
+      target_qps=target,
+      seed=seed,
+    )
+    trials.append(
+      {
+        "target_qps": target,
+        "valid": record["valid"],
+        "p99_ms": record["latency_ms"].get("p99"),
+        "completed_samples_per_s": record["samples_per_s"],
+        "mean_batch_size": record["sut"]["mean_batch_size"],
+        "invalid_reason": record["invalid_reason"],
+        "log_dir": log_dir,
+        "wall_s": record["wall_s"],
+      }
+    )
     return record
 
   while len(trials) < max_runs:
     record = trial(qps)
-    if (not record["valid"] and retry_marginal and len(trials) < max_runs
-        and _kept_up(record)):
+    if not record["valid"] and retry_marginal and len(trials) < max_runs and _kept_up(record):
       record = trial(qps)
       trials[-1]["retry"] = True
     if record["valid"]:
@@ -344,16 +402,16 @@ def find_server_qps(predictor, samples: np.ndarray, log_root: str, *,
     else:
       qps = math.sqrt(lo * hi)  # bisect geometrically
   return {
-      "qps": lo,
-      "best": best,
-      "trials": trials,
-      "bracket": {"valid_qps": lo, "invalid_qps": None if math.isinf(hi) else hi},
-      "latency_bound_ms": float(latency_bound_ms),
-      "batching": bool(batching),
-      "estimated_capacity_qps": capacity,
-      "duration_ms": int(duration_ms),
-      "log_root": os.path.abspath(log_root),
-      "wall_s": time.perf_counter() - t0,
+    "qps": lo,
+    "best": best,
+    "trials": trials,
+    "bracket": {"valid_qps": lo, "invalid_qps": None if math.isinf(hi) else hi},
+    "latency_bound_ms": float(latency_bound_ms),
+    "batching": bool(batching),
+    "estimated_capacity_qps": capacity,
+    "duration_ms": int(duration_ms),
+    "log_root": os.path.abspath(log_root),
+    "wall_s": time.perf_counter() - t0,
   }
 
 

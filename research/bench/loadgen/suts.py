@@ -8,6 +8,7 @@ size) in one call; `batching=False` answers one sample at a time (batch-1 servin
 A predictor error never escapes into LoadGen (it would wait forever): `_Responder` records it and
 `run_scenario` raises it after the run.
 """
+
 from __future__ import annotations
 
 import collections
@@ -66,12 +67,15 @@ class _Responder:
         x = self.samples[[q.index for q in query_samples]]
         logits = np.ascontiguousarray(self.predictor.logits(x), dtype=np.float32)
         if logits.shape[0] != len(query_samples):
-          raise ValueError(f"predictor returned {logits.shape[0]} rows for "
-                           f"{len(query_samples)} samples")
+          raise ValueError(
+            f"predictor returned {logits.shape[0]} rows for {len(query_samples)} samples"
+          )
         row_bytes = logits.strides[0]
         base = logits.ctypes.data
-        responses = [lg.QuerySampleResponse(q.id, base + i * row_bytes, row_bytes)
-                     for i, q in enumerate(query_samples)]
+        responses = [
+          lg.QuerySampleResponse(q.id, base + i * row_bytes, row_bytes)
+          for i, q in enumerate(query_samples)
+        ]
         lg.QuerySamplesComplete(responses)  # copies what it logs before returning
         self.batch_sizes[len(query_samples)] += 1
         self.samples_answered += len(query_samples)
@@ -94,7 +98,7 @@ class _SynchronousSUT:
 
   def issue_queries(self, query_samples) -> None:
     for i in range(0, len(query_samples), self.chunk):
-      self.responder.answer(query_samples[i:i + self.chunk])
+      self.responder.answer(query_samples[i : i + self.chunk])
 
   def flush_queries(self) -> None:
     pass
@@ -153,4 +157,3 @@ class _ServerSUT:
 
   def destroy(self) -> None:
     _lg().DestroySUT(self.handle)
-

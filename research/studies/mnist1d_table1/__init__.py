@@ -17,6 +17,7 @@ comparison.
 are imported inside functions here: every worker process and every timed PyTorch process imports
 this package, and neither should pay for what it does not use.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,15 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")
 VARIANTS = ("original", "shuffled")
 
 
-def reproduce(config: Any, workdir: str, out: str, workers: int, fresh: bool = False,
-              torch_reference: bool = False, argv: Sequence[str] = ()) -> dict[str, Any]:
+def reproduce(
+  config: Any,
+  workdir: str,
+  out: str,
+  workers: int,
+  fresh: bool = False,
+  torch_reference: bool = False,
+  argv: Sequence[str] = (),
+) -> dict[str, Any]:
   """Trains the jobs the cache lacks, writes OUT.md and OUT.json atomically, returns the report.
 
   `config` is experiments/mnist1d_table1.py's, with num_steps a multiple of eval_every. Jobs run
@@ -60,8 +68,11 @@ def reproduce(config: Any, workdir: str, out: str, workers: int, fresh: bool = F
   os.makedirs(workdir, exist_ok=True)
   if fresh:  # a timed reproduction compiles every program it runs
     shutil.rmtree(compilation_cache_dir(workdir), ignore_errors=True)
-  key = {"num_steps": config.num_steps, "eval_every": config.eval_every,
-         "xla_flags": config.xla_flags}
+  key = {
+    "num_steps": config.num_steps,
+    "eval_every": config.eval_every,
+    "xla_flags": config.xla_flags,
+  }
   members = [(v, s) for v in VARIANTS for s in range(config.seeds)]
   jobs = plan_jobs(config.models, members, len(cores))
   done, todo = {}, []
@@ -73,8 +84,9 @@ def reproduce(config: Any, workdir: str, out: str, workers: int, fresh: bool = F
       done[job] = cached
   t = time.perf_counter()
   if todo:
-    done.update(run_jobs(todo, cores, config.num_steps, config.eval_every, config.xla_flags,
-                         workdir, key))
+    done.update(
+      run_jobs(todo, cores, config.num_steps, config.eval_every, config.xla_flags, workdir, key)
+    )
   wall = time.perf_counter() - t
 
   if torch_reference:
@@ -84,12 +96,22 @@ def reproduce(config: Any, workdir: str, out: str, workers: int, fresh: bool = F
     torch_ref = stored_torch_reference()
   results = merge_jobs(done, config.models)
   rows = summarize(results, config.paper.to_dict(), config.models)
-  meta = provenance(argv, workers=len(cores), wall_seconds=wall,
-                    retrained=[[m, [list(x) for x in ms]] for m, ms in todo],
-                    cached=[[m, [list(x) for x in ms]] for m, ms in jobs if (m, ms) not in todo])
-  report = {"provenance": meta, "settings": key, "rows": rows, "wall_seconds": wall,
-            "worker_xla_flags": f"{config.xla_flags} {ONE_THREAD_FLAGS}".strip(),
-            "torch_reference": torch_ref, "per_model": results}
+  meta = provenance(
+    argv,
+    workers=len(cores),
+    wall_seconds=wall,
+    retrained=[[m, [list(x) for x in ms]] for m, ms in todo],
+    cached=[[m, [list(x) for x in ms]] for m, ms in jobs if (m, ms) not in todo],
+  )
+  report = {
+    "provenance": meta,
+    "settings": key,
+    "rows": rows,
+    "wall_seconds": wall,
+    "worker_xla_flags": f"{config.xla_flags} {ONE_THREAD_FLAGS}".strip(),
+    "torch_reference": torch_ref,
+    "per_model": results,
+  }
   write_json(out + ".json", report)
   with open(out + ".md.tmp", "w") as f:
     f.write(markdown(report) + "\n")
@@ -99,23 +121,32 @@ def reproduce(config: Any, workdir: str, out: str, workers: int, fresh: bool = F
 
 def format_summary(report: dict[str, Any], out: str) -> str:
   """The lines to print after a reproduction: each row against the paper, the time, PyTorch's."""
-  lines = [f"{r['model']:9s} {r['variant']:9s} ours {r['final_mean']:5.1f} ± {r['final_sd']:3.1f}  "
-           f"paper {r['paper_mean']:3.0f} ± {r['paper_sd']:.0f}  "
-           f"{'within 2 sd' if r['within_2sd'] else 'OUTSIDE 2 sd'}" for r in report["rows"]]
+  lines = [
+    f"{r['model']:9s} {r['variant']:9s} ours {r['final_mean']:5.1f} ± {r['final_sd']:3.1f}  "
+    f"paper {r['paper_mean']:3.0f} ± {r['paper_sd']:.0f}  "
+    f"{'within 2 sd' if r['within_2sd'] else 'OUTSIDE 2 sd'}"
+    for r in report["rows"]
+  ]
   meta, results, wall = report["provenance"], report["per_model"], report["wall_seconds"]
   n_runs = sum(len(r["members"]) for r in results.values())
   n_jobs = len(meta["retrained"]) + len(meta["cached"])
-  lines.append(f"{n_runs} runs in {wall:.1f} s ({len(meta['retrained'])} of {n_jobs} jobs trained, "
-               f"{meta['workers']} workers) -> {out}.md")
+  lines.append(
+    f"{n_runs} runs in {wall:.1f} s ({len(meta['retrained'])} of {n_jobs} jobs trained, "
+    f"{meta['workers']} workers) -> {out}.md"
+  )
   torch_ref = report["torch_reference"]
   if torch_ref and not meta["cached"]:
-    sequential = sum(torch_ref["per_run_seconds"].get(m, 0.0) * len(r["members"])
-                     for m, r in results.items())
-    line = (f"PyTorch, the same runs one after another ({torch_ref['source']}): {sequential:.0f} s "
-            f"of training loops, {sequential / wall:.1f}x our time")
+    sequential = sum(
+      torch_ref["per_run_seconds"].get(m, 0.0) * len(r["members"]) for m, r in results.items()
+    )
+    line = (
+      f"PyTorch, the same runs one after another ({torch_ref['source']}): {sequential:.0f} s "
+      f"of training loops, {sequential / wall:.1f}x our time"
+    )
     if torch_ref.get("whole_run_seconds"):
-      whole = sum(torch_ref["whole_run_seconds"].get(m, 0.0) * len(r["members"])
-                  for m, r in results.items())
+      whole = sum(
+        torch_ref["whole_run_seconds"].get(m, 0.0) * len(r["members"]) for m, r in results.items()
+      )
       line += f"; {whole:.0f} s as whole runs, {whole / wall:.1f}x"
     lines.append(line)
   return "\n".join(lines)

@@ -4,6 +4,7 @@ A job is a slice of one model's runs (both variants, several seeds) trained side
 `vmap`; a model is cut into several jobs only when one job would take more than half a worker's
 share. Workers take the longest remaining job when free.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,9 @@ TORCH_EXPECTED_SECONDS = {"logistic": 1.0, "mlp": 2.7, "cnn": 9.4, "gru": 62.7}
 Member = tuple[str, int]  # (variant, seed)
 
 
-def plan_jobs(models: Sequence[str], members: Sequence[Member], workers: int
-              ) -> list[tuple[str, tuple[Member, ...]]]:
+def plan_jobs(
+  models: Sequence[str], members: Sequence[Member], workers: int
+) -> list[tuple[str, tuple[Member, ...]]]:
   """(model, members) jobs, longest first, for workers that each take the next job when free.
 
   A model's members train side by side in one job (one compilation) unless that job would be
@@ -58,20 +60,30 @@ def torch_groups(models: Sequence[str], cores: Sequence[int]) -> dict[int, list[
   return {c: g for c, g in groups.items() if g}
 
 
-def merge_jobs(done: Mapping[tuple[str, tuple], dict], models: Sequence[str]
-               ) -> dict[str, dict]:
+def merge_jobs(done: Mapping[tuple[str, tuple], dict], models: Sequence[str]) -> dict[str, dict]:
   """Per model: its jobs' members in (variant, seed) order, their accuracies, summed seconds."""
   out = {}
   for model in models:
-    parts = sorted((r for (m, _), r in done.items() if m == model),
-                   key=lambda r: [(mm["variant"], mm["seed"]) for mm in r["members"]])
+    parts = sorted(
+      (r for (m, _), r in done.items() if m == model),
+      key=lambda r: [(mm["variant"], mm["seed"]) for mm in r["members"]],
+    )
     if not parts:
       raise ValueError(f"no finished job for model {model!r}")
-    merged = {k: [x for p in parts for x in p[k]] for k in
-              ("members", "final_test_accuracy", "final_test_loss", "best_test_accuracy",
-               "best_step")}
-    order = sorted(range(len(merged["members"])), key=lambda i: (
-        merged["members"][i]["variant"], merged["members"][i]["seed"]))
+    merged = {
+      k: [x for p in parts for x in p[k]]
+      for k in (
+        "members",
+        "final_test_accuracy",
+        "final_test_loss",
+        "best_test_accuracy",
+        "best_step",
+      )
+    }
+    order = sorted(
+      range(len(merged["members"])),
+      key=lambda i: (merged["members"][i]["variant"], merged["members"][i]["seed"]),
+    )
     merged = {k: [v[i] for i in order] for k, v in merged.items()}
     for k in ("train_seconds", "compile_seconds", "eval_seconds", "wall_seconds"):
       merged[k] = sum(p[k] for p in parts)

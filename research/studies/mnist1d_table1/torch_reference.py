@@ -7,6 +7,7 @@ loop on one pinned CPU thread. `scripts/bench_torch_reference.py` runs it and wr
 
 The one module of this package that imports torch (pip install -e '.[reference]').
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,11 +22,15 @@ BATCH_SIZE = 100
 LEARNING_RATE = 1e-2
 WARMUP_STEPS = 20
 EXPECTED_PARAMS = {"logistic": 410, "mlp": 15_210, "cnn": 5_210, "gru": 5_134}
-TIMING = ("time.perf_counter around the pure step loop (forward, loss, backward, Adam step, "
-          f"zero_grad); {WARMUP_STEPS} warm-up steps on a throwaway model/optimizer copy excluded; "
-          "evaluation excluded")
-PROTOCOL = (f"Adam lr {LEARNING_RATE}, CrossEntropyLoss, batch {BATCH_SIZE} as sequential slices "
-            f"x[bix:bix+{BATCH_SIZE}], bix=(step*{BATCH_SIZE})%4000, no shuffling")
+TIMING = (
+  "time.perf_counter around the pure step loop (forward, loss, backward, Adam step, "
+  f"zero_grad); {WARMUP_STEPS} warm-up steps on a throwaway model/optimizer copy excluded; "
+  "evaluation excluded"
+)
+PROTOCOL = (
+  f"Adam lr {LEARNING_RATE}, CrossEntropyLoss, batch {BATCH_SIZE} as sequential slices "
+  f"x[bix:bix+{BATCH_SIZE}], bix=(step*{BATCH_SIZE})%4000, no shuffling"
+)
 
 
 class Logistic(nn.Module):
@@ -111,10 +116,10 @@ def load_data(shuffle_seq: bool = False) -> dict[str, torch.Tensor]:
   args.shuffle_seq = shuffle_seq
   d = make_dataset(args)
   return {
-      "x": torch.from_numpy(np.asarray(d["x"], dtype=np.float32)),
-      "y": torch.from_numpy(np.asarray(d["y"], dtype=np.int64)),
-      "x_test": torch.from_numpy(np.asarray(d["x_test"], dtype=np.float32)),
-      "y_test": torch.from_numpy(np.asarray(d["y_test"], dtype=np.int64)),
+    "x": torch.from_numpy(np.asarray(d["x"], dtype=np.float32)),
+    "y": torch.from_numpy(np.asarray(d["y"], dtype=np.int64)),
+    "x_test": torch.from_numpy(np.asarray(d["x_test"], dtype=np.float32)),
+    "y_test": torch.from_numpy(np.asarray(d["y_test"], dtype=np.int64)),
   }
 
 
@@ -127,8 +132,15 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
   return acc
 
 
-def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-              x: torch.Tensor, y: torch.Tensor, start: int, n: int) -> float:
+def run_steps(
+  model: nn.Module,
+  optimizer: torch.optim.Optimizer,
+  loss_fn: nn.Module,
+  x: torch.Tensor,
+  y: torch.Tensor,
+  start: int,
+  n: int,
+) -> float:
   """The pure reference step loop (sequential batches, no shuffle); returns the last loss."""
   n_train = x.shape[0]
   loss = torch.tensor(float("nan"))
@@ -154,8 +166,15 @@ def bench_model(name: str, data: dict, steps: int, seed: int, eval_every: int) -
   # Warm-up on a deep copy so one-time setup (allocator, kernel dispatch caches) is excluded
   # from the timing without touching the real model's init or optimizer state.
   scratch = copy.deepcopy(model)
-  run_steps(scratch, torch.optim.Adam(scratch.parameters(), lr=LEARNING_RATE), loss_fn, x, y, 0,
-            WARMUP_STEPS)
+  run_steps(
+    scratch,
+    torch.optim.Adam(scratch.parameters(), lr=LEARNING_RATE),
+    loss_fn,
+    x,
+    y,
+    0,
+    WARMUP_STEPS,
+  )
   del scratch
 
   optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
@@ -171,21 +190,20 @@ def bench_model(name: str, data: dict, steps: int, seed: int, eval_every: int) -
     train_seconds += time.perf_counter() - t0  # evaluation below is not timed
     done += n
     if eval_every > 0 and done < steps:
-      curve.append({"step": done,
-                    "test_accuracy": accuracy(model, data["x_test"], data["y_test"])})
+      curve.append({"step": done, "test_accuracy": accuracy(model, data["x_test"], data["y_test"])})
   final_acc = accuracy(model, data["x_test"], data["y_test"])
   if eval_every > 0:
     curve.append({"step": done, "test_accuracy": final_acc})
   rec = {
-      "model": name,
-      "params": params,
-      "steps": steps,
-      "batch_size": BATCH_SIZE,
-      "train_seconds": round(train_seconds, 4),
-      "steps_per_second": round(steps / train_seconds, 2) if train_seconds > 0 else None,
-      "final_test_accuracy": round(final_acc, 4),
-      "final_train_loss": round(last_loss, 5),
-      "seed": seed,
+    "model": name,
+    "params": params,
+    "steps": steps,
+    "batch_size": BATCH_SIZE,
+    "train_seconds": round(train_seconds, 4),
+    "steps_per_second": round(steps / train_seconds, 2) if train_seconds > 0 else None,
+    "final_test_accuracy": round(final_acc, 4),
+    "final_train_loss": round(last_loss, 5),
+    "seed": seed,
   }
   if curve:
     rec["test_accuracy_curve"] = curve
@@ -196,9 +214,14 @@ def provenance(argv: Sequence[str]) -> dict[str, Any]:
   """`research.provenance`'s record without JAX's device (starting JAX would add about a second
   to this process, whose whole wall time the reproduction reports), plus torch's threads."""
   from research.provenance import provenance as project_provenance
+
   meta = project_provenance(argv, jax_device=False, timing=TIMING, protocol=PROTOCOL)
-  meta["threads"].update({"torch_num_threads": torch.get_num_threads(),
-                          "torch_num_interop_threads": torch.get_num_interop_threads()})
+  meta["threads"].update(
+    {
+      "torch_num_threads": torch.get_num_threads(),
+      "torch_num_interop_threads": torch.get_num_interop_threads(),
+    }
+  )
   meta["versions"]["torch"] = torch.__version__
   return meta
 
@@ -208,21 +231,23 @@ def markdown(meta: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
   aff, threads, v = meta["threads"]["cpu_affinity"], meta["threads"], meta["versions"]
   prefix = f"taskset -c {aff[0]} " if aff and len(aff) == 1 else ""
   lines = [
-      "# PyTorch reference timings (MNIST-1D, speed yardstick)",
-      "",
-      f"- Command: `{prefix}{meta['command']}` (CPU affinity seen by the process: {aff})",
-      f"- Commit: `{meta['commit']}`, {meta['date']}",
-      f"- Machine: {meta['machine']['cpu']}, 1 thread pinned "
-      f"(torch num_threads={threads['torch_num_threads']}, "
-      f"interop={threads['torch_num_interop_threads']})",
-      f"- Versions: torch {v['torch']}, numpy {v.get('numpy')}, python {v['python']}",
-      f"- Protocol: {meta['protocol']}",
-      f"- Timing: {meta['timing']}",
-      "",
-      "| model | params | steps | train_seconds | steps/s | final test acc |",
-      "|---|---:|---:|---:|---:|---:|",
+    "# PyTorch reference timings (MNIST-1D, speed yardstick)",
+    "",
+    f"- Command: `{prefix}{meta['command']}` (CPU affinity seen by the process: {aff})",
+    f"- Commit: `{meta['commit']}`, {meta['date']}",
+    f"- Machine: {meta['machine']['cpu']}, 1 thread pinned "
+    f"(torch num_threads={threads['torch_num_threads']}, "
+    f"interop={threads['torch_num_interop_threads']})",
+    f"- Versions: torch {v['torch']}, numpy {v.get('numpy')}, python {v['python']}",
+    f"- Protocol: {meta['protocol']}",
+    f"- Timing: {meta['timing']}",
+    "",
+    "| model | params | steps | train_seconds | steps/s | final test acc |",
+    "|---|---:|---:|---:|---:|---:|",
   ]
   for r in records:
-    lines.append(f"| {r['model']} | {r['params']:,} | {r['steps']} | {r['train_seconds']:.2f} | "
-                 f"{r['steps_per_second']:.1f} | {r['final_test_accuracy']:.3f} |")
+    lines.append(
+      f"| {r['model']} | {r['params']:,} | {r['steps']} | {r['train_seconds']:.2f} | "
+      f"{r['steps_per_second']:.1f} | {r['final_test_accuracy']:.3f} |"
+    )
   return "\n".join(lines) + "\n"

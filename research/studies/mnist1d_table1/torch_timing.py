@@ -4,6 +4,7 @@ Either measured in this invocation, by running scripts/bench_torch_reference.py 
 its own, or read from an earlier results/speed_vs_torch.json. Kept apart from `torch_reference`
 so that the reproduction itself imports without torch.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,9 @@ from typing import Any, Sequence
 from research.studies.mnist1d_table1 import ROOT
 
 
-def time_torch_reference(models: Sequence[str], cores: Sequence[int], workdir: str
-                         ) -> dict[str, Any]:
+def time_torch_reference(
+  models: Sequence[str], cores: Sequence[int], workdir: str
+) -> dict[str, Any]:
   """One PyTorch run per model, each its own process pinned to one core, all cores busy at once.
 
   Two figures per run: its training loop alone (the script's own timing) and the whole run, the
@@ -27,18 +29,31 @@ def time_torch_reference(models: Sequence[str], cores: Sequence[int], workdir: s
   import concurrent.futures as cf
 
   from research.studies.mnist1d_table1.plan import torch_groups
+
   script = os.path.join(ROOT, "scripts", "bench_torch_reference.py")
 
   def run(core: int, model: str) -> dict:
     out = os.path.join(workdir, f"torch_{model}.json")
-    cmd = ["taskset", "-c", str(core), sys.executable, script, "--models", model,
-           "--out", out, "--md", out[:-5] + ".md"]
+    cmd = [
+      "taskset",
+      "-c",
+      str(core),
+      sys.executable,
+      script,
+      "--models",
+      model,
+      "--out",
+      out,
+      "--md",
+      out[:-5] + ".md",
+    ]
     t = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
-      raise RuntimeError(f"the PyTorch reference failed on {model}: "
-                         f"{proc.stderr.strip().splitlines()[-1:]}")
+      raise RuntimeError(
+        f"the PyTorch reference failed on {model}: {proc.stderr.strip().splitlines()[-1:]}"
+      )
     with open(out) as f:
       return {**json.load(f)["results"][0], "whole_run_seconds": wall, "core": core}
 
@@ -46,10 +61,13 @@ def time_torch_reference(models: Sequence[str], cores: Sequence[int], workdir: s
   with cf.ThreadPoolExecutor(len(groups)) as pool:
     per_core = pool.map(lambda item: [run(item[0], m) for m in item[1]], groups.items())
     records = [r for group in per_core for r in group]
-  return {"source": "this invocation",
-          "per_run_seconds": {r["model"]: r["train_seconds"] for r in records},
-          "whole_run_seconds": {r["model"]: r["whole_run_seconds"] for r in records},
-          "records": records, "groups": {str(c): g for c, g in groups.items()}}
+  return {
+    "source": "this invocation",
+    "per_run_seconds": {r["model"]: r["train_seconds"] for r in records},
+    "whole_run_seconds": {r["model"]: r["whole_run_seconds"] for r in records},
+    "records": records,
+    "groups": {str(c): g for c, g in groups.items()},
+  }
 
 
 def stored_torch_reference() -> dict[str, Any] | None:
@@ -59,6 +77,8 @@ def stored_torch_reference() -> dict[str, Any] | None:
     return None
   with open(path) as f:
     stored = json.load(f)
-  return {"source": "results/speed_vs_torch.json",
-          "date": stored.get("provenance", stored.get("meta", {})).get("date", "earlier"),
-          "per_run_seconds": {r["model"]: r["torch_median"] for r in stored["records"]}}
+  return {
+    "source": "results/speed_vs_torch.json",
+    "date": stored.get("provenance", stored.get("meta", {})).get("date", "earlier"),
+    "per_run_seconds": {r["model"]: r["torch_median"] for r in stored["records"]},
+  }

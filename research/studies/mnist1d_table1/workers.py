@@ -5,6 +5,7 @@ core no other worker has, one XLA thread, the table's XLA flags. They take the n
 (the list comes longest first) and share a compilation cache. A finished job is written to the
 workdir at once, so an interrupted reproduction resumes with the jobs it had finished.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,6 +27,7 @@ Job = tuple[str, tuple[Member, ...]]  # (model, its members trained side by side
 def _dataset(variant: str):
   """Generated once per worker process and variant."""
   from research.data.mnist1d import load_mnist1d
+
   return load_mnist1d(shuffle_seq=(variant == "shuffled"))
 
 
@@ -40,21 +42,31 @@ def start_worker(free_cores: Queue, xla_flags: str, compilation_cache: str) -> N
   if xla_flags:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags).strip()
   from research.runtime import configure_threads
+
   configure_threads(1)
   import jax
+
   jax.config.update("jax_compilation_cache_dir", compilation_cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def train_job(model: str, members: tuple[Member, ...], num_steps: int, eval_every: int
-              ) -> dict[str, Any]:
+def train_job(
+  model: str, members: tuple[Member, ...], num_steps: int, eval_every: int
+) -> dict[str, Any]:
   """Some of one model's runs, side by side; `members` are (variant, seed) pairs."""
   from research.config import load_config
   from research.training.multi_seed import train_side_by_side
-  config = load_config(f"{ROOT}/experiments/mnist1d_{model}.py",
-                       [f"num_steps={num_steps}", f"eval_every={eval_every}",
-                        f"log_every={eval_every}", f"checkpoint_every={eval_every}"])
+
+  config = load_config(
+    f"{ROOT}/experiments/mnist1d_{model}.py",
+    [
+      f"num_steps={num_steps}",
+      f"eval_every={eval_every}",
+      f"log_every={eval_every}",
+      f"checkpoint_every={eval_every}",
+    ],
+  )
   t = time.perf_counter()
   datasets = [_dataset(v) for v, _ in members]
   result = train_side_by_side(config, datasets, [s for _, s in members])
@@ -76,8 +88,9 @@ def cache_path(workdir: str, model: str, members: Sequence[Member]) -> str:
   return os.path.join(workdir, f"{model}_" + "_".join(f"{v}{s}" for v, s in members) + ".json")
 
 
-def cached_result(workdir: str, model: str, members: Sequence[Member], key: Mapping[str, Any]
-                  ) -> dict[str, Any] | None:
+def cached_result(
+  workdir: str, model: str, members: Sequence[Member], key: Mapping[str, Any]
+) -> dict[str, Any] | None:
   """The job's stored result, marked cached, when it was trained under the same `key`."""
   path = cache_path(workdir, model, members)
   if not os.path.isfile(path):
@@ -89,8 +102,15 @@ def cached_result(workdir: str, model: str, members: Sequence[Member], key: Mapp
   return {**cached["result"], "cached": True}
 
 
-def run_jobs(jobs: Sequence[Job], cores: Sequence[int], num_steps: int, eval_every: int,
-             xla_flags: str, workdir: str, key: Mapping[str, Any]) -> dict[Job, dict[str, Any]]:
+def run_jobs(
+  jobs: Sequence[Job],
+  cores: Sequence[int],
+  num_steps: int,
+  eval_every: int,
+  xla_flags: str,
+  workdir: str,
+  key: Mapping[str, Any],
+) -> dict[Job, dict[str, Any]]:
   """Trains `jobs` (longest first) on one worker per core; results in the order they finished.
 
   Each finished job is written to its cache file under `workdir` with `key`, the settings a
@@ -110,12 +130,19 @@ def run_jobs(jobs: Sequence[Job], cores: Sequence[int], num_steps: int, eval_eve
   free_cores = ctx.Queue()
   for core in cores:
     free_cores.put(core)
-  with cf.ProcessPoolExecutor(len(cores), mp_context=ctx, initializer=start_worker,
-                              initargs=(free_cores, xla_flags,
-                                        compilation_cache_dir(workdir))) as pool, \
-       tqdm(total=len(jobs), desc="jobs", unit="job") as bar:
-    futures = {pool.submit(train_job, model, job_members, num_steps, eval_every):
-               (model, job_members) for model, job_members in jobs}  # submitted in list order
+  with (
+    cf.ProcessPoolExecutor(
+      len(cores),
+      mp_context=ctx,
+      initializer=start_worker,
+      initargs=(free_cores, xla_flags, compilation_cache_dir(workdir)),
+    ) as pool,
+    tqdm(total=len(jobs), desc="jobs", unit="job") as bar,
+  ):
+    futures = {
+      pool.submit(train_job, model, job_members, num_steps, eval_every): (model, job_members)
+      for model, job_members in jobs
+    }  # submitted in list order
     for future in cf.as_completed(futures):
       job = futures[future]
       done[job] = future.result()
