@@ -57,6 +57,7 @@ def _project_errors() -> tuple[type[BaseException], ...]:
   from research.models import ModelError
   from research.serving import InferenceError
   from research.serving.generate import GenerationError
+  from research.studies import StudyError
   from research.training.loop import TrainingError
   from research.training.parallel import ParallelError
   from research.workdir import WorkdirError
@@ -69,6 +70,7 @@ def _project_errors() -> tuple[type[BaseException], ...]:
     KernelError,
     ModelError,
     InferenceError,
+    StudyError,
     GenerationError,
     TrainingError,
     ParallelError,

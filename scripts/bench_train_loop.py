@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from research.runtime import configure_threads  # noqa: E402  (must precede any JAX import)
 
-
-def main() -> None:
+def main() -> int:
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
@@ -25,7 +23,7 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=6000, help="train steps per timed run")
   p.add_argument("--repeats", type=int, default=3, help="timed runs per structure (median kept)")
   p.add_argument("--chunks", default="100,1000,6000", help="scan chunk lengths to try")
-  p.add_argument("--impls", default="im2col,xla", help="Conv1D implementations (cnn1d only)")
+  p.add_argument("--impls", default="im2col,xla", help="conv1d implementations (cnn1d only)")
   p.add_argument(
     "--structures",
     default="python_host,python_device,scan",
@@ -36,148 +34,35 @@ def main() -> None:
   )
   p.add_argument("--out", default="", help="write OUT.json and OUT.md")
   args = p.parse_args()
-  configure_threads(args.threads)
+  try:
+    chunks = [int(c) for c in args.chunks.split(",") if c]
+  except ValueError:
+    p.error(f"--chunks must be comma-separated integers, got {args.chunks!r}")
+  unknown = sorted(set(args.structures.split(",")) - {"python_host", "python_device", "scan"})
+  if unknown:
+    p.error(f"unknown structure(s) {', '.join(unknown)}; use python_host, python_device, scan")
+  if any(c < 1 or args.steps % c for c in chunks):
+    p.error(f"every --chunks length must divide --steps ({args.steps}), got {chunks}")
+  from research.runtime import configure_threads
 
-  import time
+  configure_threads(args.threads)  # before JAX starts
+  from research.bench.train_loop import compare_loop_structures, write_loop_report
 
-  import jax
-  import jax.numpy as jnp
-
-  from research.bench.timing import median_and_percentiles
-  from research.data import BatchSchedule, load_dataset
-  from research.models import build_model
-  from research.provenance import markdown_table, provenance, write_json
-  from research.training.optimizers import make_optimizer
-  from research.training.step import create_train_state, make_train_chunk, make_train_step
-
-  data = load_dataset({"name": "mnist1d"})
-  batch_size = 100
-  schedule = BatchSchedule(len(data.x_train), batch_size)
-  x_all, y_all = jax.device_put(data.x_train), jax.device_put(data.y_train)
-  optimizer = make_optimizer("adam", 1e-2)
-  impls = args.impls.split(",") if args.model == "cnn1d" else [""]
-
-  def fresh_state(model):
-    return create_train_state(model, optimizer, jnp.zeros((1, 40)), jax.random.key(0))
-
-  def run_python_host(model):
-    step = jax.jit(make_train_step(model, optimizer), donate_argnums=0)
-    xb, yb = data.x_train[:batch_size], data.y_train[:batch_size]
-    t = time.perf_counter()
-    compiled = step.lower(fresh_state(model), (xb, yb)).compile()
-    compile_s = time.perf_counter() - t
-
-    def run():
-      state = fresh_state(model)
-      jax.block_until_ready(state)
-      t = time.perf_counter()
-      for s in range(args.steps):
-        idx = schedule.indices(s)
-        state, metrics = compiled(state, (data.x_train[idx], data.y_train[idx]))
-      jax.block_until_ready((state, metrics))
-      return time.perf_counter() - t, float(metrics["loss"])
-
-    return compile_s, run
-
-  def run_python_device(model):
-    chunk = jax.jit(make_train_chunk(make_train_step(model, optimizer)), donate_argnums=0)
-    rows = schedule.chunk(0, 1)
-    t = time.perf_counter()
-    compiled = chunk.lower(fresh_state(model), x_all, y_all, rows).compile()
-    compile_s = time.perf_counter() - t
-    all_rows = jax.device_put(schedule.chunk(0, args.steps))
-
-    def run():
-      state = fresh_state(model)
-      jax.block_until_ready(state)
-      t = time.perf_counter()
-      for s in range(args.steps):
-        state, metrics = compiled(state, x_all, y_all, all_rows[s : s + 1])
-      jax.block_until_ready((state, metrics))
-      return time.perf_counter() - t, float(metrics["loss"][-1])
-
-    return compile_s, run
-
-  def run_scan(model, k):
-    if args.steps % k:
-      raise SystemExit(f"--steps {args.steps} is not a multiple of chunk {k}")
-    chunk = jax.jit(make_train_chunk(make_train_step(model, optimizer)), donate_argnums=0)
-    t = time.perf_counter()
-    compiled = chunk.lower(fresh_state(model), x_all, y_all, schedule.chunk(0, k)).compile()
-    compile_s = time.perf_counter() - t
-
-    def run():
-      state = fresh_state(model)
-      jax.block_until_ready(state)
-      t = time.perf_counter()
-      for first in range(0, args.steps, k):
-        state, metrics = compiled(state, x_all, y_all, schedule.chunk(first, k))
-      jax.block_until_ready((state, metrics))
-      return time.perf_counter() - t, float(metrics["loss"][-1])
-
-    return compile_s, run
-
-  records = []
-  for impl in impls:
-    model_cfg = {"name": args.model, **({"conv_impl": impl} if impl else {})}
-    model = build_model(model_cfg, 10)
-    plans = []
-    for structure in args.structures.split(","):
-      if structure == "python_host":
-        plans.append(("python loop, host batches", lambda m=model: run_python_host(m)))
-      elif structure == "python_device":
-        plans.append(("python loop, device data", lambda m=model: run_python_device(m)))
-      elif structure == "scan":
-        for k in [int(c) for c in args.chunks.split(",") if c]:
-          plans.append((f"scan, chunks of {k}", lambda m=model, k=k: run_scan(m, k)))
-      else:
-        raise SystemExit(f"unknown structure {structure!r}; use python_host, python_device, scan")
-    for label, plan in plans:
-      compile_s, run = plan()
-      times, loss = [], None
-      for _ in range(args.repeats):
-        seconds, loss = run()
-        times.append(seconds)
-      stats = median_and_percentiles(times)
-      rec = {
-        "model": args.model,
-        "conv_impl": impl or None,
-        "structure": label,
-        "steps": args.steps,
-        "compile_seconds": compile_s,
-        "train_seconds_median": stats["p50"],
-        "train_seconds_all": times,
-        "steps_per_second": args.steps / stats["p50"],
-        "final_loss": loss,
-      }
-      records.append(rec)
-      print(
-        f"{args.model:7s} {impl or '-':7s} {label:28s} compile {compile_s:6.2f}s  "
-        f"train {stats['p50']:7.2f}s  ({rec['steps_per_second']:8.0f} steps/s)  loss {loss:.4f}",
-        flush=True,
-      )
-
+  records = compare_loop_structures(
+    args.model,
+    args.steps,
+    args.repeats,
+    chunks,
+    args.impls.split(","),
+    args.structures.split(","),
+    log=lambda s: print(s, flush=True),
+  )
   if args.out:
-    meta = provenance(sys.argv, xla_threads=args.threads)
-    write_json(args.out + ".json", {"meta": meta, "records": records})
-    rows = [
-      [
-        r["model"],
-        r["conv_impl"] or "-",
-        r["structure"],
-        f"{r['compile_seconds']:.2f}",
-        f"{r['train_seconds_median']:.2f}",
-        f"{r['steps_per_second']:.0f}",
-      ]
-      for r in records
-    ]
-    table = markdown_table(
-      ["model", "conv", "loop structure", "compile s", "train s (median)", "steps/s"], rows
-    )
-    with open(args.out + ".md", "w") as f:
-      f.write(f"# Training loop structure, {args.model}, {args.steps} Adam steps at batch 100\n\n")
-      f.write(meta["markdown"] + "\n\n" + table + "\n")
+    write_loop_report(records, args.out, sys.argv, args.threads)
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  from research.cli import run_main
+
+  run_main(main)

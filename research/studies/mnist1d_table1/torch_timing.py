@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any, Sequence
 
+from research.studies import StudyError
 from research.studies.mnist1d_table1 import ROOT
 
 
@@ -51,9 +52,8 @@ def time_torch_reference(
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
-      raise RuntimeError(
-        f"the PyTorch reference failed on {model}: {proc.stderr.strip().splitlines()[-1:]}"
-      )
+      last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+      raise StudyError(f"the PyTorch reference failed on {model}: {last}")
     with open(out) as f:
       return {**json.load(f)["results"][0], "whole_run_seconds": wall, "core": core}
 
