@@ -97,21 +97,22 @@ def provenance(argv: Sequence[str], jax_device: bool = True, **extra: Any) -> di
 
 def write_json(path: str, obj: Any) -> None:
   """Writes atomically (temp file + rename), so a killed run never leaves half a file."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, default=_json_default)
-    f.write("\n")
-  os.replace(tmp, path)
+  write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
 
 
 def write_text(path: str, text: str) -> None:
   """Writes atomically, like `write_json`."""
+  write_bytes(path, text.encode())
+
+
+def write_bytes(path: str, data: bytes) -> str:
+  """Writes atomically: a temp file beside `path`, then a rename. Returns `path`."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
+  with open(tmp, "wb") as f:
+    f.write(data)
   os.replace(tmp, path)
+  return path
 
 
 def _json_default(o: Any) -> Any:

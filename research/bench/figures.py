@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from typing import Any, Mapping, Sequence
 
 import matplotlib
@@ -12,21 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from research.provenance import write_bytes  # noqa: E402
+
 
 def png_bytes(fig) -> bytes:
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
   plt.close(fig)
   return buf.getvalue()
-
-
-def _write(path: str, data: bytes) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
-  return path
 
 
 def latency_distribution(samples_us: Mapping[str, np.ndarray], path: str, title: str = "") -> str:
@@ -43,7 +35,7 @@ def latency_distribution(samples_us: Mapping[str, np.ndarray], path: str, title:
   ax.set_title(title or "batch-1 latency")
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=8)
-  return _write(path, png_bytes(fig))
+  return write_bytes(path, png_bytes(fig))
 
 
 def batch_sweep(
@@ -63,4 +55,4 @@ def batch_sweep(
     ax.grid(alpha=0.3, which="both")
   left.legend(fontsize=8)
   fig.suptitle(title or "batch inference")
-  return _write(path, png_bytes(fig))
+  return write_bytes(path, png_bytes(fig))

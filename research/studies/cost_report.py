@@ -227,7 +227,8 @@ def markdown_report(r: dict[str, Any], provenance_md: str) -> str:
 
 def plot_report(r: dict[str, Any], path: str) -> str:
   """Time per example (train vs real-time vs batch) and cumulative cost against predictions."""
-  from research.bench.figures import _write, plt, png_bytes
+  from research.bench.figures import plt, png_bytes
+  from research.provenance import write_bytes
 
   t, inf = r["time"], r["time"]["inference"]
   fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
@@ -271,7 +272,7 @@ def plot_report(r: dict[str, Any], path: str) -> str:
   right.legend(fontsize=8)
   right.grid(alpha=0.3, which="both")
   fig.suptitle(f"{r['experiment']}: training vs inference")
-  return _write(path, png_bytes(fig))
+  return write_bytes(path, png_bytes(fig))
 
 
 def headline_scalars(r: dict[str, Any]) -> dict[str, float]:
