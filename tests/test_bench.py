@@ -74,14 +74,14 @@ def test_batch_sweep_covers_each_compiled_size(predictor):
 
 def test_figures_are_png_files(tmp_path):
   rng = np.random.default_rng(0)
-  a = figures.latency_distribution(
+  a = figures.plot_latency_distribution(
     {"serving": rng.uniform(20, 40, 100), "floor": rng.uniform(15, 30, 100)},
     str(tmp_path / "lat.png"),
   )
   records = [
     {"batch_size": b, "examples_per_s": 100.0 * b, "us_per_example": 1e4 / b} for b in (1, 2, 4)
   ]
-  b = figures.batch_sweep({"cpu float32": records}, str(tmp_path / "sweep.png"))
+  b = figures.plot_batch_sweep({"cpu float32": records}, str(tmp_path / "sweep.png"))
   for path in (a, b):
     data = open(path, "rb").read()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 5000

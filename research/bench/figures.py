@@ -21,7 +21,9 @@ def png_bytes(fig) -> bytes:
   return buf.getvalue()
 
 
-def latency_distribution(samples_us: Mapping[str, np.ndarray], path: str, title: str = "") -> str:
+def plot_latency_distribution(
+  samples_us: Mapping[str, np.ndarray], path: str, title: str = ""
+) -> str:
   """Empirical CDFs of per-call latency, p50 and p99 marked: the tail is the point."""
   fig, ax = plt.subplots(figsize=(7, 4))
   for label, s in samples_us.items():
@@ -38,7 +40,7 @@ def latency_distribution(samples_us: Mapping[str, np.ndarray], path: str, title:
   return write_bytes(path, png_bytes(fig))
 
 
-def batch_sweep(
+def plot_batch_sweep(
   records_by_label: Mapping[str, Sequence[dict[str, Any]]], path: str, title: str = ""
 ) -> str:
   """Throughput and per-example time against batch size, one line per label."""

@@ -420,14 +420,14 @@ def write_benchmark(
     for side, v in sides.items()
     if side == "serving" or tag.endswith("float32")
   }
-  figures.latency_distribution(
+  figures.plot_latency_distribution(
     latency, os.path.join(out, "latency.png"), f"{run.config.experiment}: batch-1 latency"
   )
   sweeps: dict[str, list] = {}
   for r in result["records"]:
     if r["kind"] == "batch":
       sweeps.setdefault(f"{r['backend']} {r['precision']}", []).append(r)
-  figures.batch_sweep(
+  figures.plot_batch_sweep(
     sweeps, os.path.join(out, "batch_sweep.png"), f"{run.config.experiment}: batch inference"
   )
   with SummaryWriter(workdir) as writer:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from research import workdir as workdir_lib
 from research.provenance import markdown_table, provenance, write_json
 from research.studies import StudyError
 
@@ -73,7 +74,7 @@ def time_against_torch(
         for cmd in [torch_cmd, jax_cmd] if r % 2 == 0 else [jax_cmd, torch_cmd]:
           run(cmd)
         rec = [x for x in json.load(open(torch_json))["results"] if x["model"] == m][0]
-        summary = json.load(open(os.path.join(workdir, "summary.json")))
+        summary = workdir_lib.read_summary(workdir)
         row = rows[m]
         row["torch"].append(rec["train_seconds"])
         row["jax"].append(summary["train_seconds"])
