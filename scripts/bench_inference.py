@@ -18,6 +18,7 @@ import sys
 
 
 def main() -> int:
+  from research.cli import add_threads_flag
   from research.runtime import configure_threads
 
   p = argparse.ArgumentParser(
@@ -35,14 +36,7 @@ def main() -> int:
   p.add_argument("--server-runs", type=int, default=7, help="LoadGen runs per Server QPS search")
   p.add_argument("--no-loadgen", action="store_true")
   p.add_argument("--full-length", action="store_true", help="LoadGen's full MLPerf durations")
-  p.add_argument(
-    "--threads",
-    type=int,
-    default=1,
-    choices=(0, 1),
-    help="1 (default) pins XLA:CPU to one thread (batch-1 latency halves on 2 "
-    "cores); 0 keeps XLA's thread pool",
-  )
+  add_threads_flag(p)
   args = p.parse_args()
   configure_threads(args.threads)
 

@@ -16,6 +16,8 @@ import sys
 
 
 def main() -> int:
+  from research.cli import add_threads_flag
+
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
@@ -29,9 +31,7 @@ def main() -> int:
     default="python_host,python_device,scan",
     help="comma list of python_host, python_device, scan",
   )
-  p.add_argument(
-    "--threads", type=int, default=0, help="1 pins XLA:CPU to one thread; 0 leaves XLA's default"
-  )
+  add_threads_flag(p, default=0)
   p.add_argument("--out", default="", help="write OUT.json and OUT.md")
   args = p.parse_args()
   try:

@@ -17,6 +17,7 @@ import argparse
 
 
 def main() -> int:
+  from research.cli import add_threads_flag
   from research.runtime import configure_threads
 
   parser = argparse.ArgumentParser(
@@ -30,13 +31,7 @@ def main() -> int:
   parser.add_argument("--probabilities", action="store_true", help="also write class probabilities")
   parser.add_argument("--precision", default="float32", help="float32, bfloat16 or int8 (weights)")
   parser.add_argument("--batch-size", type=int, default=512, help="largest compiled batch")
-  parser.add_argument(
-    "--threads",
-    type=int,
-    default=1,
-    choices=(0, 1),
-    help="1 (default) pins XLA:CPU to one thread; 0 keeps XLA's pool",
-  )
+  add_threads_flag(parser)
   args = parser.parse_args()
   configure_threads(args.threads)
 

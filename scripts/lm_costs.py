@@ -16,6 +16,8 @@ import sys
 
 
 def main() -> int:
+  from research.cli import add_threads_flag
+
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
@@ -25,13 +27,7 @@ def main() -> int:
   p.add_argument("--new-tokens", type=int, default=64)
   p.add_argument("--sequences", type=int, default=20, help="batch-1 generations timed")
   p.add_argument("--batch-sizes", default="1,8,32,128")
-  p.add_argument(
-    "--threads",
-    type=int,
-    default=1,
-    choices=(0, 1),
-    help="1 (default) pins to one core and one XLA thread, as training did",
-  )
+  add_threads_flag(p)
   args = p.parse_args()
   try:
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))

@@ -14,7 +14,7 @@ import os
 
 
 def main() -> int:
-  from research.cli import parse_with_overrides
+  from research.cli import add_threads_flag, parse_with_overrides
   from research.config import load_config
   from research.runtime import configure_threads
 
@@ -27,14 +27,7 @@ def main() -> int:
     help="experiment file, optionally with :variant (default: the MNIST-1D CNN)",
   )
   parser.add_argument("--workdir", default=None, help="run directory (default: runs/<experiment>)")
-  parser.add_argument(
-    "--threads",
-    type=int,
-    default=1,
-    choices=(0, 1),
-    help="1 (default) pins XLA:CPU to one thread, faster for these small models "
-    "on CPU; 0 keeps XLA's thread pool. No effect on GPU.",
-  )
+  add_threads_flag(parser)
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
   parser.add_argument(
     "--distributed",

@@ -19,7 +19,7 @@ import sys
 
 
 def main() -> int:
-  from research.cli import parse_with_overrides
+  from research.cli import add_threads_flag, parse_with_overrides
   from research.config import load_config
   from research.runtime import configure_threads
 
@@ -51,13 +51,7 @@ def main() -> int:
   )
   p.add_argument("--max-batch", type=int, default=4096, help="inference sweep up to this batch")
   p.add_argument("--latency-calls", type=int, default=2000)
-  p.add_argument(
-    "--threads",
-    type=int,
-    default=1,
-    choices=(0, 1),
-    help="1 (default) pins XLA:CPU to one thread; 0 keeps XLA's thread pool",
-  )
+  add_threads_flag(p)
   p.add_argument(
     "--out", default=None, help="directory for report.md/json/png (default: the workdir)"
   )
