@@ -1,8 +1,20 @@
-"""Tests see 8 CPU devices (set before any JAX work) and share one MNIST-1D generation."""
+"""Tests see 8 CPU devices (set before any JAX work) and share one MNIST-1D generation.
+
+Under pytest-xdist (`-n 2`), each worker pins itself to its own core before JAX starts, so the
+`--threads 1` runs the tests launch (which pin to the first core they may use) spread over the
+cores instead of all landing on the first. The CPUs the machine offers are kept in
+TEST_MACHINE_CPUS for the test that launches runs on different CPU sets.
+"""
 
 import functools
 import os
 import sys
+
+_MACHINE_CPUS = sorted(os.sched_getaffinity(0))
+os.environ.setdefault("TEST_MACHINE_CPUS", ",".join(map(str, _MACHINE_CPUS)))
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ... under pytest -n
+if _WORKER.startswith("gw") and len(_MACHINE_CPUS) > 1:
+  os.sched_setaffinity(0, {_MACHINE_CPUS[int(_WORKER[2:]) % len(_MACHINE_CPUS)]})
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
