@@ -1,7 +1,8 @@
 """MLPerf LoadGen scenarios around a `Predictor`: the standard way to put numbers on serving.
 
-  scenarios.py  settings, one run of a scenario (`run_scenario`) and the Server QPS search
-                (`find_server_qps`); what the scenarios measure and when a run is VALID.
+  scenarios.py  settings and one run of a scenario (`run_scenario`); what the scenarios
+                measure and when a run is VALID.
+  server_search.py  the Server QPS search (`find_server_qps`).
   suts.py       the system under test: the in-memory sample library and the synchronous and
                 Server SUTs that answer LoadGen's queries with the predictor.
   logs.py       reading LoadGen's summary, detail and accuracy logs into a record.
@@ -28,11 +29,11 @@ from research.bench.loadgen.scenarios import (
   MODES,
   SCENARIOS,
   estimate_server_capacity_qps,
-  find_server_qps,
   make_test_settings,
   measure_call_seconds,
   run_scenario,
 )
+from research.bench.loadgen.server_search import find_server_qps
 from research.bench.loadgen.suts import SERVER_WORKER_NAME, WORKER_JOIN_TIMEOUT_S
 
 __all__ = [

@@ -1,0 +1,123 @@
+"""The Server scenario's capacity: the highest Poisson QPS whose p99 stays under the bound.
+
+Starts from a fraction of the capacity measured without LoadGen and brackets it between a VALID
+and an INVALID run, bisecting geometrically. Each trial is `scenarios.run_scenario`, looked up at
+call time (tests replace it there).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from research.bench.loadgen import scenarios
+from research.bench.loadgen.scenarios import DEFAULT_SERVER_LOAD, estimate_server_capacity_qps
+
+
+def find_server_qps(
+  predictor,
+  samples: np.ndarray,
+  log_root: str,
+  *,
+  latency_bound_ms: float = 10.0,
+  batching: bool = True,
+  duration_ms: int = 1500,
+  min_query_count: int | None = None,
+  start_qps: float | None = None,
+  growth: float = 2.0,
+  rel_tolerance: float = 0.05,
+  max_runs: int = 10,
+  retry_marginal: bool = True,
+  seed: int = 0,
+) -> dict[str, Any]:
+  """Highest Server target QPS whose run is VALID (p99 within `latency_bound_ms`).
+
+  Grows (or shrinks) the QPS geometrically by `growth` from `start_qps` (default: a tenth of
+  `estimate_server_capacity_qps`, batch-1 or batched) until a VALID and an INVALID run bracket
+  the answer, then bisects until they are within `rel_tolerance` or `max_runs` runs are spent.
+  With `retry_marginal`, an INVALID run that kept up on average (completed >= 95% of scheduled:
+  only its tail failed) is run once more before it bounds the search, since one stall on a
+  shared machine would otherwise cap the answer; overloaded runs are never retried. Each run
+  has its own log dir `log_root/trial_NN_<qps>qps`. Returns {'qps', 'best' (the VALID record,
+  or None), 'trials', 'bracket', ...}; `max_runs` counts retries.
+  """
+  if max_runs < 1 or growth <= 1:
+    raise ValueError("max_runs must be >= 1 and growth > 1")
+  samples = predictor.check_input(samples)
+  os.makedirs(log_root, exist_ok=True)
+  capacity = None if start_qps else estimate_server_capacity_qps(predictor, samples, batching)
+  qps = float(start_qps) if start_qps else DEFAULT_SERVER_LOAD * capacity
+  trials: list[dict[str, Any]] = []
+  best: dict[str, Any] | None = None
+  lo, hi = 0.0, math.inf  # highest VALID, lowest INVALID target QPS so far
+  t0 = time.perf_counter()
+
+  def trial(target: float) -> dict[str, Any]:
+    log_dir = os.path.join(log_root, f"trial_{len(trials):02d}_{target:.0f}qps")
+    record = scenarios.run_scenario(
+      predictor,
+      samples,
+      "Server",
+      log_dir,
+      duration_ms=duration_ms,
+      min_query_count=min_query_count,
+      batching=batching,
+      latency_bound_ms=latency_bound_ms,
+      target_qps=target,
+      seed=seed,
+    )
+    trials.append(
+      {
+        "target_qps": target,
+        "valid": record["valid"],
+        "p99_ms": record["latency_ms"].get("p99"),
+        "completed_samples_per_s": record["samples_per_s"],
+        "mean_batch_size": record["sut"]["mean_batch_size"],
+        "invalid_reason": record["invalid_reason"],
+        "log_dir": log_dir,
+        "wall_s": record["wall_s"],
+      }
+    )
+    return record
+
+  while len(trials) < max_runs:
+    record = trial(qps)
+    if not record["valid"] and retry_marginal and len(trials) < max_runs and _kept_up(record):
+      record = trial(qps)
+      trials[-1]["retry"] = True
+    if record["valid"]:
+      lo = qps
+      if best is None or qps > best["settings"]["target_qps"]:
+        best = record
+    else:
+      hi = min(hi, qps)
+    if math.isinf(hi):
+      qps *= growth  # every run so far VALID: grow
+    elif lo == 0.0:
+      qps /= growth  # every run so far INVALID: shrink
+    elif hi / lo <= 1 + rel_tolerance:
+      break
+    else:
+      qps = math.sqrt(lo * hi)  # bisect geometrically
+  return {
+    "qps": lo,
+    "best": best,
+    "trials": trials,
+    "bracket": {"valid_qps": lo, "invalid_qps": None if math.isinf(hi) else hi},
+    "latency_bound_ms": float(latency_bound_ms),
+    "batching": bool(batching),
+    "estimated_capacity_qps": capacity,
+    "duration_ms": int(duration_ms),
+    "log_root": os.path.abspath(log_root),
+    "wall_s": time.perf_counter() - t0,
+  }
+
+
+def _kept_up(record: dict[str, Any]) -> bool:
+  """Whether a Server run completed (nearly) the samples/s it was sent: a tail, not a backlog."""
+  completed, scheduled = record.get("samples_per_s"), record.get("scheduled_qps")
+  return bool(completed and scheduled and completed >= 0.95 * scheduled)
