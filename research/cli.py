@@ -7,6 +7,7 @@ known errors into one `error:` line and exit status 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -30,6 +31,22 @@ def parse_with_overrides(
       parser.error(f"unrecognized argument {item!r}")
     i += 1
   return args, overrides
+
+
+def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
+  """`--config FILE[:VARIANT]` (default the MNIST-1D CNN) and `--workdir DIR` (default
+  runs/<experiment>, resolved by `workdir_for`)."""
+  parser.add_argument(
+    "--config",
+    default="experiments/mnist1d_cnn.py",
+    help="experiment file, optionally with :variant (default: the MNIST-1D CNN)",
+  )
+  parser.add_argument("--workdir", default=None, help="run directory (default: runs/<experiment>)")
+
+
+def workdir_for(args: argparse.Namespace, config) -> str:
+  """--workdir, or runs/<experiment> when none was given."""
+  return args.workdir or os.path.join("runs", config.experiment or "run")
 
 
 def add_threads_flag(parser: argparse.ArgumentParser, default: int = 1) -> None:

@@ -14,19 +14,14 @@ import os
 
 
 def main() -> int:
-  from research.cli import add_threads_flag, parse_with_overrides
+  from research.cli import add_experiment_flags, add_threads_flag, parse_with_overrides, workdir_for
   from research.config import load_config
   from research.runtime import configure_threads
 
   parser = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  parser.add_argument(
-    "--config",
-    default="experiments/mnist1d_cnn.py",
-    help="experiment file, optionally with :variant (default: the MNIST-1D CNN)",
-  )
-  parser.add_argument("--workdir", default=None, help="run directory (default: runs/<experiment>)")
+  add_experiment_flags(parser)
   add_threads_flag(parser)
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
   parser.add_argument(
@@ -45,7 +40,7 @@ def main() -> int:
 
   from research.training.loop import train_and_evaluate
 
-  workdir = args.workdir or os.path.join("runs", config.experiment or "run")
+  workdir = workdir_for(args, config)
   s = train_and_evaluate(config, workdir, progress=not args.no_progress)
   lines = [
     f"{s['experiment']}: {s['model']} ({s['params']:,} params), {s['steps']} steps on "

@@ -19,19 +19,14 @@ import sys
 
 
 def main() -> int:
-  from research.cli import add_threads_flag, parse_with_overrides
+  from research.cli import add_experiment_flags, add_threads_flag, parse_with_overrides, workdir_for
   from research.config import load_config
   from research.runtime import configure_threads
 
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  p.add_argument(
-    "--config",
-    default="experiments/mnist1d_cnn.py",
-    help="experiment file[:variant] (default: the MNIST-1D CNN)",
-  )
-  p.add_argument("--workdir", default=None, help="run directory (default: runs/<experiment>)")
+  add_experiment_flags(p)
   p.add_argument(
     "--profiles",
     default=None,
@@ -70,7 +65,7 @@ def main() -> int:
   )
   if args.profiles:
     settings.profiles = tuple(s.strip() for s in args.profiles.split(",") if s.strip())
-  workdir = args.workdir or os.path.join("runs", config.experiment or "run")
+  workdir = workdir_for(args, config)
   report, md_path = train_vs_infer(
     config,
     workdir,

@@ -13,7 +13,8 @@ from typing import Mapping, Sequence
 # Seconds one member takes for 6000 steps on one core (train and compile; measured on an AMD EPYC
 # core under the table's XLA flags). Only the ratios matter: they size and order the jobs.
 EXPECTED_SECONDS = {"logistic": 0.15, "mlp": 1.0, "cnn": 3.2, "gru": 6.0}
-# PyTorch reference seconds per run (results/speed_vs_torch.md), to spread its runs over cores.
+# PyTorch reference seconds per run (an earlier results/speed_vs_torch.md), to spread its runs
+# over cores. Only the ratios matter; the GRU dominates in every measurement so far.
 TORCH_EXPECTED_SECONDS = {"logistic": 1.0, "mlp": 2.7, "cnn": 9.4, "gru": 62.7}
 
 Member = tuple[str, int]  # (variant, seed)
