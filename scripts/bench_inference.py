@@ -1,14 +1,17 @@
-"""Inference benchmark of a trained run: real-time vs batch, precisions, MLPerf LoadGen.
+"""Inference benchmark of a trained run: engines, real-time vs batch, precisions, MLPerf LoadGen.
 
   python scripts/bench_inference.py --workdir runs/cnn
+  python scripts/bench_inference.py --workdir runs/cnn --engines jax,onnxruntime
   python scripts/bench_inference.py --workdir runs/gru --out results/inference/mnist1d_gru
   python scripts/bench_inference.py --workdir runs/cnn --precisions float32 --no-loadgen   # quick
 
 Writes OUT/bench.json (one record per measurement), OUT/bench.md, OUT/latency.png,
 OUT/batch_sweep.png and LoadGen's logs under OUT/loadgen/ (OUT defaults to WORKDIR/bench), and the
-headline figures as TensorBoard scalars in the run's directory. Runs on every backend JAX sees
-(CPU always, GPU when present). About 2 minutes on a 2-core CPU by default; --full-length gives
-LoadGen's full MLPerf durations (10 minutes per run).
+headline figures as TensorBoard scalars in the run's directory. Engines: jax (every backend JAX
+sees: CPU always, GPU when present; --precisions), onnxruntime (the jax2onnx export, fp32) and
+onnxruntime-int8 (ONNX Runtime's own int8); an engine that cannot export this model is reported
+as unavailable, with the exporter's reason. About 4 minutes on a 2-core CPU by default;
+--full-length gives LoadGen's full MLPerf durations (10 minutes per run).
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ def main() -> int:
   p.add_argument("--workdir", required=True, help="a trained run's directory")
   p.add_argument("--out", default=None, help="output directory (default WORKDIR/bench)")
   p.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step")
-  p.add_argument("--precisions", default="float32,bfloat16,int8")
-  p.add_argument("--backends", default=None, help="comma list, default: all available")
+  p.add_argument("--engines", default=None, help="comma list, default: all installed")
+  p.add_argument("--precisions", default="float32,bfloat16,int8", help="of the jax engine")
+  p.add_argument("--backends", default=None, help="of the jax engine; default: all available")
   p.add_argument("--max-batch", type=int, default=4096, help="sweep powers of two up to this")
   p.add_argument("--latency-calls", type=int, default=2000)
   p.add_argument("--latency-bound-ms", type=float, default=10.0, help="Server p99 bound")
@@ -47,6 +51,7 @@ def main() -> int:
   settings = BenchSettings(
     precisions=tuple(args.precisions.split(",")),
     backends=tuple(args.backends.split(",")) if args.backends else None,
+    engines=tuple(args.engines.split(",")) if args.engines else None,
     sweep_sizes=tuple(2**i for i in range(args.max_batch.bit_length())),
     latency_calls=args.latency_calls,
     loadgen=not args.no_loadgen,

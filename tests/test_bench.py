@@ -109,6 +109,8 @@ def test_bench_inference_script_writes_everything(repo_root, tmp_path):
       out,
       "--precisions",
       "float32,int8",
+      "--engines",
+      "jax,onnxruntime",
       "--max-batch",
       "8",
       "--latency-calls",
@@ -126,10 +128,22 @@ def test_bench_inference_script_writes_everything(repo_root, tmp_path):
   )
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.load(open(os.path.join(out, "bench.json")))
-  kinds = [(r["kind"], r["precision"]) for r in report["records"]]
-  assert kinds.count(("batch", "float32")) == 4 and kinds.count(("batch", "int8")) == 4
-  assert ("realtime", "int8") in kinds and ("loadgen", "int8") not in kinds
-  scenarios = {r["scenario"]: r for r in report["records"] if r["kind"] == "loadgen"}
+  kinds = [(r["engine"], r["kind"], r["precision"]) for r in report["records"]]
+  assert (
+    kinds.count(("jax", "batch", "float32")) == 4 and kinds.count(("jax", "batch", "int8")) == 4
+  )
+  assert ("jax", "realtime", "int8") in kinds and ("jax", "loadgen", "int8") not in kinds
+  assert kinds.count(("onnxruntime", "batch", "float32")) == 4
+  assert ("onnxruntime", "realtime", "float32") in kinds
+  ort_accuracy = next(
+    r for r in report["records"] if r["kind"] == "accuracy" and r["engine"] == "onnxruntime"
+  )
+  agreement = ort_accuracy["agreement_with_jax_fp32"]
+  assert agreement["predictions_identical"] and agreement["max_abs_logit_difference"] < 1e-4
+  assert ort_accuracy["model_bytes"] > 20_000  # the weights travel inside the file
+  scenarios = {
+    r["scenario"]: r for r in report["records"] if r["kind"] == "loadgen" and r["engine"] == "jax"
+  }
   assert set(scenarios) == {
     "SingleStream",
     "MultiStream",
@@ -139,17 +153,21 @@ def test_bench_inference_script_writes_everything(repo_root, tmp_path):
   }
   for name in ("SingleStream", "MultiStream", "Offline"):
     assert scenarios[name]["valid"], scenarios[name].get("invalid_reason")
-    assert os.path.isfile(os.path.join(out, "loadgen", "cpu", name, "mlperf_log_summary.txt"))
+    for engine in ("jax", "onnxruntime"):
+      summary = os.path.join(out, "loadgen", engine, "cpu", name, "mlperf_log_summary.txt")
+      assert os.path.isfile(summary)
   assert report["provenance"]["commit"] and "bench_inference.py" in report["provenance"]["command"]
   md = open(os.path.join(out, "bench.md")).read()
-  assert "| cpu | int8 |" in md and "Server_batched" in md
+  assert "| jax | cpu | int8 |" in md and "| onnxruntime | cpu | float32 |" in md
+  assert "Server_batched" in md and "fastest for real-time" in md
   for png in ("latency.png", "batch_sweep.png"):
     assert open(os.path.join(out, png), "rb").read(8) == PNG_SIGNATURE
   acc = EventAccumulator(workdir, size_guidance={"scalars": 0})
   acc.Reload()
   tags = acc.Tags()["scalars"]
-  assert "inference/cpu/float32/batch1_p50_us" in tags
-  assert "inference/cpu/float32/loadgen_Server_batched_qps" in tags
+  assert "inference/jax/cpu/float32/batch1_p50_us" in tags
+  assert "inference/jax/cpu/float32/loadgen_Server_batched_qps" in tags
+  assert "inference/onnxruntime/cpu/float32/batch1_p50_us" in tags
   assert "test/accuracy" in tags  # the training scalars sit in the same run
 
 

@@ -1,9 +1,12 @@
-"""The inference benchmark of one trained run, on every backend and precision.
+"""The inference benchmark of one trained run, on every engine, backend and precision.
 
-For each backend (CPU always, GPU when present) and precision (fp32, bf16, int8 weight-only):
-test accuracy, batch-1 latency through the serving path beside the bare compiled call, and a
-batch-size sweep. For fp32 on each backend, MLPerf LoadGen's four scenarios, with Server searched
-twice at the same p99 bound: batching what is waiting, and answering one request at a time.
+Engines (research.serving.engines): the jitted `apply` (`jax`) on each backend (CPU always, GPU
+when present) and precision (fp32, bf16, int8 weight-only), and the ONNX export in ONNX Runtime,
+fp32 and ONNX Runtime's own int8. For each, through one harness: test accuracy (and agreement
+with the jax fp32 logits), batch-1 latency through the serving path beside the bare call and
+compute alone, and a batch-size sweep. For each engine's own precision (jax: fp32), MLPerf
+LoadGen's four scenarios, with Server searched twice at the same p99 bound: batching what is
+waiting, and answering one request at a time.
 Every compilation happens before timing and is reported on its own.
 """
 
@@ -21,14 +24,24 @@ from research.bench import loadgen
 from research.bench.inference_report import markdown_report
 from research.bench.latency import batch_sweep, realtime_latency, saturation_batch_size
 from research.data import Dataset
-from research.serving.predictor import PRECISIONS, InferenceError, Predictor
+from research.serving import InferenceError
+from research.serving.engine import Engine
+from research.serving.engines import (
+  ENGINE_PRECISION,
+  EngineFactory,
+  available_engines,
+  check_engines,
+)
+from research.serving.export import ExportError, compare_logits
+from research.serving.quantize import PRECISIONS
 from research.serving.restore import TrainedRun
 
 
 @dataclasses.dataclass
 class BenchSettings:
-  precisions: tuple[str, ...] = PRECISIONS
-  backends: tuple[str, ...] | None = None  # None: every backend JAX sees
+  precisions: tuple[str, ...] = PRECISIONS  # of the jax engine; ONNX engines have one each
+  backends: tuple[str, ...] | None = None  # of the jax engine; None: every backend JAX sees
+  engines: tuple[str, ...] | None = None  # None: every engine installed (serving.engines)
   sweep_sizes: tuple[int, ...] = tuple(2**i for i in range(13))  # 1 ... 4096
   serve_sizes: tuple[int, ...] = (1, 4, 16, 64, 256)  # compiled for serving and LoadGen
   latency_calls: int = 2000
@@ -53,14 +66,9 @@ def available_backends() -> list[str]:
   return found
 
 
-def benchmark_run(
-  run: TrainedRun,
-  data: Dataset,
-  out_dir: str,
-  settings: BenchSettings,
-  log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-  """All measurements for `run`; LoadGen logs go under `out_dir/loadgen`."""
+def configurations(settings: BenchSettings) -> list[tuple[str, str, str]]:
+  """(engine, backend, precision) in the order they are measured: jax on every backend and
+  precision, then each ONNX engine (CPU, its one precision)."""
   backends = settings.backends or tuple(available_backends())
   for b in backends:
     if b not in available_backends():
@@ -68,78 +76,126 @@ def benchmark_run(
         f"backend {b!r} is not available here (have: "
         f"{', '.join(available_backends())}); drop it from --backends"
       )
+  engines = check_engines(settings.engines or available_engines())
+  out = []
+  for engine in engines:
+    if engine == "jax":
+      out += [(engine, b, p) for b in backends for p in settings.precisions]
+    else:
+      out.append((engine, "cpu", ENGINE_PRECISION[engine]))
+  return out
+
+
+def benchmark_run(
+  run: TrainedRun,
+  data: Dataset,
+  out_dir: str,
+  settings: BenchSettings,
+  log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+  """All measurements for `run`, every engine through the same harness; LoadGen logs go under
+  `out_dir/loadgen/<engine>/<backend>`."""
+  configs = configurations(settings)
+  factory = EngineFactory(run, calibration_x=data.x_train)
   records: list[dict[str, Any]] = []
   samples: dict[str, Any] = {}
+  unavailable: set[str] = set()
   example = data.x_test[:1]
-  for backend in backends:
+  reference = None  # the jax fp32 logits on the test set (first backend): what others must match
+  for engine, backend, precision in configs:
+    if engine in unavailable:
+      continue
+    tag = f"{engine} {backend} {precision}"
     device = jax.devices(backend)[0]
-    for precision in settings.precisions:
-      tag = f"{backend} {precision}"
-      t = time.perf_counter()
-      sweep_predictor = Predictor.from_run(
-        run, batch_sizes=settings.sweep_sizes, precision=precision, device=device
-      )
-      serve_predictor = Predictor.from_run(
-        run, batch_sizes=settings.serve_sizes, precision=precision, device=device
-      )
-      compile_s = time.perf_counter() - t
-      base = {"backend": backend, "device": device.device_kind, "precision": precision}
-      accuracy = float(np.mean(sweep_predictor.predict(data.x_test) == data.y_test))
-      records.append(
-        {**base, "kind": "accuracy", "test_accuracy": accuracy, "test_examples": len(data.y_test)}
-      )
-      records.append(
-        {
-          **base,
-          "kind": "compile",
-          "seconds_total": compile_s,
-          "seconds_by_batch_size": {**sweep_predictor.compile_seconds},
-        }
-      )
-      rt = realtime_latency(serve_predictor, example, n_calls=settings.latency_calls)
-      samples[tag] = rt.pop("samples_us")
-      records.append({**base, "kind": "realtime", **rt})
-      sweep = batch_sweep(sweep_predictor, seconds_per_size=settings.seconds_per_size)
-      saturation = saturation_batch_size(sweep, settings.saturation_fraction)
-      best = max(sweep, key=lambda r: r["examples_per_s"])
-      records += [{**base, "kind": "batch", **r} for r in sweep]
-      records.append(
-        {
-          **base,
-          "kind": "saturation",
-          "batch_size": saturation,
-          "fraction": settings.saturation_fraction,
-          "best_batch_size": best["batch_size"],
-          "best_examples_per_s": best["examples_per_s"],
-          "best_us_per_example": best["us_per_example"],
-        }
-      )
-      log(
-        f"[{tag}] accuracy {accuracy:.4f}; batch 1 p50 {rt['serving']['p50_us']:.1f} µs "
-        f"(bare jitted call {rt['floor']['p50_us']:.1f} µs, x{rt['serving_over_floor_p50']:.2f}; "
-        f"compute alone {rt['compute']['p50_us']:.1f} µs); "
-        f"throughput saturates at batch {saturation}, best {best['examples_per_s']:,.0f}/s; "
-        f"compile {compile_s:.1f} s"
-      )
-      if settings.loadgen and precision == "float32":
-        records += _loadgen_records(serve_predictor, data, base, out_dir, settings, log)
+    t = time.perf_counter()
+    try:
+      sweep_engine = factory.make(engine, settings.sweep_sizes, precision, device)
+      serve_engine = factory.make(engine, settings.serve_sizes, precision, device)
+    except ExportError as e:
+      unavailable.add(engine)
+      records.append({"engine": engine, "kind": "unavailable", "reason": str(e)})
+      log(f"[{engine}] not available for this model: {e}")
+      continue
+    compile_s = time.perf_counter() - t
+    base = {
+      "engine": engine,
+      "backend": backend,
+      "device": sweep_engine.device_kind,
+      "precision": precision,
+    }
+    logits = sweep_engine.logits(data.x_test)
+    if reference is None and engine == "jax" and precision == "float32":
+      reference = logits
+    accuracy = float(np.mean(logits.argmax(-1) == data.y_test))
+    records.append(
+      {
+        **base,
+        "kind": "accuracy",
+        "test_accuracy": accuracy,
+        "test_examples": len(data.y_test),
+        "model_bytes": sweep_engine.model_bytes,
+        "notes": sweep_engine.notes,
+        **(
+          {"agreement_with_jax_fp32": compare_logits(reference, logits)}
+          if reference is not None
+          else {}
+        ),
+      }
+    )
+    records.append(
+      {
+        **base,
+        "kind": "compile",
+        "seconds_total": compile_s,
+        "seconds_by_batch_size": {**sweep_engine.compile_seconds},
+        "export_seconds": dict(factory.export_seconds) if engine != "jax" else {},
+      }
+    )
+    rt = realtime_latency(serve_engine, example, n_calls=settings.latency_calls)
+    samples[tag] = rt.pop("samples_us")
+    records.append({**base, "kind": "realtime", **rt})
+    sweep = batch_sweep(sweep_engine, seconds_per_size=settings.seconds_per_size)
+    saturation = saturation_batch_size(sweep, settings.saturation_fraction)
+    best = max(sweep, key=lambda r: r["examples_per_s"])
+    records += [{**base, "kind": "batch", **r} for r in sweep]
+    records.append(
+      {
+        **base,
+        "kind": "saturation",
+        "batch_size": saturation,
+        "fraction": settings.saturation_fraction,
+        "best_batch_size": best["batch_size"],
+        "best_examples_per_s": best["examples_per_s"],
+        "best_us_per_example": best["us_per_example"],
+      }
+    )
+    log(
+      f"[{tag}] accuracy {accuracy:.4f}; batch 1 p50 {rt['serving']['p50_us']:.1f} µs "
+      f"(bare call {rt['floor']['p50_us']:.1f} µs, x{rt['serving_over_floor_p50']:.2f}; "
+      f"compute alone {rt['compute']['p50_us']:.1f} µs); "
+      f"throughput saturates at batch {saturation}, best {best['examples_per_s']:,.0f}/s; "
+      f"compile {compile_s:.1f} s"
+    )
+    if settings.loadgen and precision == ENGINE_PRECISION[engine]:
+      records += _loadgen_records(serve_engine, data, base, out_dir, settings, log)
   return {
     "records": records,
     "latency_samples_us": samples,
     "settings": dataclasses.asdict(settings),
-    "backends": list(backends),
+    "backends": sorted({b for _, b, _ in configs}),
+    "engines": list(dict.fromkeys(e for e, _, _ in configs)),
   }
 
 
 def _loadgen_records(
-  predictor: Predictor,
+  predictor: Engine,
   data: Dataset,
   base: dict,
   out_dir: str,
   settings: BenchSettings,
   log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
-  root = os.path.join(out_dir, "loadgen", base["backend"])
+  root = os.path.join(out_dir, "loadgen", base["engine"], base["backend"])
   x = data.x_test
   common = {
     "full_length": settings.full_length,
@@ -150,8 +206,8 @@ def _loadgen_records(
     r = loadgen.run_scenario(predictor, x, scenario, os.path.join(root, scenario), **common)
     out.append({**base, "kind": "loadgen", "scenario": scenario, **_slim(r)})
     log(
-      f"[{base['backend']} LoadGen {scenario}] {r['result']}: {r['headline']['name']} "
-      f"{r['headline']['value']:.4g}"
+      f"[{base['engine']} {base['backend']} LoadGen {scenario}] {r['result']}: "
+      f"{r['headline']['name']} {r['headline']['value']:.4g}"
     )
   searches = {}
   for batching in (True, False):
@@ -182,8 +238,9 @@ def _loadgen_records(
     )
     p99 = (best.get("latency_ms") or {}).get("p99")
     log(
-      f"[{base['backend']} LoadGen {name}] highest VALID QPS {s['qps']:,.0f} at p99 "
-      f"{p99 if p99 is None else round(p99, 2)} ms (bound {settings.latency_bound_ms} ms)"
+      f"[{base['engine']} {base['backend']} LoadGen {name}] highest VALID QPS "
+      f"{s['qps']:,.0f} at p99 {p99 if p99 is None else round(p99, 2)} ms "
+      f"(bound {settings.latency_bound_ms} ms)"
     )
   ratio = (
     searches["Server_batched"] / searches["Server_batch1"]
@@ -207,10 +264,12 @@ def _slim(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def headline(records: list[dict[str, Any]]) -> dict[str, float]:
-  """The figures worth a TensorBoard scalar, keyed `inference/<backend>/<precision>/<name>`."""
+  """The figures worth a TensorBoard scalar: `inference/<engine>/<backend>/<precision>/<name>`."""
   out: dict[str, float] = {}
   for r in records:
-    prefix = f"inference/{r['backend']}/{r['precision']}"
+    if r["kind"] == "unavailable":
+      continue
+    prefix = f"inference/{r['engine']}/{r['backend']}/{r['precision']}"
     if r["kind"] == "accuracy":
       out[f"{prefix}/test_accuracy"] = r["test_accuracy"]
     elif r["kind"] == "realtime":
@@ -269,7 +328,7 @@ def write_benchmark(
     f"{tag} {side}": v
     for tag, sides in samples.items()
     for side, v in sides.items()
-    if side == "serving" or tag.endswith("float32")
+    if side == "serving" or (tag.startswith("jax") and tag.endswith("float32"))
   }
   figures.plot_latency_distribution(
     latency, os.path.join(out, "latency.png"), f"{run.config.experiment}: batch-1 latency"
@@ -277,7 +336,7 @@ def write_benchmark(
   sweeps: dict[str, list] = {}
   for r in result["records"]:
     if r["kind"] == "batch":
-      sweeps.setdefault(f"{r['backend']} {r['precision']}", []).append(r)
+      sweeps.setdefault(f"{r['engine']} {r['backend']} {r['precision']}", []).append(r)
   figures.plot_batch_sweep(
     sweeps, os.path.join(out, "batch_sweep.png"), f"{run.config.experiment}: batch inference"
   )

@@ -13,15 +13,16 @@ def markdown_report(result: dict[str, Any], title: str, provenance_md: str) -> s
 
   recs = result["records"]
   by = lambda kind: [r for r in recs if r["kind"] == kind]  # noqa: E731
-  acc = {(r["backend"], r["precision"]): r["test_accuracy"] for r in by("accuracy")}
-  sat = {(r["backend"], r["precision"]): r for r in by("saturation")}
-  comp = {(r["backend"], r["precision"]): r["seconds_total"] for r in by("compile")}
+  acc = {_key(r): r["test_accuracy"] for r in by("accuracy")}
+  sat = {_key(r): r for r in by("saturation")}
+  comp = {_key(r): r["seconds_total"] for r in by("compile")}
   rows = []
   for r in by("realtime"):
-    key = (r["backend"], r["precision"])
+    key = _key(r)
     s, f = r["serving"], r["floor"]
     rows.append(
       [
+        r["engine"],
         r["backend"],
         r["precision"],
         f"{acc[key]:.4f}",
@@ -42,27 +43,30 @@ def markdown_report(result: dict[str, Any], title: str, provenance_md: str) -> s
     "",
     provenance_md,
     "",
-    "## Real-time (batch 1) and batch, per precision",
+    *engines_section(recs),
+    "## Real-time (batch 1) and batch, per engine and precision",
     "",
-    "Batch-1 latency is the serving path (`Predictor.logits`: input checks, padding "
-    "logic, numpy in and out). Beside it, in alternating blocks: the bare jitted call "
-    "(the compiled `apply` called directly on the same numpy input, result fetched to "
-    "numpy), and compute alone (the compiled call on a device-resident input, blocking, "
-    "nothing fetched). Saturation: the smallest batch reaching "
+    "Batch-1 latency is the serving path (`Engine.logits`: input checks, padding "
+    "logic, numpy in and out). Beside it, in alternating blocks: the bare call "
+    "(jax: the compiled `apply` called directly on the same numpy input, result fetched to "
+    "numpy; ONNX Runtime: `session.run` on it), and compute alone (jax: the compiled call on "
+    "a device-resident input, blocking, nothing fetched; ONNX Runtime: `run_with_iobinding` "
+    "on bound input and output buffers). Saturation: the smallest batch reaching "
     f"{int(100 * result['settings']['saturation_fraction'])} % of the highest throughput "
     "in the sweep. Compilation (all sweep and serving sizes) is reported apart and "
     "excluded from every timing.",
     "",
     markdown_table(
       [
+        "engine",
         "backend",
         "precision",
         "test acc",
         "b1 p50 µs",
         "b1 p90 µs",
         "b1 p99 µs",
-        "bare jit p50 µs",
-        "p50 / bare jit",
+        "bare call p50 µs",
+        "p50 / bare call",
         "compute p50 µs",
         "saturation batch",
         "best examples/s",
@@ -77,6 +81,7 @@ def markdown_report(result: dict[str, Any], title: str, provenance_md: str) -> s
   for r in by("batch"):
     sweep_rows.append(
       [
+        r["engine"],
         r["backend"],
         r["precision"],
         r["batch_size"],
@@ -90,7 +95,16 @@ def markdown_report(result: dict[str, Any], title: str, provenance_md: str) -> s
     "## Batch-size sweep",
     "",
     markdown_table(
-      ["backend", "precision", "batch", "call p50 µs", "call p99 µs", "examples/s", "µs/example"],
+      [
+        "engine",
+        "backend",
+        "precision",
+        "batch",
+        "call p50 µs",
+        "call p99 µs",
+        "examples/s",
+        "µs/example",
+      ],
       sweep_rows,
     ),
     "",
@@ -102,6 +116,7 @@ def markdown_report(result: dict[str, Any], title: str, provenance_md: str) -> s
       lat = best.get("latency_ms") or {}
       lg_rows.append(
         [
+          r["engine"],
           r["backend"],
           r["scenario"],
           "VALID" if r["valid"] else "none VALID",
@@ -116,6 +131,7 @@ def markdown_report(result: dict[str, Any], title: str, provenance_md: str) -> s
       lat = r.get("latency_ms") or {}
       lg_rows.append(
         [
+          r["engine"],
           r["backend"],
           r["scenario"],
           r["result"],
@@ -128,21 +144,32 @@ def markdown_report(result: dict[str, Any], title: str, provenance_md: str) -> s
       )
   if lg_rows:
     ratios = [
-      f"{r['backend']}: batched Server sustains {r['batched_over_batch1_qps']:.1f}x the "
-      f"batch-1 Server QPS at the same p99 bound ({r['latency_bound_ms']} ms)"
+      f"{r['engine']} {r['backend']}: batched Server sustains "
+      f"{r['batched_over_batch1_qps']:.1f}x the batch-1 Server QPS at the same p99 bound "
+      f"({r['latency_bound_ms']} ms)"
       for r in by("loadgen_server_ratio")
       if r["batched_over_batch1_qps"]
     ]
     parts += [
-      "## MLPerf LoadGen (fp32)",
+      "## MLPerf LoadGen (each engine in its own precision)",
       "",
       "Short runs (see settings in bench.json); LoadGen's own summary and detail logs are "
-      "in `loadgen/<backend>/<scenario>/`. Server is searched (one LoadGen run per trial) "
+      "in `loadgen/<engine>/<backend>/<scenario>/`. Server is searched (one LoadGen run per trial) "
       "for the highest Poisson QPS whose run is VALID; *batched* answers whatever is "
       "waiting in one call padded to a compiled size, *batch1* one request per call.",
       "",
       markdown_table(
-        ["backend", "scenario", "result", "metric", "p50 ms", "p99 ms", "mean batch", "runs"],
+        [
+          "engine",
+          "backend",
+          "scenario",
+          "result",
+          "metric",
+          "p50 ms",
+          "p99 ms",
+          "mean batch",
+          "runs",
+        ],
         lg_rows,
       ),
       "",
@@ -154,3 +181,130 @@ def markdown_report(result: dict[str, Any], title: str, provenance_md: str) -> s
 
 def _ms(v: float | None) -> str:
   return "" if v is None else f"{v:.3f}"
+
+
+def _key(r: dict[str, Any]) -> tuple[str, str, str]:
+  return (r["engine"], r["backend"], r["precision"])
+
+
+def fastest(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+  """The fastest configuration per scenario: real-time (lowest batch-1 p50 through the serving
+  path), batch (highest examples/s in the sweep), Server (highest VALID batch-1 and batched QPS).
+  Each entry: engine, backend, precision and the figure."""
+  out: dict[str, dict[str, Any]] = {}
+
+  def pick(name, rows, value, best=min):
+    rows = [r for r in rows if value(r) is not None]
+    if rows:
+      r = best(rows, key=value)
+      out[name] = {
+        "engine": r["engine"],
+        "backend": r["backend"],
+        "precision": r["precision"],
+        "value": value(r),
+      }
+
+  pick(
+    "realtime_p50_us",
+    [r for r in records if r["kind"] == "realtime"],
+    lambda r: r["serving"]["p50_us"],
+  )
+  pick(
+    "batch_examples_per_s",
+    [r for r in records if r["kind"] == "saturation"],
+    lambda r: r["best_examples_per_s"],
+    max,
+  )
+  for scenario in ("Server_batch1", "Server_batched"):
+    pick(
+      f"{scenario}_qps",
+      [r for r in records if r["kind"] == "loadgen" and r["scenario"] == scenario],
+      lambda r: r["qps"] or None,
+      max,
+    )
+  return out
+
+
+def engines_section(records: list[dict[str, Any]]) -> list[str]:
+  """The engines side by side (each in its own precision; jax also in its others), which is
+  fastest per scenario, and the engines that could not serve this model, with the reason."""
+  from research.provenance import markdown_table
+
+  by_key: dict[tuple, dict[str, Any]] = {}
+  for r in records:
+    if r["kind"] in ("accuracy", "realtime", "saturation"):
+      by_key.setdefault(_key(r), {})[r["kind"]] = r
+    elif r["kind"] == "loadgen" and r["scenario"].startswith("Server"):
+      by_key.setdefault(_key(r), {})[r["scenario"]] = r
+  rows = []
+  for key, parts in by_key.items():
+    acc, rt, sat = parts.get("accuracy"), parts.get("realtime"), parts.get("saturation")
+    if not (acc and rt and sat):
+      continue
+    agree = acc.get("agreement_with_jax_fp32")
+    rows.append(
+      [
+        *key,
+        f"{acc['test_accuracy']:.4f}",
+        ""
+        if not agree
+        else (
+          f"{agree['examples'] - agree['predictions_differing']} / {agree['examples']}; "
+          f"max |Δlogit| {agree['max_abs_logit_difference']:.1e}"
+        ),
+        f"{rt['serving']['p50_us']:.1f}",
+        f"{rt['serving']['p99_us']:.1f}",
+        f"{sat['best_examples_per_s']:,.0f}",
+        *[
+          f"{parts[s]['qps']:,.0f}" if s in parts else ""
+          for s in ("Server_batch1", "Server_batched")
+        ],
+        "" if acc.get("model_bytes") is None else f"{acc['model_bytes'] / 1024:.1f}",
+      ]
+    )
+  lines = [
+    "## Engines side by side",
+    "",
+    "Same test set, same harness, same process. *agrees with jax fp32*: test predictions "
+    "identical to the jitted fp32 apply's, and the largest logit difference. Server QPS: the "
+    "highest VALID LoadGen Server load at the p99 bound, answering one request per call "
+    "(batch 1) or all waiting requests at once (batched).",
+    "",
+    markdown_table(
+      [
+        "engine",
+        "backend",
+        "precision",
+        "test acc",
+        "agrees with jax fp32",
+        "b1 p50 µs",
+        "b1 p99 µs",
+        "best examples/s",
+        "Server b1 QPS",
+        "Server batched QPS",
+        "model KiB",
+      ],
+      rows,
+    ),
+    "",
+  ]
+  names = {
+    "realtime_p50_us": ("real-time (batch-1 p50)", "µs"),
+    "batch_examples_per_s": ("batch (best throughput)", "examples/s"),
+    "Server_batch1_qps": ("Server, batch 1", "QPS"),
+    "Server_batched_qps": ("Server, batched", "QPS"),
+  }
+  for scenario, f in fastest(records).items():
+    label, unit = names[scenario]
+    lines.append(
+      f"- fastest for {label}: **{f['engine']}** ({f['backend']}, {f['precision']}), "
+      f"{f['value']:,.1f} {unit}"
+    )
+  notes = [r for r in records if r["kind"] == "accuracy" and r.get("notes")]
+  lines += [f"- {r['engine']}: {r['notes']}" for r in notes]
+  lines += [
+    f"- {r['engine']}: not available for this model. {r['reason']}"
+    for r in records
+    if r["kind"] == "unavailable"
+  ]
+  return [*lines, ""]

@@ -1,18 +1,17 @@
-"""Real-time and batch inference timings of a `Predictor`, each call blocking on its result.
+"""Real-time and batch inference timings of an engine, each call blocking on its result.
 
-Real-time is batch 1 through the serving path (`Predictor.logits`: input checks, padding logic,
-numpy in and out) beside two floors: the bare jitted call (the compiled `apply` called directly
-on the same numpy input, its result fetched to numpy) and the compute floor (the compiled call on
-a device-resident input, blocking, nothing fetched). The three run in alternating blocks so the
-machine's noise falls on all alike. Batch is a sweep of compiled batch
-sizes on device-resident inputs: throughput, per-example time, and where throughput saturates.
+Real-time is batch 1 through the serving path (`Engine.logits`: input checks, padding logic,
+numpy in and out) beside two floors the engine names (`Engine.timing_calls`): the bare call (for
+`jax`, the compiled `apply` called directly on the same numpy input, its result fetched to numpy)
+and the compute floor (engine-resident input, blocking, nothing fetched). The three run in
+alternating blocks so the machine's noise falls on all alike. Batch is a sweep of compiled batch
+sizes on engine-resident inputs: throughput, per-example time, and where throughput saturates.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-import jax
 import numpy as np
 
 from research.bench.timing import median_and_percentiles, stats_us, time_calls
@@ -24,14 +23,8 @@ def realtime_latency(
   """Batch-1 latency of `predictor.logits`, of the bare jitted call and of compute alone."""
   example = predictor.check_input(example)[:1]
   b = predictor.padded_size(1)
-  compiled = predictor.compiled[b]
   x_host = np.concatenate([example, np.zeros((b - 1, *predictor.input_shape), np.float32)])
-  x_dev = jax.device_put(x_host, predictor.device)
-  sides = {
-    "serving": lambda: predictor.logits(example),
-    "floor": lambda: np.asarray(compiled(predictor.params, x_host)),
-    "compute": lambda: compiled(predictor.params, x_dev).block_until_ready(),
-  }
+  sides = {"serving": lambda: predictor.logits(example), **predictor.timing_calls(x_host)}
   per_block = max(1, n_calls // blocks)
   times: dict[str, list[np.ndarray]] = {k: [] for k in sides}
   for _ in range(blocks):
@@ -62,15 +55,10 @@ def batch_sweep(
   rng = np.random.default_rng(rng_seed)
   records = []
   for b in sizes:
-    if b not in predictor.compiled:
+    if b not in predictor.batch_sizes:
       raise ValueError(f"batch size {b} was not compiled; compiled: {list(predictor.batch_sizes)}")
-    compiled = predictor.compiled[b]
-    x = jax.device_put(
-      rng.standard_normal((b, *predictor.input_shape), np.float32), predictor.device
-    )
-    call = lambda compiled=compiled, x=x: (  # noqa: E731
-      compiled(predictor.params, x).block_until_ready()
-    )
+    x = rng.standard_normal((b, *predictor.input_shape), np.float32)
+    call = predictor.timing_calls(x)["compute"]
     probe = time_calls(call, 3, warmup=2)
     n = int(np.clip(seconds_per_size / max(np.median(probe), 1e-7), min_calls, max_calls))
     stats = median_and_percentiles(time_calls(call, n, warmup=0), (90, 99))

@@ -1,0 +1,103 @@
+"""What every inference engine offers the serving path and the benchmarks, whatever runs the math.
+
+An engine loads or compiles its model once, in its constructor, for a fixed set of batch sizes;
+then `logits(x)` answers any number of examples and never compiles again (`compile_count` stays
+put). `timing_calls` gives the benchmarks the engine's own floors, so every engine is timed by
+the same harness: the bare call (numpy in, numpy out) and compute alone (engine-resident input,
+blocking, nothing fetched).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from research.serving import InferenceError
+
+DEFAULT_BATCH_SIZES = (1, 8, 64, 512)
+
+
+class Engine:
+  """Base of the engines: input checks and the outputs derived from `logits`.
+
+  Subclasses set `engine` (its name), `backend`, `device_kind`, `precision`, `input_shape`,
+  `batch_sizes` and `compile_seconds`, and implement `logits` and `timing_calls`.
+  """
+
+  engine: str = ""
+  backend: str = "cpu"
+  device_kind: str = ""
+  precision: str = "float32"
+  input_shape: tuple[int, ...] = ()
+  batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+  compile_seconds: dict[int, float]
+  model_bytes: int | None = None  # size of the artifact the engine serves, where there is one
+  notes: str = ""  # how this engine got its model (export, quantization), for the reports
+
+  @property
+  def compile_count(self) -> int:
+    return len(self.compile_seconds)
+
+  def padded_size(self, n: int) -> int:
+    """The batch size that `n` examples run at (n > largest: the largest, repeated)."""
+    for b in self.batch_sizes:
+      if b >= n:
+        return b
+    return self.batch_sizes[-1]
+
+  def logits(self, x: np.ndarray) -> np.ndarray:
+    raise NotImplementedError
+
+  def timing_calls(self, x_host: np.ndarray) -> dict[str, Callable[[], Any]]:
+    """{"floor": the bare call on host input, "compute": the call on engine-resident input}.
+
+    `x_host` is float32 [b, *input_shape] with b one of `batch_sizes`.
+    """
+    raise NotImplementedError
+
+  def probabilities(self, x: np.ndarray) -> np.ndarray:
+    z = self.logits(x)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+  def predict(self, x: np.ndarray) -> np.ndarray:
+    return np.argmax(self.logits(x), axis=-1).astype(np.int32)
+
+  def check_input(self, x: Any) -> np.ndarray:
+    """float32 [n, *input_shape], or an InferenceError naming what is wrong and how to fix it."""
+    return check_features(x, self.input_shape)
+
+
+def check_batch_sizes(batch_sizes: Sequence[int]) -> tuple[int, ...]:
+  if not batch_sizes or min(batch_sizes) < 1:
+    raise InferenceError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
+  return tuple(sorted(set(int(b) for b in batch_sizes)))
+
+
+def check_features(x: Any, input_shape: Sequence[int]) -> np.ndarray:
+  """float32 [n, *input_shape] from `x` (one example may come without its batch axis)."""
+  input_shape = tuple(input_shape)
+  x = np.asarray(x)
+  if x.dtype.kind not in "fiu":
+    raise InferenceError(
+      f"input dtype {x.dtype} is not numeric; give float (or integer) "
+      f"features of shape [n, {', '.join(map(str, input_shape))}]"
+    )
+  if x.ndim == len(input_shape):
+    x = x[None]  # one example without its batch axis
+  if x.shape[1:] != input_shape:
+    raise InferenceError(
+      f"input shape {list(x.shape)} does not match the model's "
+      f"[n, {', '.join(map(str, input_shape))}]; reshape or pick the "
+      f"run trained on this data"
+    )
+  if len(x) == 0:
+    raise InferenceError("input holds no examples; give at least one row")
+  x = x.astype(np.float32, copy=False)
+  # One reduction says "all finite" cheaply; only a non-finite (or overflowing) sum pays for
+  # the per-row search.
+  if not np.isfinite(np.add.reduce(x, axis=None, dtype=np.float64)) and not np.isfinite(x).all():
+    bad = int(np.argmax(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
+    raise InferenceError(f"input row {bad} holds NaN or inf; clean or drop it")
+  return x

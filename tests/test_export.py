@@ -1,0 +1,227 @@
+"""Exported artifacts and the inference engines: round trips, agreement, int8, clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from research.config import load_config
+from research.models import build_model
+from research.serving import InferenceError
+from research.serving.engines import EngineFactory, check_engines
+from research.serving.export import (
+  ExportError,
+  export_onnx,
+  export_stablehlo,
+  fold_gemm_bias,
+  load_stablehlo,
+)
+from research.serving.onnx_runtime import OnnxRuntimeEngine
+from research.serving.restore import load_run
+from research.training.loop import train_and_evaluate
+
+# int8 may cost this much test accuracy against fp32 (percentage points) on the MNIST-1D CNN.
+INT8_ACCURACY_TOLERANCE = 0.03
+
+
+def _tiny(name: str):
+  config = {
+    "cnn": {"name": "cnn1d", "channels": 8, "dtype": "float32"},
+    "gru": {"name": "gru", "hidden": 8, "dtype": "float32"},
+  }[name]
+  model = build_model(config, 10)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 40)))
+  x = np.random.default_rng(0).standard_normal((33, 40)).astype(np.float32)
+  return model, params, x
+
+
+@pytest.fixture(scope="module")
+def trained_cnn(tmp_path_factory):
+  """A briefly trained MNIST-1D CNN (accuracy well above chance, so int8 has something to lose)."""
+  workdir = str(tmp_path_factory.mktemp("cnn"))
+  train_and_evaluate(
+    load_config(
+      "experiments/mnist1d_cnn.py",
+      ["num_steps=600", "log_every=300", "eval_every=600", "checkpoint_every=600"],
+    ),
+    workdir,
+    progress=False,
+  )
+  return workdir
+
+
+def test_stablehlo_round_trip_in_a_process_without_the_model_code(tmp_path):
+  model, params, x = _tiny("cnn")
+  path = tmp_path / "m.stablehlo"
+  path.write_bytes(export_stablehlo(model, params, (40,)))
+  np.save(tmp_path / "x.npy", x)
+  code = (
+    "import sys, numpy as np, jax\n"
+    "exp = jax.export.deserialize(bytearray(open(sys.argv[1], 'rb').read()))\n"
+    "np.save(sys.argv[3], np.asarray(exp.call(np.load(sys.argv[2]))))\n"
+    "assert not [m for m in sys.modules if m.startswith('research')], 'imported the repo'\n"
+  )
+  out = tmp_path / "y.npy"
+  result = subprocess.run(
+    [sys.executable, "-c", code, str(path), str(tmp_path / "x.npy"), str(out)],
+    cwd=str(tmp_path),
+    env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  np.testing.assert_allclose(np.load(out), np.asarray(model.apply(params, x)), atol=1e-5)
+  # The batch dimension is symbolic: another batch size runs from the same file.
+  np.testing.assert_allclose(
+    load_stablehlo(str(path))(x[:5]), np.asarray(model.apply(params, x[:5])), atol=1e-5
+  )
+
+
+def test_onnx_file_answers_in_onnxruntime_alone(tmp_path):
+  model, params, x = _tiny("cnn")
+  path = tmp_path / "m.onnx"
+  path.write_bytes(export_onnx(model, params, (40,)))
+  np.save(tmp_path / "x.npy", x)
+  code = (
+    "import sys, numpy as np, onnxruntime as ort\n"
+    "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
+    "np.save(sys.argv[3], s.run(None, {'x': np.load(sys.argv[2])})[0])\n"
+    "assert 'jax' not in sys.modules and 'research' not in sys.modules\n"
+  )
+  out = tmp_path / "y.npy"
+  result = subprocess.run(
+    [sys.executable, "-c", code, str(path), str(tmp_path / "x.npy"), str(out)],
+    cwd=str(tmp_path),
+    env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  np.testing.assert_allclose(np.load(out), np.asarray(model.apply(params, x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["cnn", "gru"])
+def test_engines_agree_on_a_tiny_model(name):
+  model, params, x = _tiny(name)
+  run = _run(model, params)
+  factory = EngineFactory(run, calibration_x=x)
+  jax_logits = factory.make("jax", (1, 8)).logits(x)
+  ort = factory.make("onnxruntime", (1, 8))
+  np.testing.assert_allclose(ort.logits(x), jax_logits, atol=1e-4)
+  assert (ort.predict(x) == jax_logits.argmax(-1)).all()
+  assert ort.compile_count == 2 and ort.model_bytes > 0
+
+
+def test_dense_bias_is_folded_into_the_gemm():
+  import onnx
+
+  model, params, x = _tiny("cnn")
+  proto = onnx.load_from_string(export_onnx(model, params, (40,)))
+  ops = [n.op_type for n in proto.graph.node]
+  assert ops[-1] == "Gemm" and fold_gemm_bias(proto) == 0  # already folded, once
+  gemm = proto.graph.node[-1]
+  bias = next(t for t in proto.graph.initializer if t.name == gemm.input[2])
+  assert list(bias.dims) == [10]
+
+
+def test_int8_costs_little_accuracy(trained_cnn):
+  from research.data import load_dataset
+
+  run = load_run(trained_cnn)
+  data = load_dataset(run.config.data)
+  factory = EngineFactory(run, calibration_x=data.x_train)
+  fp32 = factory.make("onnxruntime", (512,))
+  int8 = factory.make("onnxruntime-int8", (512,))
+  acc = lambda e: float(np.mean(e.predict(data.x_test) == data.y_test))  # noqa: E731
+  assert acc(fp32) > 0.5  # trained: something to lose
+  assert abs(acc(int8) - acc(fp32)) <= INT8_ACCURACY_TOLERANCE
+  assert int8.notes.startswith("static QDQ") and int8.precision == "int8"
+  assert int8.model_bytes < fp32.model_bytes  # int8 weights
+
+
+def test_a_model_the_exporter_cannot_handle_is_one_clear_error():
+  class Eigen(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      h = x @ self.param("w", nn.initializers.normal(), (x.shape[-1], 3))
+      return jnp.linalg.eigh(h[:, :, None] * h[:, None, :])[0]
+
+  model = Eigen()
+  params = model.init(jax.random.key(0), jnp.zeros((1, 4)))
+  with pytest.raises(ExportError, match="jax2onnx cannot export Eigen: .*eigh") as e:
+    export_onnx(model, params, (4,))
+  assert "\n" not in str(e.value)
+
+
+def test_missing_or_corrupt_model_files(tmp_path):
+  with pytest.raises(ExportError, match="no onnx model file at .* scripts/export.py"):
+    OnnxRuntimeEngine.from_file(str(tmp_path / "none.onnx"), (40,))
+  bad = tmp_path / "bad.onnx"
+  bad.write_bytes(b"not a model")
+  with pytest.raises(ExportError, match="ONNX Runtime cannot load .*bad.onnx"):
+    OnnxRuntimeEngine.from_file(str(bad), (40,))
+  bad_hlo = tmp_path / "bad.stablehlo"
+  bad_hlo.write_bytes(b"\x00" * 64)
+  with pytest.raises(ExportError, match="not a serialized StableHLO export"):
+    load_stablehlo(str(bad_hlo))
+  (tmp_path / "empty.stablehlo").write_bytes(b"")
+  with pytest.raises(ExportError, match="is empty"):
+    load_stablehlo(str(tmp_path / "empty.stablehlo"))
+  model, params, _ = _tiny("cnn")
+  wrong = tmp_path / "wrong.onnx"
+  wrong.write_bytes(export_onnx(model, params, (40,)))
+  with pytest.raises(ExportError, match=r"takes inputs of shape \[n, 40\], the run \[n, 64\]"):
+    OnnxRuntimeEngine.from_file(str(wrong), (64,))
+
+
+@pytest.mark.parametrize("engine", ["jax", "onnxruntime"])
+def test_wrong_input_shape_or_dtype_is_named_per_engine(engine):
+  model, params, x = _tiny("cnn")
+  e = EngineFactory(_run(model, params), calibration_x=x).make(engine, (1, 8))
+  with pytest.raises(InferenceError, match=r"input shape \[2, 41\] does not match .*\[n, 40\]"):
+    e.logits(np.zeros((2, 41), np.float32))
+  with pytest.raises(InferenceError, match="input dtype <U1 is not numeric"):
+    e.logits(np.full((2, 40), "a"))
+  with pytest.raises(InferenceError, match="row 1 holds NaN"):
+    e.logits(np.stack([x[0], np.full(40, np.nan, np.float32)]))
+  assert e.logits(x[0].astype(np.float64)).shape == (1, 10)  # one example, any float dtype
+
+
+def test_engine_names_are_checked():
+  with pytest.raises(InferenceError, match="unknown engine.*tensorrt.*choose from: jax"):
+    check_engines(["jax", "tensorrt"])
+  assert check_engines(["onnxruntime", "jax", "jax"]) == ("onnxruntime", "jax")
+
+
+def test_export_script_checks_and_writes_beside_the_file(repo_root, trained_cnn, tmp_path):
+  out = str(tmp_path / "model.onnx")
+  env = {**os.environ, "PYTHONPATH": repo_root}
+  cmd = [sys.executable, "scripts/export.py", "--workdir", trained_cnn, "--format", "onnx"]
+  result = subprocess.run(
+    cmd + ["--out", out], cwd=repo_root, env=env, capture_output=True, text=True, timeout=300
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  record = json.load(open(out + ".json"))
+  assert record["check_against_jitted_apply"]["predictions_identical"]
+  assert record["bytes"] == os.path.getsize(out) and record["input_shape"] == [40]
+  bad = subprocess.run(
+    cmd + ["--out", str(tmp_path)], cwd=repo_root, env=env, capture_output=True, text=True
+  )
+  lines = bad.stderr.strip().splitlines()
+  assert bad.returncode != 0 and lines[-1].startswith("error: --out") and len(lines) == 1
+
+
+def _run(model, params):
+  import ml_collections
+
+  from research.serving.restore import TrainedRun
+
+  return TrainedRun("", ml_collections.ConfigDict(), model, params, 0, (40,), 10)
