@@ -2,6 +2,7 @@
 
   python scripts/bench_inference.py --workdir runs/cnn
   python scripts/bench_inference.py --workdir runs/cnn --engines jax,onnxruntime
+  python scripts/bench_inference.py --workdir runs/cnn --peer-onnx runs/torch_onnx/cnn.onnx
   python scripts/bench_inference.py --workdir runs/gru --out results/inference/mnist1d_gru
   python scripts/bench_inference.py --workdir runs/cnn --precisions float32 --no-loadgen   # quick
 
@@ -31,6 +32,13 @@ def main() -> int:
   p.add_argument("--out", default=None, help="output directory (default WORKDIR/bench)")
   p.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step")
   p.add_argument("--engines", default=None, help="comma list, default: all installed")
+  p.add_argument(
+    "--peer-onnx",
+    action="append",
+    default=[],
+    metavar="FILE",
+    help="an independent deployment's ONNX file, timed beside ours (repeatable)",
+  )
   p.add_argument("--precisions", default="float32,bfloat16,int8", help="of the jax engine")
   p.add_argument("--backends", default=None, help="of the jax engine; default: all available")
   p.add_argument("--max-batch", type=int, default=4096, help="sweep powers of two up to this")
@@ -52,6 +60,7 @@ def main() -> int:
     precisions=tuple(args.precisions.split(",")),
     backends=tuple(args.backends.split(",")) if args.backends else None,
     engines=tuple(args.engines.split(",")) if args.engines else None,
+    peers=tuple(args.peer_onnx),
     sweep_sizes=tuple(2**i for i in range(args.max_batch.bit_length())),
     latency_calls=args.latency_calls,
     loadgen=not args.no_loadgen,

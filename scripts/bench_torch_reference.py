@@ -9,6 +9,8 @@ the loop are research.studies.mnist1d_table1.torch_reference.
 Run it pinned to one core, e.g.:
     taskset -c 0 python scripts/bench_torch_reference.py --models logistic,mlp,cnn,gru \
         --steps 6000 --seed 0 --out results/torch_reference.json
+With --export-onnx DIR each trained model is also written as DIR/<model>.onnx, the independent
+deployment that `scripts/bench_inference.py --peer-onnx` times in ONNX Runtime beside ours.
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ def parse_args(argv: Sequence[str], names: Sequence[str]) -> argparse.Namespace:
   )
   p.add_argument("--out", default="results/torch_reference.json")
   p.add_argument("--md", default=None, help="markdown path (default: --out with .md)")
+  p.add_argument(
+    "--export-onnx",
+    default=None,
+    metavar="DIR",
+    help="also export each trained model to DIR/<model>.onnx (the peer deployment that "
+    "scripts/bench_inference.py --peer-onnx times beside our engines)",
+  )
   args = p.parse_args(argv)
   args.models = [m.strip() for m in args.models.split(",") if m.strip()]
   unknown = [m for m in args.models if m not in names]
@@ -70,9 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
       f"warning: process may run on cores {affinity}; run under `taskset -c 0`", file=sys.stderr
     )
   data = ref.load_data(args.shuffle_seq)
+  if args.export_onnx:
+    os.makedirs(args.export_onnx, exist_ok=True)
   records = []
   for name in args.models:
-    r = ref.bench_model(name, data, args.steps, args.seed, args.eval_every)
+    onnx_path = os.path.join(args.export_onnx, f"{name}.onnx") if args.export_onnx else None
+    r = ref.bench_model(name, data, args.steps, args.seed, args.eval_every, onnx_path)
     records.append(r)
     print(
       f"{name:8s} params={r['params']:6d} train_seconds={r['train_seconds']:8.2f} "

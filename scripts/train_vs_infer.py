@@ -4,11 +4,12 @@
   python scripts/train_vs_infer.py --config experiments/mnist1d_gru.py --workdir runs/gru
 
 Trains (re-running resumes, and a finished run is reused), restores the params alone, times
-real-time (batch 1) and batch inference, counts FLOPs analytically and with XLA, reads memory from
-the compiled executables, measures this machine's peak FLOP/s, and writes WORKDIR/report.md,
-report.json, report.png (and a copy into --out) and `cost/*` TensorBoard scalars. Break-even: the
-number of predictions after which inference has cost more than training did. A few minutes on a
-2-core CPU.
+real-time (batch 1) and batch inference on every engine (--engines; default jax, onnxruntime,
+onnxruntime-int8; each break-even uses the fastest engine for its scenario and names it),
+counts FLOPs analytically and with XLA, reads memory from the compiled executables, measures
+this machine's peak FLOP/s, and writes WORKDIR/report.md, report.json, report.png (and a copy
+into --out) and `cost/*` TensorBoard scalars. Break-even: the number of predictions after which
+inference has cost more than training did. A few minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def main() -> int:
   )
   p.add_argument("--max-batch", type=int, default=4096, help="inference sweep up to this batch")
   p.add_argument("--latency-calls", type=int, default=2000)
+  p.add_argument("--engines", default=None, help="inference engines to time (default: all)")
   add_threads_flag(p)
   p.add_argument(
     "--out", default=None, help="directory for report.md/json/png (default: the workdir)"
@@ -62,6 +64,7 @@ def main() -> int:
     latency_calls=args.latency_calls,
     power_watts=args.power_watts,
     price_per_hour=args.price_per_hour,
+    engines=tuple(args.engines.split(",")) if args.engines else None,
   )
   if args.profiles:
     settings.profiles = tuple(s.strip() for s in args.profiles.split(",") if s.strip())
@@ -85,8 +88,9 @@ def main() -> int:
     f"{f['xla_over_analytic']['forward']:.3f} fwd, "
     f"{f['xla_over_analytic']['train_step']:.3f} train\n"
     f"  µs/example      train {tm['train_seconds_per_example'] * 1e6:.2f}, real-time "
-    f"{inf['realtime']['seconds_per_prediction'] * 1e6:.2f}, batch "
-    f"{inf['batch']['seconds_per_prediction'] * 1e6:.2f} (batch {inf['batch']['batch_size']})\n"
+    f"{inf['realtime']['seconds_per_prediction'] * 1e6:.2f} ({inf['realtime']['engine']}), batch "
+    f"{inf['batch']['seconds_per_prediction'] * 1e6:.2f} (batch {inf['batch']['batch_size']}, "
+    f"{inf['batch']['engine']})\n"
     f"  utilization     train {100 * report['utilization']['training']:.1f} %, batch "
     f"{100 * report['utilization']['batch']:.1f} % of "
     f"{report['utilization']['peak']['peak_flops'] / 1e9:.0f} GFLOP/s\n"

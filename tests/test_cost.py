@@ -126,6 +126,18 @@ def test_main_job_writes_a_full_report_on_a_tiny_run(repo_root, tmp_path):
     report["time"]["train_seconds"]
     / report["time"]["inference"]["realtime"]["seconds_per_prediction"]
   )
+  # Every engine is timed; each scenario's figure is its fastest engine's, named.
+  engines, inference = report["time"]["engines"], report["time"]["inference"]
+  assert set(engines) == {"jax", "onnxruntime", "onnxruntime-int8"}
+  assert all(e["available"] for e in engines.values())
+  fastest = min(engines, key=lambda n: engines[n]["realtime_p50_us"])
+  assert inference["realtime"]["engine"] == fastest
+  assert inference["realtime"]["seconds_per_prediction"] == pytest.approx(
+    engines[fastest]["realtime_p50_us"] * 1e-6
+  )
+  best = min(engines, key=lambda n: engines[n]["best_us_per_example"])
+  assert inference["batch"]["engine"] == best
+  assert abs(engines["onnxruntime"]["test_accuracy"] - engines["jax"]["test_accuracy"]) < 0.01
   # Adam: two moments per parameter plus an int32 step count.
   assert report["memory"]["optimizer_state_bytes"] == 2 * report["memory"]["params_bytes"] + 4
   assert (
@@ -148,8 +160,10 @@ def test_main_job_writes_a_full_report_on_a_tiny_run(repo_root, tmp_path):
     "## Memory",
     "## Utilization",
     "## Break-even",
+    "### Inference engines",
   ):
     assert heading in md
+  assert f"real-time inference (batch 1, p50, serving path; {fastest})" in md
   assert open(os.path.join(workdir, "report.png"), "rb").read(4) == b"\x89PNG"
   assert "break-even" in result.stdout
   table = subprocess.run(

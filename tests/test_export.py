@@ -19,9 +19,9 @@ from research.serving.export import (
   ExportError,
   export_onnx,
   export_stablehlo,
-  fold_gemm_bias,
   load_stablehlo,
 )
+from research.serving.onnx_passes import fold_gemm_bias
 from research.serving.onnx_runtime import OnnxRuntimeEngine
 from research.serving.restore import load_run
 from research.training.loop import train_and_evaluate
@@ -225,3 +225,42 @@ def _run(model, params):
   from research.serving.restore import TrainedRun
 
   return TrainedRun("", ml_collections.ConfigDict(), model, params, 0, (40,), 10)
+
+
+def test_graph_passes_leave_the_onnx_form_of_a_hand_written_cnn():
+  """Bias in the Conv, Relu next to it, no layout Transposes around the flatten, static reshapes:
+  ONNX Runtime then fuses each Conv with its bias and Relu, as for a PyTorch export."""
+  import onnx
+  import onnxruntime as ort
+
+  model, params, x = _tiny("cnn")
+  data = export_onnx(model, params, (40,))
+  graph = onnx.load_from_string(data).graph
+  ops = [n.op_type for n in graph.node]
+  assert "Add" not in ops and "Shape" not in ops and "Concat" not in ops
+  for conv in (n for n in graph.node if n.op_type == "Conv"):
+    assert len(conv.input) == 3  # the bias folded in
+  assert ops[-2:] == ["Reshape", "Gemm"]
+  options = ort.SessionOptions()
+  options.optimized_model_filepath = str(__import__("tempfile").mkdtemp()) + "/opt.onnx"
+  ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+  optimized = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+  assert optimized.count("FusedConv") == 3 and "Transpose" not in optimized
+  np.testing.assert_allclose(
+    ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0],
+    np.asarray(model.apply(params, x)),
+    atol=1e-5,
+  )
+
+
+def test_params_as_constants_change_no_prediction():
+  from research.serving.predictor import Predictor
+
+  model, params, x = _tiny("cnn")
+  as_args = Predictor(model, params, (40,), (1, 64), params_as_constants=False)
+  as_constants = Predictor(model, params, (40,), (1, 64), params_as_constants=True)
+  assert as_constants.params_as_constants and not as_args.params_as_constants
+  np.testing.assert_allclose(as_constants.logits(x), as_args.logits(x), atol=1e-5)
+  assert (as_constants.predict(x) == as_args.predict(x)).all()
+  int8 = Predictor(model, params, (40,), (1,), precision="int8")
+  assert not int8.params_as_constants  # int8 keeps its small weights as arguments

@@ -42,6 +42,7 @@ class BenchSettings:
   precisions: tuple[str, ...] = PRECISIONS  # of the jax engine; ONNX engines have one each
   backends: tuple[str, ...] | None = None  # of the jax engine; None: every backend JAX sees
   engines: tuple[str, ...] | None = None  # None: every engine installed (serving.engines)
+  peers: tuple[str, ...] = ()  # ONNX files of independent deployments, timed in ONNX Runtime
   sweep_sizes: tuple[int, ...] = tuple(2**i for i in range(13))  # 1 ... 4096
   serve_sizes: tuple[int, ...] = (1, 4, 16, 64, 256)  # compiled for serving and LoadGen
   latency_calls: int = 2000
@@ -83,7 +84,29 @@ def configurations(settings: BenchSettings) -> list[tuple[str, str, str]]:
       out += [(engine, b, p) for b in backends for p in settings.precisions]
     else:
       out.append((engine, "cpu", ENGINE_PRECISION[engine]))
+  for path in settings.peers:
+    if not os.path.isfile(path):
+      raise InferenceError(f"no peer ONNX file at {path}; check --peer-onnx")
+    out.append((PEER_PREFIX + os.path.basename(path), "cpu", "float32"))
   return out
+
+
+PEER_PREFIX = "peer:"
+
+
+def _make(factory, settings, engine, sizes, precision, device):
+  if not engine.startswith(PEER_PREFIX):
+    return factory.make(engine, sizes, precision, device)
+  from research.serving.onnx_runtime import OnnxRuntimeEngine
+
+  path = next(p for p in settings.peers if os.path.basename(p) == engine[len(PEER_PREFIX) :])
+  return OnnxRuntimeEngine.from_file(
+    path,
+    factory.run.input_shape,
+    batch_sizes=sizes,
+    engine=engine,
+    notes=f"an independent deployment ({os.path.abspath(path)}), its own weights, in ONNX Runtime",
+  )
 
 
 def benchmark_run(
@@ -109,8 +132,8 @@ def benchmark_run(
     device = jax.devices(backend)[0]
     t = time.perf_counter()
     try:
-      sweep_engine = factory.make(engine, settings.sweep_sizes, precision, device)
-      serve_engine = factory.make(engine, settings.serve_sizes, precision, device)
+      sweep_engine = _make(factory, settings, engine, settings.sweep_sizes, precision, device)
+      serve_engine = _make(factory, settings, engine, settings.serve_sizes, precision, device)
     except ExportError as e:
       unavailable.add(engine)
       records.append({"engine": engine, "kind": "unavailable", "reason": str(e)})
@@ -137,7 +160,7 @@ def benchmark_run(
         "notes": sweep_engine.notes,
         **(
           {"agreement_with_jax_fp32": compare_logits(reference, logits)}
-          if reference is not None
+          if reference is not None and not engine.startswith(PEER_PREFIX)
           else {}
         ),
       }
@@ -176,7 +199,7 @@ def benchmark_run(
       f"throughput saturates at batch {saturation}, best {best['examples_per_s']:,.0f}/s; "
       f"compile {compile_s:.1f} s"
     )
-    if settings.loadgen and precision == ENGINE_PRECISION[engine]:
+    if settings.loadgen and precision == ENGINE_PRECISION.get(engine, "float32"):
       records += _loadgen_records(serve_engine, data, base, out_dir, settings, log)
   return {
     "records": records,

@@ -7,9 +7,9 @@ Two formats, both with the batch dimension left symbolic and the weights inside 
 - `onnx`: through jax2onnx, for ONNX Runtime and the other ONNX engines.
 
 Both export the model with its kernels resolved for the *engine*, not for training: the XLA:CPU
-fast paths (the im2col convolution, the patch matmul) export as many small ops, while XLA's own
-`conv_general_dilated` and `dot` map to one native Conv / Gemm each. Measured on the MNIST-1D
-CNN in ONNX Runtime, batch 1, one thread: about 44 µs for the im2col form against 11 µs native.
+fast paths (the im2col convolution, the patch matmul) would export as many small ops, while XLA's
+own `conv_general_dilated` and `dot` map to one native Conv / Gemm each. The ONNX graph then goes
+through `onnx_passes.simplify`, which gives it the form a hand-written ONNX model has.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from research.models import for_platform
-from research.serving import InferenceError
+from research.serving import InferenceError, onnx_passes
 
 FORMATS = ("onnx", "stablehlo")
 SUFFIXES = {"onnx": ".onnx", "stablehlo": ".stablehlo"}
@@ -78,16 +78,23 @@ def load_stablehlo(path: str) -> Callable[[np.ndarray], np.ndarray]:
   return lambda x: np.asarray(exported.call(x))
 
 
-def export_onnx(model: Any, params: Any, input_shape: Sequence[int], opset: int = 23) -> bytes:
+def export_onnx(
+  model: Any,
+  params: Any,
+  input_shape: Sequence[int],
+  input_dtype: Any = jnp.float32,
+  opset: int = 23,
+) -> bytes:
   """The ONNX model (serialized ModelProto) through jax2onnx, batch dimension named "B"."""
   from jax2onnx import to_onnx
 
   # jax2onnx's IR serializer warns about every shape constant it leaves untyped: noise to a reader.
   logging.getLogger("onnx_ir.serde").setLevel(logging.ERROR)
+  (batch,) = jax.export.symbolic_shape("B")
   try:
     proto = to_onnx(
       inference_fn(model, params),
-      [("B", *input_shape)],
+      [jax.ShapeDtypeStruct((batch, *input_shape), input_dtype)],
       model_name=type(model).__name__,
       opset=opset,
       input_names=[ONNX_INPUT],
@@ -95,65 +102,18 @@ def export_onnx(model: Any, params: Any, input_shape: Sequence[int], opset: int 
     )
   except Exception as e:
     raise ExportError(f"jax2onnx cannot export {type(model).__name__}: {_one_line(e)}") from None
-  fold_gemm_bias(proto)
+  onnx_passes.simplify(proto)
   return proto.SerializeToString()
 
 
-def fold_gemm_bias(proto: Any) -> int:
-  """Folds `Add(Gemm(a, w, 0), b)` into `Gemm(a, w, b)` in place; returns how many were folded.
-
-  jax2onnx writes a dense layer as a Gemm with a scalar zero bias and a separate Add. The scalar
-  bias stops ONNX Runtime's static quantizer (it quantizes biases per output channel), and the
-  Add is one more op per call.
-  """
-  from onnx import numpy_helper
-
-  graph = proto.graph
-  constants = {t.name: t for t in graph.initializer}
-  consumers: dict[str, list[Any]] = {}
-  for node in graph.node:
-    for name in node.input:
-      consumers.setdefault(name, []).append(node)
-  folded = []
-  for node in graph.node:
-    if node.op_type != "Gemm" or len(node.input) != 3 or node.input[2] not in constants:
-      continue
-    bias = numpy_helper.to_array(constants[node.input[2]])
-    users = consumers.get(node.output[0], [])
-    if bias.size != 1 or len(users) != 1 or users[0].op_type != "Add":
-      continue
-    add = users[0]
-    other = [name for name in add.input if name != node.output[0]]
-    if len(other) != 1 or other[0] not in constants:
-      continue
-    added = numpy_helper.to_array(constants[other[0]])
-    if added.ndim > 2 or (added.ndim == 2 and added.shape[0] != 1):
-      continue  # not a per-output-column bias
-    beta = next((a for a in node.attribute if a.name == "beta"), None)
-    if beta is not None:  # Gemm computes alpha * a @ w + beta * c
-      bias = bias * beta.f
-      beta.f = 1.0
-    name = f"{node.output[0]}_folded_bias"
-    graph.initializer.append(
-      numpy_helper.from_array((added.reshape(-1) + bias).astype(added.dtype), name)
-    )
-    node.input[2] = name
-    node.output[0] = add.output[0]
-    folded.append(add)
-  for add in folded:
-    graph.node.remove(add)
-  used = {name for node in graph.node for name in node.input}
-  for t in [t for t in graph.initializer if t.name not in used]:
-    graph.initializer.remove(t)
-  return len(folded)
-
-
-def export(model: Any, params: Any, input_shape: Sequence[int], fmt: str) -> bytes:
+def export(
+  model: Any, params: Any, input_shape: Sequence[int], fmt: str, input_dtype: Any = jnp.float32
+) -> bytes:
   if fmt not in FORMATS:
     raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
   if fmt == "onnx":
-    return export_onnx(model, params, input_shape)
-  return export_stablehlo(model, params, input_shape)
+    return export_onnx(model, params, input_shape, input_dtype)
+  return export_stablehlo(model, params, input_shape, input_dtype)
 
 
 def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
@@ -166,6 +126,10 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict[str, An
     "predictions_identical": bool(same.all()),
     "predictions_differing": int((~same).sum()),
   }
+
+
+def _chunked(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, size: int = 256) -> np.ndarray:
+  return np.concatenate([fn(x[i : i + size]) for i in range(0, len(x), size)])
 
 
 def _read(path: str, what: str) -> bytes:
@@ -195,7 +159,6 @@ def export_run(
   """
   from research.data import load_dataset
   from research.provenance import provenance, write_bytes, write_json
-  from research.serving.predictor import Predictor
   from research.serving.restore import load_run
 
   if fmt not in FORMATS:
@@ -204,14 +167,18 @@ def export_run(
     raise ExportError(f"--out {out} is a directory; give a file name such as model{SUFFIXES[fmt]}")
   run = load_run(workdir, checkpoint)
   data = load_dataset(run.config.data)
-  artifact = export(run.model, run.params, run.input_shape, fmt)
-  reference = Predictor.from_run(run, batch_sizes=(512,)).logits(data.x_test)
+  x = data.x_test  # float features, or int32 token windows for a language model
+  artifact = export(run.model, run.params, run.input_shape, fmt, x.dtype)
+  jitted = jax.jit(inference_fn(for_platform(run.model, jax.default_backend()), run.params))
   if fmt == "onnx":
-    from research.serving.onnx_runtime import OnnxRuntimeEngine
+    import onnxruntime as ort
 
-    exported = OnnxRuntimeEngine(artifact, run.input_shape, batch_sizes=(512,)).logits(data.x_test)
+    session = ort.InferenceSession(artifact, providers=["CPUExecutionProvider"])
+    call = lambda chunk: session.run(None, {ONNX_INPUT: chunk})[0]  # noqa: E731
   else:
-    exported = jax.export.deserialize(bytearray(artifact)).call(data.x_test)
+    call = jax.export.deserialize(bytearray(artifact)).call
+  reference = _chunked(lambda chunk: np.asarray(jitted(chunk)), x)
+  exported = _chunked(lambda chunk: np.asarray(call(chunk)), x)
   check = compare_logits(reference, exported)
   if not check["predictions_identical"]:
     raise ExportError(

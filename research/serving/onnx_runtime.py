@@ -57,6 +57,7 @@ class OnnxRuntimeEngine(Engine):
     self.input_shape = tuple(int(d) for d in input_shape)
     self.batch_sizes = check_batch_sizes(batch_sizes)
     self.model_bytes = len(model_proto)
+    self.onnx_nodes = _node_count(model_proto)
     self.threads = int(threads or default_threads())
     options = ort.SessionOptions()
     options.intra_op_num_threads = self.threads
@@ -119,6 +120,16 @@ class OnnxRuntimeEngine(Engine):
       "floor": lambda: self._run(x_host),
       "compute": lambda: self.session.run_with_iobinding(binding),
     }
+
+
+def _node_count(model_proto: bytes) -> int | None:
+  """Ops in the ONNX graph as exported (ONNX Runtime fuses some when it loads it)."""
+  try:
+    import onnx
+
+    return len(onnx.load_from_string(model_proto).graph.node)
+  except Exception:
+    return None
 
 
 def cpu_has_vnni() -> bool:

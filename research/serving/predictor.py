@@ -21,6 +21,13 @@ from research.serving.engine import DEFAULT_BATCH_SIZES, Engine, check_batch_siz
 from research.serving.quantize import PRECISIONS, cast_params, dequantize
 from research.serving.restore import TrainedRun
 
+CONSTANT_PARAMS_MAX_BYTES = 16 * 2**20  # larger models keep params as arguments
+
+
+def _tree_bytes(tree: Any) -> int:
+  return sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
 # ----------------------------------------------------------------------------------------------
 # Precision: what a cheaper inference costs in accuracy.
 
@@ -53,6 +60,13 @@ class Predictor(Engine):
   `logits(x)` takes any number of examples: it pads up to the smallest compiled size that holds
   them, or splits them into chunks of the largest. Every compilation happens in `__init__`;
   `compile_count` says how many there were, and stays put while serving.
+
+  Params up to `CONSTANT_PARAMS_MAX_BYTES` are compiled into the executables as constants (not
+  for int8, whose point is weights stored small), so XLA folds the work that depends on weights
+  alone (the kernels' reshapes, transposes and padding) at compile time instead of in every call.
+  Measured on the MNIST-1D CNN at batch 1, one core, the two alternating in one process: the
+  im2col form runs 15 XLA ops per call with params as arguments and 12 as constants, and its p50
+  drops by 5-30 % (53-65 µs against 56-82 µs on a day the trivial jitted op took 13-17 µs).
   """
 
   engine = "jax"
@@ -65,6 +79,7 @@ class Predictor(Engine):
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     precision: str = "float32",
     device: jax.Device | None = None,
+    params_as_constants: bool | None = None,
   ):
     self.batch_sizes = check_batch_sizes(batch_sizes)
     self.device = device or jax.devices()[0]
@@ -74,15 +89,26 @@ class Predictor(Engine):
     self.input_shape = tuple(int(d) for d in input_shape)
     self.params = jax.device_put(cast_params(params, precision), self.device)
     # Kernels for the device that serves, whatever backend is JAX's default.
-    self.apply = jax.jit(make_apply(for_platform(model, self.device.platform), precision))
+    apply = make_apply(for_platform(model, self.device.platform), precision)
+    self.apply = jax.jit(apply)
+    if params_as_constants is None:
+      params_as_constants = precision != "int8" and _tree_bytes(params) <= CONSTANT_PARAMS_MAX_BYTES
+    self.params_as_constants = bool(params_as_constants)
+    self.notes = "params compiled in as constants" if self.params_as_constants else ""
+    with_params = jax.jit(lambda x: apply(self.params, x))
     self.compiled: dict[int, Any] = {}
+    self._calls: dict[int, Any] = {}  # batch size -> x -> logits (device array)
     self.compile_seconds: dict[int, float] = {}
     for b in self.batch_sizes:
       t = time.perf_counter()
       x = jax.ShapeDtypeStruct(
         (b, *self.input_shape), jnp.float32, sharding=jax.sharding.SingleDeviceSharding(self.device)
       )
-      self.compiled[b] = self.apply.lower(self.params, x).compile()
+      if self.params_as_constants:
+        self.compiled[b] = self._calls[b] = with_params.lower(x).compile()
+      else:
+        compiled = self.compiled[b] = self.apply.lower(self.params, x).compile()
+        self._calls[b] = lambda x, compiled=compiled: compiled(self.params, x)
       self.compile_seconds[b] = time.perf_counter() - t
 
   @classmethod
@@ -93,9 +119,9 @@ class Predictor(Engine):
     """float32 logits for a checked [n, *input_shape] array."""
     x = self.check_input(x)
     n, largest = len(x), self.batch_sizes[-1]
-    compiled = self.compiled.get(n)
-    if compiled is not None:  # the real-time path: no padding, no slicing
-      return np.asarray(compiled(self.params, x))
+    call = self._calls.get(n)
+    if call is not None:  # the real-time path: no padding, no slicing
+      return np.asarray(call(x))
     if n <= largest:
       return self._run_padded(x)
     return np.concatenate([self._run_padded(x[i : i + largest]) for i in range(0, n, largest)])
@@ -105,12 +131,12 @@ class Predictor(Engine):
     b = self.padded_size(n)
     if b != n:
       x = np.concatenate([x, np.zeros((b - n, *self.input_shape), np.float32)])
-    return np.asarray(self.compiled[b](self.params, x))[:n]
+    return np.asarray(self._calls[b](x))[:n]
 
   def timing_calls(self, x_host: np.ndarray) -> dict[str, Any]:
-    compiled = self.compiled[len(x_host)]
+    call = self._calls[len(x_host)]
     x_dev = jax.device_put(x_host, self.device)
     return {
-      "floor": lambda: np.asarray(compiled(self.params, x_host)),
-      "compute": lambda: compiled(self.params, x_dev).block_until_ready(),
+      "floor": lambda: np.asarray(call(x_host)),
+      "compute": lambda: call(x_dev).block_until_ready(),
     }

@@ -86,17 +86,18 @@ def markdown_report(r: dict[str, Any], provenance_md: str) -> str:
           "1",
         ],
         [
-          "real-time inference (batch 1, p50, serving path)",
+          f"real-time inference (batch 1, p50, serving path; {_engine(inf['realtime'])})",
           _us(inf["realtime"]["seconds_per_prediction"]),
           f"{1 / t['train_over_realtime_per_example']:.1f}x training's",
         ],
         [
-          f"batch inference (batch {inf['train_batch']['batch_size']}, as trained)",
+          f"batch inference (batch {inf['train_batch']['batch_size']}, as trained; "
+          f"{_engine(inf['train_batch'])})",
           _us(inf["train_batch"]["seconds_per_prediction"]),
           f"training is {t['train_over_same_batch_inference']:.1f}x",
         ],
         [
-          f"batch inference (best batch, {inf['batch']['batch_size']})",
+          f"batch inference (best batch, {inf['batch']['batch_size']}; {_engine(inf['batch'])})",
           _us(inf["batch"]["seconds_per_prediction"]),
           f"training is {t['train_over_batch_per_example']:.1f}x",
         ],
@@ -107,6 +108,7 @@ def markdown_report(r: dict[str, Any], provenance_md: str) -> str:
     f"real-time p99 {_us(inf['realtime']['p99_seconds'])}. Training took "
     f"{t['train_seconds']:.2f} s plus {t['compile_seconds']:.2f} s of compilation.",
     "",
+    *engines_table(t.get("engines") or {}),
     "## Memory (compiled executables)",
     "",
     markdown_table(
@@ -167,13 +169,18 @@ def markdown_report(r: dict[str, Any], provenance_md: str) -> str:
       ["measure", "predictions"],
       [
         ["FLOPs (training run ÷ forward per example)", _si(be["flops"])],
-        ["seconds on this machine, real-time (batch 1)", _si(be["seconds_realtime"])],
         [
-          f"seconds on this machine, batch {inf['train_batch']['batch_size']}",
+          f"seconds on this machine, real-time (batch 1, {_engine(inf['realtime'])})",
+          _si(be["seconds_realtime"]),
+        ],
+        [
+          f"seconds on this machine, batch {inf['train_batch']['batch_size']} "
+          f"({_engine(inf['train_batch'])})",
           _si(be["seconds_train_batch"]),
         ],
         [
-          f"seconds on this machine, best batch ({inf['batch']['batch_size']})",
+          f"seconds on this machine, best batch ({inf['batch']['batch_size']}, "
+          f"{_engine(inf['batch'])})",
           _si(be["seconds_batch"]),
         ],
       ],
@@ -262,7 +269,12 @@ def plot_report(r: dict[str, Any], path: str) -> str:
   )
   right.plot(n, np.full_like(n, t["train_seconds"]), "C3", label="training run")
   for mode, color in (("realtime", "C0"), ("batch", "C2")):
-    right.plot(n, n * inf[mode]["seconds_per_prediction"], color, label=f"inference, {mode}")
+    right.plot(
+      n,
+      n * inf[mode]["seconds_per_prediction"],
+      color,
+      label=f"inference, {mode} ({_engine(inf[mode])})",
+    )
     right.axvline(r["break_even_predictions"][f"seconds_{mode}"], color=color, linestyle=":")
   right.set_xscale("log")
   right.set_yscale("log")
@@ -306,3 +318,44 @@ def comparison_fields(r: dict[str, Any]) -> dict[str, float]:
     "break_even_batch": r["break_even_predictions"]["seconds_batch"],
     "training_utilization": r["utilization"]["training"],
   }
+
+
+def _engine(mode: dict[str, Any]) -> str:
+  return mode.get("engine", "jax")
+
+
+def engines_table(engines: dict[str, dict[str, Any]]) -> list[str]:
+  """Every engine timed for the report, side by side; the times above are the fastest's."""
+  from research.provenance import markdown_table
+
+  if not engines:
+    return []
+  rows, missing = [], []
+  for name, e in engines.items():
+    if not e["available"]:
+      missing.append(f"- {name}: not available for this model. {e['reason']}")
+      continue
+    rows.append(
+      [
+        name,
+        e["precision"],
+        f"{e['test_accuracy']:.4f}",
+        f"{e['realtime_p50_us']:.1f}",
+        f"{e['realtime_p99_us']:.1f}",
+        f"{e['best_us_per_example']:.3f} (batch {e['best_batch_size']})",
+        "" if e.get("model_bytes") is None else f"{e['model_bytes'] / 1024:.1f}",
+      ]
+    )
+  notes = [f"- {n}: {e['notes']}" for n, e in engines.items() if e.get("notes")]
+  return [
+    "### Inference engines (same process, same harness; each break-even uses the fastest)",
+    "",
+    markdown_table(
+      ["engine", "precision", "test acc", "b1 p50 µs", "b1 p99 µs", "best µs/example", "model KiB"],
+      rows,
+    ),
+    "",
+    *notes,
+    *missing,
+    "",
+  ]

@@ -154,8 +154,14 @@ def run_steps(
   return float(loss.item())
 
 
-def bench_model(name: str, data: dict, steps: int, seed: int, eval_every: int) -> dict[str, Any]:
-  """Warm up on a throwaway copy, then train and time one model under the reference protocol."""
+def bench_model(
+  name: str, data: dict, steps: int, seed: int, eval_every: int, onnx_path: str | None = None
+) -> dict[str, Any]:
+  """Warm up on a throwaway copy, then train and time one model under the reference protocol.
+
+  With `onnx_path`, the trained model is also exported there (PyTorch's own ONNX exporter, batch
+  dimension free): the independent deployment our engines are timed against.
+  """
   torch.manual_seed(seed)
   model = MODELS[name]()
   params = count_params(model)
@@ -207,7 +213,32 @@ def bench_model(name: str, data: dict, steps: int, seed: int, eval_every: int) -
   }
   if curve:
     rec["test_accuracy_curve"] = curve
+  if onnx_path:
+    export_onnx(model.eval(), onnx_path, tuple(x.shape[1:]))
+    rec["onnx"] = onnx_path
   return rec
+
+
+def export_onnx(model: nn.Module, path: str, input_shape: Sequence[int]) -> None:
+  """The model as ONNX (TorchScript-based exporter, opset 17), input "x" [B, ...], output
+  "logits"; written to a temp file and renamed, so a failure leaves no half file."""
+  import os
+  import warnings
+
+  tmp = f"{path}.tmp{os.getpid()}"
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+    torch.onnx.export(
+      model,
+      (torch.zeros(1, *input_shape),),
+      tmp,
+      input_names=["x"],
+      output_names=["logits"],
+      dynamic_axes={"x": {0: "B"}, "logits": {0: "B"}},
+      opset_version=17,
+      dynamo=False,
+    )
+  os.replace(tmp, path)
 
 
 def provenance(argv: Sequence[str]) -> dict[str, Any]:
