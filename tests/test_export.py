@@ -264,3 +264,44 @@ def test_params_as_constants_change_no_prediction():
   assert (as_constants.predict(x) == as_args.predict(x)).all()
   int8 = Predictor(model, params, (40,), (1,), precision="int8")
   assert not int8.params_as_constants  # int8 keeps its small weights as arguments
+
+
+def test_lm_forward_and_decode_step_export_to_onnx():
+  """The Transformer LM: its forward pass (int32 tokens in) and its KV-cache decode step, looped
+  in ONNX Runtime alone, give the jitted Generator's greedy tokens."""
+  import onnxruntime as ort
+
+  from research.models import init_decode_cache
+  from research.serving.export import export_decode_step_onnx
+  from research.serving.generate import make_generator
+
+  config = {
+    "name": "transformer",
+    "n_layer": 1,
+    "d_model": 16,
+    "n_head": 2,
+    "d_ff": 32,
+    "n_ctx": 16,
+    "dtype": "float32",
+  }
+  model = build_model(config, 11)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))
+  tokens = np.random.default_rng(0).integers(0, 11, (3, 16)).astype(np.int32)
+  forward = ort.InferenceSession(
+    export_onnx(model, params, (16,), jnp.int32), providers=["CPUExecutionProvider"]
+  )
+  np.testing.assert_allclose(
+    forward.run(None, {"x": tokens})[0], np.asarray(model.apply(params, tokens)), atol=1e-4
+  )
+  step_onnx, cache_names = export_decode_step_onnx(model, params, batch=1)
+  step = ort.InferenceSession(step_onnx, providers=["CPUExecutionProvider"])
+  cache = [np.asarray(c) for c in jax.tree.leaves(init_decode_cache(model, 1))]
+  token, generated = tokens[:1, :1], []
+  for pos in range(6):
+    logits, *cache = step.run(
+      None, {"token": token, "pos": np.array(pos, np.int32), **dict(zip(cache_names, cache))}
+    )
+    token = logits[:, -1].argmax(-1).astype(np.int32)[:, None]
+    generated.append(int(token[0, 0]))
+  expected = make_generator(model).generate(params, tokens[:1, :1], 6, temperature=0.0)
+  assert generated == np.asarray(expected)[0, -6:].tolist()

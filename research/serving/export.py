@@ -116,6 +116,44 @@ def export(
   return export_stablehlo(model, params, input_shape, input_dtype)
 
 
+def export_decode_step_onnx(model: Any, params: Any, batch: int = 1) -> tuple[bytes, list[str]]:
+  """One KV-cache decode step of a decoder model as ONNX, and its cache input names in order.
+
+  Inputs: `token` int32 [batch, 1], `pos` int32 scalar, then the cache buffers (`cache_0`, ...,
+  in `jax.tree.leaves` order of `init_decode_cache`); outputs: `logits` [batch, 1, V] and the
+  updated buffers (`cache_out_0`, ...). A runtime loops it: feed each step's cache outputs back.
+  """
+  from jax2onnx import to_onnx
+
+  from research.models import init_decode_cache
+
+  logging.getLogger("onnx_ir.serde").setLevel(logging.ERROR)
+  model = for_platform(model, EXPORT_PLATFORM)
+  leaves, treedef = jax.tree.flatten(init_decode_cache(model, batch))
+
+  def step(token, pos, *cache):
+    logits, cache = model.apply(
+      params, token, jax.tree.unflatten(treedef, cache), pos, method="decode"
+    )
+    return (logits.astype(jnp.float32), *jax.tree.leaves(cache))
+
+  names = [f"cache_{i}" for i in range(len(leaves))]
+  specs = [jax.ShapeDtypeStruct((batch, 1), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32)]
+  try:
+    proto = to_onnx(
+      step,
+      specs + [jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves],
+      model_name=f"{type(model).__name__}_decode_step",
+      input_names=["token", "pos", *names],
+      output_names=["logits", *[f"cache_out_{i}" for i in range(len(leaves))]],
+    )
+  except Exception as e:
+    raise ExportError(
+      f"jax2onnx cannot export the decode step of {type(model).__name__}: {_one_line(e)}"
+    ) from None
+  return proto.SerializeToString(), names
+
+
 def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
   """How far an engine's logits are from the reference: max |difference|, predictions agreeing."""
   reference, candidate = np.asarray(reference), np.asarray(candidate)
