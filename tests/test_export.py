@@ -305,3 +305,21 @@ def test_lm_forward_and_decode_step_export_to_onnx():
     generated.append(int(token[0, 0]))
   expected = make_generator(model).generate(params, tokens[:1, :1], 6, temperature=0.0)
   assert generated == np.asarray(expected)[0, -6:].tolist()
+
+
+def test_batch1_profile_times_every_variant_and_counts_ops():
+  from research.bench.batch1_path import profile_batch1
+
+  model, params, x = _tiny("cnn")
+  records = {r["variant"]: r for r in profile_batch1(_run(model, params), x, blocks=1)}
+  assert (
+    "trivial jitted op (x + 1)" in records and "onnxruntime (compute, io-bound buffers)" in records
+  )
+  jax_variants = [v for v in records if v.startswith("jax:")]
+  assert len(jax_variants) == 8  # 2 conv x 2 matmul kernels x params as arguments / constants
+  for v in jax_variants:
+    assert records[v]["n"] == 200 and records[v]["p50_us"] > 0
+    if v.endswith("as arguments"):
+      constants = records[v.replace("as arguments", "as constants")]
+      assert constants["ops"]["executed"] <= records[v]["ops"]["executed"]
+  assert records["trivial jitted op (x + 1)"]["ops"]["executed"] == 1
