@@ -183,3 +183,36 @@ def test_bench_inference_without_a_run_is_one_line(repo_root, tmp_path):
   )
   assert result.returncode == 1 and result.stderr.count("error:") == 1
   assert "no trained run" in result.stderr
+
+
+def test_reports_name_the_fastest_engine_and_price_int8():
+  from research.bench.inference_report import engines_section, fastest
+
+  def recs(engine, precision, acc, p50, best, qps):
+    base = {"engine": engine, "backend": "cpu", "precision": precision}
+    return [
+      {**base, "kind": "accuracy", "test_accuracy": acc, "model_bytes": 2048},
+      {**base, "kind": "realtime", "serving": {"p50_us": p50, "p99_us": 2 * p50}},
+      {**base, "kind": "saturation", "best_examples_per_s": best},
+      {**base, "kind": "loadgen", "scenario": "Server_batch1", "qps": qps},
+    ]
+
+  records = (
+    recs("jax", "float32", 0.93, 40.0, 4e5, 3000)
+    + recs("onnxruntime", "float32", 0.93, 20.0, 2e5, 0)  # no VALID Server run
+    + recs("onnxruntime-int8", "int8", 0.92, 10.0, 3e5, 2500)
+  )
+  records.append({"engine": "tflite", "kind": "unavailable", "reason": "no such exporter"})
+  f = fastest(records)
+  assert f["realtime_p50_us"]["engine"] == "onnxruntime-int8"
+  assert f["batch_examples_per_s"]["engine"] == "jax"
+  assert f["Server_batch1_qps"] == {
+    "engine": "jax",
+    "backend": "cpu",
+    "precision": "float32",
+    "value": 3000,
+  }
+  text = "\n".join(engines_section(records))
+  assert "int8 (onnxruntime-int8, cpu) against onnxruntime fp32: test accuracy -1.0 points" in text
+  assert "batch-1 p50 2.00x as fast, best throughput 1.50x" in text
+  assert "tflite: not available for this model. no such exporter" in text

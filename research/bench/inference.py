@@ -105,7 +105,7 @@ def _make(factory, settings, engine, sizes, precision, device):
     factory.run.input_shape,
     batch_sizes=sizes,
     engine=engine,
-    notes=f"an independent deployment ({os.path.abspath(path)}), its own weights, in ONNX Runtime",
+    notes=f"an independent deployment ({path}), its own weights, in ONNX Runtime",
   )
 
 

@@ -300,11 +300,34 @@ def engines_section(records: list[dict[str, Any]]) -> list[str]:
       f"- fastest for {label}: **{f['engine']}** ({f['backend']}, {f['precision']}), "
       f"{f['value']:,.1f} {unit}"
     )
-  notes = [r for r in records if r["kind"] == "accuracy" and r.get("notes")]
-  lines += [f"- {r['engine']}: {r['notes']}" for r in notes]
+  lines += _int8_lines(by_key)
+  notes = {(r["engine"], r["notes"]) for r in records if r["kind"] == "accuracy" and r.get("notes")}
+  lines += [f"- {engine}: {note}" for engine, note in sorted(notes)]
   lines += [
     f"- {r['engine']}: not available for this model. {r['reason']}"
     for r in records
     if r["kind"] == "unavailable"
   ]
   return [*lines, ""]
+
+
+def _int8_lines(by_key: dict[tuple, dict[str, Any]]) -> list[str]:
+  """What each int8 configuration costs in accuracy and buys in speed against its fp32 twin."""
+  out = []
+  for (engine, backend, precision), parts in by_key.items():
+    if precision != "int8":
+      continue
+    twin = by_key.get((engine.removesuffix("-int8"), backend, "float32"))
+    if not twin or not all(k in p for p in (parts, twin) for k in ("accuracy", "realtime")):
+      continue
+    acc = parts["accuracy"]["test_accuracy"] - twin["accuracy"]["test_accuracy"]
+    rt = twin["realtime"]["serving"]["p50_us"] / parts["realtime"]["serving"]["p50_us"]
+    line = (
+      f"- int8 ({engine}, {backend}) against {twin['accuracy']['engine']} fp32: test accuracy "
+      f"{100 * acc:+.1f} points; batch-1 p50 {rt:.2f}x as fast"
+    )
+    if "saturation" in parts and "saturation" in twin:
+      tp = parts["saturation"]["best_examples_per_s"] / twin["saturation"]["best_examples_per_s"]
+      line += f", best throughput {tp:.2f}x"
+    out.append(line)
+  return out
