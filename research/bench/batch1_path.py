@@ -73,7 +73,7 @@ def variants(
   engines = [EngineFactory(run).make("onnxruntime", (len(x),))]
   engines += [
     OnnxRuntimeEngine.from_file(
-      p, run.input_shape, batch_sizes=(len(x),), engine=f"peer:{os.path.basename(p)}"
+      p, run.input_shape, batch_sizes=(len(x),), engine=f"peer-{os.path.basename(p)}"
     )
     for p in peers
   ]

@@ -91,7 +91,7 @@ def configurations(settings: BenchSettings) -> list[tuple[str, str, str]]:
   return out
 
 
-PEER_PREFIX = "peer:"
+PEER_PREFIX = "peer-"
 
 
 def _make(factory, settings, engine, sizes, precision, device):
