@@ -141,6 +141,8 @@ def test_bench_inference_script_writes_everything(repo_root, tmp_path):
   agreement = ort_accuracy["agreement_with_jax_fp32"]
   assert agreement["predictions_identical"] and agreement["max_abs_logit_difference"] < 1e-4
   assert ort_accuracy["model_bytes"] > 20_000  # the weights travel inside the file
+  interleaved = {r["engine"] for r in report["records"] if r["kind"] == "realtime_interleaved"}
+  assert interleaved == {"jax", "onnxruntime"}  # one pass over every configuration
   scenarios = {
     r["scenario"]: r for r in report["records"] if r["kind"] == "loadgen" and r["engine"] == "jax"
   }

@@ -22,7 +22,12 @@ import numpy as np
 
 from research.bench import loadgen
 from research.bench.inference_report import markdown_report
-from research.bench.latency import batch_sweep, realtime_latency, saturation_batch_size
+from research.bench.latency import (
+  batch_sweep,
+  interleaved_latency,
+  realtime_latency,
+  saturation_batch_size,
+)
 from research.data import Dataset
 from research.serving import InferenceError
 from research.serving.engine import Engine
@@ -125,6 +130,7 @@ def benchmark_run(
   unavailable: set[str] = set()
   example = data.x_test[:1]
   reference = None  # the jax fp32 logits on the test set (first backend): what others must match
+  serving: dict[str, Any] = {}  # tag -> its batch-1 serving engine, for the interleaved timing
   for engine, backend, precision in configs:
     if engine in unavailable:
       continue
@@ -174,6 +180,7 @@ def benchmark_run(
         "export_seconds": dict(factory.export_seconds) if engine != "jax" else {},
       }
     )
+    serving[tag] = serve_engine
     rt = realtime_latency(serve_engine, example, n_calls=settings.latency_calls)
     samples[tag] = rt.pop("samples_us")
     records.append({**base, "kind": "realtime", **rt})
@@ -201,6 +208,16 @@ def benchmark_run(
     )
     if settings.loadgen and precision == ENGINE_PRECISION.get(engine, "float32"):
       records += _loadgen_records(serve_engine, data, base, out_dir, settings, log)
+  if len(serving) > 1:
+    log(f"batch-1 serving latency of {len(serving)} engines, interleaved")
+    bases = {
+      f"{r['engine']} {r['backend']} {r['precision']}": r
+      for r in records
+      if r["kind"] == "realtime"
+    }
+    for tag, stats in interleaved_latency(serving, example, settings.latency_calls).items():
+      base = {k: bases[tag][k] for k in ("engine", "backend", "device", "precision")}
+      records.append({**base, "kind": "realtime_interleaved", "serving": stats})
   return {
     "records": records,
     "latency_samples_us": samples,

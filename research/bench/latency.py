@@ -86,3 +86,19 @@ def saturation_batch_size(records: Sequence[dict[str, Any]], fraction: float = 0
     raise ValueError("no sweep records")
   best = max(r["examples_per_s"] for r in records)
   return min(r["batch_size"] for r in records if r["examples_per_s"] >= fraction * best)
+
+
+def interleaved_latency(
+  engines: dict[str, Any], example: np.ndarray, n_calls: int = 2000, blocks: int = 20
+) -> dict[str, dict[str, float]]:
+  """Batch-1 serving latency (`logits` on one example) of several engines, their calls
+  interleaved in blocks, so that the machine's drift over the run falls on all of them alike:
+  engines timed one after another, minutes apart, can differ by more than the engines do."""
+  per_block = max(1, n_calls // blocks)
+  times: dict[str, list[np.ndarray]] = {name: [] for name in engines}
+  inputs = {name: e.check_input(example)[:1] for name, e in engines.items()}
+  for _ in range(blocks):
+    for name, engine in engines.items():
+      x = inputs[name]
+      times[name].append(time_calls(lambda e=engine, x=x: e.logits(x), per_block, warmup=5))
+  return {name: stats_us(np.concatenate(v)) for name, v in times.items()}

@@ -108,7 +108,7 @@ class EngineFactory:
         self.onnx_model(),
         self.run.input_shape,
         batch_sizes,
-        notes="exported with jax2onnx, kernels resolved for export (XLA's conv and dot)",
+        notes="exported with jax2onnx (XLA's own conv and dot), simplified by serving/onnx_passes",
       )
     model, how = self.int8_model()
     return OnnxRuntimeEngine(

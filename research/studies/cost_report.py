@@ -104,11 +104,12 @@ def markdown_report(r: dict[str, Any], provenance_md: str) -> str:
       ],
     ),
     "",
-    f"Throughput saturates (90 % of the best) at batch {t['saturation_batch_size']}; "
+    f"The jax engine's throughput saturates (90 % of its best) at batch "
+    f"{t['saturation_batch_size']}; "
     f"real-time p99 {_us(inf['realtime']['p99_seconds'])}. Training took "
     f"{t['train_seconds']:.2f} s plus {t['compile_seconds']:.2f} s of compilation.",
     "",
-    *engines_table(t.get("engines") or {}),
+    *engines_table(t.get("engines") or {}, inf),
     "## Memory (compiled executables)",
     "",
     markdown_table(
@@ -324,7 +325,9 @@ def _engine(mode: dict[str, Any]) -> str:
   return mode.get("engine", "jax")
 
 
-def engines_table(engines: dict[str, dict[str, Any]]) -> list[str]:
+def engines_table(
+  engines: dict[str, dict[str, Any]], inference: dict[str, Any] | None = None
+) -> list[str]:
   """Every engine timed for the report, side by side; the times above are the fastest's."""
   from research.provenance import markdown_table
 
@@ -347,8 +350,19 @@ def engines_table(engines: dict[str, dict[str, Any]]) -> list[str]:
       ]
     )
   notes = [f"- {n}: {e['notes']}" for n, e in engines.items() if e.get("notes")]
+  reference = engines.get("jax", {}).get("test_accuracy")
+  for mode, m in (inference or {}).items():
+    e = engines.get(m.get("engine", "jax"), {})
+    if reference is not None and e.get("test_accuracy", reference) < reference:
+      notes.append(
+        f"- {mode.replace('_', ' ')}: the fastest engine, {m['engine']}, answers with "
+        f"{100 * (reference - e['test_accuracy']):.1f} points less test accuracy than jax fp32"
+      )
   return [
     "### Inference engines (same process, same harness; each break-even uses the fastest)",
+    "",
+    "Batch-1 p50 and p99: the engines' serving calls interleaved in blocks in one pass, so the "
+    "machine's drift falls on all alike.",
     "",
     markdown_table(
       ["engine", "precision", "test acc", "b1 p50 µs", "b1 p99 µs", "best µs/example", "model KiB"],
