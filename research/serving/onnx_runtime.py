@@ -183,7 +183,9 @@ def quantize_int8(
     with open(raw, "wb") as f:
       f.write(model_proto)
     try:  # shape inference and graph fusions first, as ONNX Runtime advises
-      quant_pre_process(raw, fp32)
+      # ONNX's shape inference only: ONNX Runtime's symbolic one writes its failures (the GRU's
+      # Loop) into the working directory.
+      quant_pre_process(raw, fp32, skip_symbolic_shape=True)
     except Exception:
       fp32 = raw
     try:
