@@ -32,6 +32,11 @@ def configure_threads(threads: int) -> None:
     os.environ["XLA_FLAGS"] = (flags + " " + ONE_THREAD_FLAGS).strip()
 
 
+def single_threaded() -> bool:
+  """Whether `configure_threads(1)` (or the same XLA flags) pinned XLA:CPU to one thread."""
+  return "xla_cpu_multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", "")
+
+
 def _backend_started() -> bool:
   try:
     from jax._src import xla_bridge

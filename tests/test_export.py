@@ -56,20 +56,13 @@ def trained_cnn(tmp_path_factory):
   return workdir
 
 
-def test_stablehlo_round_trip_in_a_process_without_the_model_code(tmp_path):
-  model, params, x = _tiny("cnn")
-  path = tmp_path / "m.stablehlo"
-  path.write_bytes(export_stablehlo(model, params, (40,)))
+def _run_alone(tmp_path, code: str, model_file, x: np.ndarray) -> np.ndarray:
+  """Runs `code` in a fresh Python that cannot import this repo (no PYTHONPATH, another working
+  directory): argv is the model file, an .npy of `x`, and the .npy it must write."""
   np.save(tmp_path / "x.npy", x)
-  code = (
-    "import sys, numpy as np, jax\n"
-    "exp = jax.export.deserialize(bytearray(open(sys.argv[1], 'rb').read()))\n"
-    "np.save(sys.argv[3], np.asarray(exp.call(np.load(sys.argv[2]))))\n"
-    "assert not [m for m in sys.modules if m.startswith('research')], 'imported the repo'\n"
-  )
   out = tmp_path / "y.npy"
   result = subprocess.run(
-    [sys.executable, "-c", code, str(path), str(tmp_path / "x.npy"), str(out)],
+    [sys.executable, "-c", code, str(model_file), str(tmp_path / "x.npy"), str(out)],
     cwd=str(tmp_path),
     env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     capture_output=True,
@@ -77,7 +70,21 @@ def test_stablehlo_round_trip_in_a_process_without_the_model_code(tmp_path):
     timeout=120,
   )
   assert result.returncode == 0, result.stderr[-2000:]
-  np.testing.assert_allclose(np.load(out), np.asarray(model.apply(params, x)), atol=1e-5)
+  return np.load(out)
+
+
+def test_stablehlo_round_trip_in_a_process_without_the_model_code(tmp_path):
+  model, params, x = _tiny("cnn")
+  path = tmp_path / "m.stablehlo"
+  path.write_bytes(export_stablehlo(model, params, (40,)))
+  code = (
+    "import sys, numpy as np, jax\n"
+    "exp = jax.export.deserialize(bytearray(open(sys.argv[1], 'rb').read()))\n"
+    "np.save(sys.argv[3], np.asarray(exp.call(np.load(sys.argv[2]))))\n"
+    "assert not [m for m in sys.modules if m.startswith('research')], 'imported the repo'\n"
+  )
+  logits = _run_alone(tmp_path, code, path, x)
+  np.testing.assert_allclose(logits, np.asarray(model.apply(params, x)), atol=1e-5)
   # The batch dimension is symbolic: another batch size runs from the same file.
   np.testing.assert_allclose(
     load_stablehlo(str(path))(x[:5]), np.asarray(model.apply(params, x[:5])), atol=1e-5
@@ -88,24 +95,14 @@ def test_onnx_file_answers_in_onnxruntime_alone(tmp_path):
   model, params, x = _tiny("cnn")
   path = tmp_path / "m.onnx"
   path.write_bytes(export_onnx(model, params, (40,)))
-  np.save(tmp_path / "x.npy", x)
   code = (
     "import sys, numpy as np, onnxruntime as ort\n"
     "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
     "np.save(sys.argv[3], s.run(None, {'x': np.load(sys.argv[2])})[0])\n"
     "assert 'jax' not in sys.modules and 'research' not in sys.modules\n"
   )
-  out = tmp_path / "y.npy"
-  result = subprocess.run(
-    [sys.executable, "-c", code, str(path), str(tmp_path / "x.npy"), str(out)],
-    cwd=str(tmp_path),
-    env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
-  assert result.returncode == 0, result.stderr[-2000:]
-  np.testing.assert_allclose(np.load(out), np.asarray(model.apply(params, x)), atol=1e-5)
+  logits = _run_alone(tmp_path, code, path, x)
+  np.testing.assert_allclose(logits, np.asarray(model.apply(params, x)), atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["cnn", "gru"])

@@ -39,10 +39,6 @@ def compiled_cost(fn, *args, **kwargs) -> dict[str, float]:
   return out
 
 
-def tree_bytes(tree: Any) -> int:
-  return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)))
-
-
 def xla_flops(
   model_config: Mapping[str, Any],
   input_shape: Sequence[int],

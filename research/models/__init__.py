@@ -119,6 +119,11 @@ def count_params(params: Any) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(params))
 
 
+def tree_bytes(tree: Any) -> int:
+  """Bytes held by the arrays of a pytree (params, optimizer state)."""
+  return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)))
+
+
 def init_decode_cache(model: nn.Module, batch: int) -> Any:
   """An empty decoding cache for `model` at `batch`, from its class's registered builder."""
   for cls, builder in CACHE_BUILDERS.items():

@@ -61,18 +61,18 @@ def export_stablehlo(
   try:
     exported = jax.export.export(jax.jit(inference_fn(model, params)), platforms=platforms)(spec)
   except Exception as e:  # the exporter's own reason, on one line
-    raise ExportError(f"jax.export cannot export {type(model).__name__}: {_one_line(e)}") from None
+    raise ExportError(f"jax.export cannot export {type(model).__name__}: {one_line(e)}") from None
   return bytes(exported.serialize())
 
 
 def load_stablehlo(path: str) -> Callable[[np.ndarray], np.ndarray]:
   """A callable from a `.stablehlo` file: only JAX is needed, not this repo's model code."""
-  data = _read(path, "stablehlo")
+  data = read_model_file(path, "stablehlo")
   try:
     exported = jax.export.deserialize(bytearray(data))
   except Exception as e:
     raise ExportError(
-      f"{path} is not a serialized StableHLO export ({_one_line(e)}); "
+      f"{path} is not a serialized StableHLO export ({one_line(e)}); "
       f"re-export it with scripts/export.py --format stablehlo"
     ) from None
   return lambda x: np.asarray(exported.call(x))
@@ -101,7 +101,7 @@ def export_onnx(
       output_names=[ONNX_OUTPUT],
     )
   except Exception as e:
-    raise ExportError(f"jax2onnx cannot export {type(model).__name__}: {_one_line(e)}") from None
+    raise ExportError(f"jax2onnx cannot export {type(model).__name__}: {one_line(e)}") from None
   onnx_passes.simplify(proto)
   return proto.SerializeToString()
 
@@ -149,7 +149,7 @@ def export_decode_step_onnx(model: Any, params: Any, batch: int = 1) -> tuple[by
     )
   except Exception as e:
     raise ExportError(
-      f"jax2onnx cannot export the decode step of {type(model).__name__}: {_one_line(e)}"
+      f"jax2onnx cannot export the decode step of {type(model).__name__}: {one_line(e)}"
     ) from None
   return proto.SerializeToString(), names
 
@@ -170,7 +170,8 @@ def _chunked(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, size: int = 
   return np.concatenate([fn(x[i : i + size]) for i in range(0, len(x), size)])
 
 
-def _read(path: str, what: str) -> bytes:
+def read_model_file(path: str, what: str) -> bytes:
+  """The bytes of an exported model, or an ExportError saying how to make one."""
   if not os.path.isfile(path):
     raise ExportError(
       f"no {what} model file at {path}; export one with scripts/export.py --format {what}"
@@ -182,7 +183,8 @@ def _read(path: str, what: str) -> bytes:
   return data
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
+  """An exception's message on one line, at most 300 characters (for `error:` lines)."""
   text = " ".join(str(e).split()) or type(e).__name__
   return text if len(text) <= 300 else text[:297] + "..."
 

@@ -6,12 +6,12 @@ cancels most of the Transposes itself but cannot then fuse the biases and activa
 Conv and Gemm. Each pass here rewrites one such pattern into the form a hand-written ONNX model
 has, exactly (same function, float rounding aside), in place, and returns how many it rewrote.
 
-Measured on the MNIST-1D CNN, batch 1, one core, each time in one process beside the same
-architecture exported from PyTorch (whose Convs carry bias and activation): as exported 1.20x the
-PyTorch export's p50 (14.5 against 12.1 µs); biases folded 1.17x; batch reshapes static 1.13x;
-Relu moved before the Transpose and the flatten's Transpose folded into the Gemm 1.05x; all
-passes 1.02x (12.2 against 12.0 µs). ONNX Runtime then runs the same ops for both graphs
-(Reshape, three FusedConv, Reshape, Gemm).
+Measured with scripts/profile_batch1.py on the MNIST-1D CNN, batch 1, one core, each time in one
+process beside the same architecture exported from PyTorch (whose Convs carry bias and
+activation), compute-only p50: as exported 1.20x the PyTorch export's (14.5 against 12.1 µs);
+biases folded 1.17x; batch reshapes static 1.13x; Relu moved before the Transpose and the
+flatten's Transpose folded into the Gemm 1.05x; all passes 1.02x (12.2 against 12.0 µs). ONNX
+Runtime then runs the same ops for both graphs (Reshape, three FusedConv, Reshape, Gemm).
 """
 
 from __future__ import annotations
@@ -34,6 +34,56 @@ def simplify(proto: Any) -> dict[str, int]:
   }
 
 
+def _producers(graph: Any) -> dict[str, Any]:
+  return {out: node for node in graph.node for out in node.output}
+
+
+def _consumers(graph: Any) -> dict[str, list[Any]]:
+  out: dict[str, list[Any]] = {}
+  for node in graph.node:
+    for name in node.input:
+      out.setdefault(name, []).append(node)
+  return out
+
+
+def _constants(graph: Any) -> dict[str, np.ndarray]:
+  from onnx import numpy_helper
+
+  return {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+
+
+def _add_constant(graph: Any, name: str, value: np.ndarray) -> str:
+  from onnx import numpy_helper
+
+  graph.initializer.append(numpy_helper.from_array(value, name))
+  return name
+
+
+def _attr(node: Any, name: str) -> Any:
+  return next((a for a in node.attribute if a.name == name), None)
+
+
+def _perm(node: Any) -> list[int] | None:
+  perm = _attr(node, "perm")
+  return None if perm is None else list(perm.ints)
+
+
+def _drop_dead(graph: Any) -> None:
+  """Removes the nodes whose outputs feed nothing (repeatedly: chains die back), then the
+  constants no node reads."""
+  outputs = {o.name for o in graph.output}
+  while True:
+    used = {name for n in graph.node for name in n.input} | outputs
+    dead = [n for n in graph.node if not any(o in used for o in n.output)]
+    if not dead:
+      break
+    for n in dead:
+      graph.node.remove(n)
+  used = {name for node in graph.node for name in node.input}
+  for t in [t for t in graph.initializer if t.name not in used]:
+    graph.initializer.remove(t)
+
+
 def fold_gemm_bias(proto: Any) -> int:
   """Folds `Add(Gemm(a, w, 0), b)` into `Gemm(a, w, b)` in place; returns how many were folded.
 
@@ -41,19 +91,13 @@ def fold_gemm_bias(proto: Any) -> int:
   bias stops ONNX Runtime's static quantizer (it quantizes biases per output channel), and the
   Add is one more op per call.
   """
-  from onnx import numpy_helper
-
   graph = proto.graph
-  constants = {t.name: t for t in graph.initializer}
-  consumers: dict[str, list[Any]] = {}
-  for node in graph.node:
-    for name in node.input:
-      consumers.setdefault(name, []).append(node)
-  folded = []
+  constants, consumers = _constants(graph), _consumers(graph)
+  count = 0
   for node in graph.node:
     if node.op_type != "Gemm" or len(node.input) != 3 or node.input[2] not in constants:
       continue
-    bias = numpy_helper.to_array(constants[node.input[2]])
+    bias = constants[node.input[2]]
     users = consumers.get(node.output[0], [])
     if bias.size != 1 or len(users) != 1 or users[0].op_type != "Add":
       continue
@@ -61,26 +105,19 @@ def fold_gemm_bias(proto: Any) -> int:
     other = [name for name in add.input if name != node.output[0]]
     if len(other) != 1 or other[0] not in constants:
       continue
-    added = numpy_helper.to_array(constants[other[0]])
+    added = constants[other[0]]
     if added.ndim > 2 or (added.ndim == 2 and added.shape[0] != 1):
       continue  # not a per-output-column bias
-    beta = next((a for a in node.attribute if a.name == "beta"), None)
+    beta = _attr(node, "beta")
     if beta is not None:  # Gemm computes alpha * a @ w + beta * c
       bias = bias * beta.f
       beta.f = 1.0
-    name = f"{node.output[0]}_folded_bias"
-    graph.initializer.append(
-      numpy_helper.from_array((added.reshape(-1) + bias).astype(added.dtype), name)
-    )
-    node.input[2] = name
-    node.output[0] = add.output[0]
-    folded.append(add)
-  for add in folded:
-    graph.node.remove(add)
-  used = {name for node in graph.node for name in node.input}
-  for t in [t for t in graph.initializer if t.name not in used]:
-    graph.initializer.remove(t)
-  return len(folded)
+    folded = (added.reshape(-1) + bias).astype(added.dtype)
+    node.input[2] = _add_constant(graph, f"{node.output[0]}_folded_bias", folded)
+    node.output[0], add.output[0] = add.output[0], f"{add.output[0]}_unused"
+    count += 1
+  _drop_dead(graph)
+  return count
 
 
 def fold_conv_bias(proto: Any) -> int:
@@ -93,16 +130,9 @@ def fold_conv_bias(proto: Any) -> int:
   Measured on the MNIST-1D CNN, batch 1, one core: 14.5 µs unfolded against 12.1 µs for the same
   architecture exported from PyTorch, whose Convs carry their bias.
   """
-  from onnx import numpy_helper
-
   graph = proto.graph
-  constants = {t.name: t for t in graph.initializer}
-  producers = {out: node for node in graph.node for out in node.output}
-  consumers: dict[str, list[Any]] = {}
-  for node in graph.node:
-    for name in node.input:
-      consumers.setdefault(name, []).append(node)
-  folded = []
+  constants, producers, consumers = _constants(graph), _producers(graph), _consumers(graph)
+  count = 0
   for add in graph.node:
     if add.op_type != "Add" or len(add.input) != 2:
       continue
@@ -117,35 +147,29 @@ def fold_conv_bias(proto: Any) -> int:
       continue
     if len(consumers.get(conv.output[0], [])) != 1 or len(consumers.get(data, [])) != 1:
       continue
-    perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
-    bias = numpy_helper.to_array(constants[bias_name])
-    rank = len(perm or [])
-    if perm is None or rank < 3 or perm[-1] != 1 or bias.ndim > rank:
+    perm, bias = _perm(transpose), constants[bias_name]
+    if perm is None or len(perm) < 3 or perm[-1] != 1 or bias.ndim > len(perm):
       continue  # not channels-first -> channels-last
     channels = bias.shape[-1] if bias.ndim else 1
-    if bias.size != channels or channels < 1:
+    if bias.size != channels:
       continue  # broadcasts over more than the channel axis
-    weights = constants.get(conv.input[1])
-    out_channels = None if weights is None else int(weights.dims[0])
-    if out_channels is None:  # weights computed in the graph (a Transpose of a constant)
-      source = producers.get(conv.input[1])
-      if source is not None and source.op_type == "Transpose" and source.input[0] in constants:
-        w = numpy_helper.to_array(constants[source.input[0]])
-        w_perm = next(list(a.ints) for a in source.attribute if a.name == "perm")
-        out_channels = int(np.transpose(w, w_perm).shape[0])
-    if out_channels != channels:
+    if _out_channels(conv, constants, producers) != channels:
       continue
-    name = f"{conv.output[0]}_folded_bias"
-    graph.initializer.append(numpy_helper.from_array(bias.reshape(-1), name))
-    conv.input.append(name)
-    transpose.output[0] = add.output[0]
-    folded.append(add)
-  for add in folded:
-    graph.node.remove(add)
-  used = {name for node in graph.node for name in node.input}
-  for t in [t for t in graph.initializer if t.name not in used]:
-    graph.initializer.remove(t)
-  return len(folded)
+    conv.input.append(_add_constant(graph, f"{conv.output[0]}_folded_bias", bias.reshape(-1)))
+    transpose.output[0], add.output[0] = add.output[0], f"{add.output[0]}_unused"
+    count += 1
+  _drop_dead(graph)
+  return count
+
+
+def _out_channels(conv: Any, constants: dict, producers: dict) -> int | None:
+  """A Conv's output channels, from its weights: a constant, or a Transpose of one."""
+  if conv.input[1] in constants:
+    return int(constants[conv.input[1]].shape[0])
+  source = producers.get(conv.input[1])
+  if source is None or source.op_type != "Transpose" or source.input[0] not in constants:
+    return None
+  return int(np.transpose(constants[source.input[0]], _perm(source)).shape[0])
 
 
 def fold_batch_reshapes(proto: Any) -> int:
@@ -154,14 +178,8 @@ def fold_batch_reshapes(proto: Any) -> int:
   place; returns how many. jax2onnx spells a symbolic batch dimension as five small ops per
   Reshape (Shape, Gather, Squeeze, Unsqueeze, Concat), each one more kernel launch per call.
   """
-  from onnx import numpy_helper
-
   graph = proto.graph
-  constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-  producers = {out: node for node in graph.node for out in node.output}
-
-  def attr(node, name, default=None):
-    return next((a for a in node.attribute if a.name == name), default)
+  constants, producers = _constants(graph), _producers(graph)
 
   def is_batch_of(name: str, data: str) -> bool:
     """Whether `name` is `Unsqueeze(Squeeze(Gather(Shape(data), 0)))` (or without Squeeze)."""
@@ -173,7 +191,7 @@ def fold_batch_reshapes(proto: Any) -> int:
       node = producers.get(node.input[0])
     if node is None or node.op_type != "Gather" or node.input[1] not in constants:
       return False
-    axis = attr(node, "axis")
+    axis = _attr(node, "axis")
     if constants[node.input[1]].reshape(-1).tolist() != [0] or (axis is not None and axis.i):
       return False
     shape = producers.get(node.input[0])
@@ -181,57 +199,31 @@ def fold_batch_reshapes(proto: Any) -> int:
 
   count = 0
   for node in graph.node:
-    if node.op_type != "Reshape" or attr(node, "allowzero") is not None:
+    if node.op_type != "Reshape" or _attr(node, "allowzero") is not None:
       continue
     concat = producers.get(node.input[1])
     if concat is None or concat.op_type != "Concat" or not concat.input:
       continue
-    if not is_batch_of(concat.input[0], node.input[0]):
-      continue
     rest = concat.input[1:]
-    if not all(r in constants for r in rest):
+    if not is_batch_of(concat.input[0], node.input[0]) or not all(r in constants for r in rest):
       continue
     dims = [0] + [int(v) for r in rest for v in constants[r].reshape(-1)]
     if 0 in dims[1:]:
       continue  # a literal zero would mean "keep" too
-    name = f"{node.output[0]}_static_shape"
-    graph.initializer.append(numpy_helper.from_array(np.array(dims, np.int64), name))
-    node.input[1] = name
+    node.input[1] = _add_constant(graph, f"{node.output[0]}_static_shape", np.array(dims, np.int64))
     count += 1
-  # Drop what no longer feeds anything (the shape arithmetic), repeatedly: chains die back.
-  outputs = {o.name for o in graph.output}
-  while True:
-    used = {name for n in graph.node for name in n.input} | outputs
-    dead = [n for n in graph.node if not any(o in used for o in n.output)]
-    if not dead:
-      break
-    for n in dead:
-      graph.node.remove(n)
-  used = {name for n in graph.node for name in n.input}
-  for t in [t for t in graph.initializer if t.name not in used]:
-    graph.initializer.remove(t)
+  _drop_dead(graph)  # the shape arithmetic
   return count
-
-
-def _consumers(graph: Any) -> dict[str, list[Any]]:
-  out: dict[str, list[Any]] = {}
-  for node in graph.node:
-    for name in node.input:
-      out.setdefault(name, []).append(node)
-  return out
 
 
 def move_relu_before_transpose(proto: Any) -> int:
   """`Relu(Transpose(x))` becomes `Transpose(Relu(x))` (an elementwise op commutes with a
   permutation), so ONNX Runtime fuses the Relu into the Conv that produced x."""
   graph = proto.graph
-  consumers = _consumers(graph)
-  producers = {out: node for node in graph.node for out in node.output}
+  producers, consumers = _producers(graph), _consumers(graph)
   count = 0
   for relu in graph.node:
-    if relu.op_type != "Relu":
-      continue
-    transpose = producers.get(relu.input[0])
+    transpose = producers.get(relu.input[0]) if relu.op_type == "Relu" else None
     if transpose is None or transpose.op_type != "Transpose":
       continue
     if len(consumers.get(transpose.output[0], [])) != 1:
@@ -250,47 +242,37 @@ def fold_flatten_transpose(proto: Any) -> int:
   """`Gemm(Reshape(Transpose(x, [0, 2, 1]), [0, K]), W)` becomes `Gemm(Reshape(x, [0, K]), W')`
   with W's rows permuted to match: flattening channels-first instead of channels-last is a fixed
   permutation of the features, which the weights can absorb once instead of every call."""
-  from onnx import numpy_helper
-
   graph = proto.graph
   shapes = _static_shapes(proto)
-  constants = {t.name: t for t in graph.initializer}
-  consumers = _consumers(graph)
-  producers = {out: node for node in graph.node for out in node.output}
+  constants, producers, consumers = _constants(graph), _producers(graph), _consumers(graph)
   count = 0
   for gemm in graph.node:
     if gemm.op_type != "Gemm" or gemm.input[1] not in constants:
       continue
-    attrs = {a.name: a for a in gemm.attribute}
-    if attrs.get("transA") and attrs["transA"].i:
-      continue
+    trans_a, trans_b = (bool(a and a.i) for a in (_attr(gemm, "transA"), _attr(gemm, "transB")))
     reshape = producers.get(gemm.input[0])
-    if reshape is None or reshape.op_type != "Reshape" or reshape.input[1] not in constants:
+    if trans_a or reshape is None or reshape.op_type != "Reshape":
       continue
     transpose = producers.get(reshape.input[0])
-    if transpose is None or transpose.op_type != "Transpose":
+    if transpose is None or transpose.op_type != "Transpose" or reshape.input[1] not in constants:
       continue
-    perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
     shape = shapes.get(transpose.input[0])
-    target = numpy_helper.to_array(constants[reshape.input[1]]).tolist()
-    if perm != [0, 2, 1] or not shape or len(shape) != 3 or None in shape[1:]:
-      continue
-    if target != [0, shape[1] * shape[2]] or len(consumers.get(transpose.output[0], [])) != 1:
-      continue
-    if len(consumers.get(reshape.output[0], [])) != 1:
+    if _perm(transpose) != [0, 2, 1] or not shape or len(shape) != 3 or None in shape[1:]:
       continue
     c, l = shape[1], shape[2]  # x is [B, C, L]; the model flattened [B, L, C]
-    w = numpy_helper.to_array(constants[gemm.input[1]])
-    trans_b = bool(attrs.get("transB") and attrs["transB"].i)
+    if constants[reshape.input[1]].tolist() != [0, c * l]:
+      continue
+    if any(len(consumers.get(n.output[0], [])) != 1 for n in (transpose, reshape)):
+      continue
+    w = constants[gemm.input[1]]
     rows = w.T if trans_b else w  # [L*C, N], row l*C + c
     permuted = rows.reshape(l, c, -1).transpose(1, 0, 2).reshape(l * c, -1)  # row c*L + l
-    name = f"{gemm.input[1]}_channels_first"
-    graph.initializer.append(numpy_helper.from_array(permuted.T if trans_b else permuted, name))
-    gemm.input[1] = name
+    gemm.input[1] = _add_constant(
+      graph, f"{gemm.input[1]}_channels_first", permuted.T if trans_b else permuted
+    )
     reshape.input[0] = transpose.input[0]
-    graph.node.remove(transpose)
     count += 1
-  _drop_unused_initializers(graph)
+  _drop_dead(graph)
   return count
 
 
@@ -308,7 +290,7 @@ def _static_shapes(proto: Any) -> dict[str, list[int | None]]:
 def unit_transposes_to_reshapes(proto: Any) -> int:
   """A Transpose that only moves axes of size 1 (`[B, 40, 1] -> [B, 1, 40]`) moves no data: it
   becomes a Reshape, which ONNX Runtime merges with its neighbours."""
-  from onnx import helper, numpy_helper
+  from onnx import helper
 
   graph = proto.graph
   shapes = _static_shapes(proto)
@@ -316,18 +298,14 @@ def unit_transposes_to_reshapes(proto: Any) -> int:
   for i, node in enumerate(list(graph.node)):
     if node.op_type != "Transpose":
       continue
-    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-    shape = shapes.get(node.input[0])
+    perm, shape = _perm(node), shapes.get(node.input[0])
     if not perm or not shape or perm[0] != 0 or None in shape[1:]:
       continue
     moved = [a for a in perm if shape[a] != 1]
-    if moved != sorted(moved):
-      continue  # real data movement
     target = [0] + [shape[a] for a in perm[1:]]
-    if 0 in target[1:]:
-      continue
-    name = f"{node.output[0]}_as_reshape"
-    graph.initializer.append(numpy_helper.from_array(np.array(target, np.int64), name))
+    if moved != sorted(moved) or 0 in target[1:]:
+      continue  # real data movement (or a zero-size axis)
+    name = _add_constant(graph, f"{node.output[0]}_as_reshape", np.array(target, np.int64))
     reshape = helper.make_node("Reshape", [node.input[0], name], list(node.output), name=name)
     graph.node.remove(node)
     graph.node.insert(i, reshape)
@@ -338,14 +316,10 @@ def unit_transposes_to_reshapes(proto: Any) -> int:
 def merge_reshapes(proto: Any) -> int:
   """`Reshape(Reshape(x, [0, ...]), [0, ...])` becomes `Reshape(x, [0, ...])`: both keep the
   batch dimension, so the outer shape alone decides."""
-  from onnx import numpy_helper
-
   graph = proto.graph
-  constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-  producers = {out: node for node in graph.node for out in node.output}
-  consumers = _consumers(graph)
+  constants, producers, consumers = _constants(graph), _producers(graph), _consumers(graph)
   count = 0
-  for outer in list(graph.node):
+  for outer in graph.node:
     inner = producers.get(outer.input[0]) if outer.op_type == "Reshape" else None
     if inner is None or inner.op_type != "Reshape" or len(consumers[inner.output[0]]) != 1:
       continue
@@ -353,16 +327,9 @@ def merge_reshapes(proto: Any) -> int:
     if any(s is None or s[0] != 0 or 0 in s[1:] for s in shapes):
       continue
     outer.input[0] = inner.input[0]
-    graph.node.remove(inner)
     count += 1
-  _drop_unused_initializers(graph)
+  _drop_dead(graph)
   return count
-
-
-def _drop_unused_initializers(graph: Any) -> None:
-  used = {name for node in graph.node for name in node.input}
-  for t in [t for t in graph.initializer if t.name not in used]:
-    graph.initializer.remove(t)
 
 
 def _topological_sort(graph: Any) -> None:

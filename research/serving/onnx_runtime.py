@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from research.serving.engine import DEFAULT_BATCH_SIZES, Engine, check_batch_sizes
-from research.serving.export import ExportError, _one_line, _read
+from research.serving.export import ExportError, one_line, read_model_file
 
 CALIBRATION_EXAMPLES = 512
 
@@ -30,7 +30,9 @@ CALIBRATION_EXAMPLES = 512
 def default_threads() -> int:
   """ONNX Runtime's threads matching XLA's: one when `--threads 1` pinned XLA to one thread,
   else the CPUs this process may use."""
-  if "xla_cpu_multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", ""):
+  from research.runtime import single_threaded
+
+  if single_threaded():
     return 1
   if hasattr(os, "sched_getaffinity"):
     return len(os.sched_getaffinity(0))
@@ -70,7 +72,7 @@ class OnnxRuntimeEngine(Engine):
       self.session = ort.InferenceSession(model_proto, options, providers=["CPUExecutionProvider"])
     except Exception as e:
       raise ExportError(
-        f"ONNX Runtime cannot load {source} ({_one_line(e)}); re-export it with "
+        f"ONNX Runtime cannot load {source} ({one_line(e)}); re-export it with "
         f"scripts/export.py --format onnx"
       ) from None
     load_s = time.perf_counter() - t
@@ -95,7 +97,7 @@ class OnnxRuntimeEngine(Engine):
 
   @classmethod
   def from_file(cls, path: str, input_shape: Sequence[int], **kwargs) -> "OnnxRuntimeEngine":
-    return cls(_read(path, "onnx"), input_shape, source=path, **kwargs)
+    return cls(read_model_file(path, "onnx"), input_shape, source=path, **kwargs)
 
   def _run(self, x: np.ndarray) -> np.ndarray:
     return self.session.run(None, {self.input_name: x})[0]
@@ -209,9 +211,9 @@ def quantize_int8(
         quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, reduce_range=reduce_range)
       except Exception as e2:
         raise ExportError(
-          f"ONNX Runtime cannot quantize this model: static ({_one_line(e)}), "
-          f"dynamic ({_one_line(e2)})"
+          f"ONNX Runtime cannot quantize this model: static ({one_line(e)}), "
+          f"dynamic ({one_line(e2)})"
         ) from None
-      how = f"dynamic (static quantization failed: {_one_line(e)})"
+      how = f"dynamic (static quantization failed: {one_line(e)})"
     with open(int8, "rb") as f:
       return f.read(), how

@@ -15,17 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research.models import for_platform
+from research.models import for_platform, tree_bytes
 from research.serving import InferenceError
 from research.serving.engine import DEFAULT_BATCH_SIZES, Engine, check_batch_sizes
 from research.serving.quantize import PRECISIONS, cast_params, dequantize
 from research.serving.restore import TrainedRun
 
 CONSTANT_PARAMS_MAX_BYTES = 16 * 2**20  # larger models keep params as arguments
-
-
-def _tree_bytes(tree: Any) -> int:
-  return sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -64,9 +60,9 @@ class Predictor(Engine):
   Params up to `CONSTANT_PARAMS_MAX_BYTES` are compiled into the executables as constants (not
   for int8, whose point is weights stored small), so XLA folds the work that depends on weights
   alone (the kernels' reshapes, transposes and padding) at compile time instead of in every call.
-  Measured on the MNIST-1D CNN at batch 1, one core, the two alternating in one process: the
-  im2col form runs 15 XLA ops per call with params as arguments and 12 as constants, and its p50
-  drops by 5-30 % (53-65 µs against 56-82 µs on a day the trivial jitted op took 13-17 µs).
+  Measured on the MNIST-1D CNN at batch 1, one core, the two alternating in one process
+  (results/inference/cnn_batch1_path.md): 15 XLA ops per call with params as arguments, 12 as
+  constants, and the compute-only p50 47.7 -> 37.5 µs.
   """
 
   engine = "jax"
@@ -92,7 +88,7 @@ class Predictor(Engine):
     apply = make_apply(for_platform(model, self.device.platform), precision)
     self.apply = jax.jit(apply)
     if params_as_constants is None:
-      params_as_constants = precision != "int8" and _tree_bytes(params) <= CONSTANT_PARAMS_MAX_BYTES
+      params_as_constants = precision != "int8" and tree_bytes(params) <= CONSTANT_PARAMS_MAX_BYTES
     self.params_as_constants = bool(params_as_constants)
     self.notes = "params compiled in as constants" if self.params_as_constants else ""
     with_params = jax.jit(lambda x: apply(self.params, x))

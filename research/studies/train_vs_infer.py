@@ -27,7 +27,7 @@ from research.bench.latency import (
 )
 from research.cost import flops, hardware, xla
 from research.data import load_dataset
-from research.models import count_params
+from research.models import count_params, tree_bytes
 from research.provenance import provenance, write_json, write_text
 from research.serving.engines import EngineFactory, available_engines, check_engines
 from research.serving.export import ExportError
@@ -150,8 +150,8 @@ def run_job(
     },
   }
   memory = {
-    "params_bytes": xla.tree_bytes(run.params),
-    "optimizer_state_bytes": xla.tree_bytes(state.opt_state),
+    "params_bytes": tree_bytes(run.params),
+    "optimizer_state_bytes": tree_bytes(state.opt_state),
     "train_step": {
       k: train_compiled.get(k)
       for k in ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "peak_bytes")
