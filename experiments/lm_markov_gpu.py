@@ -9,7 +9,7 @@ On CPU, shrink it first (--config.model.n_layer=2 --config.model.d_model=128 ...
 
 import ml_collections
 
-from research.config import base_config
+from research.config import base_config, optimizer_config
 
 
 def get_config(variant: str = ""):
@@ -30,6 +30,7 @@ def get_config(variant: str = ""):
       "shuffle": True,
       "path": "",
       "val_fraction": 0.1,
+      "validation_size": 256,  # training windows held out to choose the best checkpoint
     }
   )
   c.model = ml_collections.ConfigDict(
@@ -44,8 +45,19 @@ def get_config(variant: str = ""):
       "dtype": "bfloat16",
     }
   )
-  c.optimizer = ml_collections.ConfigDict(
-    {"name": "adamw", "learning_rate": 3e-4, "b1": 0.9, "b2": 0.95, "weight_decay": 0.1}
+  # The usual recipe for this shape: linear warmup over the first 4 % of steps, cosine decay to
+  # 10 % of the peak, the global gradient norm clipped at 1, and decoupled weight decay on
+  # matrices only (biases, LayerNorm scales and offsets stay undecayed).
+  c.optimizer = optimizer_config(
+    name="adamw",
+    learning_rate=6e-4,
+    b2=0.95,
+    weight_decay=0.1,
+    schedule="cosine",
+    warmup_steps=200,
+    end_factor=0.1,
+    clip_norm=1.0,
+    weight_decay_mask="matrices",
   )
   c.batch_size = 64
   c.num_steps = 5000

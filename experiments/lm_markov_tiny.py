@@ -8,7 +8,7 @@ sees no context (its best loss is the marginal entropy), so n_ctx is 128 to keep
 
 import ml_collections
 
-from research.config import base_config
+from research.config import base_config, optimizer_config
 
 
 def get_config(variant: str = ""):
@@ -29,6 +29,7 @@ def get_config(variant: str = ""):
       "shuffle": True,
       "path": "",
       "val_fraction": 0.1,
+      "validation_size": 0,  # training windows held out to choose the best checkpoint
     }
   )  # name=text reads `path` instead (character-level)
   c.model = ml_collections.ConfigDict(
@@ -43,9 +44,7 @@ def get_config(variant: str = ""):
       "dtype": "float32",
     }
   )
-  c.optimizer = ml_collections.ConfigDict(
-    {"name": "adam", "learning_rate": 3e-3, "b1": 0.9, "b2": 0.99, "weight_decay": 0.0}
-  )
+  c.optimizer = optimizer_config(name="adam", learning_rate=3e-3, b2=0.99)
   c.batch_size = 32
   c.num_steps = 1000
   c.log_every = 50

@@ -2,7 +2,9 @@
 
 A checkpoint holds three items: `params`, `opt_state` and `meta` (JSON: step, data position, RNG,
 timings). Keeping params apart lets inference restore them without reading the optimizer state.
-The latest N checkpoints are kept plus the best by test accuracy. Saves are asynchronous and
+The latest N checkpoints are kept plus the best: the training loop saves a checkpoint at every
+new best validation score and passes that score (only then), so the kept best is the step
+`summary.json` names. Saves are asynchronous and
 atomic (Orbax writes to a temporary directory and renames), so a killed run never leaves a
 half-written checkpoint that a restore would pick up.
 """
@@ -17,15 +19,18 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-BEST_METRIC = "test_accuracy"
+BEST_METRIC = "score"  # higher is better: validation accuracy, or minus a validation loss
 
 
 class _QuietReadOnly(logging.Filter):
-  """Orbax warns on every read-only open, which is how inference opens a run on purpose."""
+  """Orbax warns on every read-only open, which is how inference opens a run on purpose, and on
+  every save without metrics, which is how every step but a new best is saved on purpose."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     message = record.getMessage()
-    return "is read only" not in message and "read_only=True" not in message
+    return not any(
+      quiet in message for quiet in ("is read only", "read_only=True", "did not provide metrics")
+    )
 
 
 logging.getLogger("absl").addFilter(_QuietReadOnly())
@@ -54,7 +59,10 @@ class Checkpointer:
       preservation_policy=policies.AnyPreservationPolicy(
         [
           policies.LatestN(keep_latest),
-          policies.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1),
+          # Only new bests carry a score; every other step is the latest N's to keep or drop.
+          policies.BestN(
+            get_metric_fn=lambda m: m[BEST_METRIC], n=1, keep_checkpoints_without_metrics=False
+          ),
         ]
       ),
       # best_fn only makes Orbax write each step's metrics to disk, so the best checkpoint is
@@ -77,7 +85,7 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def best_step(self) -> int | None:
-    """Step of the highest test accuracy among the kept checkpoints."""
+    """Step of the highest validation score among the kept checkpoints (None: no validation)."""
     best = None
     for step in self.all_steps():
       metrics = self._manager.metrics(step) or {}
@@ -85,12 +93,13 @@ class Checkpointer:
         best = (step, metrics[BEST_METRIC])
     return None if best is None else best[0]
 
-  def save(
-    self, step: int, params: Any, opt_state: Any, meta: dict, test_accuracy: float | None
-  ) -> None:
-    """Starts an asynchronous save; errors surface at the next save or at `wait`."""
+  def save(self, step: int, params: Any, opt_state: Any, meta: dict, score: float | None) -> None:
+    """Starts an asynchronous save; errors surface at the next save or at `wait`.
+
+    `score` is given for a new best only (higher is better); it ranks the kept best.
+    """
     self._manager.check_for_errors()
-    metrics = None if test_accuracy is None else {BEST_METRIC: float(test_accuracy)}
+    metrics = None if score is None else {BEST_METRIC: float(score)}
     self._manager.save(
       step,
       args=ocp.args.Composite(
@@ -167,7 +176,13 @@ def resolve_step(checkpointer: Checkpointer, which: str | int) -> int:
     return max(steps)
   if which == "best":
     best = checkpointer.best_step()
-    return max(steps) if best is None else best
+    if best is None:
+      raise CheckpointError(
+        f"no best checkpoint in {checkpointer.directory}: the best is chosen on a validation "
+        f"split and this run had none; use --checkpoint latest or a step "
+        f"({', '.join(map(str, sorted(steps)))}), or train with --config.data.validation_size=N"
+      )
+    return best
   step = int(which)
   if step not in steps:
     raise CheckpointError(

@@ -16,6 +16,21 @@ from typing import Any, Iterable
 
 import ml_collections
 
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "linear")
+DECAY_MASKS = ("all", "matrices")
+# Fields in which runs trained side by side (one vmapped program) may differ: the seed, and the
+# optimizer scalars Optax injects into the optimizer state (research/training/optimizers.py).
+# Turning weight decay or clipping on or off changes the optimizer's structure, so those must
+# agree on being zero.
+SIDE_BY_SIDE = (
+  "experiment",
+  "seed",
+  "optimizer.learning_rate",
+  "optimizer.weight_decay",
+  "optimizer.clip_norm",
+)
+
 
 class ConfigError(ValueError):
   """A config that cannot be used; the message names the file or key and the fix."""
@@ -33,21 +48,49 @@ def base_config() -> ml_collections.ConfigDict:
       "shuffle_seq": False,  # the paper's spatially shuffled variant
       "path": "",  # for name=npz
       "shuffle": False,  # reshuffle the training set every epoch (reference: sequential)
+      "validation_size": 0,  # training examples held out to choose the best checkpoint; 0: none
     }
   )
   c.model = ml_collections.ConfigDict({"name": "cnn1d"})
-  c.optimizer = ml_collections.ConfigDict(
-    {"name": "adam", "learning_rate": 1e-2, "b1": 0.9, "b2": 0.999, "weight_decay": 0.0}
-  )
+  c.optimizer = optimizer_config(name="adam", learning_rate=1e-2)
   c.batch_size = 100
   c.num_steps = 6000
   c.log_every = 250  # steps per compiled chunk; train metrics are averaged over it
   c.eval_every = 250  # a multiple of log_every
   c.checkpoint_every = 1000  # a multiple of eval_every
-  c.keep_checkpoints = 2  # latest N, plus the best by test accuracy
+  c.keep_checkpoints = 2  # latest N, plus the best on validation (when data.validation_size > 0)
   c.eval_batch_size = 1000
   c.num_devices = 1  # data parallel over this many devices (0: all); batch split over them
   return c
+
+
+def optimizer_config(**fields: Any) -> ml_collections.ConfigDict:
+  """An `optimizer` group with every field a config may override, at its default unless given.
+
+  Defaults: a constant rate, no clipping, weight decay (when nonzero) on every parameter; that
+  is the plain Optax optimizer, bit for bit (research/training/optimizers.py).
+  """
+  group = ml_collections.ConfigDict(
+    {
+      "name": "adam",  # adam (decay as L2 in the gradient), adamw (decoupled) or sgd
+      "learning_rate": 1e-3,  # the peak rate, when there is a schedule
+      "b1": 0.9,
+      "b2": 0.999,
+      "weight_decay": 0.0,
+      "momentum": 0.9,  # sgd only
+      "schedule": "constant",  # constant, cosine or linear (decay after warmup)
+      "warmup_steps": 0,  # linear warmup from 0 to learning_rate
+      "decay_steps": 0,  # where the decay ends; 0: num_steps
+      "end_factor": 0.0,  # the decay's end value, as a fraction of learning_rate
+      "clip_norm": 0.0,  # clip the global gradient norm to this; 0: no clipping
+      "weight_decay_mask": "all",  # all, or matrices (skip biases and norm scales)
+    }
+  )
+  unknown = set(fields) - set(group)
+  if unknown:
+    raise ConfigError(f"unknown optimizer fields {sorted(unknown)}; known: {', '.join(group)}")
+  group.update(fields)
+  return group
 
 
 def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
@@ -219,12 +262,48 @@ def validate(config: ml_collections.ConfigDict) -> None:
       f"data.n_ctx ({config.data.n_ctx}) exceeds model.n_ctx ({config.model.n_ctx}): windows "
       f"must fit the model's context; lower data.n_ctx or raise model.n_ctx",
     )
+  val = config.data.get("validation_size", 0)
+  need(
+    isinstance(val, int) and val >= 0,
+    f"data.validation_size must be an integer >= 0 (training examples held out), got {val!r}",
+  )
   opt = config.get("optimizer")
   need(
     isinstance(opt, ml_collections.ConfigDict) and "name" in opt and "learning_rate" in opt,
     "config needs optimizer.name and optimizer.learning_rate",
   )
   need(opt.learning_rate > 0, f"optimizer.learning_rate must be positive, got {opt.learning_rate}")
+  _validate_optimizer(opt, config.num_steps, need)
+
+
+def _validate_optimizer(opt: ml_collections.ConfigDict, num_steps: int, need) -> None:
+  def choice(key, allowed, default):
+    value = opt.get(key, default)
+    need(
+      value in allowed,
+      f"optimizer.{key} {value!r} is unknown; choose one of: {', '.join(allowed)}",
+    )
+
+  choice("name", OPTIMIZERS, "adam")
+  choice("schedule", SCHEDULES, "constant")
+  choice("weight_decay_mask", DECAY_MASKS, "all")
+  for key in ("weight_decay", "clip_norm"):
+    need(opt.get(key, 0.0) >= 0, f"optimizer.{key} must be >= 0, got {opt.get(key)}")
+  need(
+    0.0 <= opt.get("end_factor", 0.0) <= 1.0,
+    f"optimizer.end_factor is a fraction of the peak rate in [0, 1], got {opt.get('end_factor')}",
+  )
+  warmup, decay = opt.get("warmup_steps", 0), opt.get("decay_steps", 0)
+  need(
+    isinstance(warmup, int) and isinstance(decay, int) and warmup >= 0 and decay >= 0,
+    f"optimizer.warmup_steps and decay_steps must be integers >= 0, got {warmup}, {decay}",
+  )
+  if opt.get("schedule", "constant") != "constant":
+    need(
+      (decay or num_steps) > warmup,
+      f"optimizer.decay_steps ({decay or num_steps}{' = num_steps' if not decay else ''}) must "
+      f"exceed warmup_steps ({warmup}); shorten the warmup or lengthen the decay",
+    )
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict:
@@ -248,3 +327,29 @@ def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     elif va != vb:
       out.append(prefix + key)
   return out
+
+
+def side_by_side_key(config: ml_collections.ConfigDict) -> str:
+  """What runs trained side by side must share: every field outside SIDE_BY_SIDE, and whether
+  weight decay and clipping are on."""
+  flat = flatten(config)
+  for key in SIDE_BY_SIDE:
+    flat.pop(key, None)
+  opt = config.optimizer
+  flat["optimizer.weight_decay != 0"] = opt.get("weight_decay", 0.0) != 0.0
+  flat["optimizer.clip_norm != 0"] = opt.get("clip_norm", 0.0) != 0.0
+  return json.dumps(flat, sort_keys=True, default=str)
+
+
+def check_side_by_side(configs: list[ml_collections.ConfigDict]) -> None:
+  """Raises ConfigError naming the fields that keep these runs from one vmapped program."""
+  first = side_by_side_key(configs[0])
+  for other in configs[1:]:
+    if side_by_side_key(other) != first:
+      fields = [
+        k for k in config_differences(to_dict(configs[0]), to_dict(other)) if k not in SIDE_BY_SIDE
+      ] or ["optimizer.weight_decay or clip_norm (zero in one run, not in another)"]
+      raise ConfigError(
+        f"runs differ in {', '.join(fields)}; only {', '.join(SIDE_BY_SIDE)} may differ "
+        f"between runs trained side by side"
+      )

@@ -62,18 +62,39 @@ def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
     raise WorkdirError(
       f"workdir {workdir!r} is not writable ({e.strerror}); choose another --workdir"
     ) from None
+  check_config(workdir, config)
+  config_lib.save_config(config, path(workdir, CONFIG))
+
+
+def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Raises WorkdirError when `workdir` holds a run whose config `config` may not resume."""
   config_path = path(workdir, CONFIG)
-  new = config_lib.to_dict(config)
-  if os.path.exists(config_path):
+  if not os.path.exists(config_path):
+    return
+  try:
     with open(config_path) as f:
       old = json.load(f)
-    changed = [k for k in config_lib.config_differences(old, new) if k not in RESUMABLE_CHANGES]
-    if changed:
-      raise WorkdirError(
-        f"workdir {workdir!r} holds a run with a different config "
-        f"({', '.join(changed)}); use a new --workdir or the same settings"
-      )
-  config_lib.save_config(config, config_path)
+  except (OSError, json.JSONDecodeError) as e:
+    raise WorkdirError(
+      f"{config_path} is unreadable ({type(e).__name__}); use a new --workdir"
+    ) from None
+  new = config_lib.to_dict(config)
+  changed = [k for k in config_lib.config_differences(old, new) if k not in RESUMABLE_CHANGES]
+  if changed:
+    raise WorkdirError(
+      f"workdir {workdir!r} holds a run with a different config "
+      f"({', '.join(changed)}); use a new --workdir or the same settings"
+    )
+
+
+def latest_checkpoint_step(workdir: str) -> int | None:
+  """The newest finished checkpoint's step, read from directory names (no Orbax, no JAX)."""
+  try:
+    names = os.listdir(checkpoint_dir(workdir))
+  except OSError:
+    return None
+  steps = [int(n) for n in names if n.isdigit()]
+  return max(steps) if steps else None
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:

@@ -45,10 +45,14 @@ def main() -> int:
   lines = [
     f"{s['experiment']}: {s['model']} ({s['params']:,} params), {s['steps']} steps on "
     f"{s['device']}",
-    f"  test accuracy {s['final_test_accuracy']:.4f} final, "
-    f"{s['best_test_accuracy']:.4f} best (step {s['best_step']}); "
-    f"test loss {s['final_test_loss']:.4f}",
+    f"  test accuracy {s['final_test_accuracy']:.4f}, test loss {s['final_test_loss']:.4f} "
+    f"(final, step {s['steps']})",
   ]
+  if s["best_step"] is not None:
+    lines.append(
+      f"  best on validation: step {s['best_step']}, val accuracy {s['best_val_accuracy']:.4f}, "
+      f"test accuracy {s['best_test_accuracy']:.4f} (--checkpoint best)"
+    )
   if "bits_per_token" in s:  # a language model
     lm = f"  test loss {s['bits_per_token']:.4f} bits/token, perplexity {s['perplexity']:.3f}"
     if "loss_floor" in s:

@@ -106,8 +106,8 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, monkeypatch):
   interrupted = str(tmp_path / "interrupted")
   real_save = train_lib._save
 
-  def save_then_die(ckpt, state, meta, step, schedule):
-    real_save(ckpt, state, meta, step, schedule)
+  def save_then_die(ckpt, state, meta, step, schedule, score):
+    real_save(ckpt, state, meta, step, schedule, score)
     if step == 20:
       raise KeyboardInterrupt  # killed right after the step-20 save was started
 
@@ -138,14 +138,22 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
 def test_latest_n_plus_best_checkpoints_are_kept(tmp_path):
   config = load_config(
     "experiments/mnist1d_logistic.py",
-    ["num_steps=50", "log_every=10", "eval_every=10", "checkpoint_every=10", "keep_checkpoints=2"],
+    [
+      "num_steps=50",
+      "log_every=10",
+      "eval_every=10",
+      "checkpoint_every=10",
+      "keep_checkpoints=2",
+      "data.validation_size=500",
+    ],
   )
   workdir = str(tmp_path / "run")
-  train_and_evaluate(config, workdir, progress=False)
+  summary = train_and_evaluate(config, workdir, progress=False)
   with Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True) as ckpt:
     steps = ckpt.all_steps()
     best = ckpt.best_step()
   assert {40, 50} <= set(steps) and best in steps and len(steps) <= 3
+  assert best == summary["best_step"]
 
 
 def test_shuffled_batches_are_a_config_option(tmp_path):

@@ -5,13 +5,18 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from research.data.batching import BatchSchedule
-from research.data.dataset import DataError, Dataset, make_dataset
+from research.data.dataset import DataError, Dataset, make_dataset, split_validation
 
 SOURCES = ("mnist1d", "digits", "npz", "markov", "text")
 
 
 def load_dataset(data_config: Mapping[str, Any]) -> Dataset:
-  """Builds the dataset a config describes; unknown sources are a DataError."""
+  """Builds the dataset a config describes, with `validation_size` training examples carved out
+  for validation (0: none); unknown sources are a DataError."""
+  return split_validation(_load_source(data_config), data_config.get("validation_size", 0))
+
+
+def _load_source(data_config: Mapping[str, Any]) -> Dataset:
   name = data_config.get("name")
   if name == "mnist1d":
     from research.data.mnist1d import load_mnist1d
@@ -49,4 +54,12 @@ def load_dataset(data_config: Mapping[str, Any]) -> Dataset:
   raise DataError(f"unknown data source {name!r}; choose one of: {', '.join(SOURCES)}")
 
 
-__all__ = ["BatchSchedule", "DataError", "Dataset", "SOURCES", "load_dataset", "make_dataset"]
+__all__ = [
+  "BatchSchedule",
+  "DataError",
+  "Dataset",
+  "SOURCES",
+  "load_dataset",
+  "make_dataset",
+  "split_validation",
+]

@@ -18,6 +18,8 @@ class Dataset:
   A classification set has one label per example (y: [N]); a sequence set has one target per
   position (x, y: [N, T] token ids, y the next token). `loss_floor` is the best achievable test
   loss in nats per target when the source is known (a Markov chain's entropy rate), else None.
+  `x_val`, `y_val` are a validation split carved from the training data (`split_validation`),
+  or None: model selection looks at them, never at the test split.
   """
 
   name: str
@@ -27,6 +29,8 @@ class Dataset:
   y_test: np.ndarray
   num_classes: int
   loss_floor: float | None = None
+  x_val: np.ndarray | None = None
+  y_val: np.ndarray | None = None
 
   @property
   def targets_per_example(self) -> int:
@@ -111,3 +115,34 @@ def make_sequence_dataset(
   if arrays["train"][0].shape[1] != arrays["test"][0].shape[1]:
     raise DataError(f"{name}: train and test windows differ in length")
   return Dataset(name, *arrays["train"], *arrays["test"], num_classes, loss_floor)
+
+
+def split_validation(data: Dataset, size: int) -> Dataset:
+  """`data` with `size` training examples moved into a validation split (0: unchanged).
+
+  Deterministic: a classification set gives up examples chosen by a fixed-seed permutation (a
+  file's training set may be sorted by class), kept in their original order; a sequence set
+  gives up its last windows, so validation text follows training text as test text does (they
+  share one boundary token, the last training target). The rest keep their order.
+  """
+  if size == 0:
+    return data
+  n = len(data.x_train)
+  if not 0 < size < n:
+    raise DataError(
+      f"{data.name}: data.validation_size must be between 0 and {n - 1} (the training split has "
+      f"{n} examples), got {size}"
+    )
+  if data.task == "language_model":
+    val = np.arange(n - size, n)
+  else:
+    val = np.sort(np.random.default_rng(0).permutation(n)[:size])
+  keep = np.ones(n, bool)
+  keep[val] = False
+  return dataclasses.replace(
+    data,
+    x_train=data.x_train[keep],
+    y_train=data.y_train[keep],
+    x_val=data.x_train[val],
+    y_val=data.y_train[val],
+  )

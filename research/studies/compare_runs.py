@@ -20,8 +20,9 @@ COLUMNS = [
   ("params", "{:,}"),
   ("steps", None),
   ("final_test_accuracy", "{:.4f}"),
+  ("best_step", None),  # chosen on validation; empty without a validation split
+  ("best_val_accuracy", "{:.4f}"),
   ("best_test_accuracy", "{:.4f}"),
-  ("best_step", None),
   ("final_test_loss", "{:.4f}"),
   ("train_seconds", "{:.2f}"),
   ("compile_seconds", "{:.2f}"),
@@ -71,8 +72,7 @@ def runs_table(workdirs: Sequence[str], fmt: str = "md") -> tuple[list[dict[str,
   columns = COLUMNS + (COST_COLUMNS if any("break_even_flops" in r for r in runs) else [])
   header = [c for c, _ in columns]
   rows = [
-    [(f.format(r[c]) if f and r.get(c) is not None else r.get(c, "")) for c, f in columns]
-    for r in runs
+    ["" if r.get(c) is None else (f.format(r[c]) if f else r[c]) for c, f in columns] for r in runs
   ]
   if fmt == "csv":
     buf = io.StringIO()

@@ -25,7 +25,7 @@ from research.cost import hardware, xla
 from research.cost import transformer as tf
 from research.serving.generate import Generator
 from research.serving.restore import load_run
-from research.training.optimizers import make_optimizer
+from research.training.optimizers import optimizer_from_config
 from research.training.step import create_train_state, make_train_step
 
 
@@ -89,7 +89,7 @@ def lm_costs(
   run = load_run(workdir)
   summary = workdir_lib.read_summary(workdir)
   config, model, params = run.config, run.model, run.params
-  optimizer = make_optimizer(**config.optimizer)
+  optimizer = optimizer_from_config(config)
   flops = flop_counts(model, params, min(config.batch_size, 8), config.optimizer.name, optimizer)
   peak = peak or hardware.measure_peak_flops()
   peak_flops = peak["peak_flops"]

@@ -35,7 +35,7 @@ from research.serving.restore import load_run
 from research.studies.cost_report import headline_scalars, markdown_report, plot_report
 from research.tensorboard_writer import SummaryWriter
 from research.training.loop import train_and_evaluate
-from research.training.optimizers import make_optimizer
+from research.training.optimizers import optimizer_from_config
 from research.training.step import create_train_state, make_train_step
 
 
@@ -66,7 +66,7 @@ def run_job(
   run = load_run(workdir, "latest")
   data = load_dataset(config.data)
   batch = config.batch_size
-  optimizer = make_optimizer(**config.optimizer)
+  optimizer = optimizer_from_config(config)
   num_params = count_params(run.params)
 
   log("timing inference on every engine: batch 1, then a batch sweep")

@@ -70,9 +70,14 @@ def language_model_metrics(
 
 
 class ClassificationEvaluator:
-  """Loss and accuracy of a classifier on the test split."""
+  """Loss and accuracy of a classifier on the test split, and on the validation split if any.
+
+  The best checkpoint is chosen by `score` (higher is better), which reads the validation
+  split only: the test split never takes part in model selection.
+  """
 
   task = "classification"
+  score_name = "val_accuracy"
 
   def __init__(self, model: Any, data: Dataset, batch_size: int):
     self.data = data
@@ -88,13 +93,28 @@ class ClassificationEvaluator:
     ).compile()
     return time.perf_counter() - t
 
+  @property
+  def has_validation(self) -> bool:
+    return self.data.x_val is not None
+
   def __call__(self, params: Any) -> dict[str, float]:
-    """{'test_loss', 'test_accuracy'} over the whole test split."""
-    return evaluate(self.eval_fn, params, self.data.x_test, self.data.y_test, self.batch_size)
+    """{'test_loss', 'test_accuracy'} over the whole test split, and 'val_*' likewise."""
+    result = evaluate(self.eval_fn, params, self.data.x_test, self.data.y_test, self.batch_size)
+    if self.has_validation:
+      val = evaluate(self.eval_fn, params, self.data.x_val, self.data.y_val, self.batch_size)
+      result.update({k.replace("test_", "val_"): v for k, v in val.items()})
+    return result
+
+  def score(self, result: dict[str, float]) -> float | None:
+    """The model-selection score of one evaluation (higher is better); None without validation."""
+    return result["val_accuracy"] if self.has_validation else None
 
   def scalars(self, result: dict[str, float]) -> dict[str, float]:
     """TensorBoard scalars for one evaluation."""
-    return {"test/loss": result["test_loss"], "test/accuracy": result["test_accuracy"]}
+    out = {"test/loss": result["test_loss"], "test/accuracy": result["test_accuracy"]}
+    if self.has_validation:
+      out.update({"val/loss": result["val_loss"], "val/accuracy": result["val_accuracy"]})
+    return out
 
   def summary(self, result: dict[str, float]) -> dict[str, float]:
     """Extra summary.json fields for the final evaluation (none for a classifier)."""
@@ -110,6 +130,11 @@ class LanguageModelEvaluator(ClassificationEvaluator):
   gap to the source's entropy rate when it is known."""
 
   task = "language_model"
+  score_name = "-val_loss"
+
+  def score(self, result: dict[str, float]) -> float | None:
+    """Minus the validation loss: per-token loss ranks language models, accuracy ties often."""
+    return -result["val_loss"] if self.has_validation else None
 
   def scalars(self, result: dict[str, float]) -> dict[str, float]:
     return {

@@ -5,13 +5,23 @@ The step is `research.training.step.make_train_step`; here it runs `log_every` s
 fastest structure measured on CPU: results/train_loop_structure.md). Re-running on a workdir
 resumes from its latest checkpoint and ends bitwise where an uninterrupted run ends. Evaluation
 is the task's evaluator (`research.training.evaluators`), chosen by the dataset, not branched here.
+
+`train_runs` trains several runs side by side: runs that differ only in seed and in the optimizer
+scalars Optax injects (`config.SIDE_BY_SIDE`) share one compiled chunk, `vmap`ped over members,
+each member with its own run directory (config, checkpoints, events, summary), exactly as if it
+had been trained alone. One run is the group of one, trained without `vmap`.
+
+The best checkpoint is chosen on the validation split (`data.validation_size`), never the test
+split: every new best is saved, so `summary.json`'s `best_step` is the step `--checkpoint best`
+restores. Without a validation split a run has no best.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +35,8 @@ from research.data import BatchSchedule, Dataset, load_dataset
 from research.models import build_model, count_params
 from research.provenance import write_json
 from research.tensorboard_writer import SummaryWriter
-from research.training.evaluators import make_evaluator
-from research.training.optimizers import make_optimizer
+from research.training.evaluators import ClassificationEvaluator, make_evaluator
+from research.training.optimizers import optimizer_from_config
 from research.training.parallel import batch_sharded, check_batch, data_mesh, replicate
 from research.training.step import TrainState, create_train_state, make_train_chunk, make_train_step
 
@@ -39,99 +49,209 @@ def train_and_evaluate(
   config: ml_collections.ConfigDict, workdir: str, progress: bool = True
 ) -> dict[str, Any]:
   """Trains (or resumes) the run in `workdir`; returns and writes its summary."""
-  workdir = os.path.abspath(workdir)
-  config_lib.validate(config)
-  mesh = data_mesh(config.get("num_devices", 1))
-  check_batch(mesh, config.batch_size)  # before anything is written
-  workdir_lib.prepare(workdir, config)
-  data = load_dataset(config.data)
-  model = build_model(config.model, data.num_classes)
-  optimizer = make_optimizer(**config.optimizer)
-  # State and dataset on every device, each chunk's batch indices split over them.
-  state = replicate(
-    create_train_state(
-      model,
-      optimizer,
-      jnp.zeros((1, *data.input_shape), data.x_train.dtype),
-      jax.random.key(config.seed),
-    ),
-    mesh,
-  )
-  schedule = BatchSchedule(len(data.x_train), config.batch_size, config.data.shuffle, config.seed)
-  x_train, y_train = replicate((data.x_train, data.y_train), mesh)
-  indices_sharding = batch_sharded(mesh, batch_axis=1)
+  return train_runs([config], [workdir], progress)[0]
 
-  with (
-    Checkpointer(workdir_lib.checkpoint_dir(workdir), config.keep_checkpoints) as ckpt,
-    SummaryWriter(workdir) as writer,
-  ):
-    state, meta = _restore_or_start(ckpt, state)
-    meta["data_spec"] = {
-      "input_shape": list(data.input_shape),
-      "num_classes": data.num_classes,
-      "input_dtype": str(data.x_train.dtype),
-    }
-    if int(state.step) == 0:
-      writer.text("config", "```\n" + config.to_json(indent=2) + "\n```", 0)
-      writer.hparams(config_lib.flatten(config), ["test/accuracy", "test/loss", "train/loss"])
+
+def train_runs(
+  configs: Sequence[ml_collections.ConfigDict],
+  workdirs: Sequence[str],
+  progress: bool = True,
+  keep_going: bool = False,
+) -> list[dict[str, Any]]:
+  """Trains (or resumes) one run per config side by side; returns and writes their summaries.
+
+  The configs may differ only in `config.SIDE_BY_SIDE` fields, and every run must stand at the
+  same step (a fresh group, or one checkpointed together). A run whose loss becomes non-finite
+  raises TrainingError, or with `keep_going` stops alone and gets a summary saying so.
+  """
+  if len(configs) != len(workdirs) or not configs:
+    raise ValueError("one workdir per config, at least one run")
+  workdirs = [os.path.abspath(w) for w in workdirs]
+  if len(set(workdirs)) != len(workdirs):
+    raise config_lib.ConfigError("two runs of one group share a workdir; give each its own")
+  for c in configs:
+    config_lib.validate(c)
+  config_lib.check_side_by_side(configs)
+  config, members = configs[0], len(configs)
+  mesh = data_mesh(config.get("num_devices", 1))
+  check_batch(mesh, config.batch_size)
+  if members > 1 and mesh.devices.size > 1:
+    raise config_lib.ConfigError(
+      "runs trained side by side use one device; set num_devices=1 or train them one by one"
+    )
+  data = load_dataset(config.data)  # before anything is written: a bad source leaves no trace
+  model = build_model(config.model, data.num_classes)
+  for w, c in zip(workdirs, configs):
+    workdir_lib.prepare(w, c)
+  x0 = jnp.zeros((1, *data.input_shape), data.x_train.dtype)
+  # Each member starts as its run alone would: its seed, its optimizer scalars in its state.
+  states = [
+    create_train_state(model, optimizer_from_config(c), x0, jax.random.key(c.seed)) for c in configs
+  ]
+  optimizer = optimizer_from_config(config)  # the update reads every scalar from the state
+  schedules = [
+    BatchSchedule(len(data.x_train), c.batch_size, c.data.shuffle, c.seed) for c in configs
+  ]
+  x_train, y_train = replicate((data.x_train, data.y_train), mesh)
+  group = _Group(members, mesh)
+
+  with contextlib.ExitStack() as stack:
+    ckpts = [
+      stack.enter_context(Checkpointer(workdir_lib.checkpoint_dir(w), config.keep_checkpoints))
+      for w in workdirs
+    ]
+    writers = [stack.enter_context(SummaryWriter(w)) for w in workdirs]
+    restored = [_restore_or_start(ck, s) for ck, s in zip(ckpts, states)]
+    steps = {int(s.step) for s, _ in restored}
+    if len(steps) > 1:
+      raise TrainingError(
+        f"runs of one group stand at different steps ({sorted(steps)}); resume them one by one"
+      )
+    state = group.stack([s for s, _ in restored])
+    metas = [m for _, m in restored]
+    evaluator = make_evaluator(model, data, config.eval_batch_size)
+    metric_tags = ["test/accuracy", "test/loss", "train/loss"]
+    if evaluator.has_validation:
+      metric_tags += ["val/accuracy", "val/loss"]
+    for c, meta, writer in zip(configs, metas, writers):
+      meta["data_spec"] = {
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+        "input_dtype": str(data.x_train.dtype),
+      }
+      if steps == {0}:
+        writer.text("config", "```\n" + c.to_json(indent=2) + "\n```", 0)
+        writer.hparams(config_lib.flatten(c), metric_tags)
 
     t = time.perf_counter()
-    chunk_fn = jax.jit(make_train_chunk(make_train_step(model, optimizer)), donate_argnums=0)
+    chunk_fn = group.jit(make_train_chunk(make_train_step(model, optimizer)))
     compiled = {}  # chunk length -> executable; at most two (the last chunk may be shorter)
-    evaluator = make_evaluator(model, data, config.eval_batch_size)
-    meta["compile_seconds"] += time.perf_counter() - t + evaluator.compile(state.params)
+    compile_seconds = time.perf_counter() - t + evaluator.compile(group.member(state, 0).params)
+    for meta in metas:
+      meta["compile_seconds"] += compile_seconds
 
-    bar = _progress_bar(progress, config.num_steps, int(state.step), config.experiment)
-    while (step := int(state.step)) < config.num_steps:
+    live = list(range(members))
+    bar = _progress_bar(progress, config.num_steps, steps.pop(), config.experiment, members)
+    while (step := int(group.member(state, 0).step)) < config.num_steps and live:
       k = min(config.log_every, config.num_steps - step)
-      indices = jax.device_put(schedule.chunk(step, k), indices_sharding)
+      indices = group.indices([s.chunk(step, k) for s in schedules])
       if k not in compiled:
         t = time.perf_counter()
         compiled[k] = chunk_fn.lower(state, x_train, y_train, indices).compile()
-        meta["compile_seconds"] += time.perf_counter() - t
+        for meta in metas:
+          meta["compile_seconds"] += time.perf_counter() - t
       t = time.perf_counter()
-      ckpt.wait()  # a save still in flight would share the core with the timed chunk
-      meta["checkpoint_seconds"] += time.perf_counter() - t
+      for ck in ckpts:  # a save still in flight would share the core with the timed chunk
+        ck.wait()
+      for meta in metas:
+        meta["checkpoint_seconds"] += time.perf_counter() - t
       t = time.perf_counter()
       state, metrics = compiled[k](state, x_train, y_train, indices)
       metrics = jax.device_get(metrics)  # blocks until the chunk is done
       seconds = time.perf_counter() - t
-      meta["train_seconds"] += seconds
-      _check_finite(metrics["loss"], step, ckpt)
-      step += k
-      logged = {f"train/{n}": float(np.mean(v)) for n, v in metrics.items()}
-      logged.update(
-        {
-          "train/learning_rate": config.optimizer.learning_rate,
-          "perf/step_time_ms": 1e3 * seconds / k,
-          "perf/examples_per_second": k * config.batch_size / seconds,
-        }
-      )
-      logged.update(evaluator.throughput(k * config.batch_size, seconds))
-      if step % config.eval_every == 0 or step == config.num_steps:
-        t = time.perf_counter()
-        result = evaluator(state.params)
-        meta["eval_seconds"] += time.perf_counter() - t
-        logged.update(evaluator.scalars(result))
-        meta["last_eval"] = {"step": step, **result}
-        if result["test_accuracy"] > meta["best_eval"].get("test_accuracy", -1.0):
-          meta["best_eval"] = {"step": step, **result}
-      writer.scalars(logged, step)
-      if step % config.checkpoint_every == 0 or step == config.num_steps:
-        _save(ckpt, state, meta, step, schedule)
+      for i in list(live):
+        member_metrics = group.member(metrics, i)
+        meta = metas[i]
+        meta["train_seconds"] += seconds
+        diverged = _first_non_finite(member_metrics["loss"], step)
+        if diverged is not None:
+          if not keep_going:
+            raise TrainingError(_divergence_message(diverged, ckpts[i], workdirs, i))
+          meta["diverged_at_step"] = diverged[0]
+          live.remove(i)
+          continue
+        _log_and_save(
+          configs[i],
+          group.member(state, i),
+          member_metrics,
+          meta,
+          evaluator,
+          writers[i],
+          ckpts[i],
+          schedules[i],
+          k,
+          seconds,
+        )
       bar.update(k)
-      bar.set_postfix(
-        loss=f"{logged['train/loss']:.3f}",
-        test_acc=f"{meta['last_eval'].get('test_accuracy', float('nan')):.3f}",
-      )
+      bar.set_postfix_str(_postfix([metas[i] for i in live], metrics, live, group))
     bar.close()
-    writer.flush()
+    for writer in writers:
+      writer.flush()
 
-  summary = _summary(config, model, state, meta, data)
-  if meta["last_eval"]:
-    summary.update(evaluator.summary(meta["last_eval"]))
-  write_json(workdir_lib.path(workdir, workdir_lib.SUMMARY), summary)
-  return summary
+  summaries = []
+  for i, (c, w, meta) in enumerate(zip(configs, workdirs, metas)):
+    summary = _summary(c, model, group.member(state, i), meta, data, evaluator, members)
+    write_json(workdir_lib.path(w, workdir_lib.SUMMARY), summary)
+    summaries.append(summary)
+  return summaries
+
+
+class _Group:
+  """How a group's state, indices and metrics are laid out: one run as is, several stacked on a
+  leading member axis (M) with the train chunk `vmap`ped over it."""
+
+  def __init__(self, members: int, mesh):
+    self.members, self.mesh = members, mesh
+    self.stacked = members > 1
+    self._indices_sharding = batch_sharded(mesh, batch_axis=2 if self.stacked else 1)
+
+  def stack(self, states: Sequence[TrainState]) -> TrainState:
+    if not self.stacked:
+      return replicate(states[0], self.mesh)
+    return replicate(jax.tree.map(lambda *leaves: jnp.stack(leaves), *states), self.mesh)
+
+  def member(self, tree: Any, i: int) -> Any:
+    return jax.tree.map(lambda a: a[i], tree) if self.stacked else tree
+
+  def indices(self, chunks: Sequence[np.ndarray]) -> jax.Array:
+    """[J, B] batch indices, or [M, J, B]: each member follows its own batch schedule."""
+    return jax.device_put(np.stack(chunks) if self.stacked else chunks[0], self._indices_sharding)
+
+  def jit(self, chunk):
+    if self.stacked:
+      chunk = jax.vmap(chunk, in_axes=(0, None, None, 0))
+    return jax.jit(chunk, donate_argnums=0)
+
+
+def _log_and_save(
+  config: ml_collections.ConfigDict,
+  state: TrainState,
+  metrics: dict[str, np.ndarray],
+  meta: dict,
+  evaluator: ClassificationEvaluator,
+  writer: SummaryWriter,
+  ckpt: Checkpointer,
+  schedule: BatchSchedule,
+  k: int,
+  seconds: float,
+) -> None:
+  """One member's scalars after a chunk of `k` steps; its evaluation and checkpoint when due."""
+  step = int(state.step)
+  metrics = dict(metrics)
+  lr_used = metrics.pop("learning_rate")
+  logged = {f"train/{n}": float(np.mean(v)) for n, v in metrics.items()}
+  logged.update(
+    {
+      "train/learning_rate": float(lr_used[-1]),  # the chunk's last update used this
+      "perf/step_time_ms": 1e3 * seconds / k,
+      "perf/examples_per_second": k * config.batch_size / seconds,
+    }
+  )
+  logged.update(evaluator.throughput(k * config.batch_size, seconds))
+  new_best = None
+  if step % config.eval_every == 0 or step == config.num_steps:
+    t = time.perf_counter()
+    result = evaluator(state.params)
+    meta["eval_seconds"] += time.perf_counter() - t
+    logged.update(evaluator.scalars(result))
+    meta["last_eval"] = {"step": step, **result}
+    score = evaluator.score(result)
+    if score is not None and score > meta["best_eval"].get("score", -np.inf):
+      meta["best_eval"] = {"step": step, "score": score, **result}
+      new_best = score
+  writer.scalars(logged, step)
+  if step % config.checkpoint_every == 0 or step == config.num_steps or new_best is not None:
+    _save(ckpt, state, meta, step, schedule, new_best)
 
 
 def _restore_or_start(ckpt: Checkpointer, state: TrainState) -> tuple[TrainState, dict]:
@@ -152,7 +272,12 @@ def _restore_or_start(ckpt: Checkpointer, state: TrainState) -> tuple[TrainState
 
 
 def _save(
-  ckpt: Checkpointer, state: TrainState, meta: dict, step: int, schedule: BatchSchedule
+  ckpt: Checkpointer,
+  state: TrainState,
+  meta: dict,
+  step: int,
+  schedule: BatchSchedule,
+  score: float | None,
 ) -> None:
   epoch, batch_in_epoch = divmod(step, schedule.steps_per_epoch)
   saved = {
@@ -167,38 +292,37 @@ def _save(
     },
     "rng": {"init_seed": schedule.seed, "note": "no stochastic layers; init key = seed"},
   }
-  ckpt.save(
-    step,
-    state.params,
-    state.opt_state,
-    saved,
-    meta["last_eval"].get("test_accuracy") if meta["last_eval"].get("step") == step else None,
-  )
+  ckpt.save(step, state.params, state.opt_state, saved, score)
 
 
-def _check_finite(losses: np.ndarray, first_step: int, ckpt: Checkpointer) -> None:
+def _first_non_finite(losses: np.ndarray, first_step: int) -> tuple[int, float] | None:
+  """(step, loss) of the chunk's first non-finite loss, or None."""
   bad = ~np.isfinite(losses)
-  if bad.any():
-    at = first_step + int(np.argmax(bad)) + 1
-    ckpt.wait()
-    last = ckpt.latest_step()
-    kept = (
-      f"the last good checkpoint is step {last}"
-      if last is not None
-      else "no checkpoint was written"
-    )
-    raise TrainingError(
-      f"loss became {losses[bad][0]} at step {at}; {kept}; lower --config.optimizer.learning_rate"
-    )
+  if not bad.any():
+    return None
+  return first_step + int(np.argmax(bad)) + 1, float(losses[bad][0])
 
 
-def _progress_bar(enabled: bool, total: int, initial: int, name: str):
+def _divergence_message(
+  diverged: tuple[int, float], ckpt: Checkpointer, workdirs: Sequence[str], i: int
+) -> str:
+  at, loss = diverged
+  ckpt.wait()
+  last = ckpt.latest_step()
+  kept = (
+    f"the last good checkpoint is step {last}" if last is not None else "no checkpoint was written"
+  )
+  run = f"{workdirs[i]}: " if len(workdirs) > 1 else ""
+  return f"{run}loss became {loss} at step {at}; {kept}; lower --config.optimizer.learning_rate"
+
+
+def _progress_bar(enabled: bool, total: int, initial: int, name: str, members: int):
   from tqdm.auto import tqdm
 
   return tqdm(
     total=total,
     initial=initial,
-    desc=name or "train",
+    desc=(name or "train") + (f" x{members}" if members > 1 else ""),
     unit="step",
     disable=not enabled,
     dynamic_ncols=True,
@@ -206,30 +330,65 @@ def _progress_bar(enabled: bool, total: int, initial: int, name: str):
   )
 
 
-def _summary(config, model, state: TrainState, meta: dict, data: Dataset) -> dict[str, Any]:
+def _postfix(metas: list[dict], metrics: dict, live: list[int], group: _Group) -> str:
+  losses = [float(np.mean(group.member(metrics, i)["loss"])) for i in live]
+  accs = [m["last_eval"].get("test_accuracy", float("nan")) for m in metas]
+  if len(losses) == 1:
+    return f"loss={losses[0]:.3f}, test_acc={accs[0]:.3f}"
+  return (
+    f"{len(live)} runs, loss {min(losses):.3f}..{max(losses):.3f}, test_acc {max(accs):.3f} max"
+  )
+
+
+def _summary(
+  config,
+  model,
+  state: TrainState,
+  meta: dict,
+  data: Dataset,
+  evaluator: ClassificationEvaluator,
+  members: int,
+) -> dict[str, Any]:
   import importlib.metadata as md
 
   device = jax.devices()[0]
   steps = int(state.step)
-  return {
+  last, best = meta["last_eval"], meta["best_eval"]
+  summary = {
     "experiment": config.experiment,
     "model": config.model.name,
     "params": count_params(state.params),
     "dataset": data.name,
-    "steps": steps,
+    "status": "diverged" if "diverged_at_step" in meta else "finished",
+    "steps": meta.get("diverged_at_step", steps),
     "batch_size": config.batch_size,
-    "final_test_accuracy": meta["last_eval"].get("test_accuracy"),
-    "final_test_loss": meta["last_eval"].get("test_loss"),
-    "best_test_accuracy": meta["best_eval"].get("test_accuracy"),
-    "best_step": meta["best_eval"].get("step"),
+    "final_test_accuracy": last.get("test_accuracy"),
+    "final_test_loss": last.get("test_loss"),
+    "final_val_accuracy": last.get("val_accuracy"),
+    "final_val_loss": last.get("val_loss"),
+    # The best is chosen on validation; its test figures are reported, never used to choose.
+    "best_selected_on": evaluator.score_name if evaluator.has_validation else None,
+    "best_step": best.get("step"),
+    "best_val_accuracy": best.get("val_accuracy"),
+    "best_val_loss": best.get("val_loss"),
+    "best_test_accuracy": best.get("test_accuracy"),
+    "best_test_loss": best.get("test_loss"),
+    "validation_examples": 0 if data.x_val is None else len(data.x_val),
     "train_seconds": meta["train_seconds"],
     "compile_seconds": meta["compile_seconds"],
     "eval_seconds": meta["eval_seconds"],
     "checkpoint_seconds": meta["checkpoint_seconds"],
     "steps_per_second": steps / meta["train_seconds"] if meta["train_seconds"] else None,
+    # train_seconds is the group's: `members` runs shared every timed chunk.
+    "trained_side_by_side": members,
     "device": f"{device.platform}:{device.device_kind}",
     "devices": int(config.get("num_devices", 1) or jax.device_count()),
     "jax_version": jax.__version__,
     "flax_version": md.version("flax"),
     "xla_flags": os.environ.get("XLA_FLAGS", ""),
   }
+  if "diverged_at_step" in meta:
+    summary["diverged_at_step"] = meta["diverged_at_step"]
+  if last:
+    summary.update(evaluator.summary(last))
+  return summary

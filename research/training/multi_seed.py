@@ -19,7 +19,7 @@ import numpy as np
 from research.data import BatchSchedule, Dataset
 from research.models import build_model, count_params
 from research.training.evaluators import make_eval_step
-from research.training.optimizers import make_optimizer
+from research.training.optimizers import optimizer_from_config
 from research.training.step import create_train_state, make_train_chunk, make_train_step
 
 
@@ -34,7 +34,7 @@ def train_side_by_side(
     raise ValueError(f"members' datasets differ in shape: {sorted(shapes)}")
   first = datasets[0]
   model = build_model(config.model, first.num_classes)
-  optimizer = make_optimizer(**config.optimizer)
+  optimizer = optimizer_from_config(config)
   x0 = jnp.zeros((1, *first.input_shape), jnp.float32)
   t = time.perf_counter()
   # One member's init compiled once and called per seed (cheaper to compile than its vmap).

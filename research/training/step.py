@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from research.training.losses import cross_entropy_sum
+from research.training.optimizers import learning_rate_used
 
 Batch = tuple[jax.Array, jax.Array]  # (inputs, integer labels)
 Metrics = dict[str, jax.Array]
@@ -55,6 +56,7 @@ def make_train_step(
       "loss": loss,
       "accuracy": jnp.mean(jnp.argmax(logits, -1) == y),
       "grad_norm": optax.global_norm(grads),
+      "learning_rate": learning_rate_used(opt_state),  # the rate this update used
     }
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
