@@ -7,8 +7,9 @@ share. Workers take the longest remaining job when free.
 
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
+
+from research.training.workers import slice_count, split
 
 # Seconds one member takes for 6000 steps on one core (train and compile; measured on an AMD EPYC
 # core under the table's XLA flags). Only the ratios matter: they size and order the jobs.
@@ -33,21 +34,12 @@ def plan_jobs(
   if workers < 1 or not members:
     raise ValueError(f"need workers >= 1 and at least one member, got {workers}, {len(members)}")
   work = {m: EXPECTED_SECONDS.get(m, 1.0) * len(members) for m in models}
-  cap = sum(work.values()) / (2 * workers)
+  total = sum(work.values())
   jobs = []
   for m in models:
-    slices = min(len(members), max(1, math.ceil(work[m] / cap - 1e-9))) if workers > 1 else 1
-    jobs += [(m, tuple(map(tuple, part))) for part in _split(members, slices)]
+    slices = slice_count(work[m], total, workers, pieces_per_worker=2)
+    jobs += [(m, tuple(map(tuple, part))) for part in split(members, slices)]
   return sorted(jobs, key=lambda j: -EXPECTED_SECONDS.get(j[0], 1.0) * len(j[1]))
-
-
-def _split(items: Sequence, parts: int) -> list[list]:
-  """`items` in `parts` contiguous slices whose lengths differ by at most one."""
-  q, r = divmod(len(items), parts)
-  bounds = [0]
-  for i in range(parts):
-    bounds.append(bounds[-1] + q + (i < r))
-  return [list(items[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
 def torch_groups(models: Sequence[str], cores: Sequence[int]) -> dict[int, list[str]]:

@@ -1,9 +1,7 @@
-"""Table 1's jobs trained in worker processes, one per core, and each finished job cached.
-
-Workers are spawned, not forked, so each starts JAX itself after its own settings: pinned to a
-core no other worker has, one XLA thread, the table's XLA flags. They take the next job when free
-(the list comes longest first) and share a compilation cache. A finished job is written to the
-workdir at once, so an interrupted reproduction resumes with the jobs it had finished.
+"""Table 1's jobs, trained on the shared worker pool (`research/training/workers.py`: one pinned
+process per core, one XLA thread, the table's XLA flags, a shared compilation cache), and each
+finished job cached in the workdir at once, so an interrupted reproduction resumes with the jobs
+it had finished.
 """
 
 from __future__ import annotations
@@ -12,13 +10,10 @@ import functools
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from research.studies.mnist1d_table1 import ROOT
 from research.studies.mnist1d_table1.plan import Member
-
-if TYPE_CHECKING:
-  from multiprocessing.queues import Queue
 
 Job = tuple[str, tuple[Member, ...]]  # (model, its members trained side by side)
 
@@ -29,26 +24,6 @@ def _dataset(variant: str):
   from research.data.mnist1d import load_mnist1d
 
   return load_mnist1d(shuffle_seq=(variant == "shuffled"))
-
-
-def start_worker(free_cores: Queue, xla_flags: str, compilation_cache: str) -> None:
-  """Pins this worker to a core no other worker has, before JAX starts in it.
-
-  The workers share a compilation cache: jobs of one model run the same programs (init, train
-  chunk, evaluation), which then compile once per invocation instead of once per job (init
-  alone took about 2 s to compile per job).
-  """
-  os.sched_setaffinity(0, {free_cores.get()})
-  if xla_flags:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags).strip()
-  from research.runtime import configure_threads
-
-  configure_threads(1)
-  import jax
-
-  jax.config.update("jax_compilation_cache_dir", compilation_cache)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def train_job(
@@ -116,37 +91,18 @@ def run_jobs(
   Each finished job is written to its cache file under `workdir` with `key`, the settings a
   later invocation must match to reuse it. A progress bar counts the jobs.
   """
-  import concurrent.futures as cf
-  import multiprocessing as mp
-
-  from tqdm.auto import tqdm
-
   from research.provenance import write_json
+  from research.training.workers import run_jobs as run_on_workers
 
-  done: dict[Job, dict[str, Any]] = {}
-  if not jobs:
-    return done
-  ctx = mp.get_context("spawn")
-  free_cores = ctx.Queue()
-  for core in cores:
-    free_cores.put(core)
-  with (
-    cf.ProcessPoolExecutor(
-      len(cores),
-      mp_context=ctx,
-      initializer=start_worker,
-      initargs=(free_cores, xla_flags, compilation_cache_dir(workdir)),
-    ) as pool,
-    tqdm(total=len(jobs), desc="jobs", unit="job") as bar,
-  ):
-    futures = {
-      pool.submit(train_job, model, job_members, num_steps, eval_every): (model, job_members)
-      for model, job_members in jobs
-    }  # submitted in list order
-    for future in cf.as_completed(futures):
-      job = futures[future]
-      done[job] = future.result()
-      write_json(cache_path(workdir, *job), {"key": dict(key), "result": done[job]})
-      bar.update(1)
-      bar.set_postfix_str(f"{job[0]} x{len(job[1])} {done[job]['wall_seconds']:.0f} s")
-  return done
+  def on_done(job: Job, result: dict[str, Any]) -> str:
+    write_json(cache_path(workdir, *job), {"key": dict(key), "result": result})
+    return f"{job[0]} x{len(job[1])} {result['wall_seconds']:.0f} s"
+
+  return run_on_workers(
+    train_job,
+    [(job, (*job, num_steps, eval_every)) for job in jobs],
+    cores,
+    on_done,
+    xla_flags,
+    compilation_cache_dir(workdir),
+  )
