@@ -19,9 +19,10 @@ restores. Without a validation split a run has no best.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -131,8 +132,9 @@ def train_runs(
       meta["compile_seconds"] += compile_seconds
 
     live = list(range(members))
-    bar = _progress_bar(progress, config.num_steps, steps.pop(), config.experiment, members)
-    while (step := int(group.member(state, 0).step)) < config.num_steps and live:
+    step = steps.pop()  # kept here: reading it from a stacked state would slice every leaf
+    bar = _progress_bar(progress, config.num_steps, step, config.experiment, members)
+    while step < config.num_steps and live:
       k = min(config.log_every, config.num_steps - step)
       indices = group.indices([s.chunk(step, k) for s in schedules])
       if k not in compiled:
@@ -162,7 +164,8 @@ def train_runs(
           continue
         _log_and_save(
           configs[i],
-          group.member(state, i),
+          step + k,
+          functools.partial(group.member, state, i),  # sliced only to evaluate or save
           member_metrics,
           meta,
           evaluator,
@@ -172,6 +175,7 @@ def train_runs(
           k,
           seconds,
         )
+      step += k
       bar.update(k)
       bar.set_postfix_str(_postfix([metas[i] for i in live], metrics, live, group))
     bar.close()
@@ -215,7 +219,8 @@ class _Group:
 
 def _log_and_save(
   config: ml_collections.ConfigDict,
-  state: TrainState,
+  step: int,
+  member_state: Callable[[], TrainState],
   metrics: dict[str, np.ndarray],
   meta: dict,
   evaluator: ClassificationEvaluator,
@@ -225,8 +230,8 @@ def _log_and_save(
   k: int,
   seconds: float,
 ) -> None:
-  """One member's scalars after a chunk of `k` steps; its evaluation and checkpoint when due."""
-  step = int(state.step)
+  """One member's scalars after a chunk of `k` steps (ending at `step`); its evaluation and
+  checkpoint when due."""
   metrics = dict(metrics)
   lr_used = metrics.pop("learning_rate")
   logged = {f"train/{n}": float(np.mean(v)) for n, v in metrics.items()}
@@ -241,7 +246,7 @@ def _log_and_save(
   new_best = None
   if step % config.eval_every == 0 or step == config.num_steps:
     t = time.perf_counter()
-    result = evaluator(state.params)
+    result = evaluator(member_state().params)
     meta["eval_seconds"] += time.perf_counter() - t
     logged.update(evaluator.scalars(result))
     meta["last_eval"] = {"step": step, **result}
@@ -251,7 +256,7 @@ def _log_and_save(
       new_best = score
   writer.scalars(logged, step)
   if step % config.checkpoint_every == 0 or step == config.num_steps or new_best is not None:
-    _save(ckpt, state, meta, step, schedule, new_best)
+    _save(ckpt, member_state(), meta, step, schedule, new_best)
 
 
 def _restore_or_start(ckpt: Checkpointer, state: TrainState) -> tuple[TrainState, dict]:

@@ -97,7 +97,11 @@ def plan_jobs(
     if is_finished(w):
       continue
     alone = c.get("num_devices", 1) != 1  # data parallel over devices: trained one by one
-    key = (config_lib.side_by_side_key(c), workdir_lib.latest_checkpoint_step(w), alone and i)
+    key = (
+      config_lib.side_by_side_key(c),
+      workdir_lib.latest_checkpoint_step(w),
+      i if alone else None,
+    )
     groups.setdefault(key, []).append(i)
   from research.training.workers import slice_count, split
 
