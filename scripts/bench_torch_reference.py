@@ -8,7 +8,8 @@ the loop are research.studies.mnist1d_table1.torch_reference.
 
 Run it pinned to one core, e.g.:
     taskset -c 0 python scripts/bench_torch_reference.py --models logistic,mlp,cnn,gru \
-        --steps 6000 --seed 0 --out results/torch_reference.json
+        --steps 6000 --seed 0                  # -> runs/reports/torch_reference.{json,md}
+The committed results/torch_reference.{json,md} are re-made with --out results/torch_reference.json.
 With --export-onnx DIR each trained model is also written as DIR/<model>.onnx, the independent
 deployment that `scripts/bench_inference.py --peer-onnx` times in ONNX Runtime beside ours.
 """
@@ -20,12 +21,14 @@ import os
 import sys
 from typing import Sequence
 
+MODEL_NAMES = ("logistic", "mlp", "cnn", "gru")  # research.studies.mnist1d_table1.torch_reference
 
-def parse_args(argv: Sequence[str], names: Sequence[str]) -> argparse.Namespace:
-  """CLI; bad model names or step counts exit with a one-line error."""
+
+def build_parser() -> argparse.ArgumentParser:
+  """The flags, built before torch is imported, so --help and bad flags answer without it."""
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument(
-    "--models", default="logistic,mlp,cnn,gru", help="comma-separated subset of " + ",".join(names)
+    "--models", default=",".join(MODEL_NAMES), help="comma-separated subset of the default"
   )
   p.add_argument("--steps", type=int, default=6000)
   p.add_argument("--seed", type=int, default=0)
@@ -35,7 +38,12 @@ def parse_args(argv: Sequence[str], names: Sequence[str]) -> argparse.Namespace:
   p.add_argument(
     "--eval-every", type=int, default=0, help="untimed test eval every N steps (0 = only at end)"
   )
-  p.add_argument("--out", default="results/torch_reference.json")
+  p.add_argument(
+    "--out",
+    default="runs/reports/torch_reference.json",
+    help="JSON results (default runs/reports/torch_reference.json; the committed ones are "
+    "results/torch_reference.json)",
+  )
   p.add_argument("--md", default=None, help="markdown path (default: --out with .md)")
   p.add_argument(
     "--export-onnx",
@@ -44,7 +52,12 @@ def parse_args(argv: Sequence[str], names: Sequence[str]) -> argparse.Namespace:
     help="also export each trained model to DIR/<model>.onnx (the peer deployment that "
     "scripts/bench_inference.py --peer-onnx times beside our engines)",
   )
-  args = p.parse_args(argv)
+  return p
+
+
+def parse_args(argv: Sequence[str], names: Sequence[str]) -> argparse.Namespace:
+  """CLI; bad model names or step counts exit with a one-line error."""
+  args = build_parser().parse_args(argv)
   args.models = [m.strip() for m in args.models.split(",") if m.strip()]
   unknown = [m for m in args.models if m not in names]
   if unknown or not args.models:
@@ -62,15 +75,17 @@ def parse_args(argv: Sequence[str], names: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Pin threads, build data, benchmark each requested model, write JSON and markdown."""
+  argv = sys.argv[1:] if argv is None else argv
+  build_parser().parse_args(argv)  # --help and unknown flags need no torch
   try:
     from research.studies.mnist1d_table1 import torch_reference as ref
   except ImportError as e:
     if e.name != "torch":
       raise
     sys.exit("error: torch is not installed; pip install -e '.[reference]'")
-  from research.provenance import write_json
+  from research.provenance import write_json, write_text
 
-  args = parse_args(sys.argv[1:] if argv is None else argv, list(ref.MODELS))
+  args = parse_args(argv, list(ref.MODELS))
   ref.pin_threads()
   meta = ref.provenance(sys.argv)
   affinity = meta["threads"]["cpu_affinity"]
@@ -92,8 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       flush=True,
     )
   write_json(args.out, {"meta": meta, "results": records})
-  with open(args.md, "w") as f:
-    f.write(ref.markdown(meta, records))
+  write_text(args.md, ref.markdown(meta, records))
   print(f"wrote {args.out} and {args.md}")
   return 0
 

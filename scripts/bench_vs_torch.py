@@ -7,7 +7,8 @@ JAX run it reports `train_seconds` from summary.json (compilation, evaluation an
 checkpoint saves excluded) and the steady-state figure: the median per-chunk step time from the
 run's TensorBoard events times the step count.
 
-  python scripts/bench_vs_torch.py --models cnn --repeats 3 --out results/speed_vs_torch
+  python scripts/bench_vs_torch.py --models cnn --repeats 3   # -> runs/reports/speed_vs_torch.*
+The committed results/speed_vs_torch.{md,json} are re-made with --out results/speed_vs_torch.
 Needs torch (pip install -e '.[reference]').
 """
 
@@ -25,7 +26,12 @@ def main() -> int:
   p.add_argument("--models", default="cnn", help="comma list of logistic, mlp, cnn, gru")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--core", type=int, default=0, help="CPU core both sides are pinned to")
-  p.add_argument("--out", default="results/speed_vs_torch", help="writes OUT.json and OUT.md")
+  p.add_argument(
+    "--out",
+    default="runs/reports/speed_vs_torch",
+    help="writes OUT.json and OUT.md (default runs/reports/speed_vs_torch; the committed ones are "
+    "results/speed_vs_torch)",
+  )
   args = p.parse_args()
   if importlib.util.find_spec("torch") is None:
     p.error("torch is not installed; pip install -e '.[reference]'")

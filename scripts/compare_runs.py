@@ -1,17 +1,24 @@
 """A table of several runs, read from their workdirs, for comparing by script.
 
-Each run contributes its summary.json, the median step time from its TensorBoard events, and,
+Each run contributes the hyperparameters that differ between the runs compared (from its
+config.json, one column each, right after the run's name; the ones they share are listed under
+the markdown table), its summary.json, the median step time from its TensorBoard events, and,
 when `scripts/train_vs_infer.py` has run there, its cost report (report.json): FLOPs, time per
 example for training vs real-time vs batch inference, and the break-even prediction counts.
 
+Entries that are not finished runs (files, caches, a sweep's parent directory, a run that
+never finished, a corrupt summary.json) are skipped and named on one stderr line; only a
+selection without any run is an error. Nothing is written until the whole table is made.
+
   python scripts/compare_runs.py runs/*                       # markdown to stdout
-  python scripts/compare_runs.py runs/* --format csv > runs.csv
-  python scripts/compare_runs.py runs/a runs/b --out results/my_runs   # OUT.md, OUT.json
+  python scripts/compare_runs.py runs/* --format csv --out runs/reports/runs   # .csv, .md, .json
+  python scripts/compare_runs.py runs/sweep_cnn/*             # the runs of one sweep
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -19,17 +26,26 @@ def main() -> int:
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  p.add_argument("workdirs", nargs="+", help="run directories")
-  p.add_argument("--format", choices=("md", "csv"), default="md")
-  p.add_argument("--out", default="", help="write OUT.md (with provenance) and OUT.json")
-  p.add_argument("--title", default="Runs")
+  p.add_argument("workdirs", nargs="+", help="run directories (other entries are skipped)")
+  p.add_argument("--format", choices=("md", "csv"), default="md", help="of the table on stdout")
+  p.add_argument(
+    "--out",
+    default="",
+    help="also write OUT.md (with provenance) and OUT.json, and OUT.csv with --format csv",
+  )
+  p.add_argument("--title", default="Runs", help="heading of OUT.md")
   args = p.parse_args()
-  from research.studies.compare_runs import runs_table, write_runs_table
+  if args.out and (args.out.endswith(("/", os.sep)) or os.path.isdir(args.out)):
+    p.error(f"--out is a path without extension (OUT.md, OUT.json), not a directory: {args.out}")
+  from research.studies.compare_runs import compare, output_files, render, skipped_line, write_all
 
-  runs, text = runs_table(args.workdirs, args.format)
-  sys.stdout.write(text)
+  table = compare(args.workdirs)
+  text = render(table, args.format)
   if args.out:
-    write_runs_table(runs, text, args.out, args.title, sys.argv)
+    write_all(output_files(table, args.out, args.title, sys.argv, csv_too=args.format == "csv"))
+  for line in filter(None, [skipped_line(table), *table.notes]):
+    print(line, file=sys.stderr)
+  sys.stdout.write(text)
   return 0
 
 

@@ -1,7 +1,7 @@
 """Write an experiment's dataset to an `.npz` (`x`, `y`, `x_test`, `y_test`): the format that
 `data.name=npz` trains on and `scripts/infer.py` predicts from.
 
-  python scripts/export_dataset.py --config experiments/mnist1d_cnn.py --out runs/mnist1d.npz
+  python scripts/export_dataset.py --config experiments/mnist1d_cnn.py --out runs/data/mnist1d.npz
 """
 
 from __future__ import annotations

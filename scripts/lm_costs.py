@@ -1,11 +1,13 @@
 """Costs of a trained language model: training against real-time and batched generation.
 
   python scripts/train.py --config experiments/lm_markov_tiny.py --workdir runs/lm_markov_tiny
-  python scripts/lm_costs.py --workdir runs/lm_markov_tiny --out results/lm/markov_tiny
+  python scripts/lm_costs.py --workdir runs/lm_markov_tiny     # -> runs/lm_markov_tiny/lm_costs/
 
 Writes OUT/report.md and OUT/report.json: loss against the source's entropy rate, FLOPs per
 token (Kaplan's formula, our exact count, XLA's), training tokens/s and MFU, time to first token
 and time per output token at batch 1, batched generation tokens/s and MFU, and the break-even.
+OUT defaults to WORKDIR/lm_costs; the committed results/lm/markov_tiny is re-made with
+--out results/lm/markov_tiny.
 """
 
 from __future__ import annotations

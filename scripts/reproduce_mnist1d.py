@@ -1,15 +1,19 @@
 """Reproduce Table 1 of the MNIST-1D paper: four models x {original, shuffled} x N seeds.
 
-  python scripts/reproduce_mnist1d.py                 # 24 runs -> results/mnist1d_table.{md,json}
+  python scripts/reproduce_mnist1d.py              # 24 runs -> runs/reports/mnist1d_table.{md,json}
   python scripts/reproduce_mnist1d.py --fresh --torch-reference   # retrain all, time PyTorch too
-  python scripts/reproduce_mnist1d.py --config.seeds=5 --out runs/table_5seeds
+  python scripts/reproduce_mnist1d.py --config.seeds=5 --out runs/reports/table_5seeds
+  python scripts/reproduce_mnist1d.py --fresh --torch-reference --out results/mnist1d_table
+                                                   # re-makes the committed table in results/
 
 A job trains some of one model's runs (both variants, several seeds) side by side in one vmapped
 train chunk; one worker process per core, each pinned, takes the next job when free, longest
 first, sharing a compilation cache. Finished jobs are cached under --workdir and reused when their
 settings match; --fresh retrains and empties the compilation cache. --torch-reference then times
 one run per model of the independent PyTorch implementation in the same invocation, for the speed
-comparison. The work is done by research.studies.mnist1d_table1.
+comparison. The table goes to --out (default runs/reports/mnist1d_table), apart from the cache,
+so neither sits inside a run directory; it goes into results/ only when --out says so. The work is
+done by research.studies.mnist1d_table1.
 """
 
 from __future__ import annotations
@@ -31,8 +35,15 @@ def main() -> int:
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
   p.add_argument("--config", default="experiments/mnist1d_table1.py")
-  p.add_argument("--workdir", default="runs/mnist1d_table1", help="cache of finished jobs")
-  p.add_argument("--out", default="results/mnist1d_table", help="writes OUT.md and OUT.json")
+  p.add_argument(
+    "--workdir", default="runs/mnist1d_table1", help="cache of finished jobs (not a run directory)"
+  )
+  p.add_argument(
+    "--out",
+    default="runs/reports/mnist1d_table",
+    help="writes OUT.md and OUT.json (default runs/reports/mnist1d_table; the committed table is "
+    "results/mnist1d_table)",
+  )
   p.add_argument(
     "--workers",
     type=int,

@@ -53,3 +53,109 @@ def test_compare_runs_rejects_a_directory_without_summary(repo_root, tmp_path):
     result.stderr.strip().splitlines()[-1].startswith("error:")
     and "no summary.json" in result.stderr
   )
+
+
+# --- Defaults never write into results/ (committed measurements) ---------------------------------
+
+
+class _Parsed(Exception):
+  """Raised in place of parsing, carrying the parser a script built."""
+
+  def __init__(self, parser):
+    super().__init__()
+    self.parser = parser
+
+
+def _script_parser(path, monkeypatch):
+  """The argparse parser `main()` builds: imported as a module, stopped where it would parse."""
+  import argparse
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location(f"_script_{os.path.basename(path)[:-3]}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+
+  def capture(self, *args, **kwargs):
+    raise _Parsed(self)
+
+  monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", capture)
+  try:
+    module.main()
+  except _Parsed as parsed:
+    return parsed.parser
+  finally:
+    monkeypatch.undo()
+  raise AssertionError(f"{path}: main() returned without parsing its flags")
+
+
+def _under_results(repo_root, value):
+  if not isinstance(value, str) or not value:
+    return False
+  results = os.path.join(repo_root, "results")
+  path = os.path.normpath(os.path.join(repo_root, value))
+  return path == results or path.startswith(results + os.sep)
+
+
+def _defaults_under_results(repo_root, parser):
+  found = []
+  for action in parser._actions:
+    values = action.default if isinstance(action.default, (list, tuple)) else [action.default]
+    found += [f"{action.dest}={v}" for v in values if _under_results(repo_root, v)]
+  return found
+
+
+def _results_literals(repo_root, path):
+  """String constants that start a path under results/ ('results/...', or 'results' joined into a
+  path), other than docstrings and help texts: a default computed after parsing."""
+  import ast
+  import re
+
+  tree = ast.parse(open(path).read())
+  prose, joined = set(), set()
+  for node in ast.walk(tree):
+    if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(node):
+      prose.add(id(node.body[0].value))
+    if isinstance(node, ast.keyword) and node.arg in ("help", "description", "epilog"):
+      prose.update(id(n) for n in ast.walk(node.value))
+    if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "join":
+      joined.update(id(a) for a in node.args)
+  return [
+    f"line {n.lineno}: {n.value!r}"
+    for n in ast.walk(tree)
+    if isinstance(n, ast.Constant)
+    and isinstance(n.value, str)
+    and id(n) not in prose
+    and (re.match(r"(\./)?results/", n.value) or (n.value == "results" and id(n) in joined))
+  ]
+
+
+def test_no_script_writes_into_results_by_default(repo_root, monkeypatch, tmp_path):
+  import argparse
+  import glob
+
+  scripts = sorted(glob.glob(os.path.join(repo_root, "scripts", "*.py")))
+  assert len(scripts) >= 14
+  offending = {}
+  for path in scripts:
+    parser = _script_parser(path, monkeypatch)
+    bad = _defaults_under_results(repo_root, parser) + _results_literals(repo_root, path)
+    if bad:
+      offending[os.path.basename(path)] = bad
+  assert not offending, f"defaults under results/ (pass --out results/... explicitly): {offending}"
+  # The check catches what it is for: a default into results/, however it is spelled.
+  canary = argparse.ArgumentParser()
+  canary.add_argument("--out", default="./results/../results/table")
+  canary.add_argument("--peer", action="append", default=["runs/x", "results/y.onnx"])
+  canary.add_argument("--md", default="resultsish/x.md")
+  assert _defaults_under_results(repo_root, canary) == [
+    "out=./results/../results/table",
+    "peer=results/y.onnx",
+  ]
+  canary_script = os.path.join(str(tmp_path), "canary.py")
+  with open(canary_script, "w") as f:
+    f.write(
+      '"""Writes results/x.md."""\nimport os\n\n\ndef main(args):\n'
+      '  record = {"results": []}\n'
+      '  return args.out or os.path.join("results", "x"), f"results/{args.name}.md", record\n'
+    )
+  assert [s.split(":")[0] for s in _results_literals(repo_root, canary_script)] == ["line 7"] * 2

@@ -1,0 +1,109 @@
+"""compare_runs over a directory as the README leaves it: runs beside entries that are not runs."""
+
+import csv
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from research.config import load_config
+from research.studies.compare_runs import write_all
+from research.training.loop import train_and_evaluate
+from research.workdir import WorkdirError
+
+TINY = ["num_steps=10", "log_every=10", "eval_every=10", "checkpoint_every=10"]
+
+
+def _compare(repo_root, *args):
+  return subprocess.run(
+    [sys.executable, os.path.join(repo_root, "scripts", "compare_runs.py"), *args],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    cwd=repo_root,
+  )
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+  """Two tiny runs that differ in learning rate, and four entries that are not runs."""
+  root = tmp_path_factory.mktemp("runs")
+  for name, lr in (("lr_high", "3e-2"), ("lr_low", "1e-3")):
+    config = load_config(
+      "experiments/mnist1d_logistic.py", TINY + [f"optimizer.learning_rate={lr}"]
+    )
+    train_and_evaluate(config, str(root / name), progress=False)
+  np.savez(root / "mnist1d.npz", x=np.zeros((2, 40)))  # export_dataset.py's output
+  (root / "empty").mkdir()
+  (root / "failed").mkdir()  # a start that failed before its first summary
+  shutil.copy(root / "lr_low" / "config.json", root / "failed" / "config.json")
+  shutil.copytree(root / "lr_low", root / "corrupt")
+  (root / "corrupt" / "summary.json").write_text('{"experiment": "mnist1d_log')
+  return root
+
+
+def test_skips_entries_that_are_not_runs_and_shows_differing_hyperparameters(
+  repo_root, runs_dir, tmp_path
+):
+  out = str(tmp_path / "tables" / "runs")
+  entries = sorted(glob.glob(str(runs_dir / "*")))
+  result = _compare(repo_root, *entries, "--format", "csv", "--out", out)
+  assert result.returncode == 0, result.stderr
+  stderr = result.stderr.strip().splitlines()
+  assert len(stderr) == 1 and stderr[0].startswith("skipped 4 entries that are not runs: ")
+  for entry, why in (
+    ("corrupt", "corrupt summary.json"),
+    ("empty", "no summary.json"),
+    ("failed", "unfinished: config.json but no summary.json"),
+    ("mnist1d.npz", "not a directory"),
+  ):
+    assert f"{runs_dir / entry} ({why})" in stderr[0]
+  rows = list(csv.reader(result.stdout.splitlines()))
+  assert rows[0][:3] == ["run", "optimizer.learning_rate", "experiment"]
+  assert [r[:3] for r in rows[1:]] == [
+    ["lr_high", "0.03", "mnist1d_logistic"],
+    ["lr_low", "0.001", "mnist1d_logistic"],
+  ]
+  assert open(out + ".csv").read() == result.stdout
+  record = json.load(open(out + ".json"))
+  assert record["hyperparameters"]["differ"] == ["optimizer.learning_rate"]
+  assert record["hyperparameters"]["same"]["model.name"] == "logistic"
+  assert len(record["skipped"]) == 4 and [r["run"] for r in record["runs"]] == ["lr_high", "lr_low"]
+  md = open(out + ".md").read()
+  assert "| run | optimizer.learning_rate | experiment |" in md
+  assert "Same in all 2 runs: " in md and "`model.name`=logistic" in md
+
+
+def test_no_runs_is_one_error_line_and_writes_nothing(repo_root, runs_dir, tmp_path):
+  out = tmp_path / "tables" / "runs"
+  not_runs = [str(runs_dir / n) for n in ("mnist1d.npz", "empty", "failed", "corrupt")]
+  for fmt in ("md", "csv"):
+    result = _compare(repo_root, *not_runs, "--format", fmt, "--out", str(out))
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no runs among the 4 entries given")
+    assert "corrupt summary.json" in lines[0] and "python scripts/train.py" in lines[0]
+    assert not os.path.exists(tmp_path / "tables")
+
+
+def test_a_sweep_directory_is_skipped_with_the_glob_that_reaches_its_runs(repo_root, runs_dir):
+  result = _compare(repo_root, str(runs_dir), str(runs_dir / "lr_low"))
+  assert result.returncode == 0, result.stderr
+  assert f"(no summary.json; it holds 3 runs: pass {runs_dir / '*'})" in result.stderr
+  assert "| lr_low |" in result.stdout and "Same in all" not in result.stdout
+
+
+def test_write_all_writes_every_file_or_none(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  first, second = str(tmp_path / "t.md"), str(blocker / "t.json")
+  with pytest.raises(WorkdirError, match="choose another --out"):
+    write_all({first: "table\n", second: "{}\n"})
+  assert os.listdir(tmp_path) == ["a_file"]
+  write_all({first: "table\n"})
+  assert open(first).read() == "table\n" and sorted(os.listdir(tmp_path)) == ["a_file", "t.md"]
