@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 
 def _si(x: float, unit: str = "") -> str:
   for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -234,75 +232,94 @@ def markdown_report(r: dict[str, Any], provenance_md: str) -> str:
 
 
 def plot_report(r: dict[str, Any], path: str) -> str:
-  """Time per example (train vs real-time vs batch) and cumulative cost against predictions."""
-  from research.bench.figures import plt, png_bytes
-  from research.provenance import write_bytes
+  """The report's figure: PNG at `path`, SVG and PDF beside it. Returns the PNG path."""
+  from research.bench.figures import save_figure
 
-  t, inf = r["time"], r["time"]["inference"]
-  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-  labels = [
-    "train step",
-    "real-time (b=1)",
-    f"batch {inf['train_batch']['batch_size']}",
-    f"best batch ({inf['batch']['batch_size']})",
-  ]
-  values = [
-    t["train_seconds_per_example"],
-    inf["realtime"]["seconds_per_prediction"],
-    inf["train_batch"]["seconds_per_prediction"],
-    inf["batch"]["seconds_per_prediction"],
-  ]
-  left.bar(labels, [v * 1e6 for v in values], color=["C3", "C0", "C1", "C2"])
-  left.set_yscale("log")
-  left.set_ylabel("µs per example (log)")
-  left.set_title("time per example")
-  left.tick_params(axis="x", labelsize=8)
-  n = np.logspace(
-    0,
-    np.log10(
-      max(
-        r["break_even_predictions"]["seconds_realtime"],
-        r["break_even_predictions"]["seconds_batch"],
-      )
-      * 10
-    ),
-    200,
+  return save_figure(report_figure(r), path)[0]
+
+
+def report_figure(r: dict[str, Any]):
+  """Four panels, one question each: time per example (linear, values and p99 whiskers), FLOPs
+  per example, break-even in FLOPs and in seconds, utilization of the measured peak."""
+  from research.bench import figures
+
+  f, t, u, be = r["flops"], r["time"], r["utilization"], r["break_even_predictions"]
+  inf, train = t["inference"], t["train_seconds_per_example"] * 1e6
+  modes = _distinct_modes(inf)
+  colors = {"realtime": "C0", "train_batch": "C1", "batch": "C2"}
+  fig, ((a, b), (c, d)) = figures.plt.subplots(2, 2, figsize=(13, 7.5))
+  us = [train] + [inf[m]["seconds_per_prediction"] * 1e6 for m in modes]
+  figures.bar_panel(
+    a,
+    ["training step\n(its share per example)"] + [_mode_label(inf, m) for m in modes],
+    us,
+    lambda v: f"{v:.3g} µs",
+    whiskers=[None] + [_p99_us(t, inf[m]) for m in modes],
+    notes=[""] + [_vs_training(v, train) for v in us[1:]],
+    colors=["C3"] + [colors[m] for m in modes],
+    xlabel="µs per example (linear; whisker to p99 where measured)",
+    title="time per example on this machine",
   )
-  right.plot(n, np.full_like(n, t["train_seconds"]), "C3", label="training run")
-  for mode, color in (("realtime", "C0"), ("batch", "C2")):
-    right.plot(
-      n,
-      n * inf[mode]["seconds_per_prediction"],
-      color,
-      label=f"inference, {mode} ({_engine(inf[mode])})",
-    )
-    right.axvline(r["break_even_predictions"][f"seconds_{mode}"], color=color, linestyle=":")
-  right.set_xscale("log")
-  right.set_yscale("log")
-  right.set_xlabel("predictions served")
-  right.set_ylabel("cumulative seconds on this machine")
-  right.set_title("break-even (dotted)")
-  right.legend(fontsize=8)
-  right.grid(alpha=0.3, which="both")
-  fig.suptitle(f"{r['experiment']}: training vs inference")
-  return write_bytes(path, png_bytes(fig))
+  figures.bar_panel(
+    b,
+    ["train step\n(forward, backward, update)", "inference\n(forward)"],
+    [f["train_step_per_example"], f["forward_per_example"]],
+    lambda v: _si(v, "FLOP"),
+    colors=["C3", "C2"],
+    tick_fmt=_si,
+    xlabel="FLOPs per example (analytic, linear)",
+    title=f"FLOPs per example: a train step is {f['train_to_forward_ratio']:.2f}x a forward pass",
+  )
+  flops = "FLOPs (forward vs the training run)"
+  counts = {flops: (be["flops"], "C4", "break_even_flops")}
+  for m in modes:
+    key = "seconds_realtime" if m == "realtime" else f"seconds_{m}"
+    counts[f"seconds, {_mode_label(inf, m, ' ')}"] = (be[key], colors[m], f"break_even_{key}")
+  figures.break_even_panel(
+    c, counts, headline=flops, title="break-even: predictions that cost what training did"
+  )
+  figures.bar_panel(
+    d,
+    ["training"] + [_mode_label(inf, m) for m in ("realtime", "batch")],
+    [100 * u["training"], 100 * u["realtime"], 100 * u["batch"]],
+    lambda v: f"{v:.2g} %",
+    colors=["C3", "C0", "C2"],
+    xlabel=f"% of this machine's measured peak, {_si(u['peak']['peak_flops'], 'FLOP/s')} (linear)",
+    title="utilization (analytic FLOPs / time)",
+  )
+  fig.suptitle(f"{r['experiment']} ({r['model']}, {r['params']:,} params): training vs inference")
+  fig.tight_layout()
+  return fig
 
 
-def headline_scalars(r: dict[str, Any]) -> dict[str, float]:
-  return {
-    "cost/forward_flops_per_example": r["flops"]["forward_per_example"],
-    "cost/train_step_flops_per_example": r["flops"]["train_step_per_example"],
-    "cost/train_to_forward_flops": r["flops"]["train_to_forward_ratio"],
-    "cost/train_us_per_example": r["time"]["train_seconds_per_example"] * 1e6,
-    "cost/realtime_us_per_prediction": r["time"]["inference"]["realtime"]["seconds_per_prediction"]
-    * 1e6,
-    "cost/batch_us_per_prediction": r["time"]["inference"]["batch"]["seconds_per_prediction"] * 1e6,
-    "cost/break_even_predictions_flops": r["break_even_predictions"]["flops"],
-    "cost/break_even_predictions_realtime": r["break_even_predictions"]["seconds_realtime"],
-    "cost/break_even_predictions_batch": r["break_even_predictions"]["seconds_batch"],
-    "cost/utilization_training": r["utilization"]["training"],
-    "cost/utilization_batch": r["utilization"]["batch"],
-  }
+def _vs_training(v: float, train: float) -> str:
+  return f", training is {train / v:.3g}x" if v < train else f" = {v / train:.3g}x training"
+
+
+def _distinct_modes(inf: dict[str, Any]) -> list[str]:
+  """realtime, train_batch, batch; train_batch left out when it is the best batch too."""
+  same = all(inf["train_batch"].get(k) == inf["batch"].get(k) for k in ("batch_size", "engine"))
+  return ["realtime", "batch"] if same else ["realtime", "train_batch", "batch"]
+
+
+def _mode_label(inf: dict[str, Any], mode: str, sep: str = "\n") -> str:
+  size = inf[mode]["batch_size"]
+  what = {
+    "realtime": "real-time, batch 1",
+    "train_batch": f"batch {size} (as trained)",
+    "batch": f"best batch ({size})",
+  }[mode]
+  return f"{what}{sep}({_engine(inf[mode])})"
+
+
+def _p99_us(t: dict[str, Any], m: dict[str, Any]) -> float | None:
+  """A mode's p99 per example: real-time's own, a jax batch's from the sweep; else unknown."""
+  if m.get("p99_seconds") is not None:
+    return m["p99_seconds"] * 1e6
+  rows = [s for s in t.get("sweep", []) if s["batch_size"] == m["batch_size"]]
+  if _engine(m) == "jax" and rows and "call_p99_us" in rows[0]:
+    return rows[0]["call_p99_us"] / m["batch_size"]
+  return None
 
 
 def comparison_fields(r: dict[str, Any]) -> dict[str, float]:

@@ -1,0 +1,98 @@
+"""Re-draw figures from saved results, measuring nothing again.
+
+  python scripts/replot.py results/cost/mnist1d_cnn/report.json       # report.{png,svg,pdf}
+  python scripts/replot.py results/inference/mnist1d_cnn/bench.json   # latency.*, batch_sweep.*
+  python scripts/replot.py results/cost/*/report.json results/inference/*/bench.json
+  python scripts/replot.py runs/cnn/report.json --out /tmp/figures
+
+A cost report (report.json, from scripts/train_vs_infer.py) gives report.{png,svg,pdf}; an
+inference benchmark (bench.json, from scripts/bench_inference.py) gives batch_sweep.* and, from
+the per-call samples saved beside it (latency_samples.json), latency.*. Figures are written
+beside each input, or into --out. Every input is read and checked before anything is drawn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+
+def main() -> int:
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  p.add_argument("files", nargs="+", help="report.json or bench.json files")
+  p.add_argument("--out", default=None, help="directory for the figures (default: beside each)")
+  args = p.parse_args()
+  jobs = [_load(path) for path in args.files]  # every input checked before anything is drawn
+
+  from research import workdir as workdir_lib
+  from research.bench import figures
+  from research.studies import StudyError
+  from research.studies.cost_report import plot_report
+
+  for path, data, samples in jobs:
+    out = args.out or os.path.dirname(path) or "."
+    try:
+      if samples is None:
+        png = plot_report(data, os.path.join(out, workdir_lib.REPORT_FIGURE))
+        written = figures.figure_paths(png)
+      else:
+        experiment = data.get("provenance", {}).get("experiment") or os.path.basename(out)
+        written = figures.write_benchmark_figures(data, samples, out, experiment)
+    except (KeyError, TypeError, IndexError) as e:
+      raise StudyError(f"{path}: a field the figure needs is missing or malformed ({e!r})") from e
+    print(f"{path} -> {', '.join(written)}")
+  return 0
+
+
+def _load(path: str) -> tuple[str, dict[str, Any], Any]:
+  """(path, data, samples): samples None for a cost report, the batch-1 samples for a benchmark."""
+  from research.bench.figures import LATENCY_SAMPLES, read_latency_samples
+  from research.studies import StudyError
+
+  data = _read_json(path)
+  if isinstance(data, dict) and "break_even_predictions" in data:
+    _require(path, data, ("flops", "time", "utilization", "experiment", "model", "params"))
+    return path, data, None
+  if isinstance(data, dict) and isinstance(data.get("records"), list):
+    samples_path = os.path.join(os.path.dirname(path), LATENCY_SAMPLES)
+    if not os.path.exists(samples_path):
+      raise StudyError(
+        f"{samples_path} not found: the latency figure needs the per-call samples that "
+        "scripts/bench_inference.py saves beside bench.json; re-run the benchmark to make them"
+      )
+    _read_json(samples_path)
+    return path, data, read_latency_samples(samples_path)
+  raise StudyError(
+    f"{path} is neither a cost report (report.json from scripts/train_vs_infer.py) nor an "
+    "inference benchmark (bench.json from scripts/bench_inference.py)"
+  )
+
+
+def _read_json(path: str) -> Any:
+  from research.studies import StudyError
+
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise StudyError(f"{path} not found") from None
+  except (OSError, ValueError) as e:
+    raise StudyError(f"{path} cannot be read as JSON: {e}") from None
+
+
+def _require(path: str, data: dict[str, Any], keys: tuple[str, ...]) -> None:
+  from research.studies import StudyError
+
+  missing = [k for k in keys if k not in data]
+  if missing:
+    raise StudyError(f"{path} is a cost report without {', '.join(missing)}")
+
+
+if __name__ == "__main__":
+  from research.cli import run_main
+
+  run_main(main)
