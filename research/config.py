@@ -16,6 +16,8 @@ from typing import Any, Iterable
 
 import ml_collections
 
+from research.training.profiling import parse_window
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
 DECAY_MASKS = ("all", "matrices")
@@ -55,12 +57,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = optimizer_config(name="adam", learning_rate=1e-2)
   c.batch_size = 100
   c.num_steps = 6000
-  c.log_every = 250  # steps per compiled chunk; train metrics are averaged over it
+  c.log_every = 250  # steps per compiled chunk; train metrics are logged for every step
   c.eval_every = 250  # a multiple of log_every
   c.checkpoint_every = 1000  # a multiple of eval_every
   c.keep_checkpoints = 2  # latest N, plus the best on validation (when data.validation_size > 0)
   c.eval_batch_size = 1000
   c.num_devices = 1  # data parallel over this many devices (0: all); batch split over them
+  c.profile_steps = ""  # "START:END": a jax.profiler trace of those steps (TensorBoard Profile)
   return c
 
 
@@ -239,6 +242,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     isinstance(config.get("num_devices", 1), int) and config.get("num_devices", 1) >= 0,
     f"num_devices must be 0 (all devices) or a positive integer, got {config.get('num_devices')!r}",
   )
+  try:
+    parse_window(config.get("profile_steps", ""), config.num_steps)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(str(e)) from None
   need(
     config.eval_every % config.log_every == 0,
     f"eval_every ({config.eval_every}) must be a multiple of log_every ({config.log_every})",

@@ -128,6 +128,11 @@ def _json_default(o: Any) -> Any:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  """A pipe table; a `|` inside a cell (`max |Δlogit|`) is escaped so it cannot split the cell."""
+
+  def cell(c: Any) -> str:
+    return str(c).replace("|", "\\|")
+
+  lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
   return "\n".join(lines)

@@ -32,9 +32,9 @@ REPORT_MARKDOWN = "report.md"
 REPORT_FIGURE = "report.png"
 BENCH = "bench"
 
-# Config fields a run may change on resume: a longer run, or another device count (checkpoints
-# restore onto the current mesh). Anything else would make it a different run.
-RESUMABLE_CHANGES = ("num_steps", "num_devices")
+# Config fields a run may change on resume: a longer run, another device count (checkpoints
+# restore onto the current mesh) or another profiled window. Anything else makes another run.
+RESUMABLE_CHANGES = ("num_steps", "num_devices", "profile_steps")
 
 
 class WorkdirError(RuntimeError):

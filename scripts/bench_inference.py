@@ -6,13 +6,15 @@
   python scripts/bench_inference.py --workdir runs/gru --out results/inference/mnist1d_gru
   python scripts/bench_inference.py --workdir runs/cnn --precisions float32 --no-loadgen   # quick
 
-Writes OUT/bench.json (one record per measurement), OUT/bench.md, OUT/latency.png,
-OUT/batch_sweep.png and LoadGen's logs under OUT/loadgen/ (OUT defaults to WORKDIR/bench), and the
-headline figures as TensorBoard scalars in the run's directory. Engines: jax (every backend JAX
-sees: CPU always, GPU when present; --precisions), onnxruntime (the jax2onnx export, fp32) and
-onnxruntime-int8 (ONNX Runtime's own int8); an engine that cannot export this model is reported
-as unavailable, with the exporter's reason. About 4 minutes on a 2-core CPU by default;
---full-length gives LoadGen's full MLPerf durations (10 minutes per run).
+Writes OUT/bench.json (one record per measurement), OUT/bench.md, OUT/latency_samples.json,
+OUT/latency.{png,svg,pdf}, OUT/batch_sweep.{png,svg,pdf} and LoadGen's logs under OUT/loadgen/
+(replaced by a re-run; OUT defaults to WORKDIR/bench), and bench.md and the figures into the
+run's TensorBoard summary (Text and Images tabs); --profile adds a trace for the Profile tab.
+Engines: jax (every backend JAX sees: CPU always, GPU when present; --precisions), onnxruntime
+(the jax2onnx export, fp32) and onnxruntime-int8 (ONNX Runtime's own int8); an engine that
+cannot export this model is reported as unavailable, with the exporter's reason. About 4
+minutes on a 2-core CPU by default; --full-length gives LoadGen's full MLPerf durations (10
+minutes per run).
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ def main() -> int:
   p.add_argument("--server-runs", type=int, default=7, help="LoadGen runs per Server QPS search")
   p.add_argument("--no-loadgen", action="store_true")
   p.add_argument("--full-length", action="store_true", help="LoadGen's full MLPerf durations")
+  p.add_argument(
+    "--profile",
+    action="store_true",
+    help="also trace jax inference (batch 1 and 256) for TensorBoard's Profile tab",
+  )
   add_threads_flag(p)
   args = p.parse_args()
   configure_threads(args.threads)
@@ -68,6 +75,7 @@ def main() -> int:
     latency_bound_ms=args.latency_bound_ms,
     server_max_runs=args.server_runs,
     full_length=args.full_length,
+    profile=args.profile,
   )
   meta, out = write_benchmark(
     args.workdir,
@@ -78,8 +86,8 @@ def main() -> int:
     log=lambda s: print(s, flush=True),
   )
   print(
-    f"{meta['wall_seconds']:.0f} s; wrote {out}/bench.{{json,md}}, latency.png, "
-    f"batch_sweep.png; TensorBoard scalars inference/* in {args.workdir}"
+    f"{meta['wall_seconds']:.0f} s; wrote {out}/bench.{{json,md}}, latency.*, "
+    f"batch_sweep.*; TensorBoard text and images in {args.workdir}/summary"
   )
   return 0
 

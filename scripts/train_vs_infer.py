@@ -8,7 +8,8 @@ real-time (batch 1) and batch inference on every engine (--engines; default jax,
 onnxruntime-int8; each break-even uses the fastest engine for its scenario and names it),
 counts FLOPs analytically and with XLA, reads memory from the compiled executables, measures
 this machine's peak FLOP/s, and writes WORKDIR/report.md, report.json, report.png (and a copy
-into --out) and `cost/*` TensorBoard scalars. Break-even: the number of predictions after which
+into --out), and in TensorBoard the report (Text tab), its figure (Images) and its headline as
+the run's HParams metrics (trial/*). Break-even: the number of predictions after which
 inference has cost more than training did. A few minutes on a 2-core CPU.
 """
 

@@ -1,5 +1,7 @@
 """Inference timing harness: blocking timers, the saturation rule, sweeps, figures, the script."""
 
+import glob
+import gzip
 import json
 import os
 import subprocess
@@ -119,6 +121,7 @@ def test_bench_inference_script_writes_everything(repo_root, tmp_path):
       "300",
       "--server-runs",
       "2",
+      "--profile",
     ],
     cwd=repo_root,
     env=env,
@@ -164,13 +167,34 @@ def test_bench_inference_script_writes_everything(repo_root, tmp_path):
   assert "Server_batched" in md and "fastest for real-time" in md
   for png in ("latency.png", "batch_sweep.png"):
     assert open(os.path.join(out, png), "rb").read(8) == PNG_SIGNATURE
+  # TensorBoard: bench.md in the Text tab and the figures in Images, in the run's summary
+  # sub-run; no single-value scalars among the training curves.
   acc = EventAccumulator(workdir, size_guidance={"scalars": 0})
   acc.Reload()
-  tags = acc.Tags()["scalars"]
-  assert "inference/jax/cpu/float32/batch1_p50_us" in tags
-  assert "inference/jax/cpu/float32/loadgen_Server_batched_qps" in tags
-  assert "inference/onnxruntime/cpu/float32/batch1_p50_us" in tags
-  assert "test/accuracy" in tags  # the training scalars sit in the same run
+  assert not [t for t in acc.Tags()["scalars"] if t.startswith("inference/")]
+  trial = EventAccumulator(os.path.join(workdir, "summary"), size_guidance={"images": 0})
+  trial.Reload()
+  assert {"trial/latency", "trial/batch_sweep"} <= set(trial.Tags()["images"])
+  (text,) = trial.Tensors("bench")
+  assert "Server_batched" in text.tensor_proto.string_val[0].decode()
+  # --profile: a trace of jax inference, annotated by batch size, for the Profile tab.
+  (trace,) = glob.glob(os.path.join(workdir, "plugins", "profile", "*", "*.trace.json.gz"))
+  names = {e.get("name") for e in json.load(gzip.open(trace))["traceEvents"]}
+  assert {"inference_batch_1", "inference_batch_256"} <= names
+  # The same command again into the same OUT replaces the LoadGen logs instead of refusing.
+  again = subprocess.run(
+    [sys.executable, "scripts/bench_inference.py", "--workdir", workdir, "--out", out]
+    + ["--engines", "jax", "--precisions", "float32", "--max-batch", "2", "--latency-calls", "50"]
+    + ["--loadgen-ms", "200", "--server-runs", "1"],
+    cwd=repo_root,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert sorted(os.listdir(os.path.join(out, "loadgen"))) == ["jax"]  # the old engines' logs went
+  assert not os.path.exists(os.path.join(out, "loadgen.previous"))
 
 
 def test_bench_inference_without_a_run_is_one_line(repo_root, tmp_path):
@@ -218,3 +242,13 @@ def test_reports_name_the_fastest_engine_and_price_int8():
   assert "int8 (onnxruntime-int8, cpu) against onnxruntime fp32: test accuracy -1.0 points" in text
   assert "batch-1 p50 2.00x as fast, best throughput 1.50x" in text
   assert "tflite: not available for this model. no such exporter" in text
+
+
+def test_a_pipe_inside_a_cell_does_not_split_the_markdown_table():
+  from research.provenance import markdown_table
+
+  table = markdown_table(["agrees", "p50"], [["1000 / 1000; max |Δlogit| 0.0e+00", "61.6"]])
+  row = table.splitlines()[2]
+  # Unescaped pipes delimit cells: exactly three (start, between, end).
+  assert len([i for i, ch in enumerate(row) if ch == "|" and row[i - 1 : i] != "\\"]) == 3
+  assert "max \\|Δlogit\\|" in row

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
-from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 import research.tensorboard_writer as tbw
@@ -114,7 +113,7 @@ def test_image_rejects_bytes_that_are_not_png(tmp_path):
       writer.image("x", b"\xff\xd8\xff\xe0 this is a JPEG header")
 
 
-def test_hparams_land_in_the_run_dir_next_to_the_metrics(tmp_path):
+def test_hparams_are_one_trial_named_by_its_run(tmp_path):
   hparams = {
     "learning_rate": 0.1,
     "batch_size": np.int64(128),
@@ -125,30 +124,17 @@ def test_hparams_land_in_the_run_dir_next_to_the_metrics(tmp_path):
     "momentum": jnp.float32(0.5),
   }
   with SummaryWriter(tmp_path) as writer:
-    writer.hparams(hparams, metric_tags=["test/accuracy", "train/loss"])
+    writer.hparams(hparams)
     writer.scalar("test/accuracy", 0.5, 10)
   acc = _load(tmp_path)
   assert acc.Scalars("test/accuracy")[0].value == 0.5
   content = acc.PluginTagToContent("hparams")
-  assert set(content) == {hparams_metadata.EXPERIMENT_TAG, hparams_metadata.SESSION_START_INFO_TAG}
-
-  experiment = hparams_metadata.parse_experiment_plugin_data(
-    content[hparams_metadata.EXPERIMENT_TAG]
-  )
-  assert {info.name: info.type for info in experiment.hparam_infos} == {
-    "learning_rate": api_pb2.DATA_TYPE_FLOAT64,
-    "batch_size": api_pb2.DATA_TYPE_FLOAT64,
-    "model": api_pb2.DATA_TYPE_STRING,
-    "use_bias": api_pb2.DATA_TYPE_BOOL,
-    "hidden": api_pb2.DATA_TYPE_STRING,
-    "schedule": api_pb2.DATA_TYPE_STRING,
-    "momentum": api_pb2.DATA_TYPE_FLOAT64,
-  }
-  assert [m.name.tag for m in experiment.metric_infos] == ["test/accuracy", "train/loss"]
-
+  # No experiment config: TensorBoard then builds one from every run and marks what differs.
+  assert set(content) == {hparams_metadata.SESSION_START_INFO_TAG}
   session = hparams_metadata.parse_session_start_info_plugin_data(
     content[hparams_metadata.SESSION_START_INFO_TAG]
   )
+  assert session.group_name == ""  # the dashboard names the trial by its run, not by a hash
   read = {name: getattr(value, value.WhichOneof("kind")) for name, value in session.hparams.items()}
   assert read == {
     "learning_rate": 0.1,
@@ -159,6 +145,24 @@ def test_hparams_land_in_the_run_dir_next_to_the_metrics(tmp_path):
     "schedule": "None",
     "momentum": 0.5,
   }
+
+
+def test_records_are_framed_byte_for_byte_as_tensorboards_own_writer(tmp_path):
+  import io
+
+  from tensorboard.summary.writer.record_writer import RecordWriter
+
+  ours, theirs = io.BytesIO(), io.BytesIO()
+  for data in (b"", b"x" * 1000, bytes(range(256)) * 3):
+    tbw._RecordWriter(ours).write(data)
+    RecordWriter(theirs).write(data)
+  assert ours.getvalue() == theirs.getvalue()
+
+
+def test_a_writer_that_writes_nothing_leaves_no_file(tmp_path):
+  with SummaryWriter(tmp_path / "run") as writer:
+    writer.flush()
+  assert not (tmp_path / "run").exists()
 
 
 def test_close_is_idempotent_and_later_writes_fail_loudly(tmp_path):
@@ -212,7 +216,7 @@ def test_writing_every_kind_never_tries_to_import_tensorflow(tmp_path, repo_root
         w.scalars({{"b": 2.0}}, 1)
         w.text("t", "*x*")
         w.image("i", {_tiny_png()!r})
-        w.hparams({{"lr": 0.1}}, ["a"])
+        w.hparams({{"lr": 0.1}})
       assert not attempts, attempts
       assert "tensorflow" not in sys.modules
       print("OK")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 from typing import Any, Callable
 
@@ -58,6 +59,7 @@ class BenchSettings:
   latency_bound_ms: float = 10.0
   server_max_runs: int = 7
   full_length: bool = False
+  profile: bool = False  # a jax.profiler trace of jax-engine inference, after the timings
 
 
 def available_backends() -> list[str]:
@@ -303,30 +305,6 @@ def _slim(record: dict[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in record.items() if k not in ("loadgen_warnings", "responses")}
 
 
-def headline(records: list[dict[str, Any]]) -> dict[str, float]:
-  """The figures worth a TensorBoard scalar: `inference/<engine>/<backend>/<precision>/<name>`."""
-  out: dict[str, float] = {}
-  for r in records:
-    if r["kind"] == "unavailable":
-      continue
-    prefix = f"inference/{r['engine']}/{r['backend']}/{r['precision']}"
-    if r["kind"] == "accuracy":
-      out[f"{prefix}/test_accuracy"] = r["test_accuracy"]
-    elif r["kind"] == "realtime":
-      out[f"{prefix}/batch1_p50_us"] = r["serving"]["p50_us"]
-      out[f"{prefix}/batch1_p99_us"] = r["serving"]["p99_us"]
-      out[f"{prefix}/batch1_bare_jit_p50_us"] = r["floor"]["p50_us"]
-      out[f"{prefix}/batch1_compute_p50_us"] = r["compute"]["p50_us"]
-    elif r["kind"] == "saturation":
-      out[f"{prefix}/saturation_batch_size"] = r["batch_size"]
-      out[f"{prefix}/best_examples_per_s"] = r["best_examples_per_s"]
-    elif r["kind"] == "loadgen" and r["scenario"].startswith("Server"):
-      out[f"{prefix}/loadgen_{r['scenario']}_qps"] = r["qps"]
-    elif r["kind"] == "loadgen":
-      out[f"{prefix}/loadgen_{r['scenario']}_{r['headline']['name']}"] = r["headline"]["value"]
-  return out
-
-
 def write_benchmark(
   workdir: str,
   checkpoint: str | int,
@@ -335,24 +313,43 @@ def write_benchmark(
   out: str | None = None,
   log: Callable[[str], None] = print,
 ) -> tuple[dict[str, Any], str]:
-  """Benchmarks a run's checkpoint and writes bench.{json,md}, latency.png, batch_sweep.png into
-  `out` (default WORKDIR/bench) and `inference/*` scalars into the run's TensorBoard directory.
+  """Benchmarks a run's checkpoint and writes bench.{json,md}, latency.*, batch_sweep.* into
+  `out` (default WORKDIR/bench), and bench.md and the figures into the run's TensorBoard
+  summary (Text and Images tabs; research/dashboard.py).
 
   Returns the provenance and the output directory.
   """
+  from research import dashboard
   from research import workdir as workdir_lib
   from research.bench import figures
   from research.data import load_dataset
   from research.provenance import provenance, write_json, write_text
   from research.serving.restore import load_run
-  from research.tensorboard_writer import SummaryWriter
 
   run = load_run(workdir, checkpoint)
   data = load_dataset(run.config.data)
   out = os.path.abspath(out or workdir_lib.path(workdir, workdir_lib.BENCH))
   os.makedirs(out, exist_ok=True)
   t = time.perf_counter()
-  result = benchmark_run(run, data, out, settings, log=log)
+  # Re-running into the same OUT replaces its LoadGen logs, as it replaces bench.json; the old
+  # ones are kept aside until the new benchmark has finished, and put back if it fails.
+  logs, previous = os.path.join(out, "loadgen"), os.path.join(out, "loadgen.previous")
+  shutil.rmtree(previous, ignore_errors=True)
+  if os.path.isdir(logs):
+    os.replace(logs, previous)
+  try:
+    result = benchmark_run(run, data, out, settings, log=log)
+  except BaseException:
+    if os.path.isdir(previous):
+      shutil.rmtree(logs, ignore_errors=True)
+      os.replace(previous, logs)
+    raise
+  shutil.rmtree(previous, ignore_errors=True)
+  if settings.profile:
+    from research.bench.trace import trace_inference
+
+    result["profile"] = trace_inference(run, data.x_test, os.path.abspath(workdir))
+    log(f"  profile: a trace of jax inference in {workdir}/plugins/profile (Profile tab)")
   meta = provenance(
     argv,
     workdir=os.path.abspath(workdir),
@@ -364,22 +361,14 @@ def write_benchmark(
   samples = result.pop("latency_samples_us")
   write_json(os.path.join(out, "bench.json"), {"provenance": meta, **result})
   write_text(os.path.join(out, "bench.md"), markdown_report(result, title, meta["markdown"]) + "\n")
-  latency = {
-    f"{tag} {side}": v
-    for tag, sides in samples.items()
-    for side, v in sides.items()
-    if side == "serving" or (tag.startswith("jax") and tag.endswith("float32"))
-  }
-  figures.plot_latency_distribution(
-    latency, os.path.join(out, "latency.png"), f"{run.config.experiment}: batch-1 latency"
+  # latency.*, batch_sweep.* (PNG, SVG, PDF) and latency_samples.json, so scripts/replot.py
+  # can re-draw them without measuring again
+  figures.write_benchmark_figures(result, samples, out, run.config.experiment)
+  dashboard.publish_report(
+    workdir,
+    run.step,
+    "bench",
+    markdown_report(result, title, meta["markdown"]),
+    [os.path.join(out, "latency.png"), os.path.join(out, "batch_sweep.png")],
   )
-  sweeps: dict[str, list] = {}
-  for r in result["records"]:
-    if r["kind"] == "batch":
-      sweeps.setdefault(f"{r['engine']} {r['backend']} {r['precision']}", []).append(r)
-  figures.plot_batch_sweep(
-    sweeps, os.path.join(out, "batch_sweep.png"), f"{run.config.experiment}: batch inference"
-  )
-  with SummaryWriter(workdir) as writer:
-    writer.scalars(headline(result["records"]), run.step)
   return meta, out

@@ -33,7 +33,7 @@ def steady_state_seconds(workdir: str, steps: int) -> float:
 
   acc = EventAccumulator(workdir, size_guidance={"scalars": 0})
   acc.Reload()
-  return float(np.median([e.value for e in acc.Scalars("perf/step_time_ms")])) * steps / 1e3
+  return float(np.median([e.value for e in acc.Scalars("train_speed/step_time_ms")])) * steps / 1e3
 
 
 def time_against_torch(

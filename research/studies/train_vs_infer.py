@@ -18,6 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from research import dashboard
 from research import workdir as workdir_lib
 from research.bench.latency import (
   batch_sweep,
@@ -32,8 +33,7 @@ from research.provenance import provenance, write_json, write_text
 from research.serving.engines import EngineFactory, available_engines, check_engines
 from research.serving.export import ExportError
 from research.serving.restore import load_run
-from research.studies.cost_report import headline_scalars, markdown_report, plot_report
-from research.tensorboard_writer import SummaryWriter
+from research.studies.cost_report import markdown_report, plot_report
 from research.training.loop import train_and_evaluate
 from research.training.optimizers import optimizer_from_config
 from research.training.step import create_train_state, make_train_step
@@ -314,7 +314,8 @@ def train_vs_infer(
   log: Callable[[str], None] = print,
 ) -> tuple[dict[str, Any], str]:
   """The main job, end to end: `run_job`, then report.{json,md,png} into the workdir (and `out`),
-  and the headline figures as `cost/*` scalars in the run's TensorBoard directory.
+  and the report (text, figure, headline figures as trial metrics) into the run's TensorBoard
+  summary (research/dashboard.py).
 
   Returns the report and the path of the markdown written last.
   """
@@ -332,6 +333,12 @@ def train_vs_infer(
     md_path = workdir_lib.path(directory, workdir_lib.REPORT_MARKDOWN)
     write_text(md_path, text)
     plot_report(report, workdir_lib.path(directory, workdir_lib.REPORT_FIGURE))
-  with SummaryWriter(workdir) as writer:
-    writer.scalars(headline_scalars(report), report["step"])
+  dashboard.publish_report(
+    workdir,
+    report["step"],
+    "report",
+    text,
+    [workdir_lib.path(workdir, workdir_lib.REPORT_FIGURE)],
+    dashboard.report_metrics(report),
+  )
   return report, md_path

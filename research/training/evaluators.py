@@ -146,7 +146,7 @@ class LanguageModelEvaluator(ClassificationEvaluator):
     return language_model_metrics(result["test_loss"], self.data.loss_floor)
 
   def throughput(self, examples: int, seconds: float) -> dict[str, float]:
-    return {"perf/tokens_per_second": examples * self.data.targets_per_example / seconds}
+    return {"train_speed/tokens_per_second": examples * self.data.targets_per_example / seconds}
 
 
 EVALUATORS: dict[str, type[ClassificationEvaluator]] = {

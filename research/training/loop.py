@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 
 from research import config as config_lib
+from research import dashboard
 from research import workdir as workdir_lib
 from research.checkpoint import Checkpointer
 from research.data import BatchSchedule, Dataset, load_dataset
@@ -39,6 +40,7 @@ from research.tensorboard_writer import SummaryWriter
 from research.training.evaluators import ClassificationEvaluator, make_evaluator
 from research.training.optimizers import optimizer_from_config
 from research.training.parallel import batch_sharded, check_batch, data_mesh, replicate
+from research.training.profiling import ProfileWindow
 from research.training.step import TrainState, create_train_state, make_train_chunk, make_train_step
 
 
@@ -80,6 +82,8 @@ def train_runs(
     raise config_lib.ConfigError(
       "runs trained side by side use one device; set num_devices=1 or train them one by one"
     )
+  if members > 1 and config.get("profile_steps", ""):
+    raise config_lib.ConfigError("profile_steps traces one run; train the profiled run alone")
   data = load_dataset(config.data)  # before anything is written: a bad source leaves no trace
   model = build_model(config.model, data.num_classes)
   for w, c in zip(workdirs, configs):
@@ -111,18 +115,14 @@ def train_runs(
     state = group.stack([s for s, _ in restored])
     metas = [m for _, m in restored]
     evaluator = make_evaluator(model, data, config.eval_batch_size)
-    metric_tags = ["test/accuracy", "test/loss", "train/loss"]
-    if evaluator.has_validation:
-      metric_tags += ["val/accuracy", "val/loss"]
-    for c, meta, writer in zip(configs, metas, writers):
+    for c, w, meta in zip(configs, workdirs, metas):
       meta["data_spec"] = {
         "input_shape": list(data.input_shape),
         "num_classes": data.num_classes,
         "input_dtype": str(data.x_train.dtype),
       }
-      if steps == {0}:
-        writer.text("config", "```\n" + c.to_json(indent=2) + "\n```", 0)
-        writer.hparams(config_lib.flatten(c), metric_tags)
+      if next(iter(steps)) < c.num_steps:  # a finished run keeps its trial as it is
+        dashboard.publish_training(w, c, next(iter(steps)))
 
     t = time.perf_counter()
     chunk_fn = group.jit(make_train_chunk(make_train_step(model, optimizer)))
@@ -134,8 +134,10 @@ def train_runs(
     live = list(range(members))
     step = steps.pop()  # kept here: reading it from a stacked state would slice every leaf
     bar = _progress_bar(progress, config.num_steps, step, config.experiment, members)
+    profile = ProfileWindow(config.get("profile_steps", ""), config.num_steps, workdirs[0])
+    stack.callback(profile.stop)
     while step < config.num_steps and live:
-      k = min(config.log_every, config.num_steps - step)
+      k = profile.chunk_length(step, min(config.log_every, config.num_steps - step))
       indices = group.indices([s.chunk(step, k) for s in schedules])
       if k not in compiled:
         t = time.perf_counter()
@@ -147,10 +149,13 @@ def train_runs(
         ck.wait()
       for meta in metas:
         meta["checkpoint_seconds"] += time.perf_counter() - t
+      profile.before_chunk(step)
       t = time.perf_counter()
-      state, metrics = compiled[k](state, x_train, y_train, indices)
-      metrics = jax.device_get(metrics)  # blocks until the chunk is done
+      with profile.step_marker(step):
+        state, metrics = compiled[k](state, x_train, y_train, indices)
+        metrics = jax.device_get(metrics)  # blocks until the chunk is done
       seconds = time.perf_counter() - t
+      profile.after_chunk(step + k)
       for i in list(live):
         member_metrics = group.member(metrics, i)
         meta = metas[i]
@@ -175,17 +180,18 @@ def train_runs(
           k,
           seconds,
         )
+      for writer in writers:  # a live TensorBoard sees every chunk; a kill loses none
+        writer.flush()
       step += k
       bar.update(k)
       bar.set_postfix_str(_postfix([metas[i] for i in live], metrics, live, group))
     bar.close()
-    for writer in writers:
-      writer.flush()
 
   summaries = []
   for i, (c, w, meta) in enumerate(zip(configs, workdirs, metas)):
     summary = _summary(c, model, group.member(state, i), meta, data, evaluator, members)
     write_json(workdir_lib.path(w, workdir_lib.SUMMARY), summary)
+    dashboard.publish_training(w, c, summary["steps"], summary)
     summaries.append(summary)
   return summaries
 
@@ -232,16 +238,15 @@ def _log_and_save(
 ) -> None:
   """One member's scalars after a chunk of `k` steps (ending at `step`); its evaluation and
   checkpoint when due."""
-  metrics = dict(metrics)
-  lr_used = metrics.pop("learning_rate")
-  logged = {f"train/{n}": float(np.mean(v)) for n, v in metrics.items()}
-  logged.update(
-    {
-      "train/learning_rate": float(lr_used[-1]),  # the chunk's last update used this
-      "perf/step_time_ms": 1e3 * seconds / k,
-      "perf/examples_per_second": k * config.batch_size / seconds,
-    }
-  )
+  # Every step's metrics, not the chunk's mean: 24x denser curves at the defaults, and what
+  # each update used (learning_rate is read back from the optimizer state).
+  per_step = {f"train/{n}": np.asarray(v).tolist() for n, v in metrics.items()}
+  for j in range(k):
+    writer.scalars({tag: values[j] for tag, values in per_step.items()}, step - k + j + 1)
+  logged = {
+    "train_speed/step_time_ms": 1e3 * seconds / k,
+    "train_speed/examples_per_second": k * config.batch_size / seconds,
+  }
   logged.update(evaluator.throughput(k * config.batch_size, seconds))
   new_best = None
   if step % config.eval_every == 0 or step == config.num_steps:
@@ -260,14 +265,8 @@ def _log_and_save(
 
 
 def _restore_or_start(ckpt: Checkpointer, state: TrainState) -> tuple[TrainState, dict]:
-  meta = {
-    "train_seconds": 0.0,
-    "compile_seconds": 0.0,
-    "eval_seconds": 0.0,
-    "checkpoint_seconds": 0.0,
-    "last_eval": {},
-    "best_eval": {},
-  }
+  seconds = ("train_seconds", "compile_seconds", "eval_seconds", "checkpoint_seconds")
+  meta = {**dict.fromkeys(seconds, 0.0), "last_eval": {}, "best_eval": {}}
   step = ckpt.latest_step()
   if step is None:
     return state, meta
