@@ -5,8 +5,8 @@
 
 Starts `tensorboard --logdir LOGDIR` on 127.0.0.1 (a free port), opens each tab in headless
 Chromium driven by Playwright, waits for the charts to draw, and writes OUT/time_series.png,
-hparams.png, images.png and profile.png (the Profile tab on the earliest trace session, with the
-tool list closed), then stops TensorBoard. Needs `pip install playwright` (the package only: it
+hparams.png, images.png, text.png and profile.png (the Profile tab on the earliest trace
+session), then stops TensorBoard. Needs `pip install playwright` (the package only: it
 drives the system Chromium, e.g. Debian's `chromium`, given by --chromium). OUT defaults to
 runs/reports/dashboard.
 """
@@ -27,6 +27,7 @@ TABS = {
   "timeseries": ("time_series.png", 1600, 1000),
   "hparams": ("hparams.png", 2300, 700),
   "images": ("images.png", 1600, 1100),
+  "text": ("text.png", 1600, 1000),
   "profile": ("profile.png", 1600, 1000),
 }
 CHROMIUM_FLAGS = [
