@@ -8,7 +8,8 @@
 A cost report (report.json, from scripts/train_vs_infer.py) gives report.{png,svg,pdf}; an
 inference benchmark (bench.json, from scripts/bench_inference.py) gives batch_sweep.* and, from
 the per-call samples saved beside it (latency_samples.json), latency.*. Figures are written
-beside each input, or into --out. Every input is read and checked before anything is drawn.
+beside each input, or into --out; --markdown re-renders report.md / bench.md from the JSON too.
+Every input is read and checked before anything is drawn.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ def main() -> int:
   )
   p.add_argument("files", nargs="+", help="report.json or bench.json files")
   p.add_argument("--out", default=None, help="directory for the figures (default: beside each)")
+  p.add_argument(
+    "--markdown",
+    action="store_true",
+    help="also re-render report.md / bench.md from the saved JSON (same numbers, current layout)",
+  )
   args = p.parse_args()
   jobs = [_load(path) for path in args.files]  # every input checked before anything is drawn
 
@@ -44,6 +50,8 @@ def main() -> int:
         written = figures.write_benchmark_figures(data, samples, out, experiment)
     except (KeyError, TypeError, IndexError) as e:
       raise StudyError(f"{path}: a field the figure needs is missing or malformed ({e!r})") from e
+    if args.markdown:
+      written.append(_rewrite_markdown(path, data, samples is None, out))
     print(f"{path} -> {', '.join(written)}")
   return 0
 
@@ -82,6 +90,26 @@ def _read_json(path: str) -> Any:
     raise StudyError(f"{path} not found") from None
   except (OSError, ValueError) as e:
     raise StudyError(f"{path} cannot be read as JSON: {e}") from None
+
+
+def _rewrite_markdown(path: str, data: dict[str, Any], is_report: bool, out: str) -> str:
+  """The markdown is a rendering of the JSON: re-rendering changes the layout, not a number."""
+  from research.provenance import write_text
+
+  meta = data.get("provenance", {})
+  if is_report:
+    from research.studies.cost_report import markdown_report
+
+    text, name = markdown_report(data, meta.get("markdown", "")), "report.md"
+  else:
+    from research.bench.inference_report import markdown_report
+
+    title = f"Inference benchmark: {meta.get('experiment')} (step {meta.get('step')})"
+    result = {k: v for k, v in data.items() if k != "provenance"}
+    text, name = markdown_report(result, title, meta.get("markdown", "")), "bench.md"
+  target = os.path.join(out, name)
+  write_text(target, text + "\n")
+  return target
 
 
 def _require(path: str, data: dict[str, Any], keys: tuple[str, ...]) -> None:

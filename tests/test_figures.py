@@ -202,3 +202,20 @@ def test_benchmark_samples_are_saved_so_replot_draws_the_same_files(
   assert _replot(repo_root, monkeypatch, again / "bench.json") == 0
   for name in names:
     assert (again / name).read_bytes() == (first / name).read_bytes(), name
+
+
+def test_replot_markdown_re_renders_the_committed_text_from_its_json(
+  repo_root, tmp_path, monkeypatch
+):
+  for committed in (CNN_REPORT, "results/inference/mnist1d_cnn/bench.json"):
+    folder = tmp_path / os.path.basename(os.path.dirname(committed))
+    folder.mkdir(exist_ok=True)
+    source = os.path.dirname(os.path.join(repo_root, committed))
+    for name in os.listdir(source):
+      if name.endswith(".json"):
+        shutil.copy(os.path.join(source, name), folder / name)
+    json_path = folder / os.path.basename(committed)
+    assert _replot(repo_root, monkeypatch, "--markdown", json_path) == 0
+    md = "report.md" if committed == CNN_REPORT else "bench.md"
+    # The committed markdown was rendered from the same JSON: same bytes, nothing re-measured.
+    assert (folder / md).read_text() == open(os.path.join(source, md)).read()
