@@ -18,6 +18,9 @@ import ml_collections
 
 from research.training.profiling import parse_window
 
+# Fields that change what is recorded, not what is trained: not hyperparameters when runs are
+# compared (TensorBoard's HParams, compare_runs.py).
+NOT_HYPERPARAMETERS = ("profile_steps",)
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
 DECAY_MASKS = ("all", "matrices")

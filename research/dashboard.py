@@ -31,10 +31,6 @@ from research import config as config_lib
 from research.tensorboard_writer import SummaryWriter, replace_part
 
 SUMMARY_RUN = "summary"
-# Config fields that are not hyperparameters: they change what is recorded, not what is trained,
-# and as differing hparams they would take one of the five columns the dashboard ticks.
-NOT_HPARAMS = ("profile_steps",)
-PROFILE_DIR = os.path.join("plugins", "profile")
 
 # summary.json field -> trial metric. HParams ticks the first five metrics (sorted by tag); with
 # a cost report those are the break-evens, the latencies and test accuracy, without one (a
@@ -62,8 +58,11 @@ def publish_training(
   summary, its final figures as metrics. Written when a run starts, resumes or ends."""
 
   def fill(writer: SummaryWriter) -> None:
+    # A differing non-hyperparameter would take one of the five columns the dashboard ticks.
     hparams = config_lib.flatten(config)
-    writer.hparams({k: v for k, v in hparams.items() if k not in NOT_HPARAMS}, step)
+    writer.hparams(
+      {k: v for k, v in hparams.items() if k not in config_lib.NOT_HYPERPARAMETERS}, step
+    )
     writer.text("config", "```json\n" + config.to_json(indent=2) + "\n```", step)
     if summary is not None:
       writer.scalars(training_metrics(summary), step)
@@ -76,22 +75,6 @@ def training_metrics(summary: dict[str, Any]) -> dict[str, float]:
     tag: float(summary[key])
     for key, tag in _TRAINING_METRICS.items()
     if isinstance(summary.get(key), (int, float))
-  }
-
-
-def report_metrics(report: dict[str, Any]) -> dict[str, float]:
-  """The cost report's headline as trial metrics. The batch break-even stays in the report's
-  text: as a metric it would push test accuracy out of the five the dashboard ticks."""
-  time, inference = report["time"], report["time"]["inference"]
-  return {
-    "trial/break_even_flops": report["break_even_predictions"]["flops"],
-    "trial/break_even_realtime": report["break_even_predictions"]["seconds_realtime"],
-    "trial/latency_realtime_us": inference["realtime"]["seconds_per_prediction"] * 1e6,
-    "trial/latency_batch_us": inference["batch"]["seconds_per_prediction"] * 1e6,
-    "trial/train_to_forward_flops": report["flops"]["train_to_forward_ratio"],
-    "trial/train_us_per_example": time["train_seconds_per_example"] * 1e6,
-    "trial/utilization_training": report["utilization"]["training"],
-    "trial/utilization_batch": report["utilization"]["batch"],
   }
 
 
@@ -117,8 +100,3 @@ def publish_report(
       writer.scalars({k: v for k, v in metrics.items() if v is not None}, step)
 
   replace_part(summary_dir(workdir), name, fill)
-
-
-def profile_dir(workdir: str) -> str:
-  """Where `jax.profiler` traces go so the Profile tab lists them under this run."""
-  return os.path.abspath(workdir)

@@ -100,34 +100,20 @@ def test_bench_inference_script_writes_everything(repo_root, tmp_path):
     progress=False,
   )
   out = str(tmp_path / "bench")
-  env = {**os.environ, "PYTHONPATH": repo_root}
-  result = subprocess.run(
-    [
-      sys.executable,
-      "scripts/bench_inference.py",
-      "--workdir",
-      workdir,
-      "--out",
-      out,
-      "--precisions",
-      "float32,int8",
-      "--engines",
-      "jax,onnxruntime",
-      "--max-batch",
-      "8",
-      "--latency-calls",
-      "100",
-      "--loadgen-ms",
-      "300",
-      "--server-runs",
-      "2",
-      "--profile",
-    ],
-    cwd=repo_root,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
+
+  def bench(*flags):
+    return subprocess.run(
+      [sys.executable, "scripts/bench_inference.py", "--workdir", workdir, "--out", out, *flags],
+      cwd=repo_root,
+      env={**os.environ, "PYTHONPATH": repo_root},
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
+
+  result = bench(
+    *["--precisions", "float32,int8", "--engines", "jax,onnxruntime", "--max-batch", "8"],
+    *["--latency-calls", "100", "--loadgen-ms", "300", "--server-runs", "2", "--profile"],
   )
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.load(open(os.path.join(out, "bench.json")))
@@ -182,15 +168,9 @@ def test_bench_inference_script_writes_everything(repo_root, tmp_path):
   names = {e.get("name") for e in json.load(gzip.open(trace))["traceEvents"]}
   assert {"inference_batch_1", "inference_batch_256"} <= names
   # The same command again into the same OUT replaces the LoadGen logs instead of refusing.
-  again = subprocess.run(
-    [sys.executable, "scripts/bench_inference.py", "--workdir", workdir, "--out", out]
-    + ["--engines", "jax", "--precisions", "float32", "--max-batch", "2", "--latency-calls", "50"]
-    + ["--loadgen-ms", "200", "--server-runs", "1"],
-    cwd=repo_root,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
+  again = bench(
+    *["--engines", "jax", "--precisions", "float32", "--max-batch", "2", "--latency-calls", "50"],
+    *["--loadgen-ms", "200", "--server-runs", "1"],
   )
   assert again.returncode == 0, again.stderr[-3000:]
   assert sorted(os.listdir(os.path.join(out, "loadgen"))) == ["jax"]  # the old engines' logs went

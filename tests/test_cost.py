@@ -165,6 +165,19 @@ def test_main_job_writes_a_full_report_on_a_tiny_run(repo_root, tmp_path):
     assert heading in md
   assert f"real-time inference (batch 1, p50, serving path; {fastest})" in md
   assert open(os.path.join(workdir, "report.png"), "rb").read(4) == b"\x89PNG"
+  # TensorBoard: the headline as the run's HParams metrics, the report as text and image, in the
+  # summary sub-run; no single-value scalars among the training curves.
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+  trial = EventAccumulator(os.path.join(workdir, "summary"), size_guidance={"scalars": 0})
+  trial.Reload()
+  metrics = {t: trial.Scalars(t)[-1].value for t in trial.Tags()["scalars"]}
+  assert metrics["trial/break_even_flops"] == pytest.approx(be["flops"], rel=1e-6)
+  assert metrics["trial/latency_realtime_us"] == pytest.approx(
+    inference["realtime"]["seconds_per_prediction"] * 1e6, rel=1e-6
+  )
+  assert "trial/test_accuracy" in metrics  # from training, beside the report's
+  assert "report" in trial.Tags()["tensors"] and "trial/report" in trial.Tags()["images"]
   assert "break-even" in result.stdout
   table = subprocess.run(
     [sys.executable, "scripts/compare_runs.py", "--format", "csv", workdir],

@@ -360,7 +360,8 @@ def write_benchmark(
   title = f"Inference benchmark: {run.config.experiment} (step {run.step})"
   samples = result.pop("latency_samples_us")
   write_json(os.path.join(out, "bench.json"), {"provenance": meta, **result})
-  write_text(os.path.join(out, "bench.md"), markdown_report(result, title, meta["markdown"]) + "\n")
+  text = markdown_report(result, title, meta["markdown"])
+  write_text(os.path.join(out, "bench.md"), text + "\n")
   # latency.*, batch_sweep.* (PNG, SVG, PDF) and latency_samples.json, so scripts/replot.py
   # can re-draw them without measuring again
   figures.write_benchmark_figures(result, samples, out, run.config.experiment)
@@ -368,7 +369,7 @@ def write_benchmark(
     workdir,
     run.step,
     "bench",
-    markdown_report(result, title, meta["markdown"]),
+    text,
     [os.path.join(out, "latency.png"), os.path.join(out, "batch_sweep.png")],
   )
   return meta, out

@@ -145,6 +145,8 @@ def compare(entries: Sequence[str]) -> RunsTable:
   differ, same = _split_hyperparameters([r["config"] for r in runs if r["config"] is not None])
   taken = {c for c, _ in COLUMNS + COST_COLUMNS}
   differ = [k for k in differ if k not in taken]  # e.g. `experiment` is a column already
+  differ = [k for k in differ if k not in config_lib.NOT_HYPERPARAMETERS]
+  same = {k: v for k, v in same.items() if k not in config_lib.NOT_HYPERPARAMETERS}
   return RunsTable(runs, differ, same, skipped, notes)
 
 

@@ -33,7 +33,7 @@ from research.provenance import provenance, write_json, write_text
 from research.serving.engines import EngineFactory, available_engines, check_engines
 from research.serving.export import ExportError
 from research.serving.restore import load_run
-from research.studies.cost_report import markdown_report, plot_report
+from research.studies.cost_report import markdown_report, plot_report, trial_metrics
 from research.training.loop import train_and_evaluate
 from research.training.optimizers import optimizer_from_config
 from research.training.step import create_train_state, make_train_step
@@ -339,6 +339,6 @@ def train_vs_infer(
     "report",
     text,
     [workdir_lib.path(workdir, workdir_lib.REPORT_FIGURE)],
-    dashboard.report_metrics(report),
+    trial_metrics(report),
   )
   return report, md_path

@@ -112,6 +112,7 @@ def train_runs(
       raise TrainingError(
         f"runs of one group stand at different steps ({sorted(steps)}); resume them one by one"
       )
+    step = steps.pop()  # kept here: reading it from a stacked state would slice every leaf
     state = group.stack([s for s, _ in restored])
     metas = [m for _, m in restored]
     evaluator = make_evaluator(model, data, config.eval_batch_size)
@@ -121,18 +122,17 @@ def train_runs(
         "num_classes": data.num_classes,
         "input_dtype": str(data.x_train.dtype),
       }
-      if next(iter(steps)) < c.num_steps:  # a finished run keeps its trial as it is
-        dashboard.publish_training(w, c, next(iter(steps)))
+      if step < c.num_steps:  # a finished run keeps its trial as it is
+        dashboard.publish_training(w, c, step)
 
     t = time.perf_counter()
     chunk_fn = group.jit(make_train_chunk(make_train_step(model, optimizer)))
-    compiled = {}  # chunk length -> executable; at most two (the last chunk may be shorter)
+    compiled = {}  # chunk length -> executable: log_every, a shorter last chunk, profiling's 1
     compile_seconds = time.perf_counter() - t + evaluator.compile(group.member(state, 0).params)
     for meta in metas:
       meta["compile_seconds"] += compile_seconds
 
     live = list(range(members))
-    step = steps.pop()  # kept here: reading it from a stacked state would slice every leaf
     bar = _progress_bar(progress, config.num_steps, step, config.experiment, members)
     profile = ProfileWindow(config.get("profile_steps", ""), config.num_steps, workdirs[0])
     stack.callback(profile.stop)
