@@ -9,13 +9,78 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse under the project's error contract: a bad flag is one `error:` line and exit 1,
+  like every other bad input (argparse's own prints its usage and exits 2)."""
+
+  def error(self, message: str) -> NoReturn:
+    print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+    sys.exit(1)
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+  """Gives a plain argparse parser `ArgumentParser`'s one-line errors; returns it."""
+  if not isinstance(parser, ArgumentParser):
+    parser.error = ArgumentParser.error.__get__(parser)  # type: ignore[method-assign]
+  return parser
+
+
+def _number(kind: type, minimum: float, strict: bool) -> Callable[[str], int | float]:
+  what = {int: "integer", float: "number"}[kind]
+  bound = f"{'>' if strict else '>='} {minimum:g}"
+
+  def parse(raw: str) -> int | float:
+    try:
+      value = kind(raw)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expects an {what} {bound}, got {raw!r}") from None
+    if (
+      value != value
+      or value in (float("inf"), float("-inf"))
+      or not (value > minimum if strict else value >= minimum)
+    ):
+      raise argparse.ArgumentTypeError(f"must be {bound}, got {raw!r}")
+    return value
+
+  parse.__name__ = f"{what} {bound}"  # argparse names the type in its messages
+  return parse
+
+
+# argparse `type=`s for counts, sizes and durations: a zero or negative value is an error that
+# names the flag, not a run that silently does nothing.
+positive_int = _number(int, 0, strict=True)
+non_negative_int = _number(int, 0, strict=False)
+positive_float = _number(float, 0, strict=True)
+non_negative_float = _number(float, 0, strict=False)
+
+
+def checkpoint_arg(raw: str) -> str | int:
+  """`--checkpoint`: latest, best or a step number (an argparse `type=`)."""
+  if raw in ("latest", "best"):
+    return raw
+  if raw.isdigit():
+    return int(raw)
+  raise argparse.ArgumentTypeError(f"{raw!r} is not latest, best or a step number (e.g. 6000)")
+
+
+def comma_list(raw: str) -> tuple[str, ...]:
+  """A comma-separated list with at least one non-empty item (an argparse `type=`)."""
+  items = tuple(s.strip() for s in raw.split(","))
+  if not all(items):
+    raise argparse.ArgumentTypeError(f"expects a comma-separated list of names, got {raw!r}")
+  return items
 
 
 def parse_with_overrides(
   parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
 ) -> tuple[argparse.Namespace, list[str]]:
-  """Parses known flags; each `--config.a.b=v` (or `--config.a.b v`) becomes an override 'a.b=v'."""
+  """Parses known flags; each `--config.a.b=v` (or `--config.a.b v`) becomes an override 'a.b=v'.
+
+  Errors are one `error:` line and exit 1, whatever parser the script built."""
+  one_line_errors(parser)
   args, extra = parser.parse_known_args(argv)
   overrides, i = [], 0
   while i < len(extra):
@@ -65,19 +130,47 @@ def add_threads_flag(parser: argparse.ArgumentParser, default: int = 1) -> None:
   )
 
 
-def run_main(main: Callable[[], int | None]) -> None:
-  """Runs `main`, turning the project's known errors into one line on stderr and exit 1."""
+def run_main(main: Callable[[], int | None], preemptible: bool = False) -> None:
+  """Runs `main`, turning the project's known errors into one line on stderr and exit 1.
+
+  `preemptible` (training): SIGTERM and Ctrl-C are taken over before JAX starts
+  (research/training/preemption.py): the run checkpoints the step it reaches and exits 143 or
+  130. Every failing exit leaves through `os._exit` once its line is out (`sys.exit` inside a
+  test process): background threads (Orbax's event loop) then cannot print tracebacks at
+  interpreter shutdown, which under load had turned a one-line error into 62-125 lines.
+  """
+  if preemptible:
+    from research.training import preemption
+
+    preemption.install()
   errors = _project_errors()
   try:
-    sys.exit(main() or 0)
+    code = main() or 0
   except errors as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    _exit(f"error: {_one_line(e)}", 1)
   except KeyboardInterrupt:
-    print(
-      "interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr
-    )
-    sys.exit(130)
+    _exit("interrupted; re-run the same command to resume from the last checkpoint", 130)
+  except Exception as e:
+    from research.training.preemption import Interrupted
+
+    if not isinstance(e, Interrupted):
+      raise
+    _exit(str(e), e.exit_code)
+  sys.exit(code)
+
+
+def _one_line(e: BaseException) -> str:
+  """The message on one line (a library message may quote a multi-line one), never empty."""
+  return "; ".join(line.strip() for line in str(e).splitlines() if line.strip()) or repr(e)
+
+
+def _exit(line: str, code: int) -> None:
+  print(line, file=sys.stderr)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  if "pytest" in sys.modules:  # a script run inside a test process: end the script, not pytest
+    sys.exit(code)
+  os._exit(code)
 
 
 def _project_errors() -> tuple[type[BaseException], ...]:
@@ -88,6 +181,7 @@ def _project_errors() -> tuple[type[BaseException], ...]:
   from research.data import DataError
   from research.kernels import KernelError
   from research.models import ModelError
+  from research.outputs import OutputError
   from research.serving import InferenceError
   from research.serving.generate import GenerationError
   from research.studies import StudyError
@@ -103,6 +197,7 @@ def _project_errors() -> tuple[type[BaseException], ...]:
     KernelError,
     ModelError,
     InferenceError,
+    OutputError,
     StudyError,
     GenerationError,
     TrainingError,

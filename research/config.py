@@ -20,7 +20,7 @@ from research.training.profiling import parse_window
 
 # Fields that change what is recorded, not what is trained: not hyperparameters when runs are
 # compared (TensorBoard's HParams, compare_runs.py).
-NOT_HYPERPARAMETERS = ("profile_steps",)
+NOT_HYPERPARAMETERS = ("profile_steps", "peer_timeout_seconds")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
 DECAY_MASKS = ("all", "matrices")
@@ -67,6 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 1000
   c.num_devices = 1  # data parallel over this many devices (0: all); batch split over them
   c.profile_steps = ""  # "START:END": a jax.profiler trace of those steps (TensorBoard Profile)
+  # Several processes (--distributed): a peer silent this long ends every process with one line.
+  c.peer_timeout_seconds = 30
   return c
 
 
@@ -109,6 +111,8 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.Conf
   module_spec = importlib.util.spec_from_file_location(
     "experiment_config_" + os.path.splitext(os.path.basename(path))[0], path
   )
+  if module_spec is None:  # no loader for the suffix
+    raise ConfigError(f"config file {path!r} is not a Python file; give experiments/<name>.py")
   module = importlib.util.module_from_spec(module_spec)
   try:
     module_spec.loader.exec_module(module)
@@ -126,6 +130,12 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.Conf
     raise ConfigError(f"config file {path!r}: get_config({variant!r}) failed: {e}") from None
   except (KeyError, ValueError) as e:
     raise ConfigError(f"config file {path!r}: {e}") from None
+  except Exception as e:  # any bug in the file is the file's, named as such
+    raise ConfigError(
+      f"config file {path!r}: get_config({repr(variant) if variant else ''}) raised "
+      f"{type(e).__name__}: {e}; "
+      f"fix the file or pick one of its variants"
+    ) from None
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(
       f"config file {path!r}: get_config() must return an ml_collections.ConfigDict"
@@ -266,6 +276,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     isinstance(config.get("data"), ml_collections.ConfigDict) and "name" in config.data,
     "config needs data.name",
   )
+  _validate_sizes(config, need)
   if "n_ctx" in config.model and "n_ctx" in config.data:
     need(
       config.data.n_ctx <= config.model.n_ctx,
@@ -284,6 +295,32 @@ def validate(config: ml_collections.ConfigDict) -> None:
   )
   need(opt.learning_rate > 0, f"optimizer.learning_rate must be positive, got {opt.learning_rate}")
   _validate_optimizer(opt, config.num_steps, need)
+
+
+def _validate_sizes(config: ml_collections.ConfigDict, need) -> None:
+  """Seeds in numpy's range; every model and data size (channels, layers, heads, tokens, ...)
+  positive: a zero or negative size otherwise fails deep inside JAX or numpy, or trains nothing."""
+  for key, value in [("seed", config.get("seed", 0))] + [
+    (f"data.{k}", v) for k, v in config.data.items() if k.endswith("seed")
+  ]:
+    ok = isinstance(value, int) and 0 <= value < 2**32
+    need(ok, f"{key} must be an integer in [0, 2**32), got {value!r}")
+  for group in ("model", "data"):
+    for key, value in config[group].items():
+      values = value if isinstance(value, (tuple, list)) else [value]
+      sizes = values and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+      if sizes and not key.endswith("seed") and key != "validation_size":
+        need(min(values) > 0, f"{group}.{key} is a size and must be positive, got {value!r}")
+  d_model, n_head = config.model.get("d_model"), config.model.get("n_head")
+  if isinstance(d_model, int) and isinstance(n_head, int):
+    need(
+      d_model % n_head == 0, f"model.d_model ({d_model}) must be a multiple of n_head ({n_head})"
+    )
+  fraction = config.data.get("val_fraction", 0.5)
+  need(
+    isinstance(fraction, (int, float)) and 0 < fraction < 1,
+    f"data.val_fraction must lie strictly between 0 and 1, got {fraction!r}",
+  )
 
 
 def _validate_optimizer(opt: ml_collections.ConfigDict, num_steps: int, need) -> None:

@@ -24,16 +24,25 @@ import sys
 
 
 def main() -> int:
-  from research.cli import add_threads_flag
+  from research.cli import (
+    ArgumentParser,
+    add_threads_flag,
+    checkpoint_arg,
+    comma_list,
+    positive_float,
+    positive_int,
+  )
   from research.runtime import configure_threads
 
-  p = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", required=True, help="a trained run's directory")
   p.add_argument("--out", default=None, help="output directory (default WORKDIR/bench)")
-  p.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step")
-  p.add_argument("--engines", default=None, help="comma list, default: all installed")
+  p.add_argument(
+    "--checkpoint", default="latest", type=checkpoint_arg, help="latest (default), best, or a step"
+  )
+  p.add_argument(
+    "--engines", default=None, type=comma_list, help="comma list, default: all installed"
+  )
   p.add_argument(
     "--peer-onnx",
     action="append",
@@ -41,13 +50,23 @@ def main() -> int:
     metavar="FILE",
     help="an independent deployment's ONNX file, timed beside ours (repeatable)",
   )
-  p.add_argument("--precisions", default="float32,bfloat16,int8", help="of the jax engine")
-  p.add_argument("--backends", default=None, help="of the jax engine; default: all available")
-  p.add_argument("--max-batch", type=int, default=4096, help="sweep powers of two up to this")
-  p.add_argument("--latency-calls", type=int, default=2000)
-  p.add_argument("--latency-bound-ms", type=float, default=10.0, help="Server p99 bound")
-  p.add_argument("--loadgen-ms", type=int, default=1500, help="minimum duration per LoadGen run")
-  p.add_argument("--server-runs", type=int, default=7, help="LoadGen runs per Server QPS search")
+  p.add_argument(
+    "--precisions", default="float32,bfloat16,int8", type=comma_list, help="of the jax engine"
+  )
+  p.add_argument(
+    "--backends", default=None, type=comma_list, help="of the jax engine; default: all available"
+  )
+  p.add_argument(
+    "--max-batch", type=positive_int, default=4096, help="sweep powers of two up to this"
+  )
+  p.add_argument("--latency-calls", type=positive_int, default=2000)
+  p.add_argument("--latency-bound-ms", type=positive_float, default=10.0, help="Server p99 bound")
+  p.add_argument(
+    "--loadgen-ms", type=positive_int, default=1500, help="minimum duration per LoadGen run"
+  )
+  p.add_argument(
+    "--server-runs", type=positive_int, default=7, help="LoadGen runs per Server QPS search"
+  )
   p.add_argument("--no-loadgen", action="store_true")
   p.add_argument("--full-length", action="store_true", help="LoadGen's full MLPerf durations")
   p.add_argument(
@@ -61,12 +80,10 @@ def main() -> int:
 
   from research.bench.inference import BenchSettings, write_benchmark
 
-  if args.max_batch < 1:
-    p.error("--max-batch must be at least 1")
   settings = BenchSettings(
-    precisions=tuple(args.precisions.split(",")),
-    backends=tuple(args.backends.split(",")) if args.backends else None,
-    engines=tuple(args.engines.split(",")) if args.engines else None,
+    precisions=args.precisions,
+    backends=args.backends,
+    engines=args.engines,
     peers=tuple(args.peer_onnx),
     sweep_sizes=tuple(2**i for i in range(args.max_batch.bit_length())),
     latency_calls=args.latency_calls,
@@ -85,9 +102,10 @@ def main() -> int:
     out=args.out,
     log=lambda s: print(s, flush=True),
   )
+  summary = meta["tensorboard_summary"]
   print(
-    f"{meta['wall_seconds']:.0f} s; wrote {out}/bench.{{json,md}}, latency.*, "
-    f"batch_sweep.*; TensorBoard text and images in {args.workdir}/summary"
+    f"{meta['wall_seconds']:.0f} s; wrote {out}/bench.{{json,md}}, latency.*, batch_sweep.*"
+    + (f"; TensorBoard text and images in {summary}" if summary else "")
   )
   return 0
 

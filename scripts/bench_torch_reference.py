@@ -26,7 +26,9 @@ MODEL_NAMES = ("logistic", "mlp", "cnn", "gru")  # research.studies.mnist1d_tabl
 
 def build_parser() -> argparse.ArgumentParser:
   """The flags, built before torch is imported, so --help and bad flags answer without it."""
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  from research.cli import ArgumentParser
+
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument(
     "--models", default=",".join(MODEL_NAMES), help="comma-separated subset of the default"
   )
@@ -70,6 +72,9 @@ def parse_args(argv: Sequence[str], names: Sequence[str]) -> argparse.Namespace:
     sys.exit(f"error: --eval-every must be >= 0, got {args.eval_every}")
   if args.md is None:
     args.md = os.path.splitext(args.out)[0] + ".md"
+  for flag, path in (("--out", args.out), ("--md", args.md)):
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+      sys.exit(f"error: {flag} {path} is a directory; give a file name such as results.json")
   return args
 
 

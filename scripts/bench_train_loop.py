@@ -16,19 +16,22 @@ import sys
 
 
 def main() -> int:
-  from research.cli import add_threads_flag
+  from research.cli import ArgumentParser, add_threads_flag, comma_list, positive_int
 
-  p = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--model", default="cnn1d", help="model registry name (default cnn1d)")
-  p.add_argument("--steps", type=int, default=6000, help="train steps per timed run")
-  p.add_argument("--repeats", type=int, default=3, help="timed runs per structure (median kept)")
+  p.add_argument("--steps", type=positive_int, default=6000, help="train steps per timed run")
+  p.add_argument(
+    "--repeats", type=positive_int, default=3, help="timed runs per structure (median kept)"
+  )
   p.add_argument("--chunks", default="100,1000,6000", help="scan chunk lengths to try")
-  p.add_argument("--impls", default="im2col,xla", help="conv1d implementations (cnn1d only)")
+  p.add_argument(
+    "--impls", default="im2col,xla", type=comma_list, help="conv1d implementations (cnn1d only)"
+  )
   p.add_argument(
     "--structures",
     default="python_host,python_device,scan",
+    type=comma_list,
     help="comma list of python_host, python_device, scan",
   )
   add_threads_flag(p, default=0)
@@ -38,11 +41,15 @@ def main() -> int:
     chunks = [int(c) for c in args.chunks.split(",") if c]
   except ValueError:
     p.error(f"--chunks must be comma-separated integers, got {args.chunks!r}")
-  unknown = sorted(set(args.structures.split(",")) - {"python_host", "python_device", "scan"})
+  unknown = sorted(set(args.structures) - {"python_host", "python_device", "scan"})
   if unknown:
     p.error(f"unknown structure(s) {', '.join(unknown)}; use python_host, python_device, scan")
-  if any(c < 1 or args.steps % c for c in chunks):
+  if not chunks or any(c < 1 or args.steps % c for c in chunks):
     p.error(f"every --chunks length must divide --steps ({args.steps}), got {chunks}")
+  if args.out:
+    from research.outputs import check_output_prefix
+
+    check_output_prefix(args.out, "--out", (".json", ".md"))
   from research.runtime import configure_threads
 
   configure_threads(args.threads)  # before JAX starts
@@ -53,8 +60,8 @@ def main() -> int:
     args.steps,
     args.repeats,
     chunks,
-    args.impls.split(","),
-    args.structures.split(","),
+    args.impls,
+    args.structures,
     log=lambda s: print(s, flush=True),
   )
   if args.out:

@@ -20,12 +20,14 @@ import sys
 
 
 def main() -> int:
-  p = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  from research.cli import ArgumentParser, non_negative_int, positive_int
+
+  p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--models", default="cnn", help="comma list of logistic, mlp, cnn, gru")
-  p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--core", type=int, default=0, help="CPU core both sides are pinned to")
+  p.add_argument("--repeats", type=positive_int, default=3)
+  p.add_argument(
+    "--core", type=non_negative_int, default=0, help="CPU core both sides are pinned to"
+  )
   p.add_argument(
     "--out",
     default="runs/reports/speed_vs_torch",
@@ -39,8 +41,9 @@ def main() -> int:
   unknown = [m for m in models if m not in ("logistic", "mlp", "cnn", "gru")]
   if unknown:
     p.error(f"unknown model(s) {', '.join(unknown)}; choose from logistic, mlp, cnn, gru")
-  if args.repeats < 1:
-    p.error("--repeats must be at least 1")
+  from research.outputs import check_output_prefix
+
+  check_output_prefix(args.out, "--out", (".json", ".md"))
   from research.studies.speed_vs_torch import time_against_torch, write_speed_report
 
   rows = time_against_torch(models, args.repeats, args.core, log=lambda s: print(s, flush=True))

@@ -23,9 +23,9 @@ import sys
 
 
 def main() -> int:
-  p = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  from research.cli import ArgumentParser
+
+  p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("workdirs", nargs="+", help="run directories (other entries are skipped)")
   p.add_argument("--format", choices=("md", "csv"), default="md", help="of the table on stdout")
   p.add_argument(
@@ -37,7 +37,11 @@ def main() -> int:
   args = p.parse_args()
   if args.out and (args.out.endswith(("/", os.sep)) or os.path.isdir(args.out)):
     p.error(f"--out is a path without extension (OUT.md, OUT.json), not a directory: {args.out}")
+  from research.outputs import check_output_prefix
   from research.studies.compare_runs import compare, output_files, render, skipped_line, write_all
+
+  if args.out:
+    check_output_prefix(args.out, "--out", (".md", ".json", ".csv"))
 
   table = compare(args.workdirs)
   text = render(table, args.format)

@@ -18,16 +18,16 @@ import sys
 
 
 def main() -> int:
-  from research.cli import add_threads_flag
+  from research.cli import ArgumentParser, add_threads_flag, checkpoint_arg
   from research.runtime import configure_threads
 
-  p = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", required=True, help="a trained run's directory")
   p.add_argument("--format", required=True, choices=("onnx", "stablehlo"))
   p.add_argument("--out", required=True, help="the file to write (OUT.json beside it)")
-  p.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step")
+  p.add_argument(
+    "--checkpoint", default="latest", type=checkpoint_arg, help="latest (default), best, or a step"
+  )
   add_threads_flag(p)
   args = p.parse_args()
   configure_threads(args.threads)

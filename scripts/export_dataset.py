@@ -2,6 +2,9 @@
 `data.name=npz` trains on and `scripts/infer.py` predicts from.
 
   python scripts/export_dataset.py --config experiments/mnist1d_cnn.py --out runs/data/mnist1d.npz
+
+Classification data only (a language model's token windows are neither). An existing `.npz` at
+--out is replaced, atomically; nothing is written when anything fails.
 """
 
 from __future__ import annotations
@@ -11,12 +14,10 @@ import os
 
 
 def main() -> int:
-  from research.cli import parse_with_overrides
+  from research.cli import ArgumentParser, parse_with_overrides
   from research.config import load_config
 
-  parser = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--config", default="experiments/mnist1d_cnn.py")
   parser.add_argument("--out", required=True, help="destination .npz")
   args, overrides = parse_with_overrides(parser)
@@ -24,13 +25,25 @@ def main() -> int:
 
   import numpy as np
 
-  from research.data import load_dataset
+  from research.data import DataError, load_dataset
+  from research.outputs import check_output_file
+  from research.serving.run_kind import run_kind
 
+  check_output_file(args.out, "--out", (".npz",))
+  if run_kind(config) == "language_model":
+    raise DataError(
+      f"{args.config} is a language model ({config.data.name} tokens); export_dataset.py writes "
+      f"classification data (x, y, x_test, y_test) for data.name=npz and scripts/infer.py"
+    )
   data = load_dataset(config.data)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   tmp = args.out + f".tmp{os.getpid()}.npz"
-  np.savez(tmp, x=data.x_train, y=data.y_train, x_test=data.x_test, y_test=data.y_test)
-  os.replace(tmp, args.out)
+  try:
+    np.savez(tmp, x=data.x_train, y=data.y_train, x_test=data.x_test, y_test=data.y_test)
+    os.replace(tmp, args.out)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
   print(
     f"{data.name}: {len(data.x_train)} train, {len(data.x_test)} test, input "
     f"{list(data.input_shape)}, {data.num_classes} classes -> {args.out}"

@@ -17,20 +17,20 @@ import argparse
 
 
 def main() -> int:
-  from research.cli import add_threads_flag
+  from research.cli import ArgumentParser, add_threads_flag, checkpoint_arg, positive_int
   from research.runtime import configure_threads
 
-  parser = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True, help="a trained run's directory")
   parser.add_argument("--input", required=True, help=".npy, .npz or .csv")
   parser.add_argument("--output", required=True, help=".npy, .npz or .csv")
   parser.add_argument("--key", default=None, help="array to read from an .npz (default: x)")
-  parser.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step")
+  parser.add_argument(
+    "--checkpoint", default="latest", type=checkpoint_arg, help="latest (default), best, or a step"
+  )
   parser.add_argument("--probabilities", action="store_true", help="also write class probabilities")
   parser.add_argument("--precision", default="float32", help="float32, bfloat16 or int8 (weights)")
-  parser.add_argument("--batch-size", type=int, default=512, help="largest compiled batch")
+  parser.add_argument("--batch-size", type=positive_int, default=512, help="largest compiled batch")
   add_threads_flag(parser)
   args = parser.parse_args()
   configure_threads(args.threads)

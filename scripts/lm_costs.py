@@ -18,16 +18,14 @@ import sys
 
 
 def main() -> int:
-  from research.cli import add_threads_flag
+  from research.cli import ArgumentParser, add_threads_flag, positive_int
 
-  p = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", required=True, help="a trained language-model run")
   p.add_argument("--out", default=None, help="report directory (default: WORKDIR/lm_costs)")
-  p.add_argument("--prompt-tokens", type=int, default=16)
+  p.add_argument("--prompt-tokens", type=positive_int, default=16)
   p.add_argument("--new-tokens", type=int, default=64)
-  p.add_argument("--sequences", type=int, default=20, help="batch-1 generations timed")
+  p.add_argument("--sequences", type=positive_int, default=20, help="batch-1 generations timed")
   p.add_argument("--batch-sizes", default="1,8,32,128")
   add_threads_flag(p)
   args = p.parse_args()

@@ -16,20 +16,16 @@ import sys
 
 
 def main() -> int:
-  from research.cli import add_threads_flag
+  from research.cli import ArgumentParser, add_threads_flag, positive_int
   from research.runtime import configure_threads
 
-  p = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", required=True, help="a trained run's directory")
   p.add_argument("--out", required=True, help="output path without extension (.md, .json)")
   p.add_argument("--peer-onnx", action="append", default=[], metavar="FILE")
-  p.add_argument("--blocks", type=int, default=20, help="alternating blocks of 200 calls")
+  p.add_argument("--blocks", type=positive_int, default=20, help="alternating blocks of 200 calls")
   add_threads_flag(p)
   args = p.parse_args()
-  if args.blocks < 1:
-    p.error("--blocks must be at least 1")
   configure_threads(args.threads)
 
   from research.bench.batch1_path import write_profile

@@ -21,9 +21,9 @@ from typing import Any
 
 
 def main() -> int:
-  p = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  from research.cli import ArgumentParser
+
+  p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("files", nargs="+", help="report.json or bench.json files")
   p.add_argument("--out", default=None, help="directory for the figures (default: beside each)")
   p.add_argument(
@@ -33,6 +33,12 @@ def main() -> int:
   )
   args = p.parse_args()
   jobs = [_load(path) for path in args.files]  # every input checked before anything is drawn
+  from research.outputs import check_output_dir
+
+  for out in {args.out} if args.out else {os.path.dirname(path) or "." for path, _, _ in jobs}:
+    check_output_dir(
+      out, "--out" if args.out else "directory", "pass --out DIR to write the figures elsewhere"
+    )
 
   from research import workdir as workdir_lib
   from research.bench import figures
@@ -72,8 +78,16 @@ def _load(path: str) -> tuple[str, dict[str, Any], Any]:
         f"{samples_path} not found: the latency figure needs the per-call samples that "
         "scripts/bench_inference.py saves beside bench.json; re-run the benchmark to make them"
       )
-    _read_json(samples_path)
-    return path, data, read_latency_samples(samples_path)
+    samples = _read_json(samples_path)
+    if not data["records"] or not isinstance(samples, dict) or not samples:
+      raise StudyError(
+        f"{path} holds no measurements or {samples_path} no samples; re-run "
+        "scripts/bench_inference.py to make them"
+      )
+    try:
+      return path, data, read_latency_samples(samples_path)
+    except (AttributeError, TypeError, ValueError) as e:
+      raise StudyError(f"{samples_path} is malformed ({e}); re-run the benchmark") from None
   raise StudyError(
     f"{path} is neither a cost report (report.json from scripts/train_vs_infer.py) nor an "
     "inference benchmark (bench.json from scripts/bench_inference.py)"

@@ -27,13 +27,12 @@ import sys
 
 def main() -> int:
   # Imported here: the spawned workers re-import this file, and need none of it.
-  from research.cli import parse_with_overrides
+  from research.cli import ArgumentParser, parse_with_overrides, positive_int
   from research.config import load_config
+  from research.outputs import check_output_dir, check_output_prefix
   from research.studies.mnist1d_table1 import format_summary, reproduce
 
-  p = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", default="experiments/mnist1d_table1.py")
   p.add_argument(
     "--workdir", default="runs/mnist1d_table1", help="cache of finished jobs (not a run directory)"
@@ -46,7 +45,7 @@ def main() -> int:
   )
   p.add_argument(
     "--workers",
-    type=int,
+    type=positive_int,
     default=min(2, len(os.sched_getaffinity(0))),
     help="processes, one per core (default: up to 2)",
   )
@@ -60,6 +59,13 @@ def main() -> int:
   config = load_config(args.config, overrides)
   if config.num_steps % config.eval_every:
     p.error("num_steps must be a multiple of eval_every")
+  unknown = [m for m in config.models if m not in config.paper]
+  if unknown or not config.models:
+    p.error(f"--config.models: unknown model(s) {unknown}; choose from {', '.join(config.paper)}")
+  if config.seeds < 1:
+    p.error(f"--config.seeds must be at least 1, got {config.seeds}")
+  check_output_prefix(args.out, "--out", (".md", ".json"))
+  check_output_dir(args.workdir, "--workdir")
   cores = sorted(os.sched_getaffinity(0))
   if not 1 <= args.workers <= len(cores):
     p.error(f"--workers must be between 1 and the {len(cores)} core(s) this process may use")

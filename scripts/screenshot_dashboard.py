@@ -43,13 +43,13 @@ CHROMIUM_FLAGS = [
 
 
 def main() -> int:
-  p = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  from research.cli import ArgumentParser, positive_float
+
+  p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--logdir", required=True, help="the directory TensorBoard reads (e.g. runs/)")
   p.add_argument("--out", default="runs/reports/dashboard", help="directory for the PNGs")
   p.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
-  p.add_argument("--settle", type=float, default=6.0, help="seconds to let each tab draw")
+  p.add_argument("--settle", type=positive_float, default=6.0, help="seconds to let each tab draw")
   args = p.parse_args()
 
   from research.studies import StudyError

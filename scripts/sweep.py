@@ -25,12 +25,10 @@ import sys
 
 def main() -> int:
   # Imported here: the spawned workers re-import this file, and need none of it.
-  from research.cli import parse_with_overrides
+  from research.cli import ArgumentParser, non_negative_int, parse_with_overrides
   from research.training.sweep import run_sweep
 
-  p = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", default="experiments/mnist1d_cnn.py", help="experiment file[:variant]")
   p.add_argument(
     "--sweep",
@@ -42,7 +40,7 @@ def main() -> int:
   p.add_argument("--workdir", required=True, help="the sweep's directory: one run directory each")
   p.add_argument(
     "--workers",
-    type=int,
+    type=non_negative_int,
     default=0,
     help=f"processes, one pinned core each (default 0: all {len(os.sched_getaffinity(0))})",
   )

@@ -101,6 +101,21 @@ def configurations(settings: BenchSettings) -> list[tuple[str, str, str]]:
 PEER_PREFIX = "peer-"
 
 
+def check_settings(settings: BenchSettings) -> None:
+  """Every name and number of `settings`, before a run is restored or a file written."""
+  unknown = [p for p in settings.precisions if p not in PRECISIONS]
+  if unknown or not settings.precisions:
+    raise InferenceError(f"unknown precision(s) {unknown}; choose from: {', '.join(PRECISIONS)}")
+  sizes = min(settings.sweep_sizes + settings.serve_sizes, default=0)
+  for name, value in (("batch sizes", sizes), ("--latency-calls", settings.latency_calls),
+                      ("--loadgen-ms", settings.loadgen_duration_ms),
+                      ("--latency-bound-ms", settings.latency_bound_ms),
+                      ("--server-runs", settings.server_max_runs)):  # fmt: skip
+    if not value > 0:
+      raise InferenceError(f"{name} must be positive, got {value}")
+  configurations(settings)  # engines, backends, peer files
+
+
 def _make(factory, settings, engine, sizes, precision, device):
   if not engine.startswith(PEER_PREFIX):
     return factory.make(engine, sizes, precision, device)
@@ -323,12 +338,27 @@ def write_benchmark(
   from research import workdir as workdir_lib
   from research.bench import figures
   from research.data import load_dataset
+  from research.outputs import OutputError, check_output_dir, writable
   from research.provenance import provenance, write_json, write_text
   from research.serving.restore import load_run
+  from research.serving.run_kind import require_classifier
 
+  check_settings(settings)
+  require_classifier(workdir, "scripts/bench_inference.py")
+  # Before any work: where the results go, and whether the workdir takes the TensorBoard summary
+  # (skipped when read-only and --out is elsewhere) and a --profile trace.
+  dirs = (workdir, dashboard.summary_dir(workdir))
+  read_only = not all(writable(d) for d in dirs if os.path.isdir(d))
+  if read_only and (not out or settings.profile):
+    raise OutputError(
+      f"workdir {workdir} is read-only: the benchmark writes WORKDIR/bench and TensorBoard "
+      f"summaries{' and traces' if settings.profile else ''} there; pass --out DIR to write it "
+      f"elsewhere{' (without --profile)' if settings.profile else ''}"
+    )
+  out = os.path.abspath(out or workdir_lib.path(workdir, workdir_lib.BENCH))
+  check_output_dir(out, "--out")
   run = load_run(workdir, checkpoint)
   data = load_dataset(run.config.data)
-  out = os.path.abspath(out or workdir_lib.path(workdir, workdir_lib.BENCH))
   os.makedirs(out, exist_ok=True)
   t = time.perf_counter()
   # Re-running into the same OUT replaces its LoadGen logs, as it replaces bench.json; the old
@@ -356,6 +386,7 @@ def write_benchmark(
     step=run.step,
     experiment=run.config.experiment,
     wall_seconds=time.perf_counter() - t,
+    tensorboard_summary=None if read_only else dashboard.summary_dir(workdir),
   )
   title = f"Inference benchmark: {run.config.experiment} (step {run.step})"
   samples = result.pop("latency_samples_us")
@@ -365,11 +396,16 @@ def write_benchmark(
   # latency.*, batch_sweep.* (PNG, SVG, PDF) and latency_samples.json, so scripts/replot.py
   # can re-draw them without measuring again
   figures.write_benchmark_figures(result, samples, out, run.config.experiment)
-  dashboard.publish_report(
-    workdir,
-    run.step,
-    "bench",
-    text,
-    [os.path.join(out, "latency.png"), os.path.join(out, "batch_sweep.png")],
-  )
+  if read_only:
+    log(
+      f"  workdir {workdir} is read-only: no TensorBoard summary written (the files are in {out})"
+    )
+  else:
+    dashboard.publish_report(
+      workdir,
+      run.step,
+      "bench",
+      text,
+      [os.path.join(out, "latency.png"), os.path.join(out, "batch_sweep.png")],
+    )
   return meta, out

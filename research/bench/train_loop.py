@@ -17,13 +17,15 @@ import jax
 import jax.numpy as jnp
 
 from research.bench.timing import median_and_percentiles
+from research.config import ConfigError
 from research.data import BatchSchedule, load_dataset
-from research.models import build_model
+from research.models import ModelError, build_model
 from research.provenance import markdown_table, provenance, write_json, write_text
 from research.training.optimizers import make_optimizer
 from research.training.step import create_train_state, make_train_chunk, make_train_step
 
 STRUCTURES = ("python_host", "python_device", "scan")
+SEQUENCE_MODELS = ("logistic", "mlp", "cnn1d", "gru")  # the families that take [N, 40]
 
 
 def compare_loop_structures(
@@ -36,12 +38,24 @@ def compare_loop_structures(
   log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
   """One record per (conv implementation, loop structure): compile seconds, median train seconds."""
+  if model_name not in SEQUENCE_MODELS:
+    raise ModelError(
+      f"model {model_name!r} does not take MNIST-1D sequences; choose one of: "
+      f"{', '.join(SEQUENCE_MODELS)}"
+    )
+  unknown = sorted(set(structures) - set(STRUCTURES))
+  if unknown:
+    raise ConfigError(f"unknown structure(s) {', '.join(unknown)}; use {', '.join(STRUCTURES)}")
+  impls = list(impls) if model_name == "cnn1d" else [""]
+  models = {  # built first: a bad kernel name fails before the data is made
+    impl: build_model({"name": model_name, **({"conv_impl": impl} if impl else {})}, 10)
+    for impl in impls
+  }
   data = load_dataset({"name": "mnist1d"})
   batch_size = 100
   schedule = BatchSchedule(len(data.x_train), batch_size)
   x_all, y_all = jax.device_put(data.x_train), jax.device_put(data.y_train)
   optimizer = make_optimizer("adam", 1e-2)
-  impls = list(impls) if model_name == "cnn1d" else [""]
 
   def fresh_state(model):
     return create_train_state(model, optimizer, jnp.zeros((1, 40)), jax.random.key(0))
@@ -105,8 +119,7 @@ def compare_loop_structures(
 
   records = []
   for impl in impls:
-    model_cfg = {"name": model_name, **({"conv_impl": impl} if impl else {})}
-    model = build_model(model_cfg, 10)
+    model = models[impl]
     plans = []
     for structure in structures:
       if structure == "python_host":
@@ -116,8 +129,6 @@ def compare_loop_structures(
       elif structure == "scan":
         for k in [int(c) for c in chunks if c]:
           plans.append((f"scan, chunks of {k}", lambda m=model, k=k: run_scan(m, k)))
-      else:
-        raise ValueError(f"unknown structure {structure!r}; use python_host, python_device, scan")
     for label, plan in plans:
       compile_s, run = plan()
       times, loss = [], None

@@ -25,6 +25,21 @@ def read_inputs(path: str, key: str | None = None) -> tuple[np.ndarray, np.ndarr
     raise DataError(f"input {path!r} has an unknown type; use one of {', '.join(INPUT_SUFFIXES)}")
   if not os.path.isfile(path):
     raise DataError(f"input file {path!r} does not exist")
+  if suffix == ".npz" and not zipfile.is_zipfile(path):
+    raise DataError(
+      f"input {path!r} is not a readable .npz: not a zip archive of arrays; make one with "
+      f"scripts/export_dataset.py or numpy.savez(path, x=...)"
+    )
+  x, labels = _read(path, suffix, key)
+  if labels is not None and (labels.ndim != 1 or x.ndim == 0 or len(labels) != len(x)):
+    raise DataError(
+      f"labels in {path!r} have shape {list(labels.shape)} but the inputs hold "
+      f"{len(x) if x.ndim else 0} examples; give one label per example or drop the labels"
+    )
+  return x, labels
+
+
+def _read(path: str, suffix: str, key: str | None) -> tuple[np.ndarray, np.ndarray | None]:
   try:
     if suffix == ".npy":
       return np.load(path, allow_pickle=False), None

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from research.data.dataset import DataError
+
 
 class BatchSchedule:
   """Example indices for any range of steps; epochs are `num_examples // batch_size` steps."""
 
   def __init__(self, num_examples: int, batch_size: int, shuffle: bool = False, seed: int = 0):
     if batch_size <= 0:
-      raise ValueError(f"batch_size must be positive, got {batch_size}")
+      raise DataError(f"batch_size must be positive, got {batch_size}")
     if batch_size > num_examples:
-      raise ValueError(
+      raise DataError(
         f"batch_size {batch_size} exceeds the {num_examples} training examples; "
         f"lower --config.batch_size"
       )

@@ -19,6 +19,11 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     raise DataError("data.path is empty; set --config.data.path=/path/to/data.npz")
   if not os.path.isfile(path):
     raise DataError(f"data file {path!r} does not exist; check --config.data.path")
+  if not zipfile.is_zipfile(path):
+    raise DataError(
+      f"data file {path!r} is not a readable .npz: not a zip archive of arrays; make one with "
+      f"scripts/export_dataset.py or numpy.savez(path, x=..., y=..., x_test=..., y_test=...)"
+    )
   try:
     with np.load(path, allow_pickle=False) as archive:
       missing = [k for k in REQUIRED if k not in archive.files]

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from research import kernels
 from research.models.cnn import CNN1D, CNN2D
+from research.models.layers import ModelError
 from research.models.linear import Logistic
 from research.models.mlp import MLP
 from research.models.rnn import BiGRU
@@ -51,10 +52,6 @@ MODELS: dict[str, type[nn.Module]] = {
 CACHE_BUILDERS: dict[type[nn.Module], Any] = {Transformer: init_cache}
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-class ModelError(ValueError):
-  """A model config that names no model or fields the model lacks."""
 
 
 # Model fields that name a kernel implementation (research.kernels), and which kernel.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from research.models.layers import Conv1D, Dense
+from research.models.layers import Conv1D, Dense, check_input_rank
 
 
 class CNN1D(nn.Module):
@@ -22,6 +22,7 @@ class CNN1D(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxL: jax.Array) -> jax.Array:
+    check_input_rank("cnn1d", x_BxL, (1,), "[N, L] sequences (one value per position)")
     h = x_BxL.reshape(x_BxL.shape[0], -1, 1)
     for kernel_size in (5, 3, 3):
       h = Conv1D(
@@ -43,6 +44,7 @@ class CNN2D(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxYxX: jax.Array) -> jax.Array:
+    check_input_rank("cnn2d", x_BxYxX, (2, 3), "[N, Y, X] or [N, Y, X, C] images")
     h = x_BxYxX.reshape(*x_BxYxX.shape[:3], -1)
     h = nn.relu(nn.Conv(self.channels[0], (3, 3), padding=1, dtype=self.dtype)(h))
     h = nn.relu(nn.Conv(self.channels[1], (3, 3), strides=2, padding=1, dtype=self.dtype)(h))

@@ -18,6 +18,21 @@ from research.kernels.conv import conv1d
 from research.kernels.matmul import matmul
 
 
+class ModelError(ValueError):
+  """A model config that names no model or fields the model lacks, or inputs it cannot take."""
+
+
+def check_input_rank(model: str, x: jax.Array, ranks: tuple[int, ...], layout: str) -> None:
+  """Raises ModelError unless each example of `x` has one of `ranks` axes: a model family takes
+  one input layout, and flattening another one silently trains on scrambled features."""
+  if x.ndim - 1 not in ranks:
+    raise ModelError(
+      f"model {model} takes {layout}, got inputs of shape [N, "
+      f"{', '.join(map(str, x.shape[1:]))}]; reshape the data or pick a model for it "
+      f"(model.name=mlp takes any shape)"
+    )
+
+
 def uniform_fan_in(fan_in: int) -> nn.initializers.Initializer:
   """U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for Linear, Conv and GRU."""
   bound = 1.0 / math.sqrt(fan_in)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from research.models.layers import Dense, uniform_fan_in
+from research.models.layers import Dense, check_input_rank, uniform_fan_in
 
 
 class BiGRU(nn.Module):
@@ -26,6 +26,7 @@ class BiGRU(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxT: jax.Array) -> jax.Array:
+    check_input_rank("gru", x_BxT, (1, 2), "[N, T] or [N, T, I] sequences")
     x_BxTxI = x_BxT.reshape(x_BxT.shape[0], x_BxT.shape[1], -1)
     batch, steps, n_in = x_BxTxI.shape
     h = self.hidden

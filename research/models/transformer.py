@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from research.models.layers import ModelError, check_input_rank
+
 # Per layer: {"k": [B, n_ctx, H, Dh], "v": [B, n_ctx, H, Dh]}.
 KVCache = tuple[dict[str, jax.Array], ...]
 
@@ -115,7 +117,7 @@ class Transformer(nn.Module):
 
   def setup(self):
     if self.d_model % self.n_head:
-      raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
+      raise ModelError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
     self.embed = nn.Embed(
       self.num_classes,
       self.d_model,
@@ -142,9 +144,10 @@ class Transformer(nn.Module):
 
   def __call__(self, tokens_BxT: jax.Array) -> jax.Array:
     """Logits [B, T, V] (float32) of the next token at every position; T <= n_ctx."""
+    check_input_rank("transformer", tokens_BxT, (1,), "[N, T] token ids")
     t = tokens_BxT.shape[1]
     if t > self.n_ctx:
-      raise ValueError(f"sequence length {t} exceeds the model's context n_ctx={self.n_ctx}")
+      raise ModelError(f"sequence length {t} exceeds the model's context n_ctx={self.n_ctx}")
     logits, _ = self._run(tokens_BxT, None, 0)
     return logits
 

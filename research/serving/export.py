@@ -198,13 +198,16 @@ def export_run(
   failed export or check leaves neither. Returns the `out.json` record.
   """
   from research.data import load_dataset
+  from research.outputs import check_output_file
   from research.provenance import provenance, write_bytes, write_json
   from research.serving.restore import load_run
 
   if fmt not in FORMATS:
     raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-  if os.path.isdir(out):
+  if os.path.isdir(out) or out.endswith(("/", os.sep)):
     raise ExportError(f"--out {out} is a directory; give a file name such as model{SUFFIXES[fmt]}")
+  check_output_file(out, "--out")
+  check_output_file(out + ".json", "--out (its record OUT.json)")
   run = load_run(workdir, checkpoint)
   data = load_dataset(run.config.data)
   x = data.x_test  # float features, or int32 token windows for a language model

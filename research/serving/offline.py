@@ -7,10 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from research.data.arrays import read_inputs, write_predictions
+from research.data.arrays import OUTPUT_SUFFIXES, read_inputs, write_predictions
+from research.outputs import check_output_file
 from research.serving import InferenceError
+from research.serving.engine import check_batch_sizes
 from research.serving.predictor import Predictor
+from research.serving.quantize import PRECISIONS
 from research.serving.restore import load_run
+from research.serving.run_kind import require_classifier
 
 
 def predict_file(
@@ -25,18 +29,19 @@ def predict_file(
 ) -> dict[str, Any]:
   """Predicts every example of `input_path` with a run's checkpoint and writes `output_path`.
 
-  Labels stored beside the inputs (`x_test` -> `y_test`) are checked before anything is written,
-  and the accuracy on them returned. CSV rows holding flattened examples are reshaped.
+  The output path, the run's kind and the labels stored beside the inputs (`x_test` -> `y_test`)
+  are checked before anything is restored or written, and the accuracy on the labels returned.
+  CSV rows holding flattened examples are reshaped.
   """
+  check_output_file(output_path, "--output", OUTPUT_SUFFIXES, parent_must_exist=True)
+  if precision not in PRECISIONS:
+    raise InferenceError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+  check_batch_sizes([batch_size])
+  require_classifier(workdir, "scripts/infer.py")
   x, labels = read_inputs(input_path, key)
   run = load_run(workdir, checkpoint)
   if x.ndim == 2 and len(run.input_shape) > 1 and x.shape[1] == int(np.prod(run.input_shape)):
     x = x.reshape(len(x), *run.input_shape)  # CSV rows hold flattened examples
-  if labels is not None and labels.shape != (len(x),):
-    raise InferenceError(
-      f"labels in {input_path} have shape {list(labels.shape)}, inputs "
-      f"{len(x)} examples; they must match"
-    )
   sizes = sorted({1, min(8, batch_size), min(64, batch_size), batch_size})
   predictor = Predictor.from_run(run, batch_sizes=sizes, precision=precision)
   t = time.perf_counter()

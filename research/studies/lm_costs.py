@@ -277,8 +277,12 @@ def write_lm_costs(
   workdir: str, out: str, settings: LMCostSettings, argv: Sequence[str]
 ) -> dict[str, Any]:
   """`lm_costs`, with provenance, written as OUT/report.json and OUT/report.md."""
+  from research.outputs import check_output_dir
   from research.provenance import provenance, write_json, write_text
+  from research.serving.run_kind import require_language_model
 
+  require_language_model(workdir, "scripts/lm_costs.py")
+  check_output_dir(out, "--out")
   t = time.perf_counter()
   report = lm_costs(workdir, settings)
   meta = provenance(argv, wall_seconds=time.perf_counter() - t)

@@ -26,13 +26,16 @@ from research.bench.latency import (
   realtime_latency,
   saturation_batch_size,
 )
-from research.cost import flops, hardware, xla
+from research.cost import CostError, flops, hardware, xla
 from research.data import load_dataset
 from research.models import count_params, tree_bytes
+from research.outputs import check_output_dir
 from research.provenance import provenance, write_json, write_text
 from research.serving.engines import EngineFactory, available_engines, check_engines
 from research.serving.export import ExportError
 from research.serving.restore import load_run
+from research.serving.run_kind import run_kind
+from research.studies import StudyError
 from research.studies.cost_report import markdown_report, plot_report, trial_metrics
 from research.training.loop import train_and_evaluate
 from research.training.optimizers import optimizer_from_config
@@ -49,6 +52,20 @@ class CostSettings:
   price_per_hour: float = 0.05  # this machine: an assumption, override it
   peak_matmul_n: int = 1024
   engines: tuple[str, ...] | None = None  # None: every installed engine; the fastest is reported
+
+
+def check_settings(settings: CostSettings) -> None:
+  """Raises CostError (or InferenceError for an engine) naming the first setting that cannot be
+  used: every count and size positive, power positive, price not negative, names known."""
+  for name in ("max_batch", "latency_calls", "seconds_per_size", "power_watts", "peak_matmul_n"):
+    if not getattr(settings, name) > 0:
+      raise CostError(f"{name.replace('_', '-')} must be positive, got {getattr(settings, name)}")
+  if not settings.price_per_hour >= 0:
+    raise CostError(f"price-per-hour must be >= 0, got {settings.price_per_hour}")
+  for name in settings.profiles:
+    hardware.get_profile(name)
+  if settings.engines is not None:
+    check_engines(settings.engines)
 
 
 def run_job(
@@ -319,8 +336,14 @@ def train_vs_infer(
 
   Returns the report and the path of the markdown written last.
   """
-  for name in settings.profiles:
-    hardware.get_profile(name)  # unknown names fail before any work
+  check_settings(settings)  # before any work: a bad number or name costs no training
+  if run_kind(config) == "language_model":
+    raise StudyError(
+      f"{config.experiment or 'this config'} is a language model; train_vs_infer.py reports "
+      f"classifiers: train it with scripts/train.py and report it with scripts/lm_costs.py"
+    )
+  if out:
+    check_output_dir(out, "--out")
   t = time.perf_counter()
   report = run_job(config, workdir, settings, progress=progress, log=log)
   meta = provenance(argv, wall_seconds=time.perf_counter() - t)

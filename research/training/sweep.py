@@ -153,6 +153,7 @@ def run_sweep(
   """
   import shutil
 
+  from research.outputs import check_output_dir, check_output_prefix
   from research.provenance import provenance, write_json, write_text
   from research.training.sweep_table import agreement, csv_table, markdown
   from research.training.workers import run_jobs
@@ -166,6 +167,9 @@ def run_sweep(
       workdir_lib.check_config(w, c)
     except workdir_lib.WorkdirError as e:
       raise SweepError(f"run {run.name}: {e}") from None
+  check_output_dir(workdir, "--workdir")
+  if out:
+    check_output_prefix(out, "--out", (".md", ".csv", ".json"))
   cores = sorted(os.sched_getaffinity(0))
   if not 0 <= workers <= len(cores):
     raise SweepError(f"--workers must be between 1 and the {len(cores)} core(s) available")
