@@ -7,12 +7,22 @@ new best validation score and passes that score (only then), so the kept best is
 `summary.json` names. Saves are asynchronous and
 atomic (Orbax writes to a temporary directory and renames), so a killed run never leaves a
 half-written checkpoint that a restore would pick up.
+
+Damage is expected too: a disk fills, a copy is cut short, a kill lands while an old step is
+removed. Orbax removes an old step by renaming it into `<checkpoints>/.deleting/` (atomic) and this
+module empties that folder, so a kill mid-deletion never leaves a half-deleted step listed. A step
+that lacks one of the files every save writes, or that does not restore, is damaged: a writable
+`Checkpointer` moves it to `<checkpoints>_damaged/<step>` (never deletes it) and `restore_latest`
+falls back to the newest step that restores; a read-only one (inference) names it and the steps
+that do restore.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -20,6 +30,17 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 BEST_METRIC = "score"  # higher is better: validation accuracy, or minus a validation loss
+_TRASH = ".deleting"  # Orbax renames a step here to delete it; emptied by this module
+# Files every save writes; a step without one of them was cut short or half-deleted.
+_REQUIRED_FILES = (
+  "_CHECKPOINT_METADATA",
+  "params/_METADATA",
+  "opt_state/_METADATA",
+  "meta/metadata",
+)
+
+
+_DAMAGE_LOGGED = ("Failed to json parse Metadata", "Metadata file does not exist")
 
 
 class _QuietReadOnly(logging.Filter):
@@ -30,14 +51,20 @@ class _QuietReadOnly(logging.Filter):
     message = record.getMessage()
     return not any(
       quiet in message for quiet in ("is read only", "read_only=True", "did not provide metrics")
-    )
+    ) and not message.startswith(_DAMAGE_LOGGED)  # a damaged step is named once, by this module
 
 
 logging.getLogger("absl").addFilter(_QuietReadOnly())
 
 
 class CheckpointError(RuntimeError):
-  """No usable checkpoint where one was expected; the message says where and what to do."""
+  """No usable checkpoint where one was expected; the message says where and what to do.
+
+  `reason` is the short what-is-wrong of a damaged step."""
+
+  def __init__(self, message: str, reason: str = ""):
+    super().__init__(message)
+    self.reason = reason or message
 
 
 def abstract_like(tree: Any) -> Any:
@@ -50,11 +77,52 @@ def abstract_like(tree: Any) -> Any:
   )
 
 
+def damaged_dir(directory: str) -> str:
+  """Where damaged steps of `directory` are moved: `<directory>_damaged/`."""
+  return os.path.abspath(directory).rstrip(os.sep) + "_damaged"
+
+
+def find_damaged(directory: str, params_only: bool = False) -> dict[int, str]:
+  """Step -> what is wrong, for every step directory missing a file every save writes (but the
+  optimizer state's, when `params_only`: inference never reads it)."""
+  required = [f for f in _REQUIRED_FILES if not (params_only and f.startswith("opt_state/"))]
+  try:
+    names = os.listdir(directory)
+  except OSError:
+    return {}
+  damaged = {}
+  for name in names:
+    step_dir = os.path.join(directory, name)
+    if not name.isdigit() or not os.path.isdir(step_dir):
+      continue
+    missing = [f for f in required if not os.path.isfile(os.path.join(step_dir, f))]
+    if missing:
+      damaged[int(name)] = f"{missing[0]} is missing"
+      continue
+    try:
+      with open(os.path.join(step_dir, _REQUIRED_FILES[0])) as f:
+        json.load(f)
+    except (OSError, ValueError):
+      damaged[int(name)] = f"{_REQUIRED_FILES[0]} is not valid JSON"
+  return damaged
+
+
 class Checkpointer:
-  """Saves and restores train state under `<workdir>/checkpoints`."""
+  """Saves and restores train state under `<workdir>/checkpoints`.
+
+  A writable one first sets damaged steps aside (`set_aside` lists them); a read-only one
+  (inference: params alone) leaves them in place and never lists them (`damaged` names them).
+  """
 
   def __init__(self, directory: str | os.PathLike, keep_latest: int = 2, read_only: bool = False):
     self.directory = os.path.abspath(os.fspath(directory))
+    self.read_only = read_only
+    self.damaged: dict[int, str] = find_damaged(self.directory, params_only=read_only)
+    self.set_aside: list[tuple[int, str, str]] = []  # (step, what is wrong, where it went)
+    if not read_only:
+      self._empty_trash()
+      for step, why in sorted(self.damaged.items()):
+        self._set_aside(step, why)
     options = ocp.CheckpointManagerOptions(
       preservation_policy=policies.AnyPreservationPolicy(
         [
@@ -73,16 +141,66 @@ class Checkpointer:
       create=not read_only,
       read_only=read_only,
       enable_async_checkpointing=not read_only,
+      todelete_subdir=None if read_only else _TRASH,  # a rename: atomic, unlike a delete
     )
     self._manager = ocp.CheckpointManager(
       self.directory, item_names=("params", "opt_state", "meta"), options=options
     )
 
   def latest_step(self) -> int | None:
-    return self._manager.latest_step()
+    steps = self.all_steps()
+    return max(steps) if steps else None
 
   def all_steps(self) -> list[int]:
-    return list(self._manager.all_steps())
+    """Steps on disk, damaged ones excluded."""
+    return sorted(s for s in self._manager.all_steps() if s not in self.damaged)
+
+  def restore_latest(self, params_like: Any, opt_state_like: Any) -> tuple[int, Any, Any, dict]:
+    """The newest step that restores: (step, params, opt_state, meta), or (None, ...) if none.
+
+    Each newer step that fails to restore is set aside (`set_aside` says which and where).
+    """
+    for step in reversed(self.all_steps()):
+      try:
+        return (step, *self.restore(step, params_like, opt_state_like))
+      except CheckpointError as e:
+        self.damaged[step] = e.reason
+        self._set_aside(step, e.reason)
+        self._manager.reload()
+    return None, None, None, {}
+
+  def restorable_steps(self, params_like: Any, skip: int | None = None) -> list[int]:
+    """Steps whose params restore, newest first: what to offer when the asked step is damaged."""
+    good = []
+    for step in reversed(self.all_steps()):
+      if step == skip:
+        continue
+      try:
+        self.restore_params(step, params_like)
+      except CheckpointError:
+        continue
+      good.append(step)
+    return good
+
+  def _set_aside(self, step: int, why: str) -> None:
+    """Moves a damaged step to `damaged_dir` (a numbered suffix when that name is taken)."""
+    self.damaged[step] = why
+    source = os.path.join(self.directory, str(step))
+    if self.read_only or not os.path.isdir(source) or not _is_primary():
+      return
+    target_dir = damaged_dir(self.directory)
+    os.makedirs(target_dir, exist_ok=True)
+    target, n = os.path.join(target_dir, str(step)), 1
+    while os.path.exists(target):
+      target, n = os.path.join(target_dir, f"{step}.{n}"), n + 1
+    os.replace(source, target)
+    self.set_aside.append((step, why, target))
+
+  def _empty_trash(self) -> None:
+    """Removes what Orbax renamed for deletion; a kill mid-way leaves only more trash."""
+    trash = os.path.join(self.directory, _TRASH)
+    if os.path.isdir(trash) and _is_primary():
+      shutil.rmtree(trash, ignore_errors=True)
 
   def best_step(self) -> int | None:
     """Step of the highest validation score among the kept checkpoints (None: no validation)."""
@@ -123,9 +241,8 @@ class Checkpointer:
       )
     except Exception as e:  # Orbax raises many types for a damaged directory
       raise CheckpointError(
-        f"checkpoint step {step} in {self.directory} cannot be restored "
-        f"({type(e).__name__}: {_first_line(e)}); delete that step's "
-        f"directory to fall back to an earlier one"
+        f"checkpoint step {step} in {self.directory} is damaged ({describe_damage(e)})",
+        reason=describe_damage(e),
       ) from None
     return restored.params, restored.opt_state, dict(restored.meta)
 
@@ -137,19 +254,27 @@ class Checkpointer:
       )
     except Exception as e:
       raise CheckpointError(
-        f"params of checkpoint step {step} in {self.directory} cannot be "
-        f"restored ({type(e).__name__}: {_first_line(e)})"
+        f"params of checkpoint step {step} in {self.directory} are damaged ({describe_damage(e)})",
+        reason=describe_damage(e),
       ) from None
     return restored.params
 
   def restore_meta(self, step: int) -> dict:
-    restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    except Exception as e:
+      reason = describe_damage(e)
+      raise CheckpointError(
+        f"meta of checkpoint step {step} in {self.directory} is damaged ({reason})", reason
+      ) from None
     return dict(restored.meta)
 
   def wait(self) -> None:
     """Blocks until pending saves are on disk, and raises if any failed."""
     self._manager.wait_until_finished()
     self._manager.check_for_errors()
+    if not self.read_only:
+      self._empty_trash()
 
   def close(self) -> None:
     self._manager.close()
@@ -165,8 +290,11 @@ class Checkpointer:
 
 
 def resolve_step(checkpointer: Checkpointer, which: str | int) -> int:
-  """'latest', 'best' or a step number, checked against what is on disk."""
-  steps = checkpointer.all_steps()
+  """'latest', 'best' or a step number, checked against what is on disk.
+
+  A damaged step is returned like any other: restoring it names what is wrong and what restores.
+  """
+  steps = sorted(set(checkpointer.all_steps()) | set(checkpointer.damaged))
   if not steps:
     raise CheckpointError(
       f"no checkpoint in {checkpointer.directory}; train first "
@@ -180,18 +308,42 @@ def resolve_step(checkpointer: Checkpointer, which: str | int) -> int:
       raise CheckpointError(
         f"no best checkpoint in {checkpointer.directory}: the best is chosen on a validation "
         f"split and this run had none; use --checkpoint latest or a step "
-        f"({', '.join(map(str, sorted(steps)))}), or train with --config.data.validation_size=N"
+        f"({', '.join(map(str, steps))}), or train with --config.data.validation_size=N"
       )
     return best
-  step = int(which)
+  try:
+    step = int(which)
+  except ValueError:
+    raise CheckpointError(
+      f"--checkpoint {which!r} is not a checkpoint; use latest, best or a step "
+      f"({', '.join(map(str, steps))})"
+    ) from None
   if step not in steps:
     raise CheckpointError(
       f"no checkpoint at step {step} in {checkpointer.directory}; "
-      f"available: {', '.join(map(str, sorted(steps)))}"
+      f"available: {', '.join(map(str, steps))}"
     )
   return step
 
 
-def _first_line(e: BaseException) -> str:
-  text = str(e).strip().splitlines()
-  return text[0][:200] if text else ""
+def describe_damage(e: BaseException) -> str:
+  """What is wrong with a step, in a few words, from whatever Orbax or TensorStore raised.
+
+  TensorStore's own text ends in a garbled `<bound method pybind11_...>`; it is never shown.
+  """
+  text = " ".join(str(e).split())
+  if isinstance(e, KeyError) and "was not found" in text:
+    return f"item {text.split(chr(34))[1]!r} is missing" if text.count(chr(34)) >= 2 else text
+  if isinstance(e, ValueError) and "Expecting" in text and type(e).__name__ == "JSONDecodeError":
+    return "a metadata file is not valid JSON"
+  if "TensorStore" in text or "DATA_LOSS" in text or "OCDBT" in text or "reading array" in text:
+    return "array data unreadable: a file is truncated or corrupt"
+  if isinstance(e, FileNotFoundError):
+    return f"{os.path.basename(e.filename or '') or 'a file'} is missing"
+  text = text.split(" See full TensorStore")[0].split("<bound method")[0].strip()
+  return f"{type(e).__name__}: {text[:160]}" if text else type(e).__name__
+
+
+def _is_primary() -> bool:
+  """Only the first process moves or removes steps in a shared directory."""
+  return jax.process_index() == 0

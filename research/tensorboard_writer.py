@@ -105,9 +105,11 @@ class SummaryWriter:
   first event, so a writer that never writes leaves no empty event file behind.
   """
 
-  def __init__(self, logdir: str | os.PathLike, path: str | None = None):
+  def __init__(self, logdir: str | os.PathLike, path: str | None = None, enabled: bool = True):
+    """`enabled=False` writes nothing: every process of a multi-process run but the first."""
     self.logdir = os.path.abspath(os.fspath(logdir))
     self.path = path or os.path.join(self.logdir, event_file_name())
+    self.enabled = enabled
     self._records: _RecordWriter | None = None
     self._closed = False
     self._last_flush = time.monotonic()
@@ -115,6 +117,8 @@ class SummaryWriter:
   def _add(self, event: event_pb2.Event) -> None:
     if self._closed:
       raise RuntimeError(f"SummaryWriter for {self.logdir} is already closed")
+    if not self.enabled:
+      return
     if self._records is None:
       os.makedirs(os.path.dirname(self.path), exist_ok=True)
       self._records = _RecordWriter(open(self.path, "wb"))
@@ -128,6 +132,17 @@ class SummaryWriter:
 
   def _write(self, summary: summary_pb2.Summary, step: int) -> None:
     self._add(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+  def session_start(self, first_step: int) -> None:
+    """Marks a (re)start whose first logged step is `first_step`.
+
+    TensorBoard's way to drop the orphans of a killed run: on every START after a run's first,
+    it discards what earlier files logged at `first_step` and later, which a resume from an
+    earlier checkpoint logs again. Without it the steps between the checkpoint and the kill
+    appear twice.
+    """
+    session_log = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+    self._add(event_pb2.Event(wall_time=time.time(), step=int(first_step), session_log=session_log))
 
   def scalar(self, tag: str, value: float, step: int) -> None:
     """NaN/inf are written as they are: TensorBoard plots them, and hiding them hides divergence."""

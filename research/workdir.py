@@ -16,13 +16,18 @@ Nothing here imports JAX.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
+import shutil
 from typing import Any
 
 import ml_collections
 
 from research import config as config_lib
+from research.outputs import writable
+from research.provenance import write_bytes
 
 CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -33,8 +38,9 @@ REPORT_FIGURE = "report.png"
 BENCH = "bench"
 
 # Config fields a run may change on resume: a longer run, another device count (checkpoints
-# restore onto the current mesh) or another profiled window. Anything else makes another run.
-RESUMABLE_CHANGES = ("num_steps", "num_devices", "profile_steps")
+# restore onto the current mesh), another profiled window or peer timeout. Anything else makes
+# another run.
+RESUMABLE_CHANGES = ("num_steps", "num_devices", "profile_steps", "peer_timeout_seconds")
 
 
 class WorkdirError(RuntimeError):
@@ -50,8 +56,45 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(workdir, CHECKPOINTS)
 
 
-def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Creates the workdir, checks it is writable, and pins its config (a resume must match)."""
+@dataclasses.dataclass(frozen=True)
+class Start:
+  """What a workdir held before a run started in it, so a start that fails before its first
+  checkpoint can be taken back (`undo`) and the corrected command is not refused."""
+
+  workdir: str
+  existed: bool
+  entries: frozenset[str]
+  config_bytes: bytes | None
+
+  def undo(self) -> None:
+    """Removes what this start created and restores config.json, unless a checkpoint exists."""
+    if latest_checkpoint_step(self.workdir) is not None or not os.path.isdir(self.workdir):
+      return
+    for name in set(os.listdir(self.workdir)) - self.entries - {CHECKPOINTS + "_damaged"}:
+      target = os.path.join(self.workdir, name)
+      if os.path.isdir(target) and not os.path.islink(target):
+        shutil.rmtree(target, ignore_errors=True)
+      else:
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(target)
+    if self.config_bytes is not None:
+      write_bytes(path(self.workdir, CONFIG), self.config_bytes)
+    if not self.existed:
+      with contextlib.suppress(OSError):
+        os.rmdir(self.workdir)
+
+
+def prepare(workdir: str, config: ml_collections.ConfigDict, write: bool = True) -> Start:
+  """Creates the workdir, checks it is writable, and pins its config (a resume must match).
+
+  `write=False` (every process of a multi-process run but the first) only checks the config.
+  """
+  before = _entries(workdir)
+  if not write:
+    check_config(workdir, config)
+    return Start(workdir, before is not None, frozenset(before or ()), None)
+  if before is not None and not writable(workdir):
+    raise WorkdirError(f"workdir {workdir!r} is read-only; choose another --workdir")
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f".write_test{os.getpid()}")
@@ -59,17 +102,30 @@ def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
       f.write("ok")
     os.remove(probe)
   except OSError as e:
+    if before is None:
+      with contextlib.suppress(OSError):
+        os.rmdir(workdir)
     raise WorkdirError(
       f"workdir {workdir!r} is not writable ({e.strerror}); choose another --workdir"
     ) from None
-  check_config(workdir, config)
-  config_lib.save_config(config, path(workdir, CONFIG))
+  start = Start(workdir, before is not None, frozenset(before or ()), _read_bytes(workdir))
+  try:
+    check_config(workdir, config)
+    config_lib.save_config(config, path(workdir, CONFIG))  # atomic: see provenance.write_json
+  except BaseException:
+    start.undo()
+    raise
+  return start
 
 
 def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Raises WorkdirError when `workdir` holds a run whose config `config` may not resume."""
+  """Raises WorkdirError when `workdir` holds a run whose config `config` may not resume.
+
+  A config.json without a checkpoint is a start that never got going (a kill while JAX
+  started): it binds nothing, and the new config replaces it.
+  """
   config_path = path(workdir, CONFIG)
-  if not os.path.exists(config_path):
+  if not os.path.exists(config_path) or latest_checkpoint_step(workdir) is None:
     return
   try:
     with open(config_path) as f:
@@ -107,11 +163,14 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     )
   try:
     with open(config_path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+      data = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
     raise WorkdirError(
       f"{config_path} is unreadable ({e}); re-run training into a new workdir"
     ) from None
+  if not isinstance(data, dict):
+    raise WorkdirError(f"{config_path} is not a JSON object; re-run training into a new workdir")
+  return ml_collections.ConfigDict(data)
 
 
 def read_summary(workdir: str) -> dict[str, Any]:
@@ -136,6 +195,25 @@ def _read_json(workdir: str, name: str, hint: str) -> dict[str, Any]:
     raise WorkdirError(f"{workdir!r} has no {name}; {hint}")
   try:
     with open(file) as f:
-      return json.load(f)
+      data = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
     raise WorkdirError(f"{file} is unreadable ({type(e).__name__}); {hint}") from None
+  if not isinstance(data, dict):
+    raise WorkdirError(f"{file} is not a JSON object; {hint}")
+  return data
+
+
+def _entries(workdir: str) -> set[str] | None:
+  """Names in `workdir`, or None where there is no readable directory (prepare then says why)."""
+  try:
+    return set(os.listdir(workdir))
+  except OSError:
+    return None
+
+
+def _read_bytes(workdir: str) -> bytes | None:
+  try:
+    with open(path(workdir, CONFIG), "rb") as f:
+      return f.read()
+  except OSError:
+    return None

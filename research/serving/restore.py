@@ -60,13 +60,12 @@ def load_run(
   device = device or jax.devices()[0]
   with Checkpointer(ckpt_dir, read_only=True) as ckpt:
     step = resolve_step(ckpt, checkpoint)
+    if step in ckpt.damaged:
+      raise _damaged(ckpt, step, ckpt.damaged[step], None)
     try:
       meta = ckpt.restore_meta(step)
-    except Exception as e:
-      raise CheckpointError(
-        f"checkpoint step {step} in {ckpt_dir} has no readable meta "
-        f"({type(e).__name__}); delete that step or re-train"
-      ) from None
+    except CheckpointError as e:
+      raise _damaged(ckpt, step, e.reason, None) from None
     input_shape, num_classes = data_spec(config, meta)
     model = build_model(config.model, num_classes)
     input_dtype = (meta.get("data_spec") or {}).get("input_dtype", "float32")  # int32: tokens
@@ -77,5 +76,26 @@ def load_run(
     params_like = jax.tree.map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), params_like
     )
-    params = ckpt.restore_params(step, params_like)
+    try:
+      params = ckpt.restore_params(step, params_like)
+    except CheckpointError as e:
+      raise _damaged(ckpt, step, e.reason, params_like) from None
   return TrainedRun(workdir, config, model, params, step, input_shape, num_classes)
+
+
+def _damaged(ckpt: Checkpointer, step: int, why: str, params_like: Any) -> CheckpointError:
+  """Names the damaged step and the steps that restore (all intact-looking ones when the params'
+  shapes are unknown), with the flag that picks one."""
+  good = (
+    ckpt.restorable_steps(params_like, skip=step)
+    if params_like is not None
+    else [s for s in reversed(ckpt.all_steps()) if s != step]
+  )
+  where = f"checkpoint step {step} in {ckpt.directory} is damaged ({why})"
+  if not good:
+    return CheckpointError(
+      f"{where} and no other step restores; re-train (python scripts/train.py sets damaged "
+      f"steps aside and resumes from the newest good one)"
+    )
+  listed = ", ".join(map(str, good))
+  return CheckpointError(f"{where}; restorable: {listed}; pass --checkpoint {good[0]}")

@@ -14,11 +14,18 @@ had been trained alone. One run is the group of one, trained without `vmap`.
 The best checkpoint is chosen on the validation split (`data.validation_size`), never the test
 split: every new best is saved, so `summary.json`'s `best_step` is the step `--checkpoint best`
 restores. Without a validation split a run has no best.
+
+A run survives what ends jobs: SIGTERM or Ctrl-C (`preemption`) stops it after the chunk in
+progress with a checkpoint at that step; a damaged newest checkpoint is set aside and the run
+resumes from the newest that restores (`resume`); a start that fails before its first
+checkpoint is taken back, so the corrected command is not refused. With several processes,
+the first alone writes events, config and summary; all of them save checkpoints through Orbax.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import time
@@ -34,13 +41,15 @@ from research import dashboard
 from research import workdir as workdir_lib
 from research.checkpoint import Checkpointer
 from research.data import BatchSchedule, Dataset, load_dataset
-from research.models import build_model, count_params
+from research.models import build_model
 from research.provenance import write_json
 from research.tensorboard_writer import SummaryWriter
+from research.training import preemption, resume
 from research.training.evaluators import ClassificationEvaluator, make_evaluator
 from research.training.optimizers import optimizer_from_config
 from research.training.parallel import batch_sharded, check_batch, data_mesh, replicate
 from research.training.profiling import ProfileWindow
+from research.training.run_summary import run_summary
 from research.training.step import TrainState, create_train_state, make_train_chunk, make_train_step
 
 
@@ -84,10 +93,9 @@ def train_runs(
     )
   if members > 1 and config.get("profile_steps", ""):
     raise config_lib.ConfigError("profile_steps traces one run; train the profiled run alone")
-  data = load_dataset(config.data)  # before anything is written: a bad source leaves no trace
+  # Everything a config can fail on comes before anything is written.
+  data = load_dataset(config.data)
   model = build_model(config.model, data.num_classes)
-  for w, c in zip(workdirs, configs):
-    workdir_lib.prepare(w, c)
   x0 = jnp.zeros((1, *data.input_shape), data.x_train.dtype)
   # Each member starts as its run alone would: its seed, its optimizer scalars in its state.
   states = [
@@ -97,16 +105,76 @@ def train_runs(
   schedules = [
     BatchSchedule(len(data.x_train), c.batch_size, c.data.shuffle, c.seed) for c in configs
   ]
+  setup = _Setup(
+    data, model, optimizer, states, schedules, make_evaluator(model, data, config.eval_batch_size)
+  )
   x_train, y_train = replicate((data.x_train, data.y_train), mesh)
   group = _Group(members, mesh)
+  primary = jax.process_index() == 0  # the one process that writes events, config and summary
 
+  with preemption.deferred(), _undone_if_failed(workdirs, configs, primary):
+    metas, state = _train(
+      configs, workdirs, setup, (x_train, y_train), group, primary, progress, keep_going
+    )
+    summaries = []
+    for i, (c, w, meta) in enumerate(zip(configs, workdirs, metas)):
+      summary = run_summary(c, model, group.member(state, i), meta, data, setup.evaluator, members)
+      if primary:
+        write_json(workdir_lib.path(w, workdir_lib.SUMMARY), summary)
+        dashboard.publish_training(w, c, summary["steps"], summary)
+      summaries.append(summary)
+  return summaries
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+  """What a group trains with, built before anything is written (a bad config leaves no trace)."""
+
+  data: Dataset
+  model: Any
+  optimizer: Any
+  states: list[TrainState]  # each member's fresh state
+  schedules: list[BatchSchedule]
+  evaluator: ClassificationEvaluator
+
+
+@contextlib.contextmanager
+def _undone_if_failed(workdirs, configs, primary: bool):
+  """Prepares every workdir; a run that fails before its first checkpoint is taken back, so the
+  corrected command is not refused (22 of 92 bad starts had left a blocking config.json)."""
+  starts = []
+  try:
+    for w, c in zip(workdirs, configs):
+      starts.append(workdir_lib.prepare(w, c, write=primary))
+    yield
+  except BaseException:
+    if primary:
+      for start in starts:
+        start.undo()
+    raise
+
+
+def _train(
+  configs: Sequence[ml_collections.ConfigDict],
+  workdirs: Sequence[str],
+  setup: _Setup,
+  train_arrays: tuple[jax.Array, jax.Array],
+  group: "_Group",
+  primary: bool,
+  progress: bool,
+  keep_going: bool,
+) -> tuple[list[dict], TrainState]:
+  """The loop proper: restore, compile, chunks until done or a signal; (metas, final state)."""
+  config, members = configs[0], len(configs)
+  x_train, y_train = train_arrays
+  data, model, evaluator, schedules = setup.data, setup.model, setup.evaluator, setup.schedules
   with contextlib.ExitStack() as stack:
     ckpts = [
       stack.enter_context(Checkpointer(workdir_lib.checkpoint_dir(w), config.keep_checkpoints))
       for w in workdirs
     ]
-    writers = [stack.enter_context(SummaryWriter(w)) for w in workdirs]
-    restored = [_restore_or_start(ck, s) for ck, s in zip(ckpts, states)]
+    writers = [stack.enter_context(SummaryWriter(w, enabled=primary)) for w in workdirs]
+    restored = [resume.restore_or_start(ck, s) for ck, s in zip(ckpts, setup.states)]
     steps = {int(s.step) for s, _ in restored}
     if len(steps) > 1:
       raise TrainingError(
@@ -115,25 +183,26 @@ def train_runs(
     step = steps.pop()  # kept here: reading it from a stacked state would slice every leaf
     state = group.stack([s for s, _ in restored])
     metas = [m for _, m in restored]
-    evaluator = make_evaluator(model, data, config.eval_batch_size)
-    for c, w, meta in zip(configs, workdirs, metas):
+    for c, w, meta, writer in zip(configs, workdirs, metas, writers):
       meta["data_spec"] = {
         "input_shape": list(data.input_shape),
         "num_classes": data.num_classes,
         "input_dtype": str(data.x_train.dtype),
       }
-      if step < c.num_steps:  # a finished run keeps its trial as it is
-        dashboard.publish_training(w, c, step)
+      if step < c.num_steps:  # a finished run keeps its trial and events as they are
+        writer.session_start(step + 1)  # drops what a killed run logged after `step`
+        if primary:
+          dashboard.publish_training(w, c, step)
 
     t = time.perf_counter()
-    chunk_fn = group.jit(make_train_chunk(make_train_step(model, optimizer)))
+    chunk_fn = group.jit(make_train_chunk(make_train_step(model, setup.optimizer)))
     compiled = {}  # chunk length -> executable: log_every, a shorter last chunk, profiling's 1
     compile_seconds = time.perf_counter() - t + evaluator.compile(group.member(state, 0).params)
     for meta in metas:
       meta["compile_seconds"] += compile_seconds
 
     live = list(range(members))
-    bar = _progress_bar(progress, config.num_steps, step, config.experiment, members)
+    bar = _progress_bar(progress and primary, config.num_steps, step, config.experiment, members)
     profile = ProfileWindow(config.get("profile_steps", ""), config.num_steps, workdirs[0])
     stack.callback(profile.stop)
     while step < config.num_steps and live:
@@ -156,6 +225,7 @@ def train_runs(
         metrics = jax.device_get(metrics)  # blocks until the chunk is done
       seconds = time.perf_counter() - t
       profile.after_chunk(step + k)
+      signum = preemption.agreed(preemption.requested())
       for i in list(live):
         member_metrics = group.member(metrics, i)
         meta = metas[i]
@@ -179,21 +249,20 @@ def train_runs(
           schedules[i],
           k,
           seconds,
+          force_save=signum is not None,
         )
       for writer in writers:  # a live TensorBoard sees every chunk; a kill loses none
         writer.flush()
       step += k
       bar.update(k)
       bar.set_postfix_str(_postfix([metas[i] for i in live], metrics, live, group))
+      if signum is not None:
+        bar.close()
+        for ck in ckpts:
+          ck.wait()
+        raise preemption.Interrupted(signum, step)
     bar.close()
-
-  summaries = []
-  for i, (c, w, meta) in enumerate(zip(configs, workdirs, metas)):
-    summary = _summary(c, model, group.member(state, i), meta, data, evaluator, members)
-    write_json(workdir_lib.path(w, workdir_lib.SUMMARY), summary)
-    dashboard.publish_training(w, c, summary["steps"], summary)
-    summaries.append(summary)
-  return summaries
+  return metas, state
 
 
 class _Group:
@@ -235,9 +304,10 @@ def _log_and_save(
   schedule: BatchSchedule,
   k: int,
   seconds: float,
+  force_save: bool = False,
 ) -> None:
   """One member's scalars after a chunk of `k` steps (ending at `step`); its evaluation and
-  checkpoint when due."""
+  checkpoint when due, or when `force_save` (the run is about to stop on a signal)."""
   # Every step's metrics, not the chunk's mean: 24x denser curves at the defaults, and what
   # each update used (learning_rate is read back from the optimizer state).
   per_step = {f"train/{n}": np.asarray(v).tolist() for n, v in metrics.items()}
@@ -260,43 +330,9 @@ def _log_and_save(
       meta["best_eval"] = {"step": step, "score": score, **result}
       new_best = score
   writer.scalars(logged, step)
-  if step % config.checkpoint_every == 0 or step == config.num_steps or new_best is not None:
-    _save(ckpt, member_state(), meta, step, schedule, new_best)
-
-
-def _restore_or_start(ckpt: Checkpointer, state: TrainState) -> tuple[TrainState, dict]:
-  seconds = ("train_seconds", "compile_seconds", "eval_seconds", "checkpoint_seconds")
-  meta = {**dict.fromkeys(seconds, 0.0), "last_eval": {}, "best_eval": {}}
-  step = ckpt.latest_step()
-  if step is None:
-    return state, meta
-  params, opt_state, saved = ckpt.restore(step, state.params, state.opt_state)
-  meta.update({k: saved[k] for k in meta if k in saved})
-  return TrainState(step=jnp.asarray(step, jnp.int32), params=params, opt_state=opt_state), meta
-
-
-def _save(
-  ckpt: Checkpointer,
-  state: TrainState,
-  meta: dict,
-  step: int,
-  schedule: BatchSchedule,
-  score: float | None,
-) -> None:
-  epoch, batch_in_epoch = divmod(step, schedule.steps_per_epoch)
-  saved = {
-    **meta,
-    "step": step,
-    "data_position": {
-      "next_step": step,
-      "epoch": epoch,
-      "batch_in_epoch": batch_in_epoch,
-      "shuffle": schedule.shuffle,
-      "shuffle_seed": schedule.seed,
-    },
-    "rng": {"init_seed": schedule.seed, "note": "no stochastic layers; init key = seed"},
-  }
-  ckpt.save(step, state.params, state.opt_state, saved, score)
+  due = step % config.checkpoint_every == 0 or step == config.num_steps
+  if due or force_save or new_best is not None:
+    resume.save(ckpt, member_state(), meta, step, schedule, new_best)
 
 
 def _first_non_finite(losses: np.ndarray, first_step: int) -> tuple[int, float] | None:
@@ -342,57 +378,3 @@ def _postfix(metas: list[dict], metrics: dict, live: list[int], group: _Group) -
   return (
     f"{len(live)} runs, loss {min(losses):.3f}..{max(losses):.3f}, test_acc {max(accs):.3f} max"
   )
-
-
-def _summary(
-  config,
-  model,
-  state: TrainState,
-  meta: dict,
-  data: Dataset,
-  evaluator: ClassificationEvaluator,
-  members: int,
-) -> dict[str, Any]:
-  import importlib.metadata as md
-
-  device = jax.devices()[0]
-  steps = int(state.step)
-  last, best = meta["last_eval"], meta["best_eval"]
-  summary = {
-    "experiment": config.experiment,
-    "model": config.model.name,
-    "params": count_params(state.params),
-    "dataset": data.name,
-    "status": "diverged" if "diverged_at_step" in meta else "finished",
-    "steps": meta.get("diverged_at_step", steps),
-    "batch_size": config.batch_size,
-    "final_test_accuracy": last.get("test_accuracy"),
-    "final_test_loss": last.get("test_loss"),
-    "final_val_accuracy": last.get("val_accuracy"),
-    "final_val_loss": last.get("val_loss"),
-    # The best is chosen on validation; its test figures are reported, never used to choose.
-    "best_selected_on": evaluator.score_name if evaluator.has_validation else None,
-    "best_step": best.get("step"),
-    "best_val_accuracy": best.get("val_accuracy"),
-    "best_val_loss": best.get("val_loss"),
-    "best_test_accuracy": best.get("test_accuracy"),
-    "best_test_loss": best.get("test_loss"),
-    "validation_examples": 0 if data.x_val is None else len(data.x_val),
-    "train_seconds": meta["train_seconds"],
-    "compile_seconds": meta["compile_seconds"],
-    "eval_seconds": meta["eval_seconds"],
-    "checkpoint_seconds": meta["checkpoint_seconds"],
-    "steps_per_second": steps / meta["train_seconds"] if meta["train_seconds"] else None,
-    # train_seconds is the group's: `members` runs shared every timed chunk.
-    "trained_side_by_side": members,
-    "device": f"{device.platform}:{device.device_kind}",
-    "devices": int(config.get("num_devices", 1) or jax.device_count()),
-    "jax_version": jax.__version__,
-    "flax_version": md.version("flax"),
-    "xla_flags": os.environ.get("XLA_FLAGS", ""),
-  }
-  if "diverged_at_step" in meta:
-    summary["diverged_at_step"] = meta["diverged_at_step"]
-  if last:
-    summary.update(evaluator.summary(last))
-  return summary
