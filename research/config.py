@@ -255,6 +255,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     isinstance(config.get("num_devices", 1), int) and config.get("num_devices", 1) >= 0,
     f"num_devices must be 0 (all devices) or a positive integer, got {config.get('num_devices')!r}",
   )
+  timeout = config.get("peer_timeout_seconds", 30)
+  need(
+    isinstance(timeout, int) and not isinstance(timeout, bool) and timeout >= 1,
+    f"peer_timeout_seconds must be a whole number of seconds >= 1, got {timeout!r}",
+  )
   try:
     parse_window(config.get("profile_steps", ""), config.num_steps)
   except (ValueError, TypeError) as e:

@@ -10,6 +10,7 @@ an existing workdir resumes from its latest checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
 
@@ -27,21 +28,24 @@ def main() -> int:
   parser.add_argument(
     "--distributed",
     action="store_true",
-    help="multi-host: call jax.distributed.initialize() first (coordinator, "
-    "process count and id from JAX_* variables or the cluster launcher)",
+    help="one of several processes (hosts): JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
+    "JAX_PROCESS_ID, or a SLURM job step, say which; pass --config.num_devices=0 to use them all",
   )
   args, overrides = parse_with_overrides(parser)
   config = load_config(args.config, overrides)
   configure_threads(args.threads)
-  if args.distributed:
-    import jax
+  together = contextlib.nullcontext()
+  if args.distributed:  # before any other JAX work
+    from research.training import distributed
 
-    jax.distributed.initialize()
+    distributed.initialize(config.peer_timeout_seconds)
+    together = distributed.exit_on_error(config.peer_timeout_seconds)
 
   from research.training.loop import train_and_evaluate
 
   workdir = workdir_for(args, config)
-  s = train_and_evaluate(config, workdir, progress=not args.no_progress)
+  with together:  # several processes: an error ends them all, each with one line
+    s = train_and_evaluate(config, workdir, progress=not args.no_progress)
   lines = [
     f"{s['experiment']}: {s['model']} ({s['params']:,} params), {s['steps']} steps on "
     f"{s['device']}",
@@ -74,4 +78,4 @@ def main() -> int:
 if __name__ == "__main__":
   from research.cli import run_main
 
-  run_main(main)
+  run_main(main, preemptible=True)

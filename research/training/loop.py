@@ -203,7 +203,8 @@ def _train(
 
     live = list(range(members))
     bar = _progress_bar(progress and primary, config.num_steps, step, config.experiment, members)
-    profile = ProfileWindow(config.get("profile_steps", ""), config.num_steps, workdirs[0])
+    window = config.get("profile_steps", "") if primary else ""  # one trace, process 0's
+    profile = ProfileWindow(window, config.num_steps, workdirs[0])
     stack.callback(profile.stop)
     while step < config.num_steps and live:
       k = profile.chunk_length(step, min(config.log_every, config.num_steps - step))
