@@ -21,34 +21,47 @@ import sys
 
 
 def main() -> int:
-  from research.cli import add_experiment_flags, add_threads_flag, parse_with_overrides, workdir_for
+  from research.cli import (
+    ArgumentParser,
+    add_experiment_flags,
+    add_threads_flag,
+    comma_list,
+    non_negative_float,
+    parse_with_overrides,
+    positive_float,
+    positive_int,
+    workdir_for,
+  )
   from research.config import load_config
   from research.runtime import configure_threads
 
-  p = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   add_experiment_flags(p)
   p.add_argument(
     "--profiles",
     default=None,
+    type=comma_list,
     help="comma list of hardware profiles for the cost table (default: all)",
   )
   p.add_argument(
     "--power-watts",
-    type=float,
+    type=positive_float,
     default=15.0,
     help="this machine's power draw while busy (an assumption; default 15 W)",
   )
   p.add_argument(
     "--price-per-hour",
-    type=float,
+    type=non_negative_float,
     default=0.05,
     help="this machine's price in $/h (an assumption; default 0.05)",
   )
-  p.add_argument("--max-batch", type=int, default=4096, help="inference sweep up to this batch")
-  p.add_argument("--latency-calls", type=int, default=2000)
-  p.add_argument("--engines", default=None, help="inference engines to time (default: all)")
+  p.add_argument(
+    "--max-batch", type=positive_int, default=4096, help="inference sweep up to this batch"
+  )
+  p.add_argument("--latency-calls", type=positive_int, default=2000)
+  p.add_argument(
+    "--engines", default=None, type=comma_list, help="inference engines to time (default: all)"
+  )
   add_threads_flag(p)
   p.add_argument(
     "--out", default=None, help="directory for report.md/json/png (default: the workdir)"
@@ -65,10 +78,10 @@ def main() -> int:
     latency_calls=args.latency_calls,
     power_watts=args.power_watts,
     price_per_hour=args.price_per_hour,
-    engines=tuple(args.engines.split(",")) if args.engines else None,
+    engines=args.engines,
   )
   if args.profiles:
-    settings.profiles = tuple(s.strip() for s in args.profiles.split(",") if s.strip())
+    settings.profiles = args.profiles
   workdir = workdir_for(args, config)
   report, md_path = train_vs_infer(
     config,
