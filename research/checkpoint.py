@@ -40,7 +40,14 @@ _REQUIRED_FILES = (
 )
 
 
-_DAMAGE_LOGGED = ("Failed to json parse Metadata", "Metadata file does not exist")
+# Orbax's log lines about a damaged step (named once, by this module's error or warning) and
+# about cleaning up a save cut short by a kill (expected; the resume carries on).
+_DAMAGE_LOGGED = (
+  "Failed to json parse Metadata",
+  "Failed to read Metadata file",
+  "Metadata file does not exist",
+)
+_KILL_LEFTOVER_LOGGED = "not finalized"
 
 
 class _QuietReadOnly(logging.Filter):
@@ -51,10 +58,21 @@ class _QuietReadOnly(logging.Filter):
     message = record.getMessage()
     return not any(
       quiet in message for quiet in ("is read only", "read_only=True", "did not provide metrics")
-    ) and not message.startswith(_DAMAGE_LOGGED)  # a damaged step is named once, by this module
+    ) and not (message.startswith(_DAMAGE_LOGGED) or _KILL_LEFTOVER_LOGGED in message)
 
 
 logging.getLogger("absl").addFilter(_QuietReadOnly())
+
+
+class _QuietAsyncioShutdown(logging.Filter):
+  """A restore that fails on damaged data leaves TensorStore reads pending; asyncio then logs
+  each at shutdown (600-1600 lines before the one-line error). The error says it once."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "during asyncio.run() shutdown" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_QuietAsyncioShutdown())
 
 
 class CheckpointError(RuntimeError):

@@ -53,13 +53,7 @@ def install() -> None:
 def _handle(signum: int, frame) -> None:
   name = signal.Signals(signum).name
   if _State.depth > 0 and _State.received is None:
-    _State.received = signum
-    if signum == signal.SIGINT:  # someone at a terminal: say why nothing happens yet
-      print(
-        "Ctrl-C: finishing the current chunk to checkpoint it (Ctrl-C again stops at once)",
-        file=sys.stderr,
-        flush=True,
-      )
+    _State.received = signum  # one line, when the checkpoint is on disk (`Interrupted`)
     return
   if _State.depth > 0:
     message = f"{name} again: stopped at once; re-run the same command to resume from the "

@@ -1,0 +1,174 @@
+"""The fault campaign: its judge on made-up outcomes (fast), and a few real trials of each signal
+and damage kind against scripts/train.py (about a minute each; the full campaign is
+`python scripts/fault_campaign.py`). Bad inputs and the two-process run have their own tests."""
+
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from research.reliability import campaign, damage, report
+from research.reliability.harness import Outcome, TrialResult, compare, event_problems
+
+STEPS = 4
+
+
+def outcome(**change):
+  losses = {s: [float(s)] for s in range(1, STEPS + 1)}
+  fields = {
+    "summary": {"steps": STEPS, "final_test_loss": 0.5, "final_test_accuracy": 0.9},
+    "step": STEPS,
+    "params": {"['w']": ("float32", (2,), np.float32([1, 2]).tobytes())},
+    "losses": losses,
+  }
+  fields.update(change)
+  return Outcome(**fields)
+
+
+def test_compare_passes_only_a_bitwise_equal_end():
+  ref = outcome()
+  assert compare(ref, outcome(), STEPS) == []
+  one_ulp = np.nextafter(np.float32(2), np.float32(3))
+  cases = {
+    "final_test_loss": outcome(summary={**ref.summary, "final_test_loss": 0.50001}),
+    "no summary.json": outcome(summary=None),
+    "final params differ": outcome(
+      params={"['w']": ("float32", (2,), np.float32([1, one_ulp]).tobytes())}
+    ),
+    "final checkpoint step": outcome(step=STEPS - 1),
+    "twice": outcome(losses={**ref.losses, 2: [2.0, 2.0]}),
+    "lacks": outcome(losses={s: v for s, v in ref.losses.items() if s != 3}),
+    "train/loss differs": outcome(losses={**ref.losses, 4: [4.5]}),
+    "unreadable": outcome(error="final checkpoint unreadable (CheckpointError: ...)"),
+  }
+  for expected, got in cases.items():
+    why = compare(ref, got, STEPS)
+    assert len(why) == 1 and expected in why[0], (expected, why)
+
+
+def test_event_problems_name_the_first_bad_step():
+  assert event_problems({1: [0.1], 2: [0.2, 0.2], 4: [0.4], 9: [0.9]}, 4) == [
+    "TensorBoard shows 1 train/loss steps twice (first 2)",
+    "TensorBoard lacks 1 train/loss steps (first 3)",
+    "TensorBoard has train/loss beyond the run's steps (step 9)",
+  ]
+
+
+def test_damage_kinds_change_bytes_and_moved_steps_must_be_intact(tmp_path):
+  step = tmp_path / "run" / "checkpoints" / "300"
+  for rel, data in {
+    "_CHECKPOINT_METADATA": b"{}",
+    "params/_METADATA": b"{}",
+    "params/d/big": b"x" * 100,
+    "opt_state/_METADATA": b"{}",
+    "meta/metadata": b"{}",
+  }.items():
+    (step / rel).parent.mkdir(parents=True, exist_ok=True)
+    (step / rel).write_bytes(data)
+  rng = np.random.default_rng(0)
+  kinds = {d.name: d for d in damage.DAMAGES}
+  before = damage.tree_hash(str(step))
+  kinds["truncated_params"].apply(str(step), rng)
+  after = damage.tree_hash(str(step))
+  assert (step / "params/d/big").stat().st_size == 50 and after != before
+  kinds["half_deleted_older"].apply(str(step), rng)
+  assert 0 < len(damage._files(str(step))) < 5
+  assert kinds["two_newest_damaged"].targets([100, 200, 300]) == [200, 300]
+  # Moved intact: found under checkpoints_damaged with a suffix; a changed byte is caught.
+  hashes = {300: damage.tree_hash(str(step))}
+  moved = tmp_path / "run" / "checkpoints_damaged" / "300.1"
+  moved.parent.mkdir()
+  os.rename(step, moved)
+  assert damage._moved_intact(str(tmp_path / "run"), hashes) == []
+  next(p for p in moved.rglob("*") if p.is_file()).write_bytes(b"changed")
+  assert "changed (300.1)" in damage._moved_intact(str(tmp_path / "run"), hashes)[0]
+  assert damage.names("moved step 300; resuming from 1200", 300)
+  assert not damage.names("resuming from 1300", 300)
+
+
+def test_report_counts_kinds_against_the_done_when(tmp_path):
+  results = [TrialResult("kill9", i, True, 10.0, details={"kills": []}) for i in range(20)]
+  results += [
+    TrialResult("sigterm", 0, True, 12.0, details={"exit_seconds": 0.3, "landed": "mid_save"}),
+    TrialResult("sigterm", 1, False, 12.0, ["exit status -15 after SIGTERM, expected 143"]),
+  ]
+  rows = {r["kind"]: r for r in report.summary_rows(results)}
+  assert rows["kill9"]["met"] and (rows["kill9"]["passed"], rows["kill9"]["total"]) == (20, 20)
+  assert not rows["sigterm"]["met"] and "max 0.30 s" in rows["sigterm"]["notes"]
+  out = str(tmp_path / "reports" / "reliability.md")
+  meta = {"markdown": "- command: `x`"}
+  text = report.render(results, {"wall_seconds": 60}, meta)
+  assert "| kill9 | 20/20 | ≥20 | yes |" in text
+  assert "- sigterm 2: exit status -15 after SIGTERM, expected 143" in text
+  md, js = report.write_report(out, results, {"wall_seconds": 60}, ["scripts/fault_campaign.py"])
+  assert os.path.isfile(md) and js.endswith("reliability.json") and os.path.isfile(js)
+
+
+def test_bad_inputs_and_two_process_results_become_trials(tmp_path):
+  def run_case(case, tmp_root, run, timeout=120):
+    if case.name == "boom":
+      raise RuntimeError("harness bug")
+    ok = case.name == "good"
+    return types.SimpleNamespace(
+      name=case.name,
+      ok=ok,
+      exit_code=1,
+      stderr_lines=["error: x"],
+      changed=[] if ok else ["created: y"],
+      seconds=0.1,
+      why="" if ok else "created y",
+    )
+
+  fake = types.SimpleNamespace(
+    CASES=[types.SimpleNamespace(name=n, needs_run=False) for n in ("good", "bad", "boom")],
+    make_trained_run=lambda directory: directory,
+    run_case=run_case,
+  )
+  lines = []
+  rs = campaign.run_bad_inputs(str(tmp_path), None, 2, lines.append, module=fake)
+  assert [(r.ok, r.why[:1]) for r in rs] == [
+    (True, []),
+    (False, ["created y"]),
+    (False, ["harness error: RuntimeError: harness bug"]),
+  ]
+  assert len(lines) == 3 and all(line.startswith("bad_inputs") for line in lines)
+  two = types.SimpleNamespace(run_two_process_trial=lambda tmp: {"ok": False, "why": "mismatch"})
+  r = campaign.run_two_process(str(tmp_path), lines.append, module=two)
+  assert (r.kind, r.ok, r.why) == ("two_process", False, ["mismatch"])
+
+
+def test_script_refuses_unknown_kinds_and_a_non_markdown_out(repo_root, tmp_path):
+  script = os.path.join(repo_root, "scripts", "fault_campaign.py")
+  env = {**os.environ, "PYTHONPATH": repo_root}
+  run = lambda *a: subprocess.run(
+    [sys.executable, script, *a], capture_output=True, text=True, env=env, cwd=repo_root
+  )
+  bad_kind = run("--kinds", "kill9,oops")
+  assert bad_kind.returncode == 2 and "choose from kill9" in bad_kind.stderr
+  bad_out = run("--out", str(tmp_path / "report.txt"))
+  assert bad_out.returncode == 1
+  assert bad_out.stderr.strip().splitlines() == [bad_out.stderr.strip()]
+  assert bad_out.stderr.startswith("error: --out") and not os.listdir(tmp_path)
+
+
+# --- Real trials: a few of each, against scripts/train.py ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+  """The dataset file, the warmed compilation cache and the reference run, once per worker."""
+  root = str(tmp_path_factory.mktemp("fault_campaign"))
+  return root, campaign.prepare(root, progress=lambda line: None)
+
+
+@pytest.mark.parametrize("kind", ["kill9", "sigterm", "sigint", "damaged"])
+def test_quick_trials_pass(kind, prepared):
+  """Two trials per signal kind (SIGTERM adds one during startup), two kinds of damage."""
+  root, ready = prepared
+  jobs = campaign.plan([kind], 2, quick=True)
+  results = campaign.run_trials(ready, jobs, root, seed=1, workers=1, progress=print)
+  failed = [f"{r.kind} {r.index}: {r.why} {r.details}" for r in results if not r.ok]
+  assert len(results) == len(jobs) >= 2 and not failed, f"logs in {root}\n" + "\n".join(failed)
