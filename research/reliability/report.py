@@ -25,7 +25,11 @@ CRITERIA = {
     "bitwise",
   ),
   "bad_inputs": (90, "one `error:` line, exit 1, nothing created or half-written"),
-  "two_process": (1, "2 processes on loopback train and match"),
+  "two_process": (
+    1,
+    "2 processes x 1 device on loopback end bitwise as 1 process x 2 devices; a killed peer "
+    "ends the other within the peer timeout with one line; the resume ends bitwise",
+  ),
 }
 
 
@@ -78,7 +82,23 @@ def _notes(kind: str, rs: Sequence[TrialResult]) -> str:
     return f"hangs: {hangs}; second Ctrl-C in {second}; {timing}; {where}"
   if kind == "damaged":
     return ", ".join(r.details.get("damage", "?") for r in rs)
+  if kind == "bad_inputs":
+    scripts = Counter(r.details.get("name", "?").split(":")[0] for r in rs)
+    return f"{len(scripts)} scripts: " + ", ".join(f"{s} {n}" for s, n in scripts.most_common())
+  if kind == "two_process":
+    return "; ".join(_two_process_note(r.details) for r in rs)
   return ""
+
+
+def _two_process_note(d: dict[str, Any]) -> str:
+  lines = d.get("survivor_stderr") or []
+  return (
+    f"{d.get('num_steps')} steps; process {d.get('killed_process')} killed at step "
+    f"{d.get('kill_step')}: the other exited {d.get('survivor_exit_seconds')} s later (timeout "
+    f"{d.get('peer_timeout_seconds')} s) with {len(lines)} line(s); matches 1x2: "
+    f"{d.get('two_process_matches_one_process')}, resumed matches: "
+    f"{d.get('resumed_matches_one_process')}"
+  )
 
 
 def render(results: Sequence[TrialResult], info: dict[str, Any], meta: dict[str, Any]) -> str:
