@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from research.checkpoint import Checkpointer
 from research.config import load_config
-from research.training import loop as train_lib
+from research.training import resume as resume_lib
 from research.training.loop import TrainingError, train_and_evaluate
 from research.workdir import WorkdirError
 
@@ -111,17 +111,17 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, monkeypatch):
   expected = train_and_evaluate(config, straight, progress=False)
 
   interrupted = str(tmp_path / "interrupted")
-  real_save = train_lib._save
+  real_save = resume_lib.save
 
   def save_then_die(ckpt, state, meta, step, schedule, score):
     real_save(ckpt, state, meta, step, schedule, score)
     if step == 20:
       raise KeyboardInterrupt  # killed right after the step-20 save was started
 
-  monkeypatch.setattr(train_lib, "_save", save_then_die)
+  monkeypatch.setattr(resume_lib, "save", save_then_die)
   with pytest.raises(KeyboardInterrupt):
     train_and_evaluate(config, interrupted, progress=False)
-  monkeypatch.setattr(train_lib, "_save", real_save)
+  monkeypatch.setattr(resume_lib, "save", real_save)
   with Checkpointer(os.path.join(interrupted, "checkpoints"), read_only=True) as ckpt:
     assert ckpt.all_steps() == [20]
   resumed = train_and_evaluate(config, interrupted, progress=False)
