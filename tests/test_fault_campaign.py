@@ -166,9 +166,10 @@ def prepared(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["kill9", "sigterm", "sigint", "damaged"])
 def test_quick_trials_pass(kind, prepared):
-  """Two trials per signal kind (SIGTERM adds one during startup), two kinds of damage."""
+  """One trial per signal kind (SIGTERM adds one during startup), two kinds of damage: the suite
+  stays short; `scripts/fault_campaign.py` runs 20 of each."""
   root, ready = prepared
-  jobs = campaign.plan([kind], 2, quick=True)
+  jobs = campaign.plan([kind], 1, quick=True)
   results = campaign.run_trials(ready, jobs, root, seed=1, workers=1, progress=print)
   failed = [f"{r.kind} {r.index}: {r.why} {r.details}" for r in results if not r.ok]
-  assert len(results) == len(jobs) >= 2 and not failed, f"logs in {root}\n" + "\n".join(failed)
+  assert len(results) == len(jobs) >= 1 and not failed, f"logs in {root}\n" + "\n".join(failed)
