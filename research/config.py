@@ -16,14 +16,12 @@ from typing import Any, Iterable
 
 import ml_collections
 
+from research.config_checks import validate_optimizer, validate_sizes
 from research.training.profiling import parse_window
 
 # Fields that change what is recorded, not what is trained: not hyperparameters when runs are
 # compared (TensorBoard's HParams, compare_runs.py).
 NOT_HYPERPARAMETERS = ("profile_steps", "peer_timeout_seconds")
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "linear")
-DECAY_MASKS = ("all", "matrices")
 # Fields in which runs trained side by side (one vmapped program) may differ: the seed, and the
 # optimizer scalars Optax injects into the optimizer state (research/training/optimizers.py).
 # Turning weight decay or clipping on or off changes the optimizer's structure, so those must
@@ -281,7 +279,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     isinstance(config.get("data"), ml_collections.ConfigDict) and "name" in config.data,
     "config needs data.name",
   )
-  _validate_sizes(config, need)
+  validate_sizes(config, need)
   if "n_ctx" in config.model and "n_ctx" in config.data:
     need(
       config.data.n_ctx <= config.model.n_ctx,
@@ -299,63 +297,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     "config needs optimizer.name and optimizer.learning_rate",
   )
   need(opt.learning_rate > 0, f"optimizer.learning_rate must be positive, got {opt.learning_rate}")
-  _validate_optimizer(opt, config.num_steps, need)
-
-
-def _validate_sizes(config: ml_collections.ConfigDict, need) -> None:
-  """Seeds in numpy's range; every model and data size (channels, layers, heads, tokens, ...)
-  positive: a zero or negative size otherwise fails deep inside JAX or numpy, or trains nothing."""
-  for key, value in [("seed", config.get("seed", 0))] + [
-    (f"data.{k}", v) for k, v in config.data.items() if k.endswith("seed")
-  ]:
-    ok = isinstance(value, int) and 0 <= value < 2**32
-    need(ok, f"{key} must be an integer in [0, 2**32), got {value!r}")
-  for group in ("model", "data"):
-    for key, value in config[group].items():
-      values = value if isinstance(value, (tuple, list)) else [value]
-      sizes = values and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
-      if sizes and not key.endswith("seed") and key != "validation_size":
-        need(min(values) > 0, f"{group}.{key} is a size and must be positive, got {value!r}")
-  d_model, n_head = config.model.get("d_model"), config.model.get("n_head")
-  if isinstance(d_model, int) and isinstance(n_head, int):
-    need(
-      d_model % n_head == 0, f"model.d_model ({d_model}) must be a multiple of n_head ({n_head})"
-    )
-  fraction = config.data.get("val_fraction", 0.5)
-  need(
-    isinstance(fraction, (int, float)) and 0 < fraction < 1,
-    f"data.val_fraction must lie strictly between 0 and 1, got {fraction!r}",
-  )
-
-
-def _validate_optimizer(opt: ml_collections.ConfigDict, num_steps: int, need) -> None:
-  def choice(key, allowed, default):
-    value = opt.get(key, default)
-    need(
-      value in allowed,
-      f"optimizer.{key} {value!r} is unknown; choose one of: {', '.join(allowed)}",
-    )
-
-  choice("name", OPTIMIZERS, "adam")
-  choice("schedule", SCHEDULES, "constant")
-  choice("weight_decay_mask", DECAY_MASKS, "all")
-  for key in ("weight_decay", "clip_norm"):
-    need(opt.get(key, 0.0) >= 0, f"optimizer.{key} must be >= 0, got {opt.get(key)}")
-  need(
-    0.0 <= opt.get("end_factor", 0.0) <= 1.0,
-    f"optimizer.end_factor is a fraction of the peak rate in [0, 1], got {opt.get('end_factor')}",
-  )
-  warmup, decay = opt.get("warmup_steps", 0), opt.get("decay_steps", 0)
-  need(
-    isinstance(warmup, int) and isinstance(decay, int) and warmup >= 0 and decay >= 0,
-    f"optimizer.warmup_steps and decay_steps must be integers >= 0, got {warmup}, {decay}",
-  )
-  if opt.get("schedule", "constant") != "constant":
-    need(
-      (decay or num_steps) > warmup,
-      f"optimizer.decay_steps ({decay or num_steps}{' = num_steps' if not decay else ''}) must "
-      f"exceed warmup_steps ({warmup}); shorten the warmup or lengthen the decay",
-    )
+  validate_optimizer(opt, config.num_steps, need)
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict:

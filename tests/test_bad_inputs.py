@@ -59,7 +59,7 @@ def test_the_judge_fails_a_success_that_writes(tmp_path):
   case = BadInput(
     "compare_runs: a good table",
     ("scripts/compare_runs.py", "{tmp}/r", "--out", "{tmp}/table"),
-    bad_inputs._text("r/summary.json", summary),
+    bad_inputs.files.text("r/summary.json", summary),
   )
   result = run_case(case, str(tmp_path), None)
   assert not result.ok and result.exit_code == 0

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from research import config as config_lib
 from research import workdir as workdir_lib
 from research.provenance import markdown_table, provenance
-from research.studies.cost_report import comparison_fields
+from research.studies.report_fields import comparison_fields
 
 COLUMNS = [
   ("run", None),

@@ -36,7 +36,8 @@ from research.serving.export import ExportError
 from research.serving.restore import load_run
 from research.serving.run_kind import run_kind
 from research.studies import StudyError
-from research.studies.cost_report import markdown_report, plot_report, trial_metrics
+from research.studies.cost_report import markdown_report, plot_report
+from research.studies.report_fields import trial_metrics
 from research.training.loop import train_and_evaluate
 from research.training.optimizers import optimizer_from_config
 from research.training.step import create_train_state, make_train_step

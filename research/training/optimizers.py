@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from research.config import DECAY_MASKS, OPTIMIZERS, SCHEDULES
+from research.config_checks import DECAY_MASKS, OPTIMIZERS, SCHEDULES
 
 
 def lr_factor_schedule(

@@ -1,0 +1,171 @@
+"""The judge of a bad input: runs one `BadInput` as a user would and checks what they see.
+
+The project's rule: bad input ends with exactly one line on stderr starting with `error: `,
+exit status 1, and nothing created, changed or removed under the case's directory or the shared
+trained run. The cases themselves are research/reliability/bad_inputs.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable
+
+from research.runtime import ONE_THREAD_FLAGS
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclasses.dataclass(frozen=True)
+class BadInput:
+  """One mistake: the command (paths may hold `{tmp}` and `{run}`), and the files it needs."""
+
+  name: str  # short and unique: "<script>: <mistake>"
+  argv: tuple[str, ...]  # script path relative to the repository, then its flags
+  setup: Callable[[str], None] | None = None  # prepares files in the case's tmp dir
+  needs_run: bool = False  # needs a small finished training run at {run}
+
+
+@dataclasses.dataclass
+class CaseResult:
+  name: str
+  ok: bool
+  exit_code: int | None  # None: killed at the timeout
+  stderr_lines: list[str]  # the non-empty ones
+  changed: list[str]  # "created|removed|modified: path"
+  seconds: float
+  why: str  # empty when ok
+
+
+# The shared trained run (make_trained_run): a finished classifier with a checkpoint.
+RUN_CONFIG = "experiments/mnist1d_logistic.py"  # the shared run's (make_trained_run)
+RUN_FLAGS = ("num_steps=200", "log_every=100", "eval_every=100", "checkpoint_every=200")
+
+
+def chmod_tree(root: str, writable: bool) -> None:
+  for directory, dirs, files in os.walk(root, topdown=False):
+    for name in files + dirs + [""]:
+      path = os.path.join(directory, name) if name else directory
+      if os.path.islink(path):
+        continue
+      mode = os.lstat(path).st_mode
+      os.chmod(path, (mode | stat.S_IWUSR) if writable else (mode & ~0o222))
+  if writable:  # the walk above lists a read-only tree's entries only once it may be read
+    for directory, dirs, _ in os.walk(root):
+      for d in dirs:
+        os.chmod(os.path.join(directory, d), os.lstat(os.path.join(directory, d)).st_mode | 0o700)
+
+
+def make_trained_run(directory: str) -> str:
+  """Trains one tiny run (MNIST-1D logistic regression, 200 steps: seconds, mostly making the data
+  and compiling) into `directory`/run, once: a finished run already there is reused. Returns its
+  workdir. The cases only need a finished classifier with a checkpoint, not a good one."""
+  workdir = os.path.join(directory, "run")
+  if os.path.isfile(os.path.join(workdir, "summary.json")):
+    return workdir
+  command = [sys.executable, "scripts/train.py", "--config", RUN_CONFIG]
+  command += ["--workdir", workdir, "--no-progress", *(f"--config.{f}" for f in RUN_FLAGS)]
+  done = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+  if done.returncode != 0:
+    raise RuntimeError(f"training the shared run failed: {done.stderr.strip()[-2000:]}")
+  return workdir
+
+
+def run_case(case: BadInput, tmp_root: str, run: str | None, timeout: float = 120) -> CaseResult:
+  """Runs `case` in a fresh directory under `tmp_root` and judges it: exit status 1, exactly one
+  non-empty stderr line starting with `error: `, and no file under the case's directory or the
+  shared run created, removed or modified. The case's directory is removed afterwards."""
+  t = time.perf_counter()
+  slug = re.sub(r"[^A-Za-z0-9]+", "-", case.name).strip("-")[:40]
+  tmp = tempfile.mkdtemp(prefix=f"{slug}-", dir=tmp_root)
+  try:
+    if case.needs_run and not run:
+      return CaseResult(case.name, False, None, [], [], 0.0, "needs a trained run; none given")
+    if case.setup is not None:
+      case.setup(tmp)
+    argv = [a.replace("{tmp}", tmp).replace("{run}", run or "") for a in case.argv]
+    roots = [tmp] + ([run] if run else [])
+    before = {root: _snapshot(root) for root in roots}
+    code, stderr = _run(argv, timeout)
+    changed = [c for root in roots for c in _changes(before[root], _snapshot(root))]
+  finally:
+    chmod_tree(tmp, writable=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+  lines = [line for line in stderr.splitlines() if line.strip()]
+  why = []
+  if code != 1:
+    why.append("timed out" if code is None else f"exit status {code}, not 1")
+  if len(lines) != 1 or not lines[0].startswith("error: "):
+    last = lines[-1][:160] if lines else "nothing"
+    why.append(f"{len(lines)} stderr line(s), not one `error:` line (last: {last})")
+  if changed:
+    why.append(f"{len(changed)} change(s) left behind: {', '.join(changed[:3])}")
+  seconds = time.perf_counter() - t
+  return CaseResult(case.name, not why, code, lines, changed, seconds, "; ".join(why))
+
+
+def _env() -> dict[str, str]:
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + ONE_THREAD_FLAGS).strip()
+  env["PYTHONDONTWRITEBYTECODE"] = "1"  # a config file imported from {tmp} leaves no __pycache__
+  return env
+
+
+def _run(argv: list[str], timeout: float) -> tuple[int | None, str]:
+  """(exit status or None at the timeout, stderr). The script runs in its own session, so a
+  timeout ends it and every process it started."""
+  process = subprocess.Popen(
+    [sys.executable, *argv],
+    cwd=REPO,
+    env=_env(),
+    stdin=subprocess.DEVNULL,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+    start_new_session=True,
+  )
+  try:
+    _, stderr = process.communicate(timeout=timeout)
+    return process.returncode, stderr
+  except subprocess.TimeoutExpired:
+    os.killpg(process.pid, signal.SIGKILL)
+    _, stderr = process.communicate()
+    return None, stderr
+
+
+def _snapshot(root: str) -> dict[str, tuple]:
+  """path -> ("dir",) or ("file", size, mtime_ns, sha256) for everything under `root`."""
+  found: dict[str, tuple] = {}
+  for directory, dirs, files in os.walk(root):
+    for name in dirs:
+      found[os.path.join(directory, name)] = ("dir",)
+    for name in files:
+      path = os.path.join(directory, name)
+      try:
+        info = os.lstat(path)
+        digest = hashlib.sha256()
+        if stat.S_ISREG(info.st_mode):
+          with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+              digest.update(block)
+        found[path] = ("file", info.st_size, info.st_mtime_ns, digest.hexdigest())
+      except OSError:  # unreadable or gone: record that much
+        found[path] = ("file", None, None, None)
+  return found
+
+
+def _changes(before: dict[str, tuple], after: dict[str, tuple]) -> list[str]:
+  out = [f"created: {p}" for p in sorted(set(after) - set(before))]
+  out += [f"removed: {p}" for p in sorted(set(before) - set(after))]
+  out += [f"modified: {p}" for p in sorted(set(before) & set(after)) if before[p] != after[p]]
+  return out
