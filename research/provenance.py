@@ -1,11 +1,10 @@
-"""Provenance for everything written to results/: command, commit, machine, versions, threads;
-and the atomic JSON/text writers and the markdown table every report uses. The one
-implementation: every writer of results/ goes through it."""
+"""Provenance for everything written to results/: command, commit, machine, versions, threads.
+
+The files themselves are written through research/outputs.py (atomic writers, markdown tables)."""
 
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import shlex
@@ -93,46 +92,3 @@ def provenance(argv: Sequence[str], jax_device: bool = True, **extra: Any) -> di
     ]
   )
   return meta
-
-
-def write_json(path: str, obj: Any) -> None:
-  """Writes atomically (temp file + rename), so a killed run never leaves half a file."""
-  write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
-
-
-def write_text(path: str, text: str) -> None:
-  """Writes atomically, like `write_json`."""
-  write_bytes(path, text.encode())
-
-
-def write_bytes(path: str, data: bytes) -> str:
-  """Writes atomically: a temp file beside `path`, then a rename. Returns `path`."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
-  return path
-
-
-def _json_default(o: Any) -> Any:
-  import numpy as np
-
-  if isinstance(o, (np.integer,)):
-    return int(o)
-  if isinstance(o, (np.floating,)):
-    return float(o)
-  if isinstance(o, np.ndarray):
-    return o.tolist()
-  return str(o)
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  """A pipe table; a `|` inside a cell (`max |Δlogit|`) is escaped so it cannot split the cell."""
-
-  def cell(c: Any) -> str:
-    return str(c).replace("|", "\\|")
-
-  lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
-  return "\n".join(lines)

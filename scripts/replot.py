@@ -108,7 +108,7 @@ def _read_json(path: str) -> Any:
 
 def _rewrite_markdown(path: str, data: dict[str, Any], is_report: bool, out: str) -> str:
   """The markdown is a rendering of the JSON: re-rendering changes the layout, not a number."""
-  from research.provenance import write_text
+  from research.outputs import write_text
 
   meta = data.get("provenance", {})
   if is_report:

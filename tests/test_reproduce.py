@@ -171,7 +171,7 @@ def test_summary_statistics():
 
 
 def test_cached_job_is_reused_only_under_the_same_settings(tmp_path):
-  from research.provenance import write_json
+  from research.outputs import write_json
 
   members = (("original", 0), ("shuffled", 1))
   path = cache_path(str(tmp_path), "cnn", members)

@@ -338,8 +338,8 @@ def write_benchmark(
   from research import workdir as workdir_lib
   from research.bench import figures
   from research.data import load_dataset
-  from research.outputs import OutputError, check_output_dir, writable
-  from research.provenance import provenance, write_json, write_text
+  from research.outputs import OutputError, check_output_dir, writable, write_json, write_text
+  from research.provenance import provenance
   from research.serving.restore import load_run
   from research.serving.run_kind import require_classifier
 

@@ -9,7 +9,7 @@ from typing import Any
 def markdown_report(result: dict[str, Any], title: str, provenance_md: str) -> str:
   """Tables a reader checks the claims against: accuracy and latency per precision, the sweep,
   LoadGen."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   recs = result["records"]
   by = lambda kind: [r for r in recs if r["kind"] == kind]  # noqa: E731
@@ -234,7 +234,7 @@ def _realtime_kind(records: list[dict[str, Any]]) -> str:
 def engines_section(records: list[dict[str, Any]]) -> list[str]:
   """The engines side by side (each in its own precision; jax also in its others), which is
   fastest per scenario, and the engines that could not serve this model, with the reason."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   by_key: dict[tuple, dict[str, Any]] = {}
   for r in records:

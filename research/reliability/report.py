@@ -8,7 +8,8 @@ import statistics
 from collections import Counter
 from typing import Any, Sequence
 
-from research.provenance import markdown_table, provenance, write_json, write_text
+from research.outputs import markdown_table, write_json, write_text
+from research.provenance import provenance
 from research.reliability.damage import DAMAGES
 from research.reliability.harness import TrialResult
 

@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 from research import config as config_lib
 from research import workdir as workdir_lib
-from research.provenance import markdown_table, provenance
+from research.outputs import markdown_table
+from research.provenance import provenance
 from research.studies.report_fields import comparison_fields
 
 COLUMNS = [

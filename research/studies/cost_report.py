@@ -21,7 +21,7 @@ def _us(seconds: float) -> str:
 
 def markdown_report(r: dict[str, Any], provenance_md: str) -> str:
   """The report a reader checks: one table per question, every figure from this run."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   f, t, m, u, be = r["flops"], r["time"], r["memory"], r["utilization"], r["break_even_predictions"]
   inf = t["inference"]
@@ -330,7 +330,7 @@ def engines_table(
   engines: dict[str, dict[str, Any]], inference: dict[str, Any] | None = None
 ) -> list[str]:
   """Every engine timed for the report, side by side; the times above are the fastest's."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   if not engines:
     return []

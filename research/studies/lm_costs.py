@@ -156,7 +156,7 @@ def lm_costs(
 
 
 def markdown(r: dict[str, Any], provenance_md: str) -> str:
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   f, t, g, loss = r["flops"], r["training"], r["generation"], r["loss"]
   rt, be = g["realtime"], r["break_even_tokens"]
@@ -277,8 +277,8 @@ def write_lm_costs(
   workdir: str, out: str, settings: LMCostSettings, argv: Sequence[str]
 ) -> dict[str, Any]:
   """`lm_costs`, with provenance, written as OUT/report.json and OUT/report.md."""
-  from research.outputs import check_output_dir
-  from research.provenance import provenance, write_json, write_text
+  from research.outputs import check_output_dir, write_json, write_text
+  from research.provenance import provenance
   from research.serving.run_kind import require_language_model
 
   require_language_model(workdir, "scripts/lm_costs.py")

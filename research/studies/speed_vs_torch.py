@@ -13,7 +13,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from research import workdir as workdir_lib
-from research.provenance import markdown_table, provenance, write_json
+from research.outputs import markdown_table, write_json
+from research.provenance import provenance
 from research.studies import StudyError
 
 # The repository checkout: the scripts run from here (the package itself is installed).

@@ -29,8 +29,8 @@ from research.bench.latency import (
 from research.cost import CostError, flops, hardware, xla
 from research.data import load_dataset
 from research.models import count_params, tree_bytes
-from research.outputs import check_output_dir
-from research.provenance import provenance, write_json, write_text
+from research.outputs import check_output_dir, write_json, write_text
+from research.provenance import provenance
 from research.serving.engines import EngineFactory, available_engines, check_engines
 from research.serving.export import ExportError
 from research.serving.restore import load_run

@@ -49,7 +49,8 @@ def reproduce(
   import shutil
   import time
 
-  from research.provenance import provenance, write_json
+  from research.outputs import write_json
+  from research.provenance import provenance
   from research.runtime import ONE_THREAD_FLAGS
   from research.studies.mnist1d_table1.plan import merge_jobs, plan_jobs
   from research.studies.mnist1d_table1.report import markdown, summarize

@@ -47,7 +47,7 @@ def summarize(
 
 
 def markdown(report: dict[str, Any]) -> str:
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   rows, meta = report["rows"], report["provenance"]
   table = markdown_table(
@@ -171,7 +171,7 @@ def torch_comparison(
   for m, n in runs.items():
     row = [m, f"{per_run[m]:.2f}"] + ([f"{whole[m]:.2f}"] if whole else [])
     rows.append(row + [n, f"{per_model[m]['train_seconds'] / n:.2f}"])
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   lines += [
     "",

@@ -91,7 +91,7 @@ def run_jobs(
   Each finished job is written to its cache file under `workdir` with `key`, the settings a
   later invocation must match to reuse it. A progress bar counts the jobs.
   """
-  from research.provenance import write_json
+  from research.outputs import write_json
   from research.training.workers import run_jobs as run_on_workers
 
   def on_done(job: Job, result: dict[str, Any]) -> str:
