@@ -102,9 +102,9 @@ def atomic_path(path: str, tmp: str | None = None, optional: bool = False) -> It
 
   The temporary keeps `path`'s extension (numpy's savers append one to a name without it);
   `tmp` names it instead (TensorBoard must not read a half-written event file). `optional`: a
-  block that wrote nothing leaves `path` as it was.
+  block that wrote nothing leaves `path` as it was. The directory must exist (the writers below
+  make it).
   """
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = tmp or f"{path}.tmp{os.getpid()}{os.path.splitext(path)[1]}"
   try:
     yield tmp
@@ -116,7 +116,8 @@ def atomic_path(path: str, tmp: str | None = None, optional: bool = False) -> It
 
 
 def write_bytes(path: str, data: bytes) -> str:
-  """Writes atomically (see `atomic_path`). Returns `path`."""
+  """Writes atomically (see `atomic_path`), making the directory if needed. Returns `path`."""
+  _make_parent(path)
   with atomic_path(path) as tmp, open(tmp, "wb") as f:
     f.write(data)
   return path
@@ -136,6 +137,7 @@ def write_npz(path: str, **arrays: Any) -> str:
   """Writes arrays to an uncompressed `.npz` atomically, like `write_bytes`."""
   import numpy as np
 
+  _make_parent(path)
   with atomic_path(path) as tmp:
     np.savez(tmp, **arrays)
   return path
@@ -148,6 +150,7 @@ def write_all(files: Mapping[str, str | bytes], flag: str = "") -> None:
   try:
     with contextlib.ExitStack() as stack:
       for path, data in files.items():
+        _make_parent(path)
         tmp = stack.enter_context(atomic_path(path))
         with open(tmp, "wb") as f:
           f.write(data.encode() if isinstance(data, str) else data)
@@ -180,6 +183,10 @@ def rename(source: str, target: str) -> None:
   """Moves a file or directory in one step within a filesystem (a damaged checkpoint step set
   aside): it is whole under one name or the other, never half moved. Replaces a file at `target`."""
   os.replace(source, target)
+
+
+def _make_parent(path: str) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
 
 def _json_default(o: Any) -> Any:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from research import workdir as workdir_lib
-from research.outputs import markdown_table, write_json
+from research.outputs import markdown_table, write_json, write_text
 from research.provenance import provenance
 from research.studies import StudyError
 
@@ -129,8 +129,9 @@ def write_speed_report(
       ]
     )
   write_json(out + ".json", {"meta": meta, "records": records})
-  with open(out + ".md.tmp", "w") as f:
-    f.write(
+  write_text(
+    out + ".md",
+    (
       "# Training speed: this codebase vs an independent PyTorch implementation\n\n"
       "MNIST-1D reference protocol (Adam 1e-2, batch 100 sequential, 6000 steps), both "
       f"pinned to CPU core {core} with one thread, run alternately, {repeats} "
@@ -140,22 +141,19 @@ def write_speed_report(
       "the median chunk "
       "step time x 6000.\n\n" + meta["markdown"] + "\n\n"
     )
-    f.write(
-      markdown_table(
-        [
-          "model",
-          "PyTorch s",
-          "JAX train.py s",
-          "JAX steady s",
-          "speedup",
-          "speedup (steady)",
-          "PyTorch acc",
-          "JAX acc",
-        ],
-        table,
-      )
-      + "\n"
+    + markdown_table(
+      [
+        "model",
+        "PyTorch s",
+        "JAX train.py s",
+        "JAX steady s",
+        "speedup",
+        "speedup (steady)",
+        "PyTorch acc",
+        "JAX acc",
+      ],
+      table,
     )
-
-  os.replace(out + ".md.tmp", out + ".md")
+    + "\n",
+  )
   return records

@@ -49,7 +49,7 @@ def reproduce(
   import shutil
   import time
 
-  from research.outputs import write_json
+  from research.outputs import write_json, write_text
   from research.provenance import provenance
   from research.runtime import ONE_THREAD_FLAGS
   from research.studies.mnist1d_table1.plan import merge_jobs, plan_jobs
@@ -114,9 +114,7 @@ def reproduce(
     "per_model": results,
   }
   write_json(out + ".json", report)
-  with open(out + ".md.tmp", "w") as f:
-    f.write(markdown(report) + "\n")
-  os.replace(out + ".md.tmp", out + ".md")
+  write_text(out + ".md", markdown(report) + "\n")
   return report
 
 
