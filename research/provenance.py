@@ -34,14 +34,39 @@ def git_commit() -> str:
 
 
 def cpu_model() -> str:
+  """The CPU's name and its widest vector instructions, e.g. 'AMD EPYC, AVX-512 with VNNI'.
+
+  The instruction set is part of the name because XLA:CPU's kernels differ with it: the same
+  code, versions and seed end the MNIST-1D CNN at 95.1 % on an AVX-512 EPYC and at 93.0 % on an
+  AVX2 one, each bitwise repeatable on its own kind of CPU.
+  """
+  name, flags = "", set()
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
+        if line.startswith("model name") and not name:
+          name = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and not flags:
+          flags = set(line.split(":", 1)[1].split())
   except OSError:
     pass
-  return platform.processor() or platform.machine()
+  name = name or platform.processor() or platform.machine()
+  return f"{name}, {vector_isa(flags)}" if flags else name
+
+
+def vector_isa(flags: set[str]) -> str:
+  """The widest x86 vector extension in a /proc/cpuinfo flag set, and whether it has VNNI
+  (the int8 dot products ONNX Runtime's quantized kernels use)."""
+  if "avx512f" in flags:
+    isa = "AVX-512"
+  elif "avx2" in flags:
+    isa = "AVX2"
+  elif "avx" in flags:
+    isa = "AVX"
+  else:
+    return "no AVX"
+  vnni = "avx512_vnni" in flags or "avx_vnni" in flags
+  return f"{isa} with VNNI" if vnni else f"{isa}, no VNNI"
 
 
 def versions() -> dict[str, str]:
