@@ -36,9 +36,10 @@ def git_commit() -> str:
 def cpu_model() -> str:
   """The CPU's name and its widest vector instructions, e.g. 'AMD EPYC, AVX-512 with VNNI'.
 
-  The instruction set is part of the name because XLA:CPU's kernels differ with it: the same
-  code, versions and seed end the MNIST-1D CNN at 95.1 % on an AVX-512 EPYC and at 93.0 % on an
-  AVX2 one, each bitwise repeatable on its own kind of CPU.
+  The instruction set is part of the name because training numbers differ by kind of CPU: the
+  same code, versions and seed end the MNIST-1D CNN at 95.1 % on an AVX-512 EPYC and at 93.0 %
+  on an AVX2 one, each bitwise repeatable on its own kind (XLA's `--xla_cpu_max_isa=AVX2` does
+  not turn the first into the second, so the difference lies below that flag).
   """
   name, flags = "", set()
   try:
