@@ -1,5 +1,5 @@
 """Bad input ends with one `error:` line, exit 1 and nothing written: a representative slice of
-research/reliability/bad_inputs.py through its runner, and the library checks behind them."""
+tools/reliability/bad_inputs.py through its runner, and the library checks behind them."""
 
 import argparse
 import concurrent.futures
@@ -13,8 +13,8 @@ from research.config import ConfigError, load_config
 from research.data import BatchSchedule, DataError
 from research.data.arrays import read_inputs
 from research.outputs import OutputError, check_output_dir, check_output_file, writable
-from research.reliability import bad_inputs
-from research.reliability.bad_inputs import CASES, BadInput, make_trained_run, run_case
+from tools.reliability import bad_inputs
+from tools.reliability.bad_inputs import CASES, BadInput, make_trained_run, run_case
 
 WITHOUT_RUN = (
   "train: get_config raises",

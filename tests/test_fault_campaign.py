@@ -10,8 +10,8 @@ import types
 import numpy as np
 import pytest
 
-from research.reliability import campaign, damage, report
-from research.reliability.harness import Outcome, TrialResult, compare, event_problems
+from tools.reliability import campaign, damage, report
+from tools.reliability.harness import Outcome, TrialResult, compare, event_problems
 
 STEPS = 4
 

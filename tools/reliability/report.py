@@ -10,8 +10,8 @@ from typing import Any, Sequence
 
 from research.outputs import markdown_table, write_json, write_text
 from research.provenance import provenance
-from research.reliability.damage import DAMAGES
-from research.reliability.harness import TrialResult
+from tools.reliability.damage import DAMAGES
+from tools.reliability.harness import TrialResult
 
 ORDER = ("kill9", "sigterm", "sigterm_startup", "sigint", "damaged", "bad_inputs", "two_process")
 # kind -> (trials the done-when asks for, what each must show)

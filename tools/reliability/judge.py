@@ -2,7 +2,7 @@
 
 The project's rule: bad input ends with exactly one line on stderr starting with `error: `,
 exit status 1, and nothing created, changed or removed under the case's directory or the shared
-trained run. The cases themselves are research/reliability/bad_inputs.py.
+trained run. The cases themselves are tools/reliability/bad_inputs.py.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import time
 from typing import Callable
 
 from research.runtime import ONE_THREAD_FLAGS
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools import REPO
 
 
 @dataclasses.dataclass(frozen=True)
