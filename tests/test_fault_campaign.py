@@ -95,13 +95,25 @@ def test_report_counts_kinds_against_the_done_when(tmp_path):
     TrialResult("sigterm", 0, True, 12.0, details={"exit_seconds": 0.3, "landed": "mid_save"}),
     TrialResult("sigterm", 1, False, 12.0, ["exit status -15 after SIGTERM, expected 143"]),
   ]
+  # --quick: 2 Ctrl-C trials, both passed, of the 20 the done-when asks: too few, not a failure.
+  results += [TrialResult("sigint", i, True, 9.0, details={"exit_seconds": 0.2}) for i in range(2)]
   rows = {r["kind"]: r for r in report.summary_rows(results)}
   assert rows["kill9"]["met"] and (rows["kill9"]["passed"], rows["kill9"]["total"]) == (20, 20)
   assert not rows["sigterm"]["met"] and "max 0.30 s" in rows["sigterm"]["notes"]
+  assert [rows[k]["verdict"] for k in ("kill9", "sigterm", "sigint")] == ["yes", "no", "too few"]
   out = str(tmp_path / "reports" / "reliability.md")
   meta = {"markdown": "- command: `x`"}
   text = report.render(results, {"wall_seconds": 60}, meta)
   assert "| kill9 | 20/20 | ≥20 | yes |" in text
+  assert "| sigterm | 1/2 | ≥20 | **no** |" in text
+  assert "| sigint | 2/2 | ≥20 | too few |" in text
+  console = report.console_table(results).splitlines()[1:]
+  assert [line.split()[:3] for line in console] == [
+    ["kill9", "20/20", "yes"],
+    ["sigterm", "1/2", "no"],
+    ["sigint", "2/2", "too"],
+  ]
+  assert " too few " in console[2]
   assert "- sigterm 2: exit status -15 after SIGTERM, expected 143" in text
   md, js = report.write_report(out, results, {"wall_seconds": 60}, ["scripts/fault_campaign.py"])
   assert os.path.isfile(md) and js.endswith("reliability.json") and os.path.isfile(js)
