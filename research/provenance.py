@@ -5,7 +5,6 @@ The files themselves are written through research/outputs.py (atomic writers, ma
 from __future__ import annotations
 
 import datetime
-import os
 import platform
 import shlex
 import subprocess
@@ -14,16 +13,18 @@ from typing import Any, Sequence
 from research.runtime import thread_settings
 
 
-def git_commit() -> str:
-  """Short commit of the working tree, '+dirty' when code or configs have uncommitted changes."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def git_commit(root: str | None = None) -> str:
+  """Short commit of the checkout at `root`, '+dirty' when code or configs have uncommitted
+  changes; 'unknown' outside a git checkout. The default is the working directory: the scripts
+  run from the repository's root, and an installed package cannot know where its checkout is."""
   try:
     commit = subprocess.run(
       ["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True, capture_output=True, text=True
     ).stdout.strip()
     # Outputs under results/ do not change what made them: only code and configs count as dirty.
+    # The pathspecs name the whole checkout (":/"), wherever in it `root` is.
     dirty = subprocess.run(
-      ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+      ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results"],
       cwd=root,
       capture_output=True,
       text=True,

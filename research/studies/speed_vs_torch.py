@@ -17,12 +17,10 @@ from research.outputs import markdown_table, write_json, write_text
 from research.provenance import provenance
 from research.studies import StudyError
 
-# The repository checkout: the scripts run from here (the package itself is installed).
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def run(cmd: list[str]) -> None:
-  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+def run(cmd: list[str], root: str) -> None:
+  """Runs `cmd` in the checkout `root`; its last stderr line is the error when it fails."""
+  result = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
   if result.returncode:
     last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
     raise StudyError(f"{' '.join(cmd)} failed: {last}")
@@ -38,9 +36,13 @@ def steady_state_seconds(workdir: str, steps: int) -> float:
 
 
 def time_against_torch(
-  models: Sequence[str], repeats: int, core: int, log: Callable[[str], None] = print
+  models: Sequence[str], repeats: int, core: int, root: str, log: Callable[[str], None] = print
 ) -> dict[str, dict[str, Any]]:
-  """Per model: PyTorch's and our train seconds for every repeat, and final accuracies."""
+  """Per model: PyTorch's and our train seconds for every repeat, and final accuracies.
+
+  `root` is the checkout whose scripts/ and experiments/ run (the entry point passes its own):
+  the installed package does not know where a checkout is.
+  """
   pin = ["taskset", "-c", str(core), sys.executable]
   rows = {
     m: {"torch": [], "jax": [], "jax_steady": [], "torch_acc": None, "jax_acc": None}
@@ -73,7 +75,7 @@ def time_against_torch(
           "--no-progress",
         ]
         for cmd in [torch_cmd, jax_cmd] if r % 2 == 0 else [jax_cmd, torch_cmd]:
-          run(cmd)
+          run(cmd, root)
         rec = [x for x in json.load(open(torch_json))["results"] if x["model"] == m][0]
         summary = workdir_lib.read_summary(workdir)
         row = rows[m]

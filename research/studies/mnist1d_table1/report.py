@@ -9,8 +9,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from research.studies.mnist1d_table1 import ROOT
-
 
 def summarize(
   results: Mapping[str, dict], paper: Mapping[str, Any], models: Sequence[str]
@@ -46,7 +44,9 @@ def summarize(
   return rows
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], root: str) -> str:
+  """The table, its time and its notes; the notes cite reference runs in the checkout's results/
+  (`root`)."""
   from research.outputs import markdown_table
 
   rows, meta = report["rows"], report["provenance"]
@@ -130,7 +130,7 @@ def markdown(report: dict[str, Any]) -> str:
     timing,
     "",
   ]
-  lines += reading_notes(rows, per_model, root=ROOT)
+  lines += reading_notes(rows, per_model, root=root)
   if meta["cached"]:
     lines += [
       f"This invocation reused {len(meta['cached'])} finished job(s) from its cache, so "
