@@ -29,6 +29,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from research.errors import UserError
 from research.outputs import rename
 
 BEST_METRIC = "score"  # higher is better: validation accuracy, or minus a validation loss
@@ -77,7 +78,7 @@ class _QuietAsyncioShutdown(logging.Filter):
 logging.getLogger("asyncio").addFilter(_QuietAsyncioShutdown())
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
   """No usable checkpoint where one was expected; the message says where and what to do.
 
   `reason` is the short what-is-wrong of a damaged step."""

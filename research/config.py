@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import ml_collections
 
 from research.config_checks import validate_optimizer, validate_sizes
+from research.errors import UserError
 from research.training.profiling import parse_window
 
 # Fields that change what is recorded, not what is trained: not hyperparameters when runs are
@@ -35,7 +36,7 @@ SIDE_BY_SIDE = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A config that cannot be used; the message names the file or key and the fix."""
 
 

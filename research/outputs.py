@@ -18,8 +18,10 @@ import os
 import shutil
 from typing import Any, Iterator, Mapping, Sequence
 
+from research.errors import UserError
 
-class OutputError(ValueError):
+
+class OutputError(UserError, ValueError):
   """An output path that cannot be written as asked; the message names the flag and the fix."""
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import ml_collections
 
 from research import config as config_lib
+from research.errors import UserError
 from research.outputs import writable, write_bytes
 
 CONFIG = "config.json"
@@ -42,7 +43,7 @@ BENCH = "bench"
 RESUMABLE_CHANGES = ("num_steps", "num_devices", "profile_steps", "peer_timeout_seconds")
 
 
-class WorkdirError(RuntimeError):
+class WorkdirError(UserError, RuntimeError):
   """A run directory that cannot be used as asked; the message says which and what to do."""
 
 

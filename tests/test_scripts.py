@@ -159,3 +159,55 @@ def test_no_script_writes_into_results_by_default(repo_root, monkeypatch, tmp_pa
       '  return args.out or os.path.join("results", "x"), f"results/{args.name}.md", record\n'
     )
   assert [s.split(":")[0] for s in _results_literals(repo_root, canary_script)] == ["line 7"] * 2
+
+
+# --- One error base: every error a user can cause is a UserError, one line from run_main ---------
+
+
+def test_every_user_error_derives_from_one_base_and_keeps_its_builtin_base():
+  from research.checkpoint import CheckpointError
+  from research.config import ConfigError
+  from research.cost import CostError
+  from research.data import DataError
+  from research.errors import UserError
+  from research.kernels import KernelError
+  from research.models import ModelError
+  from research.outputs import OutputError
+  from research.serving import InferenceError
+  from research.serving.export import ExportError
+  from research.serving.generate import GenerationError
+  from research.studies import StudyError
+  from research.training.loop import TrainingError
+  from research.training.parallel import ParallelError
+  from research.training.sweep import SweepError
+  from research.workdir import WorkdirError
+
+  value_errors = (ConfigError, CostError, DataError, KernelError, ModelError, OutputError)
+  value_errors += (InferenceError, ExportError, GenerationError, ParallelError, SweepError)
+  runtime_errors = (CheckpointError, StudyError, TrainingError, WorkdirError)
+  for cls in value_errors + runtime_errors:
+    assert issubclass(cls, UserError), cls
+  assert all(issubclass(c, ValueError) for c in value_errors)
+  assert all(issubclass(c, RuntimeError) for c in runtime_errors)
+
+
+def test_run_main_prints_a_user_error_as_one_line_and_lets_a_bug_through(capsys):
+  import pytest
+
+  from research.cli import run_main
+  from research.data import DataError
+
+  def bad_input():
+    raise DataError("file x.npz is broken:\n  quoted library message\n\nsecond line")
+
+  with pytest.raises(SystemExit) as e:
+    run_main(bad_input)
+  assert e.value.code == 1
+  err = capsys.readouterr().err
+  assert err == "error: file x.npz is broken:; quoted library message; second line\n"
+
+  def bug():
+    raise ValueError("a bug, not bad input")
+
+  with pytest.raises(ValueError, match="a bug"):
+    run_main(bug)

@@ -6,8 +6,10 @@ import dataclasses
 
 import numpy as np
 
+from research.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
   """A data source that cannot give a usable dataset; the message says what to fix."""
 
 

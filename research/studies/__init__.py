@@ -2,6 +2,8 @@
 its report in cost_report.py), a language model's training against generation (lm_costs.py), and
 the MNIST-1D paper's Table 1 (mnist1d_table1/)."""
 
+from research.errors import UserError
 
-class StudyError(RuntimeError):
+
+class StudyError(UserError, RuntimeError):
   """A study that cannot go on (a process it runs failed); the message says which and why."""
