@@ -16,9 +16,8 @@ from typing import Any, Iterable
 
 import ml_collections
 
-from research.config_checks import validate_optimizer, validate_sizes
+from research.config_checks import parse_window, validate_optimizer, validate_sizes
 from research.errors import UserError
-from research.training.profiling import parse_window
 
 # Fields that change what is recorded, not what is trained: not hyperparameters when runs are
 # compared (TensorBoard's HParams, compare_runs.py).
