@@ -211,3 +211,44 @@ def test_run_main_prints_a_user_error_as_one_line_and_lets_a_bug_through(capsys)
 
   with pytest.raises(ValueError, match="a bug"):
     run_main(bug)
+
+
+# --- Layering: imports only go down ---------------------------------------------------------------
+
+CORE = ("config", "config_checks", "cli", "errors", "workdir", "checkpoint", "data", "models")
+CORE += ("kernels", "training", "serving", "bench", "cost")
+
+
+def _project_imports(path):
+  """Every research.* module a file imports, at the top or inside a function."""
+  import ast
+
+  found = set()
+  for node in ast.walk(ast.parse(open(path).read())):
+    if isinstance(node, ast.Import):
+      found |= {a.name for a in node.names}
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+  return {m for m in found if m.startswith("research.")}
+
+
+def test_imports_never_go_up_the_layers(repo_root):
+  """Models import only models, kernels and errors (pure math); config and cost import no
+  training; no core module imports a study."""
+  package = os.path.join(repo_root, "research")
+  wrong = []
+  for folder, _, files in os.walk(package):
+    for name in files:
+      if not name.endswith(".py"):
+        continue
+      path = os.path.join(folder, name)
+      top = os.path.relpath(path, package).split(os.sep)[0].removesuffix(".py")
+      for module in _project_imports(path):
+        layer = module.split(".")[1]
+        if (
+          (top == "models" and layer not in ("models", "kernels", "errors"))
+          or (top in ("config", "config_checks", "cost") and layer == "training")
+          or (top in CORE and layer == "studies")
+        ):
+          wrong.append(f"{os.path.relpath(path, repo_root)} imports {module}")
+  assert not wrong, wrong

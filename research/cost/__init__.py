@@ -1,5 +1,6 @@
-"""Cost accounting: analytic FLOPs for every family (flops.py, transformer.py), XLA's counts and
-memory (xla.py), hardware profiles, energy, money and break-even (hardware.py)."""
+"""Cost accounting: analytic FLOPs for every family (flops.py, over each family's count in
+research/models), XLA's counts and memory (xla.py), hardware profiles, energy, money and
+break-even (hardware.py). Nothing here imports training."""
 
 from research.errors import UserError
 

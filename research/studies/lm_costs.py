@@ -21,8 +21,8 @@ import numpy as np
 
 from research import workdir as workdir_lib
 from research.bench.generation import batched_generation, realtime_generation
-from research.cost import hardware, xla
-from research.cost import transformer as tf
+from research.cost import flops, hardware, xla
+from research.models import transformer_flops as tf
 from research.serving.generate import Generator
 from research.serving.restore import load_run
 from research.training.optimizers import optimizer_from_config
@@ -59,7 +59,11 @@ def flop_counts(model, params, batch: int, optimizer_name: str, optimizer) -> di
   xla_fwd = xla.compiled_cost(model.apply, params, x)["flops"]
   xla_train = xla.compiled_cost(step, state, (x, x))["flops"]
   exact_fwd = tf.sequence_forward_flops(shape, batch, n_ctx)
-  exact_train = tf.sequence_train_step_flops(shape, batch, n_ctx, optimizer_name)
+  model_config = {**shape, "name": "transformer"}
+  num_params = tf.param_count(shape)
+  exact_train = flops.train_step_flops(
+    model_config, (n_ctx,), shape["num_classes"], batch, num_params, optimizer_name
+  )
   return {
     "non_embedding_params": {
       "kaplan": tf.kaplan_non_embedding_params(shape["n_layer"], shape["d_model"], shape["d_ff"]),
