@@ -81,7 +81,8 @@ def parse_with_overrides(
 ) -> tuple[argparse.Namespace, list[str]]:
   """Parses known flags; each `--config.a.b=v` (or `--config.a.b v`) becomes an override 'a.b=v'.
 
-  Errors are one `error:` line and exit 1, whatever parser the script built."""
+  Errors are one `error:` line and exit 1, whatever parser the script built. (Why this and not
+  ml_collections' config_flags: `research.config.apply_overrides`.)"""
   one_line_errors(parser)
   args, extra = parser.parse_known_args(argv)
   overrides, i = [], 0
