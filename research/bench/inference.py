@@ -254,13 +254,13 @@ def _loadgen_records(
 ) -> list[dict[str, Any]]:
   root = os.path.join(out_dir, "loadgen", base["engine"], base["backend"])
   x = data.x_test
-  common = {
-    "full_length": settings.full_length,
-    "duration_ms": None if settings.full_length else settings.loadgen_duration_ms,
-  }
+  run = loadgen.ScenarioSettings(
+    full_length=settings.full_length,
+    duration_ms=None if settings.full_length else settings.loadgen_duration_ms,
+  )
   out = []
   for scenario in ("SingleStream", "MultiStream", "Offline"):
-    r = loadgen.run_scenario(predictor, x, scenario, os.path.join(root, scenario), **common)
+    r = loadgen.run_scenario(predictor, x, scenario, os.path.join(root, scenario), run)
     out.append({**base, "kind": "loadgen", "scenario": scenario, **_slim(r)})
     log(
       f"[{base['engine']} {base['backend']} LoadGen {scenario}] {r['result']}: "
@@ -273,10 +273,12 @@ def _loadgen_records(
       predictor,
       x,
       os.path.join(root, name),
-      latency_bound_ms=settings.latency_bound_ms,
-      batching=batching,
-      duration_ms=settings.loadgen_duration_ms,
-      max_runs=settings.server_max_runs,
+      loadgen.ScenarioSettings(
+        latency_bound_ms=settings.latency_bound_ms,
+        batching=batching,
+        duration_ms=settings.loadgen_duration_ms,
+      ),
+      loadgen.ServerSearch(max_runs=settings.server_max_runs),
     )
     best = s["best"] or {}
     searches[name] = s["qps"]
