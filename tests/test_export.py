@@ -185,6 +185,9 @@ def test_wrong_input_shape_or_dtype_is_named_per_engine(engine):
   e = EngineFactory(_run(model, params), calibration_x=x).make(engine, (1, 8))
   with pytest.raises(InferenceError, match=r"input shape \[2, 41\] does not match .*\[n, 40\]"):
     e.logits(np.zeros((2, 41), np.float32))
+  # One flat array of the wrong length: named as given, not as the batch of one it was read as.
+  with pytest.raises(InferenceError, match=r"input shape \[1000\] does not match .*\[n, 40\]"):
+    e.logits(np.zeros(1000, np.float32))
   with pytest.raises(InferenceError, match="input dtype <U1 is not numeric"):
     e.logits(np.full((2, 40), "a"))
   with pytest.raises(InferenceError, match="row 1 holds NaN"):
