@@ -1,4 +1,5 @@
-"""The main job: train (or resume) a run, then put its training and its inference side by side.
+"""The main job: train a run (resume it, or reuse it once finished), then put its training and
+its inference side by side.
 
 Everything in the report comes from one process on one machine: the run's own training time,
 inference timed here on every engine through the same harness as `scripts/bench_inference.py`
