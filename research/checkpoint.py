@@ -29,6 +29,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from research.outputs import rename
+
 BEST_METRIC = "score"  # higher is better: validation accuracy, or minus a validation loss
 _TRASH = ".deleting"  # Orbax renames a step here to delete it; emptied by this module
 # Files every save writes; a step without one of them was cut short or half-deleted.
@@ -211,7 +213,7 @@ class Checkpointer:
     target, n = os.path.join(target_dir, str(step)), 1
     while os.path.exists(target):
       target, n = os.path.join(target_dir, f"{step}.{n}"), n + 1
-    os.replace(source, target)
+    rename(source, target)
     self.set_aside.append((step, why, target))
 
   def _empty_trash(self) -> None:

@@ -306,7 +306,7 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
 
 
 def save_config(config: ml_collections.ConfigDict, path: str) -> None:
-  from research.provenance import write_json
+  from research.outputs import write_json
 
   write_json(path, to_dict(config))
 

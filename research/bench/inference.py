@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import time
 from typing import Any, Callable
 
@@ -242,8 +241,15 @@ def write_benchmark(
   from research import workdir as workdir_lib
   from research.bench import figures
   from research.data import load_dataset
-  from research.outputs import OutputError, check_output_dir, writable
-  from research.provenance import provenance, write_json, write_text
+  from research.outputs import (
+    OutputError,
+    check_output_dir,
+    replacing_directory,
+    writable,
+    write_json,
+    write_text,
+  )
+  from research.provenance import provenance
   from research.serving.restore import load_run
   from research.serving.run_kind import require_classifier
 
@@ -267,18 +273,8 @@ def write_benchmark(
   t = time.perf_counter()
   # Re-running into the same OUT replaces its LoadGen logs, as it replaces bench.json; the old
   # ones are kept aside until the new benchmark has finished, and put back if it fails.
-  logs, previous = os.path.join(out, "loadgen"), os.path.join(out, "loadgen.previous")
-  shutil.rmtree(previous, ignore_errors=True)
-  if os.path.isdir(logs):
-    os.replace(logs, previous)
-  try:
+  with replacing_directory(os.path.join(out, "loadgen")):
     result = benchmark_run(run, data, out, settings, log=log)
-  except BaseException:
-    if os.path.isdir(previous):
-      shutil.rmtree(logs, ignore_errors=True)
-      os.replace(previous, logs)
-    raise
-  shutil.rmtree(previous, ignore_errors=True)
   if settings.profile:
     from research.bench.trace import trace_inference
 

@@ -31,7 +31,7 @@ def _of_kind(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 def _per_engine_section(recs: list[dict[str, Any]], saturation_fraction: float) -> list[str]:
   """Each engine, backend and precision timed on its own: batch-1 latency beside the bare call
   and compute alone, saturation, compilation."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   acc = {_key(r): r["test_accuracy"] for r in _of_kind(recs, "accuracy")}
   sat = {_key(r): r for r in _of_kind(recs, "saturation")}
@@ -96,7 +96,7 @@ def _per_engine_section(recs: list[dict[str, Any]], saturation_fraction: float) 
 
 def _sweep_section(recs: list[dict[str, Any]]) -> list[str]:
   """Every batch size of the sweep, per engine, backend and precision."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   sweep_rows = [
     [
@@ -163,7 +163,7 @@ def _loadgen_row(r: dict[str, Any]) -> list[Any]:
 
 def _loadgen_section(recs: list[dict[str, Any]]) -> list[str]:
   """MLPerf LoadGen's scenarios and what batching buys in Server; nothing when LoadGen was off."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   lg_rows = [_loadgen_row(r) for r in _of_kind(recs, "loadgen")]
   if not lg_rows:
@@ -258,7 +258,7 @@ def _realtime_kind(records: list[dict[str, Any]]) -> str:
 def engines_section(records: list[dict[str, Any]]) -> list[str]:
   """The engines side by side (each in its own precision; jax also in its others), which is
   fastest per scenario, and the engines that could not serve this model, with the reason."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   by_key = _records_by_configuration(records)
   rows = [_engine_row(key, parts) for key, parts in by_key.items()]

@@ -21,7 +21,8 @@ from research.bench.timing import median_and_percentiles
 from research.config import ConfigError
 from research.data import BatchSchedule, Dataset, load_dataset
 from research.models import ModelError, build_model
-from research.provenance import markdown_table, provenance, write_json, write_text
+from research.outputs import markdown_table, write_json, write_text
+from research.provenance import provenance
 from research.training.optimizers import make_optimizer
 from research.training.step import create_train_state, make_train_chunk, make_train_step
 

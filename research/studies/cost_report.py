@@ -52,7 +52,7 @@ def _header(r: dict[str, Any], provenance_md: str) -> list[str]:
 
 def _flops_section(r: dict[str, Any]) -> list[str]:
   """Analytic against XLA's count, per example, then the analytic count layer by layer."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   f = r["flops"]
   return [
@@ -100,7 +100,7 @@ def _flops_section(r: dict[str, Any]) -> list[str]:
 
 def _time_section(r: dict[str, Any]) -> list[str]:
   """Training's share per example against each inference mode, on the fastest engine for it."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   t = r["time"]
   inf = t["inference"]
@@ -144,7 +144,7 @@ def _time_section(r: dict[str, Any]) -> list[str]:
 
 def _memory_section(r: dict[str, Any]) -> list[str]:
   """What the compiled train step and the compiled apply hold, from XLA's memory analysis."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   m = r["memory"]
   mib = lambda b: "" if b is None else f"{b / 2**20:.3f} MiB"  # noqa: E731
@@ -182,7 +182,7 @@ def _memory_section(r: dict[str, Any]) -> list[str]:
 
 def _utilization_section(r: dict[str, Any]) -> list[str]:
   """Analytic FLOPs over measured time, against this machine's measured matmul peak."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   f, t, u = r["flops"], r["time"], r["utilization"]
   inf = t["inference"]
@@ -218,7 +218,7 @@ def _utilization_section(r: dict[str, Any]) -> list[str]:
 
 def _break_even_section(r: dict[str, Any]) -> list[str]:
   """Predictions after which inference has cost what training did, in FLOPs and in seconds."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   inf, be, here = r["time"]["inference"], r["break_even_predictions"], r["this_machine"]
   return [
@@ -258,7 +258,7 @@ def _break_even_section(r: dict[str, Any]) -> list[str]:
 
 def _profiles_section(r: dict[str, Any]) -> list[str]:
   """The named accelerator profiles: costs from FLOPs at an assumed MFU, not measured."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   return [
     "### Named accelerator profiles (not measured: times from FLOPs at an assumed MFU)",
@@ -315,7 +315,7 @@ def engines_table(
   engines: dict[str, dict[str, Any]], inference: dict[str, Any] | None = None
 ) -> list[str]:
   """Every engine timed for the report, side by side; the times above are the fastest's."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   if not engines:
     return []

@@ -200,7 +200,7 @@ def _loss_section(loss: dict[str, Any]) -> list[str]:
 
 def _flops_section(f: dict[str, Any]) -> list[str]:
   """Kaplan's formula, our exact count and XLA's, per token."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   return [
     "## FLOPs per token",
@@ -243,7 +243,7 @@ def _flops_section(f: dict[str, Any]) -> list[str]:
 
 def _time_section(r: dict[str, Any]) -> list[str]:
   """Training, real-time and batched generation per token, with MFU against the measured peak."""
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   t, g = r["training"], r["generation"]
   rt = g["realtime"]
@@ -307,8 +307,8 @@ def write_lm_costs(
   workdir: str, out: str, settings: LMCostSettings, argv: Sequence[str]
 ) -> dict[str, Any]:
   """`lm_costs`, with provenance, written as OUT/report.json and OUT/report.md."""
-  from research.outputs import check_output_dir
-  from research.provenance import provenance, write_json, write_text
+  from research.outputs import check_output_dir, write_json, write_text
+  from research.provenance import provenance
   from research.serving.run_kind import require_language_model
 
   require_language_model(workdir, "scripts/lm_costs.py")

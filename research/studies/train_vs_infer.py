@@ -25,8 +25,8 @@ from research.bench.latency import saturation_batch_size
 from research.cost import CostError, flops, hardware, xla
 from research.data import load_dataset
 from research.models import count_params, tree_bytes
-from research.outputs import check_output_dir
-from research.provenance import provenance, write_json, write_text
+from research.outputs import check_output_dir, write_json, write_text
+from research.provenance import provenance
 from research.serving.engines import check_engines
 from research.serving.restore import load_run
 from research.serving.run_kind import run_kind

@@ -42,7 +42,7 @@ from research import workdir as workdir_lib
 from research.checkpoint import Checkpointer
 from research.data import BatchSchedule, Dataset, load_dataset
 from research.models import build_model
-from research.provenance import write_json
+from research.outputs import write_json
 from research.tensorboard_writer import SummaryWriter
 from research.training import preemption, resume
 from research.training.evaluators import ClassificationEvaluator, make_evaluator
