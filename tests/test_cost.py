@@ -248,3 +248,42 @@ def test_the_shared_signature_counts_the_transformer_too():
   # enough to put the train step 5.5 % from XLA (0.2 % at d_model 64, tests/test_transformer.py).
   assert abs(counted["forward"] / flops.forward_flops(config, (16,), vocab, batch) - 1) < 0.10
   assert abs(counted["train_step"] / train - 1) < 0.10
+
+
+def test_main_job_reuses_a_finished_run_and_says_so_once(repo_root, tmp_path, monkeypatch):
+  """A finished run is reused as it stands (no training, no bar, summary untouched); a shorter
+  one is resumed from its step; a different config is refused before any work."""
+  from research import config as config_lib
+  from research import workdir as workdir_lib
+  from research.studies import train_vs_infer
+
+  config = config_lib.load_config(
+    os.path.join(repo_root, "experiments/mnist1d_cnn.py"), ["num_steps=20"]
+  )
+  workdir = str(tmp_path / "run")
+  os.makedirs(os.path.join(workdir_lib.checkpoint_dir(workdir), "20"))
+  config_lib.save_config(config, workdir_lib.path(workdir, workdir_lib.CONFIG))
+  summary = {"status": "finished", "steps": 20, "final_test_accuracy": 0.5}
+  with open(workdir_lib.path(workdir, workdir_lib.SUMMARY), "w") as f:
+    json.dump(summary, f)
+  trained = []
+  monkeypatch.setattr(
+    train_vs_infer, "train_and_evaluate", lambda c, w, progress: trained.append(c.num_steps)
+  )
+  lines = []
+  assert train_vs_infer.train_or_reuse(config, workdir, True, lines.append) == summary
+  assert trained == [] and lines == [
+    f"mnist1d_cnn in {workdir} is finished (step 20 of 20): reusing it, no training"
+  ]
+  longer = config_lib.load_config(
+    os.path.join(repo_root, "experiments/mnist1d_cnn.py"), ["num_steps=40"]
+  )
+  train_vs_infer.train_or_reuse(longer, workdir, True, lines.append)
+  assert trained == [40] and lines[-1].endswith("from step 20 of 40")
+  other = config_lib.load_config(
+    os.path.join(repo_root, "experiments/mnist1d_cnn.py"), ["num_steps=20", "batch_size=50"]
+  )
+  with pytest.raises(workdir_lib.WorkdirError, match="different config"):
+    train_vs_infer.train_or_reuse(other, workdir, True, lines.append)
+  train_vs_infer.train_or_reuse(config, str(tmp_path / "new"), True, lines.append)
+  assert trained == [40, 20] and lines[-1].startswith("training mnist1d_cnn in")

@@ -15,7 +15,7 @@ import pytest
 
 from research.bench import figures
 from research.bench.latency import saturation_batch_size
-from research.studies.cost_report import report_figure
+from research.studies.cost_figure import report_figure
 
 GRU_REPORT = "results/cost/mnist1d_gru/report.json"  # its train batch is not its best batch
 CNN_REPORT = "results/cost/mnist1d_cnn/report.json"
