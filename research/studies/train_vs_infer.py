@@ -227,6 +227,7 @@ def compiled_memory(
   state = create_train_state(
     run.model, optimizer, np.zeros((1, *run.input_shape), np.float32), jax.random.key(0)
   )
+  x_b = np.zeros((batch, *run.input_shape), np.float32)
   train_compiled = xla.compiled_cost(
     make_train_step(run.model, optimizer), state, (x_b, np.zeros(batch, np.int32)), donate_argnums=0
   )
