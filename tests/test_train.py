@@ -16,6 +16,7 @@ from research.data import mnist1d as mnist1d_lib
 from research.training import loop as loop_lib
 from research.training import resume as resume_lib
 from research.training.loop import TrainingError, train_and_evaluate
+from research.training.progress import postfix
 from research.workdir import WorkdirError
 
 TINY = ["num_steps=40", "log_every=10", "eval_every=20", "checkpoint_every=20"]
@@ -339,6 +340,13 @@ def test_resume_with_a_different_config_is_refused_before_the_data_loads(tmp_pat
   monkeypatch.setattr(loop_lib, "load_dataset", no_data)
   with pytest.raises(WorkdirError, match="different config.*optimizer.learning_rate"):
     train_and_evaluate(tiny_config("optimizer.learning_rate=0.001"), workdir, progress=False)
+
+
+def test_progress_shows_no_accuracy_before_the_first_evaluation():
+  assert postfix([0.5], [None]) == "loss=0.500"
+  assert postfix([0.5], [0.25]) == "loss=0.500, test_acc=0.250"
+  assert postfix([0.5, 0.7], [None, None]) == "2 runs, loss 0.500..0.700"
+  assert postfix([0.5, 0.7], [None, 0.3]) == "2 runs, loss 0.500..0.700, test_acc 0.300 max"
 
 
 def test_mnist1d_cache_gives_the_generated_arrays_and_regenerates_a_damaged_file(
