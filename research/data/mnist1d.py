@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import io
 import json
 import os
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from research.data.dataset import Dataset, make_dataset
-from research.provenance import write_bytes
+from research.outputs import write_npz
 
 CACHE_ENV = "TRAIN_VS_INFER_CACHE"  # where cached datasets go; overrides the default below
 _ARRAYS = ("x", "y", "x_test", "y_test")
@@ -97,8 +96,6 @@ def _read(path: str, key: dict[str, Any]) -> dict[str, np.ndarray] | None:
       if json.loads(str(archive["key"])) != key:
         return None
       raw = {k: archive[k] for k in _ARRAYS}
-  except FileNotFoundError:
-    return None
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
     return None
   if not (raw["x"].ndim == raw["x_test"].ndim == 2 and raw["y"].ndim == raw["y_test"].ndim == 1):
@@ -110,10 +107,8 @@ def _read(path: str, key: dict[str, Any]) -> dict[str, np.ndarray] | None:
 
 def _write(path: str, key: dict[str, Any], raw: dict[str, np.ndarray]) -> None:
   """Writes the cache file atomically; a cache that cannot be written costs time, not the run."""
-  buffer = io.BytesIO()
-  np.savez(buffer, key=np.array(json.dumps(key, sort_keys=True)), **raw)
   try:
-    write_bytes(path, buffer.getvalue())
+    write_npz(path, key=np.array(json.dumps(key, sort_keys=True)), **raw)
   except OSError as e:
     print(
       f"warning: cannot cache MNIST-1D in {os.path.dirname(path)} ({e.strerror}); set "
