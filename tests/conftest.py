@@ -1,4 +1,6 @@
-"""Tests see 8 CPU devices (set before any JAX work) and share one MNIST-1D generation.
+"""Tests see 8 CPU devices (set before any JAX work) and share one MNIST-1D generation: its
+disk cache (research/data/mnist1d.py) points at a directory of the system's temp dir, shared by
+the suite's runs, its workers and the scripts they launch, never the user's ~/.cache.
 
 Under pytest-xdist (`-n 2`), each worker pins itself to its own core before JAX starts, so the
 `--threads 1` runs the tests launch (which pin to one of the cores they may use) spread over the
@@ -6,9 +8,9 @@ cores instead of all landing on the first. The CPUs the machine offers are kept 
 TEST_MACHINE_CPUS for the test that launches runs on different CPU sets.
 """
 
-import functools
 import os
 import sys
+import tempfile
 
 _MACHINE_CPUS = sorted(os.sched_getaffinity(0))
 os.environ.setdefault("TEST_MACHINE_CPUS", ",".join(map(str, _MACHINE_CPUS)))
@@ -24,10 +26,9 @@ jax.config.update("jax_num_cpu_devices", 8)
 
 import pytest  # noqa: E402
 
-import research.data.mnist1d as _mnist1d  # noqa: E402
+from research.data.mnist1d import CACHE_ENV  # noqa: E402
 
-# Generation is deterministic; caching it keeps the suite fast without changing any result.
-_mnist1d.load_mnist1d = functools.lru_cache(maxsize=4)(_mnist1d.load_mnist1d)
+os.environ[CACHE_ENV] = os.path.join(tempfile.gettempdir(), "train-vs-infer-tests-cache")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,8 +12,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from research.checkpoint import Checkpointer
 from research.config import load_config
+from research.data import mnist1d as mnist1d_lib
+from research.training import loop as loop_lib
 from research.training import resume as resume_lib
 from research.training.loop import TrainingError, train_and_evaluate
+from research.training.progress import postfix
 from research.workdir import WorkdirError
 
 TINY = ["num_steps=40", "log_every=10", "eval_every=20", "checkpoint_every=20"]
@@ -105,7 +108,7 @@ def test_events_hold_scalars_text_and_hparams(tmp_path):
   assert "_hparams_/session_start_info" in trial.PluginTagToContent("hparams")
 
 
-def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, monkeypatch, capsys):
   config = tiny_config()
   straight = str(tmp_path / "straight")
   expected = train_and_evaluate(config, straight, progress=False)
@@ -124,10 +127,15 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, monkeypatch):
   monkeypatch.setattr(resume_lib, "save", real_save)
   with Checkpointer(os.path.join(interrupted, "checkpoints"), read_only=True) as ckpt:
     assert ckpt.all_steps() == [20]
+  capsys.readouterr()
   resumed = train_and_evaluate(config, interrupted, progress=False)
-
+  assert f"resuming {interrupted} from step 20 of 40\n" in capsys.readouterr().out
   for key in ("final_test_accuracy", "final_test_loss", "best_test_accuracy", "steps"):
     assert resumed[key] == expected[key], key
+  again = train_and_evaluate(config, interrupted, progress=False)  # finished: says so, once
+  said = capsys.readouterr().out
+  assert said.count("finished at step 40 of 40; nothing to train") == 1, said
+  assert again["final_test_loss"] == expected["final_test_loss"]
   _, p_straight, _ = final_params(straight)
   _, p_resumed, _ = final_params(interrupted)
   for a, b in zip(jax.tree.leaves(p_straight), jax.tree.leaves(p_resumed)):
@@ -322,11 +330,59 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert ckpt.all_steps() == [20]
 
 
-def test_resume_with_a_different_config_is_refused(tmp_path):
+def test_resume_with_a_different_config_is_refused_before_the_data_loads(tmp_path, monkeypatch):
   workdir = str(tmp_path / "run")
   train_and_evaluate(tiny_config(), workdir, progress=False)
+
+  def no_data(config):
+    raise AssertionError("the dataset was loaded before the workdir was checked")
+
+  monkeypatch.setattr(loop_lib, "load_dataset", no_data)
   with pytest.raises(WorkdirError, match="different config.*optimizer.learning_rate"):
     train_and_evaluate(tiny_config("optimizer.learning_rate=0.001"), workdir, progress=False)
+
+
+def test_progress_shows_no_accuracy_before_the_first_evaluation():
+  assert postfix([0.5], [None]) == "loss=0.500"
+  assert postfix([0.5], [0.25]) == "loss=0.500, test_acc=0.250"
+  assert postfix([0.5, 0.7], [None, None]) == "2 runs, loss 0.500..0.700"
+  assert postfix([0.5, 0.7], [None, 0.3]) == "2 runs, loss 0.500..0.700, test_acc 0.300 max"
+
+
+def test_mnist1d_cache_gives_the_generated_arrays_and_regenerates_a_damaged_file(
+  tmp_path, monkeypatch
+):
+  monkeypatch.setenv(mnist1d_lib.CACHE_ENV, str(tmp_path / "cache"))
+  rng = np.random.default_rng(0)
+  made = []
+
+  def generate(seed, shuffle_seq):  # stands in for the 8 s generator, same dtypes
+    made.append((seed, shuffle_seq))
+    x, x_test = rng.normal(size=(80, 40)), rng.normal(size=(20, 40))
+    return {"x": x, "y": np.arange(80) % 10, "x_test": x_test, "y_test": np.arange(20) % 10}
+
+  monkeypatch.setattr(mnist1d_lib, "_generate", generate)
+  first = mnist1d_lib.load_mnist1d(seed=7)
+  path = mnist1d_lib.cache_path(7, False)
+  assert os.path.isfile(path) and made == [(7, False)]
+  cached = mnist1d_lib.load_mnist1d(seed=7)
+  assert made == [(7, False)]  # read back, not generated
+  for field in ("x_train", "y_train", "x_test", "y_test"):
+    a, b = getattr(first, field), getattr(cached, field)
+    assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), field
+  mnist1d_lib.load_mnist1d(seed=7, shuffle_seq=True)  # another key, another file
+  assert made[-1] == (7, True) and mnist1d_lib.cache_path(7, True) != path
+  whole = open(path, "rb").read()
+  flipped = bytearray(whole)
+  flipped[len(whole) // 2] ^= 0xFF  # inside an array: the zip's CRC no longer matches
+  for damage in (b"not a zip", whole[:-100], bytes(flipped)):
+    with open(path, "wb") as f:
+      f.write(damage)
+    again = mnist1d_lib.load_mnist1d(seed=7)  # generated again, not a crash
+    assert made[-1] == (7, False) and again.x_train.shape == first.x_train.shape
+    assert mnist1d_lib.load_mnist1d(seed=7).x_train.tobytes() == again.x_train.tobytes()
+  assert len(made) == 5
+  assert not [n for n in os.listdir(tmp_path / "cache") if ".tmp" in n]
 
 
 # kill -9 of the real script at random moments, then a re-run ending bitwise: the kill9 trial of

@@ -17,6 +17,7 @@ rounds, and the MNIST-1D CNN's parameters moved by up to 1.26 after 1000 steps.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -66,67 +67,77 @@ def decay_mask(kind: str) -> Callable[[Any], Any] | None:
   return lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def make_optimizer(
-  name: str,
-  learning_rate: float,
-  b1: float = 0.9,
-  b2: float = 0.999,
-  weight_decay: float = 0.0,
-  momentum: float = 0.9,
-  schedule: str = "constant",
-  warmup_steps: int = 0,
-  decay_steps: int = 0,
-  end_factor: float = 0.0,
-  clip_norm: float = 0.0,
-  weight_decay_mask: str = "all",
-  num_steps: int = 0,
-) -> optax.GradientTransformation:
-  """The optimizer a config's `optimizer` group names, for a run of `num_steps` steps.
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+  """A config's `optimizer` group, plus the run's `num_steps` (what `decay_steps` 0 means).
 
   PyTorch's Adam adds weight decay to the gradient (L2, `adam` here); `adamw` decouples it.
-  `clip_norm` > 0 clips the global gradient norm first. `decay_steps` 0 means `num_steps`.
+  `clip_norm` > 0 clips the global gradient norm first.
   """
-  if name not in OPTIMIZERS:
-    raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
-  factor = lr_factor_schedule(schedule, warmup_steps, decay_steps or num_steps, end_factor)
-  mask = decay_mask(weight_decay_mask)
-  structure = {
-    "name": name,
-    "decay": weight_decay != 0.0,
-    "clip": clip_norm != 0.0,
-    "momentum": bool(momentum),
-    "mask": mask,
-  }
+
+  name: str
+  learning_rate: float
+  b1: float = 0.9
+  b2: float = 0.999
+  weight_decay: float = 0.0
+  momentum: float = 0.9
+  schedule: str = "constant"
+  warmup_steps: int = 0
+  decay_steps: int = 0
+  end_factor: float = 0.0
+  clip_norm: float = 0.0
+  weight_decay_mask: str = "all"
+  num_steps: int = 0
+
+
+def make_optimizer(
+  name: str, learning_rate: float, **settings: Any
+) -> optax.GradientTransformation:
+  """The optimizer named, with any other `OptimizerSettings` field given by keyword."""
+  return build_optimizer(OptimizerSettings(name, learning_rate, **settings))
+
+
+def build_optimizer(s: OptimizerSettings) -> optax.GradientTransformation:
+  """The optimizer `s` describes, its scalars injected into its state (see the module's doc)."""
+  if s.name not in OPTIMIZERS:
+    raise ValueError(f"unknown optimizer {s.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+  factor = lr_factor_schedule(
+    s.schedule, s.warmup_steps, s.decay_steps or s.num_steps, s.end_factor
+  )
+  mask = decay_mask(s.weight_decay_mask)
 
   def factory(learning_rate, weight_decay, clip_norm, lr_factor=None):
     lr = learning_rate if lr_factor is None else learning_rate * lr_factor
-    return _build(structure, lr, b1, b2, weight_decay, momentum, clip_norm)
+    return _build(s, mask, lr, weight_decay, clip_norm)
 
-  hyper = dict(learning_rate=learning_rate, weight_decay=weight_decay, clip_norm=clip_norm)
+  hyper = dict(learning_rate=s.learning_rate, weight_decay=s.weight_decay, clip_norm=s.clip_norm)
   if factor is not None:
     hyper["lr_factor"] = factor
   return optax.inject_hyperparams(factory)(**hyper)
 
 
-def _build(s: dict, lr, b1, b2, weight_decay, momentum, clip_norm) -> optax.GradientTransformation:
-  if s["name"] == "adam":
-    tx = optax.adam(lr, b1=b1, b2=b2)
-    if s["decay"]:
-      tx = optax.chain(optax.add_decayed_weights(weight_decay, s["mask"]), tx)
-  elif s["name"] == "adamw":
-    tx = optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay, mask=s["mask"])
+def _build(s: OptimizerSettings, mask, lr, weight_decay, clip_norm) -> optax.GradientTransformation:
+  """The plain Optax chain. Its structure (decay and clipping on or off) comes from the settings;
+  `lr`, `weight_decay` and `clip_norm` are the values injected into the state."""
+  decay, clip = s.weight_decay != 0.0, s.clip_norm != 0.0
+  if s.name == "adam":
+    tx = optax.adam(lr, b1=s.b1, b2=s.b2)
+    if decay:
+      tx = optax.chain(optax.add_decayed_weights(weight_decay, mask), tx)
+  elif s.name == "adamw":
+    tx = optax.adamw(lr, b1=s.b1, b2=s.b2, weight_decay=weight_decay, mask=mask)
   else:
-    tx = optax.sgd(lr, momentum=momentum if s["momentum"] else None)
-    if s["decay"]:
-      tx = optax.chain(optax.add_decayed_weights(weight_decay, s["mask"]), tx)
-  if s["clip"]:
+    tx = optax.sgd(lr, momentum=s.momentum if s.momentum else None)
+    if decay:
+      tx = optax.chain(optax.add_decayed_weights(weight_decay, mask), tx)
+  if clip:
     tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
   return tx
 
 
 def optimizer_from_config(config: Any) -> optax.GradientTransformation:
-  """`make_optimizer` for a run config: its `optimizer` group and its `num_steps`."""
-  return make_optimizer(**config.optimizer, num_steps=config.num_steps)
+  """The optimizer of a run config: its `optimizer` group and its `num_steps`."""
+  return build_optimizer(OptimizerSettings(**config.optimizer, num_steps=config.num_steps))
 
 
 def learning_rate_used(opt_state: Any) -> jax.Array:

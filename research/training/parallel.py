@@ -2,7 +2,9 @@
 
 The train step itself is unchanged: given a replicated state and a batch sharded over `data`, XLA's
 partitioner splits the forward and backward passes by example and inserts the all-reduce of the
-gradients. The same code runs on one device (a mesh of one) and on many. Axes are `Auto`: with
+gradients. The train chunk's jit declares these shardings (`side_by_side.Group.jit_chunk`, as
+big_vision declares its train step's), and `replicate` / `batch_sharded` place the arrays to
+match. The same code runs on one device (a mesh of one) and on many. Axes are `Auto`: with
 jax 0.10's default `Explicit` axes, a state committed to one device fails inside a sharded jit.
 
 Several processes (`scripts/train.py --distributed`, research/training/distributed.py): after
@@ -43,9 +45,16 @@ def choose_devices(num_devices: int, devices: Sequence[Any]) -> list[Any]:
   """The first `num_devices` devices (0: all); with several processes, the first
   `num_devices / processes` of each process's, in process order."""
   if num_devices < 0 or num_devices > len(devices):
+    cpu = bool(devices) and getattr(devices[0], "platform", "") == "cpu"
+    hint = (
+      f" (on CPU, XLA_FLAGS=--xla_force_host_platform_device_count={max(num_devices, 2)} "
+      "before the command gives that many devices)"
+      if cpu and num_devices > len(devices)
+      else ""
+    )
     raise ParallelError(
       f"num_devices={num_devices} but {len(devices)} device(s) are visible; "
-      f"use 0 (all) or a number up to {len(devices)}"
+      f"use 0 (all) or a number up to {len(devices)}{hint}"
     )
   by_process: dict[int, list[Any]] = {}
   for d in devices:

@@ -135,6 +135,21 @@ def train_one_by_one_job(spec: str, overrides: list[tuple[str, ...]], workdirs: 
   return {"summaries": summaries, "wall_seconds": time.perf_counter() - t}
 
 
+@dataclasses.dataclass(frozen=True)
+class _Sweep:
+  """A checked sweep: its runs, their configs and run directories, the cores it may use."""
+
+  spec: str
+  runs: list[SweepRun]
+  configs: list[Any]
+  workdir: str
+  workdirs: list[str]
+  cores: list[int]
+
+  def job_args(self, indices: Sequence[int], dirs: Sequence[str]) -> tuple:
+    return (self.spec, [self.runs[i].overrides for i in indices], [dirs[i] for i in indices])
+
+
 def run_sweep(
   spec: str,
   common: Sequence[str],
@@ -153,10 +168,50 @@ def run_sweep(
   """
   import shutil
 
-  from research.outputs import check_output_dir, check_output_prefix, write_json, write_text
+  from research.outputs import write_json
   from research.provenance import provenance
-  from research.training.sweep_table import agreement, csv_table, markdown
-  from research.training.workers import run_jobs
+
+  sweep = _check_sweep(spec, common, sweep_flags, workdir, workers, one_by_one, out)
+  os.makedirs(sweep.workdir, exist_ok=True)
+  write_json(
+    os.path.join(sweep.workdir, SWEEP_FILE),
+    {"config": spec, "overrides": list(common), "sweep": list(sweep_flags)},
+  )
+  caches = {
+    k: os.path.join(sweep.workdir, f".compilation_cache_{k}") for k in ("sweep", "one_by_one")
+  }
+  if one_by_one:
+    for cache in caches.values():
+      shutil.rmtree(cache, ignore_errors=True)
+  jobs = plan_jobs(sweep.configs, sweep.workdirs, len(sweep.cores))
+  timing = _train_grid(sweep, jobs, caches["sweep"])
+  summaries = [workdir_lib.read_summary(w) for w in sweep.workdirs]
+  if one_by_one:
+    timing.update(_train_one_by_one(sweep, summaries, caches["one_by_one"], timing["wall_seconds"]))
+  report = {
+    "provenance": provenance(argv, jax_device=False, workers=timing["workers"]),
+    "config": spec,
+    "swept": list(sweep.runs[0].values),
+    "runs": [
+      {"name": r.name, "values": r.values, "summary": s} for r, s in zip(sweep.runs, summaries)
+    ],
+    "timing": timing if len(jobs) else None,
+  }
+  _write_tables(report, sweep.workdir, out)
+  return report
+
+
+def _check_sweep(
+  spec: str,
+  common: Sequence[str],
+  sweep_flags: Sequence[str],
+  workdir: str,
+  workers: int,
+  one_by_one: bool,
+  out: str,
+) -> _Sweep:
+  """Every check a sweep can fail, before anything is written or trained."""
+  from research.outputs import check_output_dir, check_output_prefix
 
   runs = expand(parse_sweep(sweep_flags), common)
   configs = load_runs(spec, runs)
@@ -173,72 +228,73 @@ def run_sweep(
   cores = sorted(os.sched_getaffinity(0))
   if not 0 <= workers <= len(cores):
     raise SweepError(f"--workers must be between 1 and the {len(cores)} core(s) available")
-  cores = cores[: workers or len(cores)]
   if one_by_one and any(os.path.exists(w) for w in workdirs):
     raise SweepError(
       f"--one-by-one times the whole sweep against the same runs trained one after another, "
       f"so it needs a fresh --workdir; {workdir} already holds runs"
     )
-  os.makedirs(workdir, exist_ok=True)
-  write_json(
-    os.path.join(workdir, SWEEP_FILE),
-    {"config": spec, "overrides": list(common), "sweep": list(sweep_flags)},
-  )
-  caches = {k: os.path.join(workdir, f".compilation_cache_{k}") for k in ("sweep", "one_by_one")}
-  if one_by_one:
-    for cache in caches.values():
-      shutil.rmtree(cache, ignore_errors=True)
+  return _Sweep(spec, runs, configs, workdir, workdirs, cores[: workers or len(cores)])
 
-  jobs = plan_jobs(configs, workdirs, len(cores))
-  skipped = len(runs) - sum(len(ix) for _, ix in jobs)
+
+def _train_grid(sweep: _Sweep, jobs: list[tuple[str, list[int]]], cache: str) -> dict[str, Any]:
+  """The unfinished runs, group by group, on one worker per core; the sweep's timing."""
+  from research.training.workers import run_jobs
+
+  cores = sweep.cores
+  skipped = len(sweep.runs) - sum(len(ix) for _, ix in jobs)
   print(
-    f"{len(runs)} runs: {skipped} finished, {len(runs) - skipped} to train in {len(jobs)} "
-    f"job(s) ({', '.join(str(len(ix)) for _, ix in jobs) or 'none'} side by side) on "
-    f"{min(len(cores), len(jobs))} core(s)",
+    f"{len(sweep.runs)} runs: {skipped} finished, {len(sweep.runs) - skipped} to train in "
+    f"{len(jobs)} job(s) ({', '.join(str(len(ix)) for _, ix in jobs) or 'none'} side by side) "
+    f"on {min(len(cores), len(jobs))} core(s)",
     flush=True,
   )
-
-  def job_args(indices, dirs):
-    return (spec, [runs[i].overrides for i in indices], [dirs[i] for i in indices])
-
   t = time.perf_counter()
   run_jobs(
     train_group_job,
-    [(name, job_args(ix, workdirs)) for name, ix in jobs],
+    [(name, sweep.job_args(ix, sweep.workdirs)) for name, ix in jobs],
     cores[: len(jobs)],
     lambda name, r: f"{name}: {r['wall_seconds']:.0f} s",
-    compilation_cache=caches["sweep"],
+    compilation_cache=cache,
     desc="sweep",
   )
-  timing = {"wall_seconds": time.perf_counter() - t, "workers": min(len(cores), len(jobs))}
-  timing["jobs"] = [len(ix) for _, ix in jobs]
-  summaries = [workdir_lib.read_summary(w) for w in workdirs]
-
-  if one_by_one:
-    alone_dirs = [os.path.join(workdir, "one_by_one", r.name) for r in runs]
-    t = time.perf_counter()
-    alone = run_jobs(
-      train_one_by_one_job,
-      [("one by one", job_args(range(len(runs)), alone_dirs))],
-      cores[:1],
-      compilation_cache=caches["one_by_one"],
-      desc="one by one",
-    )["one by one"]
-    timing["one_by_one_wall_seconds"] = time.perf_counter() - t
-    timing["speedup"] = timing["one_by_one_wall_seconds"] / timing["wall_seconds"]
-    timing["agreement"] = agreement(summaries, alone["summaries"])
-    for key in ("train_seconds", "compile_seconds", "eval_seconds"):
-      # A group's seconds are in each member's summary: count them once per group.
-      timing[f"side_by_side_{key}"] = sum(s[key] / s["trained_side_by_side"] for s in summaries)
-      timing[f"one_by_one_{key}"] = sum(s[key] for s in alone["summaries"])
-
-  report = {
-    "provenance": provenance(argv, jax_device=False, workers=timing["workers"]),
-    "config": spec,
-    "swept": list(runs[0].values),
-    "runs": [{"name": r.name, "values": r.values, "summary": s} for r, s in zip(runs, summaries)],
-    "timing": timing if len(jobs) else None,
+  return {
+    "wall_seconds": time.perf_counter() - t,
+    "workers": min(len(cores), len(jobs)),
+    "jobs": [len(ix) for _, ix in jobs],
   }
+
+
+def _train_one_by_one(
+  sweep: _Sweep, summaries: list[dict], cache: str, wall_seconds: float
+) -> dict[str, Any]:
+  """The same runs again, one after another on one core: the timing baseline of `--one-by-one`."""
+  from research.training.sweep_table import agreement
+  from research.training.workers import run_jobs
+
+  alone_dirs = [os.path.join(sweep.workdir, "one_by_one", r.name) for r in sweep.runs]
+  t = time.perf_counter()
+  alone = run_jobs(
+    train_one_by_one_job,
+    [("one by one", sweep.job_args(range(len(sweep.runs)), alone_dirs))],
+    sweep.cores[:1],
+    compilation_cache=cache,
+    desc="one by one",
+  )["one by one"]
+  timing = {"one_by_one_wall_seconds": time.perf_counter() - t}
+  timing["speedup"] = timing["one_by_one_wall_seconds"] / wall_seconds
+  timing["agreement"] = agreement(summaries, alone["summaries"])
+  for key in ("train_seconds", "compile_seconds", "eval_seconds"):
+    # A group's seconds are in each member's summary: count them once per group.
+    timing[f"side_by_side_{key}"] = sum(s[key] / s["trained_side_by_side"] for s in summaries)
+    timing[f"one_by_one_{key}"] = sum(s[key] for s in alone["summaries"])
+  return timing
+
+
+def _write_tables(report: dict[str, Any], workdir: str, out: str) -> None:
+  """`<workdir>/sweep.{md,csv}`, and with `out` the same tables and the report as JSON."""
+  from research.outputs import write_json, write_text
+  from research.training.sweep_table import csv_table, markdown
+
   text = markdown(report)
   write_text(os.path.join(workdir, TABLE + ".md"), text)
   write_text(os.path.join(workdir, TABLE + ".csv"), csv_table(report))
@@ -246,4 +302,3 @@ def run_sweep(
     write_text(out + ".md", text)
     write_text(out + ".csv", csv_table(report))
     write_json(out + ".json", report)
-  return report
