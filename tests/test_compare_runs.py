@@ -16,8 +16,6 @@ from research.studies.compare_runs import write_all
 from research.training.loop import train_and_evaluate
 from research.workdir import WorkdirError
 
-TINY = ["num_steps=10", "log_every=10", "eval_every=10", "checkpoint_every=10"]
-
 
 def _compare(repo_root, *args):
   return subprocess.run(
@@ -34,9 +32,7 @@ def runs_dir(tmp_path_factory):
   """Two tiny runs that differ in learning rate, and four entries that are not runs."""
   root = tmp_path_factory.mktemp("runs")
   for name, lr in (("lr_high", "3e-2"), ("lr_low", "1e-3")):
-    config = load_config(
-      "experiments/mnist1d_logistic.py", TINY + [f"optimizer.learning_rate={lr}"]
-    )
+    config = load_config("experiments/mnist1d_logistic.py:tiny", [f"optimizer.learning_rate={lr}"])
     train_and_evaluate(config, str(root / name), progress=False)
   np.savez(root / "mnist1d.npz", x=np.zeros((2, 40)))  # export_dataset.py's output
   (root / "empty").mkdir()
