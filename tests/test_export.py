@@ -198,22 +198,18 @@ def test_engine_names_are_checked():
   assert check_engines(["onnxruntime", "jax", "jax"]) == ("onnxruntime", "jax")
 
 
-def test_export_script_checks_and_writes_beside_the_file(repo_root, trained_cnn, tmp_path):
+def test_export_script_checks_and_writes_beside_the_file(script_here, trained_cnn, tmp_path):
+  """In this process (tests/conftest.py); from a fresh one: tests/test_bad_inputs.py."""
   out = str(tmp_path / "model.onnx")
-  env = {**os.environ, "PYTHONPATH": repo_root}
-  cmd = [sys.executable, "scripts/export.py", "--workdir", trained_cnn, "--format", "onnx"]
-  result = subprocess.run(
-    cmd + ["--out", out], cwd=repo_root, env=env, capture_output=True, text=True, timeout=300
-  )
-  assert result.returncode == 0, result.stderr[-2000:]
+  args = ["export.py", "--threads", "0", "--workdir", trained_cnn, "--format", "onnx"]
+  code, _, stderr = script_here(*args, "--out", out)
+  assert code == 0, stderr[-2000:]
   record = json.load(open(out + ".json"))
   assert record["check_against_jitted_apply"]["predictions_identical"]
   assert record["bytes"] == os.path.getsize(out) and record["input_shape"] == [40]
-  bad = subprocess.run(
-    cmd + ["--out", str(tmp_path)], cwd=repo_root, env=env, capture_output=True, text=True
-  )
-  lines = bad.stderr.strip().splitlines()
-  assert bad.returncode != 0 and lines[-1].startswith("error: --out") and len(lines) == 1
+  code, _, stderr = script_here(*args, "--out", tmp_path)
+  lines = stderr.strip().splitlines()
+  assert code == 1 and lines[-1].startswith("error: --out") and len(lines) == 1
 
 
 def _run(model, params):
