@@ -88,6 +88,7 @@ def test_figures_are_png_files(tmp_path):
     assert data.startswith(PNG_SIGNATURE) and len(data) > 5000
 
 
+@pytest.mark.slow
 def test_bench_inference_script_writes_everything(repo_root, tmp_path, tiny_cnn_run):
   workdir = str(tmp_path / "run")
   shutil.copytree(tiny_cnn_run[0], workdir)  # the script writes its report into the run

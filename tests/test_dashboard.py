@@ -211,22 +211,13 @@ def test_profile_window_cuts_chunks_only_at_its_edges():
   assert ProfileWindow("", 20, "/x").chunk_length(10, 10) == 10
 
 
-def test_screenshot_script_errors_are_one_line_and_write_nothing(tmp_path):
-  import subprocess
-  import sys
-
+def test_screenshot_script_errors_are_one_line_and_write_nothing(tmp_path, script_here):
   out = tmp_path / "shots"
   for args in (
     ["--logdir", str(tmp_path / "missing")],
     ["--logdir", str(tmp_path), "--chromium", str(tmp_path / "no-chromium")],
   ):
-    result = subprocess.run(
-      [sys.executable, "scripts/screenshot_dashboard.py", *args, "--out", str(out)],
-      cwd=ROOT,
-      capture_output=True,
-      text=True,
-      timeout=120,
-    )
-    assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    code, _, stderr = script_here("screenshot_dashboard.py", *args, "--out", out)
+    assert code == 1
+    assert stderr.count("\n") == 1 and stderr.startswith("error: ")
     assert not out.exists()

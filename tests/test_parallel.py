@@ -23,14 +23,12 @@ from research.training.step import create_train_state, make_train_chunk, make_tr
 
 
 def tiny(num_devices, steps=40, **extra):
+  """The tiny MLP (evaluated and checkpointed every 20 steps), its batch split 8 ways."""
   return load_config(
-    "experiments/mnist1d_mlp.py",
+    "experiments/mnist1d_mlp.py:tiny",
     [
       f"num_steps={steps}",
       "batch_size=96",
-      "log_every=20",
-      "eval_every=20",
-      "checkpoint_every=20",
       f"num_devices={num_devices}",
       *[f"{k}={v}" for k, v in extra.items()],
     ],
