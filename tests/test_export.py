@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research.config import load_config
 from research.models import build_model
 from research.serving import InferenceError
 from research.serving.engines import EngineFactory, check_engines
@@ -24,7 +23,6 @@ from research.serving.export import (
 from research.serving.onnx_passes import fold_gemm_bias
 from research.serving.onnx_runtime import OnnxRuntimeEngine
 from research.serving.restore import load_run
-from research.training.loop import train_and_evaluate
 
 # int8 may cost this much test accuracy against fp32 (percentage points) on the MNIST-1D CNN.
 INT8_ACCURACY_TOLERANCE = 0.03
@@ -42,18 +40,9 @@ def _tiny(name: str):
 
 
 @pytest.fixture(scope="module")
-def trained_cnn(tmp_path_factory):
+def trained_cnn(trained_cnn_run):
   """A briefly trained MNIST-1D CNN (accuracy well above chance, so int8 has something to lose)."""
-  workdir = str(tmp_path_factory.mktemp("cnn"))
-  train_and_evaluate(
-    load_config(
-      "experiments/mnist1d_cnn.py",
-      ["num_steps=600", "log_every=300", "eval_every=600", "checkpoint_every=600"],
-    ),
-    workdir,
-    progress=False,
-  )
-  return workdir
+  return trained_cnn_run[0]
 
 
 def _run_alone(tmp_path, code: str, model_file, x: np.ndarray) -> np.ndarray:

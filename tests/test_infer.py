@@ -19,27 +19,15 @@ from research.data.dataset import DataError
 from research.serving.predictor import InferenceError, Predictor
 from research.serving.quantize import Int8Weight, dequantize, quantize_int8
 from research.serving.restore import load_run
-from research.training.loop import train_and_evaluate
 from research.workdir import WorkdirError
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """A CNN trained for 200 steps (best chosen on 500 validation examples), and its data as an
-  .npz the infer script reads."""
+def trained(tmp_path_factory, trained_cnn_run):
+  """A CNN trained for 200 steps (best chosen on 500 validation examples; tests/conftest.py),
+  and its data as an .npz the infer script reads."""
   root = tmp_path_factory.mktemp("infer")
-  workdir = str(root / "cnn")
-  config = load_config(
-    "experiments/mnist1d_cnn.py",
-    [
-      "num_steps=200",
-      "log_every=50",
-      "eval_every=100",
-      "checkpoint_every=100",
-      "data.validation_size=500",
-    ],
-  )
-  summary = train_and_evaluate(config, workdir, progress=False)
+  workdir, summary, config = trained_cnn_run
   from research.data import load_dataset
 
   data = load_dataset(config.data)
