@@ -66,7 +66,9 @@ def script_here(monkeypatch):
         runpy.run_path(os.path.join(REPO, "scripts", name), run_name="__main__")
       except SystemExit as exit_:
         code = exit_.code
-    return code, out.getvalue(), err.getvalue()
+    # Universal newlines, as a text-mode subprocess.run reads them (csv writes "\r\n").
+    text = lambda f: f.getvalue().replace("\r\n", "\n")  # noqa: E731
+    return code, text(out), text(err)
 
   return run
 

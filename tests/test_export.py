@@ -62,6 +62,7 @@ def _run_alone(tmp_path, code: str, model_file, x: np.ndarray) -> np.ndarray:
   return np.load(out)
 
 
+@pytest.mark.slow
 def test_stablehlo_round_trip_in_a_process_without_the_model_code(tmp_path):
   model, params, x = _tiny("cnn")
   path = tmp_path / "m.stablehlo"
@@ -80,6 +81,7 @@ def test_stablehlo_round_trip_in_a_process_without_the_model_code(tmp_path):
   )
 
 
+@pytest.mark.slow
 def test_onnx_file_answers_in_onnxruntime_alone(tmp_path):
   model, params, x = _tiny("cnn")
   path = tmp_path / "m.onnx"

@@ -115,6 +115,7 @@ def test_predictions_identical_between_batch_sizes(trained):
   np.testing.assert_allclose(whole, one_by_one, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_infer_script_reproduces_final_test_accuracy(trained, repo_root, tmp_path):
   workdir, summary, data, npz = trained
   out = str(tmp_path / "preds.npz")

@@ -325,6 +325,7 @@ def test_resume_with_a_different_config_is_refused(tmp_path, tiny_cnn_run):
 MACHINE_CPUS = {int(c) for c in os.environ["TEST_MACHINE_CPUS"].split(",")}  # set by conftest
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(len(MACHINE_CPUS) < 2, reason="needs two CPUs to launch differently")
 def test_same_numbers_whatever_cpus_the_run_is_launched_on(repo_root, tmp_path):
   """XLA:CPU sizes its thread pool from the usable CPUs, changing rounding; --threads 1 pins.
