@@ -29,6 +29,9 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from research.errors import UserError
+from research.outputs import rename
+
 BEST_METRIC = "score"  # higher is better: validation accuracy, or minus a validation loss
 _TRASH = ".deleting"  # Orbax renames a step here to delete it; emptied by this module
 # Files every save writes; a step without one of them was cut short or half-deleted.
@@ -75,7 +78,7 @@ class _QuietAsyncioShutdown(logging.Filter):
 logging.getLogger("asyncio").addFilter(_QuietAsyncioShutdown())
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
   """No usable checkpoint where one was expected; the message says where and what to do.
 
   `reason` is the short what-is-wrong of a damaged step."""
@@ -211,7 +214,7 @@ class Checkpointer:
     target, n = os.path.join(target_dir, str(step)), 1
     while os.path.exists(target):
       target, n = os.path.join(target_dir, f"{step}.{n}"), n + 1
-    os.replace(source, target)
+    rename(source, target)
     self.set_aside.append((step, why, target))
 
   def _empty_trash(self) -> None:

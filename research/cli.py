@@ -1,7 +1,7 @@
 """Shared pieces of the entry points: `--config.key=value` overrides and one-line errors.
 
-Scripts parse flags here and hand one library call to `run_main`, which turns the library's
-known errors into one `error:` line and exit status 1.
+Scripts parse flags here and hand one library call to `run_main`, which turns any `UserError`
+into one `error:` line and exit status 1.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 from typing import Callable, NoReturn, Sequence
+
+from research.errors import UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -79,7 +81,8 @@ def parse_with_overrides(
 ) -> tuple[argparse.Namespace, list[str]]:
   """Parses known flags; each `--config.a.b=v` (or `--config.a.b v`) becomes an override 'a.b=v'.
 
-  Errors are one `error:` line and exit 1, whatever parser the script built."""
+  Errors are one `error:` line and exit 1, whatever parser the script built. (Why this and not
+  ml_collections' config_flags: `research.config.apply_overrides`.)"""
   one_line_errors(parser)
   args, extra = parser.parse_known_args(argv)
   overrides, i = [], 0
@@ -131,7 +134,7 @@ def add_threads_flag(parser: argparse.ArgumentParser, default: int = 1) -> None:
 
 
 def run_main(main: Callable[[], int | None], preemptible: bool = False) -> None:
-  """Runs `main`, turning the project's known errors into one line on stderr and exit 1.
+  """Runs `main`, turning a `UserError` (research/errors.py) into one line on stderr and exit 1.
 
   `preemptible` (training): SIGTERM and Ctrl-C are taken over before JAX starts
   (research/training/preemption.py): the run checkpoints the step it reaches and exits 143 or
@@ -143,11 +146,10 @@ def run_main(main: Callable[[], int | None], preemptible: bool = False) -> None:
     from research.training import preemption
 
     preemption.install()
-  errors = _project_errors()
   try:
     code = main() or 0
-  except errors as e:
-    _exit(f"error: {_one_line(e)}", 1)
+  except UserError as e:
+    _exit(f"error: {e}", 1)
   except KeyboardInterrupt:
     _exit("interrupted; re-run the same command to resume from the last checkpoint", 130)
   except Exception as e:
@@ -159,11 +161,6 @@ def run_main(main: Callable[[], int | None], preemptible: bool = False) -> None:
   sys.exit(code)
 
 
-def _one_line(e: BaseException) -> str:
-  """The message on one line (a library message may quote a multi-line one), never empty."""
-  return "; ".join(line.strip() for line in str(e).splitlines() if line.strip()) or repr(e)
-
-
 def _exit(line: str, code: int) -> None:
   print(line, file=sys.stderr)
   sys.stdout.flush()
@@ -171,36 +168,3 @@ def _exit(line: str, code: int) -> None:
   if "pytest" in sys.modules:  # a script run inside a test process: end the script, not pytest
     sys.exit(code)
   os._exit(code)
-
-
-def _project_errors() -> tuple[type[BaseException], ...]:
-  """Every error class the library raises for bad input; each message names the fix."""
-  from research.checkpoint import CheckpointError
-  from research.config import ConfigError
-  from research.cost import CostError
-  from research.data import DataError
-  from research.kernels import KernelError
-  from research.models import ModelError
-  from research.outputs import OutputError
-  from research.serving import InferenceError
-  from research.serving.generate import GenerationError
-  from research.studies import StudyError
-  from research.training.loop import TrainingError
-  from research.training.parallel import ParallelError
-  from research.workdir import WorkdirError
-
-  return (
-    CheckpointError,
-    ConfigError,
-    CostError,
-    DataError,
-    KernelError,
-    ModelError,
-    InferenceError,
-    OutputError,
-    StudyError,
-    GenerationError,
-    TrainingError,
-    ParallelError,
-    WorkdirError,
-  )

@@ -16,8 +16,8 @@ from typing import Any, Iterable
 
 import ml_collections
 
-from research.config_checks import validate_optimizer, validate_sizes
-from research.training.profiling import parse_window
+from research.config_checks import parse_window, validate_optimizer, validate_sizes
+from research.errors import UserError
 
 # Fields that change what is recorded, not what is trained: not hyperparameters when runs are
 # compared (TensorBoard's HParams, compare_runs.py).
@@ -35,7 +35,7 @@ SIDE_BY_SIDE = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A config that cannot be used; the message names the file or key and the fix."""
 
 
@@ -145,7 +145,22 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.Conf
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
-  """Sets `a.b=value` fields in place, parsing each value as the field's current type."""
+  """Sets `a.b=value` fields in place, parsing each value as the field's current type.
+
+  Why not ml_collections' `config_flags` (tried with ml_collections 1.1.0, absl-py 2.5.1): it
+  reads overrides from `sys.argv` (or an argv fixed when the flag is defined), not from the
+  argv being parsed, so `FlagValues()(["p", "--config=x.py", "--config.num_steps=7"])` fails
+  with "Unknown command line flag 'config.num_steps'"; sweeps, Table 1's workers and tests load
+  many configs with override lists in one process, and would each need a new FlagValues and a
+  made-up argv. Its errors are not our one line with the fix: a misspelt key is an
+  AttributeError "'num_stepz'\\nDid you mean ..." without the known keys, a bad variant or a
+  failing get_config() an IllegalFlagValueError holding the whole traceback, a missing file a
+  bare OSError, a syntax error a bare SyntaxError. It rejects `num_steps=1e4` for an int and
+  `yes` for a bool, which we accept. And it parses with absl, while every script's own flags are
+  argparse (`research.cli.parse_with_overrides` hands the `--config.*` rest here). What it
+  would save, the typed parse (this function and its two helpers, about 60 lines), would go to
+  a wrapper about as long that still changes what an override accepts.
+  """
   for item in overrides:
     key, sep, raw = item.partition("=")
     if not sep or not key:
@@ -306,7 +321,7 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
 
 
 def save_config(config: ml_collections.ConfigDict, path: str) -> None:
-  from research.provenance import write_json
+  from research.outputs import write_json
 
   write_json(path, to_dict(config))
 

@@ -1,5 +1,6 @@
-"""Value checks `config.validate` runs on every config: sizes and seeds, and the optimizer
-recipe. Each takes `need(condition, message)`, which raises the config's one-line error.
+"""Value checks `config.validate` runs on every config: sizes and seeds, the optimizer recipe,
+and the profile window. Each takes `need(condition, message)`, which raises the config's one-line
+error; `parse_window` raises ValueError, and the training loop's profiler parses with it too.
 
 Nothing here imports JAX or the rest of `research.config`.
 """
@@ -71,3 +72,21 @@ def validate_optimizer(opt: ml_collections.ConfigDict, num_steps: int, need: Nee
       f"optimizer.decay_steps ({decay or num_steps}{' = num_steps' if not decay else ''}) must "
       f"exceed warmup_steps ({warmup}); shorten the warmup or lengthen the decay",
     )
+
+
+def parse_window(spec: str, num_steps: int) -> tuple[int, int] | None:
+  """(START, END) from "START:END", or None for ""; ValueError says what is wrong."""
+  if not spec:
+    return None
+  start, sep, end = spec.partition(":")
+  try:
+    window = int(start), int(end)
+  except ValueError:
+    window = None
+  if not sep or window is None:
+    raise ValueError(f"profile_steps={spec!r}: expected START:END (e.g. 100:110) or empty")
+  if not 0 <= window[0] < window[1] <= num_steps:
+    raise ValueError(
+      f"profile_steps={spec!r}: need 0 <= START < END <= num_steps ({num_steps}), e.g. 100:110"
+    )
+  return window

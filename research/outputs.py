@@ -1,16 +1,27 @@
-"""Checks on where a command will write, made before any work: a bad output path then costs
-nothing and leaves nothing behind, instead of failing after minutes of measuring.
+"""Where and how every command writes its files: the one module for it.
+
+- Checks on where a command will write, made before any work: a bad output path then costs
+  nothing and leaves nothing behind, instead of failing after minutes of measuring.
+- Atomic writers (text, bytes, JSON, `.npz`, a set of files, a whole directory): each writes a
+  temporary beside its target and renames it into place, so a reader sees the old file or the
+  new one, never half of one, and a failure (a full disk, a bug, Ctrl-C) leaves no temporary.
+- The markdown table every report uses.
 
 Nothing here imports JAX.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-from typing import Sequence
+import shutil
+from typing import Any, Iterator, Mapping, Sequence
+
+from research.errors import UserError
 
 
-class OutputError(ValueError):
+class OutputError(UserError, ValueError):
   """An output path that cannot be written as asked; the message names the flag and the fix."""
 
 
@@ -84,3 +95,124 @@ def check_output_dir(path: str, flag: str, hint: str = "") -> None:
       raise OutputError(f"{flag} {path} is read-only; {hint or 'choose a writable directory'}")
     return
   _check_directory(os.path.abspath(path), path, flag)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, tmp: str | None = None, optional: bool = False) -> Iterator[str]:
+  """A temporary name beside `path` for the block to write; renamed onto `path` when the block
+  ends, removed when it raises, so `path` keeps its old content and nothing else stays behind.
+
+  The temporary keeps `path`'s extension (numpy's savers append one to a name without it);
+  `tmp` names it instead (TensorBoard must not read a half-written event file). `optional`: a
+  block that wrote nothing leaves `path` as it was. The directory must exist (the writers below
+  make it).
+  """
+  tmp = tmp or f"{path}.tmp{os.getpid()}{os.path.splitext(path)[1]}"
+  try:
+    yield tmp
+    if not (optional and not os.path.exists(tmp)):
+      os.replace(tmp, path)
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+
+
+def write_bytes(path: str, data: bytes) -> str:
+  """Writes atomically (see `atomic_path`), making the directory if needed. Returns `path`."""
+  _make_parent(path)
+  with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    f.write(data)
+  return path
+
+
+def write_text(path: str, text: str) -> str:
+  """Writes atomically, like `write_bytes`."""
+  return write_bytes(path, text.encode())
+
+
+def write_json(path: str, obj: Any) -> str:
+  """Writes atomically, indented, numpy scalars and arrays as plain numbers and lists."""
+  return write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+
+
+def write_npz(path: str, **arrays: Any) -> str:
+  """Writes arrays to an uncompressed `.npz` atomically, like `write_bytes`."""
+  import numpy as np
+
+  _make_parent(path)
+  with atomic_path(path) as tmp:
+    np.savez(tmp, **arrays)
+  return path
+
+
+def write_all(files: Mapping[str, str | bytes], flag: str = "") -> None:
+  """Writes every file or none: all go to temporaries first, and only then is each renamed into
+  place. With `flag`, a file that cannot be written is one OutputError naming it and the flag."""
+  path = ""
+  try:
+    with contextlib.ExitStack() as stack:
+      for path, data in files.items():
+        _make_parent(path)
+        tmp = stack.enter_context(atomic_path(path))
+        with open(tmp, "wb") as f:
+          f.write(data.encode() if isinstance(data, str) else data)
+  except OSError as e:
+    if not flag:
+      raise
+    raise OutputError(f"cannot write {path} ({e.strerror}); choose another {flag}") from None
+
+
+@contextlib.contextmanager
+def replacing_directory(path: str) -> Iterator[str]:
+  """For a block that re-makes the whole directory `path` (LoadGen's logs): the old one is kept
+  aside as PATH.previous while the block runs and deleted after it; if the block raises, what it
+  made is removed and the old one put back."""
+  previous = path + ".previous"
+  shutil.rmtree(previous, ignore_errors=True)
+  if os.path.isdir(path):
+    rename(path, previous)
+  try:
+    yield path
+  except BaseException:
+    if os.path.isdir(previous):
+      shutil.rmtree(path, ignore_errors=True)
+      rename(previous, path)
+    raise
+  shutil.rmtree(previous, ignore_errors=True)
+
+
+def rename(source: str, target: str) -> None:
+  """Moves a file or directory in one step within a filesystem (a damaged checkpoint step set
+  aside): it is whole under one name or the other, never half moved. Replaces a file at `target`."""
+  os.replace(source, target)
+
+
+def _make_parent(path: str) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
+def _json_default(o: Any) -> Any:
+  import numpy as np
+
+  if isinstance(o, (np.integer,)):
+    return int(o)
+  if isinstance(o, (np.floating,)):
+    return float(o)
+  if isinstance(o, np.ndarray):
+    return o.tolist()
+  return str(o)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> str:
+  """A pipe table; a `|` inside a cell (`max |Δlogit|`) is escaped so it cannot split the cell.
+
+  `align` gives one letter per column, `l` or `r` (right-aligned: `---:`); default all left.
+  """
+
+  def cell(c: Any) -> str:
+    return str(c).replace("|", "\\|")
+
+  rule = "|" + "".join("---:|" if a == "r" else "---|" for a in align.ljust(len(header), "l"))
+  lines = ["| " + " | ".join(map(cell, header)) + " |", rule]
+  lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+  return "\n".join(lines)

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import socket
 import sys
+import time
+from typing import Iterator
 
 ONE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
-def configure_threads(threads: int) -> None:
+def configure_threads(threads: int, process_index: int | None = None) -> None:
   """`threads=1` pins the process to one core and XLA:CPU to one thread; 0 keeps XLA's default.
 
   Tiny ops pay more for threading than they gain. Pinning also makes results independent of
   how the process was launched: XLA:CPU sizes its thread pool from the CPUs the process may
   use, and the pool's size changes how work is split and so the float rounding (an MNIST-1D CNN
-  run ends 2 points apart in accuracy). The core is the first the process may use (choose one
-  with `taskset -c N`). XLA reads its settings once, when the backend starts, so this refuses
-  to run after JAX has.
+  run ends 2 points apart in accuracy). Which core it is changes no number; `choose_core`
+  picks it so that concurrent jobs spread over the cores (`taskset -c N` fixes it).
+  `process_index`: this process's index among several (`--distributed`). XLA reads its
+  settings once, when the backend starts, so this refuses to run after JAX has.
   """
   if threads not in (0, 1):
     raise ValueError(f"threads must be 0 (XLA default) or 1 (pinned), got {threads}")
@@ -27,9 +33,80 @@ def configure_threads(threads: int) -> None:
   if not already and "jax" in sys.modules and _backend_started():
     raise RuntimeError("configure_threads must run before JAX initialises its backend")
   if hasattr(os, "sched_setaffinity"):
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    _pin(process_index)
   if "xla_cpu_multi_thread_eigen" not in flags:
     os.environ["XLA_FLAGS"] = (flags + " " + ONE_THREAD_FLAGS).strip()
+
+
+def choose_core(
+  allowed: list[int], process_index: int | None = None, pinned: dict[int, int] | None = None
+) -> int:
+  """The core to pin to, among the `allowed` ones (sorted).
+
+  With a process index (one of several processes started together), core `index mod count`:
+  the processes of one job land on different cores whatever else runs. Otherwise the allowed
+  core the fewest other processes are pinned to (`pinned`: core -> count), the lowest on a tie.
+  Pinned processes are what piles up: the scheduler moves unpinned work off a busy core, but
+  not a pinned one, so before, with every process on its lowest allowed core, two jobs shared
+  core 0 (13 steps/s each) while core 1 idled.
+  """
+  if process_index is not None:
+    return allowed[process_index % len(allowed)]
+  pinned = pinned or {}
+  return min(allowed, key=lambda core: (pinned.get(core, 0), core))
+
+
+def _pin(process_index: int | None) -> None:
+  allowed = sorted(os.sched_getaffinity(0))
+  if len(allowed) == 1 or process_index is not None:
+    os.sched_setaffinity(0, {choose_core(allowed, process_index)})
+    return
+  with _choosing_alone():  # a process choosing after this one sees this one's choice
+    os.sched_setaffinity(0, {choose_core(allowed, pinned=_pinned_counts())})
+
+
+def _pinned_counts(proc: str = "/proc") -> dict[int, int]:
+  """How many user processes other than this one are pinned to each single core (Linux /proc;
+  kernel threads, which have no memory map, are left out)."""
+  counts: dict[int, int] = {}
+  me = str(os.getpid())
+  try:
+    pids = [p for p in os.listdir(proc) if p.isdigit() and p != me]
+  except OSError:
+    return counts
+  for pid in pids:
+    try:
+      with open(os.path.join(proc, pid, "status")) as f:
+        status = f.read()
+    except OSError:  # gone meanwhile, or not ours to read
+      continue
+    if "\nVmSize:" not in status:
+      continue
+    cores = status.partition("\nCpus_allowed_list:")[2].split("\n", 1)[0].strip()
+    if cores.isdigit():
+      counts[int(cores)] = counts.get(int(cores), 0) + 1
+  return counts
+
+
+@contextlib.contextmanager
+def _choosing_alone(wait_seconds: float = 2.0) -> Iterator[None]:
+  """One process at a time between reading the others' cores and pinning: a lock held by
+  binding a Linux abstract socket, which leaves no file and is released when its holder exits.
+  After `wait_seconds` without it (or where there are no abstract sockets) it goes on unlocked."""
+  sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+  deadline = time.monotonic() + wait_seconds
+  try:
+    while True:
+      try:
+        sock.bind("\0research-runtime-choose-core")
+        break
+      except OSError as e:
+        if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+          break
+        time.sleep(0.005)
+    yield
+  finally:
+    sock.close()
 
 
 def single_threaded() -> bool:

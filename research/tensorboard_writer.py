@@ -29,6 +29,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.plugins.text import summary_v2 as text_summary
 
+from research.outputs import atomic_path
+
 HParamValue = bool | int | float | str
 
 _FLUSH_SECS = 10.0
@@ -237,15 +239,8 @@ def replace_part(
   ]
   path = os.path.join(logdir, event_file_name(suffix))
   staging = os.path.join(logdir, f".staging-{os.getpid()}-{part}")
-  try:
-    with SummaryWriter(logdir, path=staging) as writer:
-      fill(writer)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(staging)
-    raise
-  if os.path.exists(staging):
-    os.replace(staging, path)
+  with atomic_path(path, tmp=staging, optional=True), SummaryWriter(logdir, path=staging) as writer:
+    fill(writer)
   for name in old:
     with contextlib.suppress(FileNotFoundError):
       os.remove(os.path.join(logdir, name))

@@ -26,8 +26,8 @@ from typing import Any
 import ml_collections
 
 from research import config as config_lib
-from research.outputs import writable
-from research.provenance import write_bytes
+from research.errors import UserError
+from research.outputs import writable, write_bytes
 
 CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -43,7 +43,7 @@ BENCH = "bench"
 RESUMABLE_CHANGES = ("num_steps", "num_devices", "profile_steps", "peer_timeout_seconds")
 
 
-class WorkdirError(RuntimeError):
+class WorkdirError(UserError, RuntimeError):
   """A run directory that cannot be used as asked; the message says which and what to do."""
 
 
@@ -111,7 +111,7 @@ def prepare(workdir: str, config: ml_collections.ConfigDict, write: bool = True)
   start = Start(workdir, before is not None, frozenset(before or ()), _read_bytes(workdir))
   try:
     check_config(workdir, config)
-    config_lib.save_config(config, path(workdir, CONFIG))  # atomic: see provenance.write_json
+    config_lib.save_config(config, path(workdir, CONFIG))  # atomic: see outputs.write_json
   except BaseException:
     start.undo()
     raise

@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if e.name != "torch":
       raise
     sys.exit("error: torch is not installed; pip install -e '.[reference]'")
-  from research.provenance import write_json, write_text
+  from research.outputs import write_json, write_text
 
   args = parse_args(argv, list(ref.MODELS))
   ref.pin_threads()

@@ -4,9 +4,10 @@ Compares, in one process on the same data and model: a Python loop over a jitted
 batches; the same loop with the dataset on the device and indices fed; and `lax.scan` over chunks
 of K steps gathering from the device-resident dataset. Each structure runs with the convolution as
 XLA's conv and as im2col. Compilation is timed apart (ahead-of-time lower+compile); the timed part
-runs all steps and blocks on the result; each is repeated and the median reported.
+runs all steps and blocks on the result; each is repeated and the median reported. Like every
+script, it runs on one core with one XLA thread (--threads 1) unless given --threads 0.
 
-  taskset -c 0 python scripts/bench_train_loop.py --threads 1 --out results/train_loop_structure
+  python scripts/bench_train_loop.py --repeats 3 --out results/train_loop_structure
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def main() -> int:
     type=comma_list,
     help="comma list of python_host, python_device, scan",
   )
-  add_threads_flag(p, default=0)
+  add_threads_flag(p)
   p.add_argument("--out", default="", help="write OUT.json and OUT.md")
   args = p.parse_args()
   try:

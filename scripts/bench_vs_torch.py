@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 
 
@@ -46,7 +47,8 @@ def main() -> int:
   check_output_prefix(args.out, "--out", (".json", ".md"))
   from research.studies.speed_vs_torch import time_against_torch, write_speed_report
 
-  rows = time_against_torch(models, args.repeats, args.core, log=lambda s: print(s, flush=True))
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # scripts/ and experiments/
+  rows = time_against_torch(models, args.repeats, args.core, root, lambda s: print(s, flush=True))
   write_speed_report(rows, args.out, args.core, args.repeats, sys.argv)
   return 0
 

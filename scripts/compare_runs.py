@@ -13,6 +13,10 @@ selection without any run is an error. Nothing is written until the whole table 
   python scripts/compare_runs.py runs/*                       # markdown to stdout
   python scripts/compare_runs.py runs/* --format csv --out runs/reports/runs   # .csv, .md, .json
   python scripts/compare_runs.py runs/sweep_cnn/*             # the runs of one sweep
+
+The markdown shows numbers as people read them (5,210 parameters); CSV holds them as stored
+(5210, and accuracies at full precision), so a spreadsheet or Python's csv module reads plain
+numbers.
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ def main() -> int:
   args = p.parse_args()
   if args.out and (args.out.endswith(("/", os.sep)) or os.path.isdir(args.out)):
     p.error(f"--out is a path without extension (OUT.md, OUT.json), not a directory: {args.out}")
-  from research.outputs import check_output_prefix
-  from research.studies.compare_runs import compare, output_files, render, skipped_line, write_all
+  from research.outputs import check_output_prefix, write_all
+  from research.studies.compare_runs import compare, output_files, render, skipped_line
 
   if args.out:
     check_output_prefix(args.out, "--out", (".md", ".json", ".csv"))
@@ -46,7 +50,8 @@ def main() -> int:
   table = compare(args.workdirs)
   text = render(table, args.format)
   if args.out:
-    write_all(output_files(table, args.out, args.title, sys.argv, csv_too=args.format == "csv"))
+    files = output_files(table, args.out, args.title, sys.argv, csv_too=args.format == "csv")
+    write_all(files, flag="--out")
   for line in filter(None, [skipped_line(table), *table.notes]):
     print(line, file=sys.stderr)
   sys.stdout.write(text)

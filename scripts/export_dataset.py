@@ -10,7 +10,6 @@ Classification data only (a language model's token windows are neither). An exis
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def main() -> int:
@@ -23,10 +22,8 @@ def main() -> int:
   args, overrides = parse_with_overrides(parser)
   config = load_config(args.config, overrides)
 
-  import numpy as np
-
   from research.data import DataError, load_dataset
-  from research.outputs import check_output_file
+  from research.outputs import check_output_file, write_npz
   from research.serving.run_kind import run_kind
 
   check_output_file(args.out, "--out", (".npz",))
@@ -36,14 +33,7 @@ def main() -> int:
       f"classification data (x, y, x_test, y_test) for data.name=npz and scripts/infer.py"
     )
   data = load_dataset(config.data)
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  tmp = args.out + f".tmp{os.getpid()}.npz"
-  try:
-    np.savez(tmp, x=data.x_train, y=data.y_train, x_test=data.x_test, y_test=data.y_test)
-    os.replace(tmp, args.out)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  write_npz(args.out, x=data.x_train, y=data.y_train, x_test=data.x_test, y_test=data.y_test)
   print(
     f"{data.name}: {len(data.x_train)} train, {len(data.x_test)} test, input "
     f"{list(data.input_shape)}, {data.num_classes} classes -> {args.out}"

@@ -1,95 +1,22 @@
-"""Fault injection against the real scripts: do runs survive kill -9, SIGTERM, Ctrl-C, damaged
-checkpoints, bad input and two processes? One invocation, one report.
+"""Fault injection against the real scripts (kill -9, SIGTERM, Ctrl-C, damaged checkpoints, bad
+input, two processes): `python scripts/fault_campaign.py --help` says how.
 
-  python scripts/fault_campaign.py                         # everything, 20 trials per kind
-  python scripts/fault_campaign.py --quick                 # a few of each (CI)
-  python scripts/fault_campaign.py --kinds kill9,sigterm --trials 5 --keep
-  python scripts/fault_campaign.py --out results/reliability.md   # the committed report
-
-Each trial runs scripts/train.py (or infer.py, or the script a bad input targets) as a
-subprocess, interrupts or damages it at a moment drawn from --seed, re-runs the same command and
-compares the end bitwise with an uninterrupted reference run (research/reliability/). Prints one
-line per trial and the counts per kind; writes OUT (markdown) and OUT's .json (every trial).
-Exit status 0 only when every trial passed.
+The campaign is test tooling kept outside the installed package, in tools/ (tools/fault_campaign.py
+and tools/reliability/). This script starts it with this checkout importable, in this same process
+(exec), so signals reach the campaign directly and its exit status is this script's. The recorded
+command keeps this script's name, as typed.
 """
 
-from __future__ import annotations
-
-import argparse
+import os
 import sys
 
-KINDS = ("kill9", "sigterm", "sigint", "damaged", "bad_inputs", "two_process")
-
-
-def main() -> int:
-  parser = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
-  parser.add_argument(
-    "--out",
-    default="runs/reports/reliability.md",
-    help="the report (markdown); the per-trial JSON goes beside it (default: %(default)s)",
-  )
-  parser.add_argument(
-    "--trials",
-    type=int,
-    default=None,
-    help="trials per signal kind (kill9, sigterm, sigint; SIGTERM in startup gets a quarter); "
-    "default 20, with --quick 2. Damaged runs one trial per kind of damage.",
-  )
-  parser.add_argument(
-    "--kinds",
-    default=",".join(KINDS),
-    help=f"comma-separated, from {', '.join(KINDS)} (default: all)",
-  )
-  parser.add_argument("--seed", type=int, default=0, help="draws every moment and damage")
-  parser.add_argument(
-    "--quick",
-    action="store_true",
-    help="a few of each: 2 per signal kind, 2 kinds of damage, 6 bad inputs",
-  )
-  parser.add_argument("--keep", action="store_true", help="keep every trial's directory")
-  parser.add_argument("--scratch", default=None, help="where the campaign directory goes (tmp)")
-  parser.add_argument("--workers", type=int, default=2, help="trials at a time (one core each)")
-  args = parser.parse_args()
-  kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-  unknown = [k for k in kinds if k not in KINDS]
-  if unknown or not kinds:
-    parser.error(f"--kinds {args.kinds!r}: choose from {', '.join(KINDS)}")
-  trials = args.trials if args.trials is not None else (2 if args.quick else 20)
-  if trials < 1:
-    parser.error("--trials must be at least 1")
-  if args.workers < 1:
-    parser.error("--workers must be at least 1")
-
-  from research.outputs import check_output_file
-
-  check_output_file(args.out, "--out", (".md",))
-
-  from research.reliability.campaign import CampaignError, run_campaign
-  from research.reliability.report import console_table, write_report
-
-  try:
-    results, info = run_campaign(
-      kinds, trials, args.seed, args.quick, args.scratch, args.keep, args.workers
-    )
-  except CampaignError as e:  # no reference to judge against: nothing was tested
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  md, js = write_report(args.out, results, info, sys.argv)
-  print()
-  print(console_table(results))
-  failed = [r for r in results if not r.ok]
-  print(
-    f"{len(results) - len(failed)}/{len(results)} trials passed in {info['wall_seconds'] / 60:.1f}"
-    f" min; report {md}, trials {js}"
-  )
-  if "campaign_dir" in info:
-    print(f"trial directories kept in {info['campaign_dir']}")
-  return 1 if failed else 0
-
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 if __name__ == "__main__":
-  from research.cli import run_main
-
-  run_main(main)
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
+  start = (
+    f"import runpy, sys; sys.argv[0] = {sys.argv[0]!r}; "
+    "runpy.run_module('tools.fault_campaign', run_name='__main__')"
+  )
+  os.execve(sys.executable, [sys.executable, "-c", start, *sys.argv[1:]], env)

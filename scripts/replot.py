@@ -10,6 +10,11 @@ inference benchmark (bench.json, from scripts/bench_inference.py) gives batch_sw
 the per-call samples saved beside it (latency_samples.json), latency.*. Figures are written
 beside each input, or into --out; --markdown re-renders report.md / bench.md from the JSON too.
 Every input is read and checked before anything is drawn.
+
+The file names are fixed, so one directory takes one cost report and one benchmark: two cost
+reports (or two benchmarks) that would write into the same directory, such as
+`results/cost/*/report.json --out DIR`, are refused before anything is drawn, instead of each
+overwriting the last. Leave out --out to draw each beside its JSON, or give each its own --out.
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ def main() -> int:
 
   p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("files", nargs="+", help="report.json or bench.json files")
-  p.add_argument("--out", default=None, help="directory for the figures (default: beside each)")
+  p.add_argument(
+    "--out",
+    default=None,
+    help="directory for the figures (default: beside each); it takes one cost report and one "
+    "benchmark, since their file names are fixed",
+  )
   p.add_argument(
     "--markdown",
     action="store_true",
@@ -35,6 +45,7 @@ def main() -> int:
   jobs = [_load(path) for path in args.files]  # every input checked before anything is drawn
   from research.outputs import check_output_dir
 
+  _refuse_shared_names(jobs, args.out)
   for out in {args.out} if args.out else {os.path.dirname(path) or "." for path, _, _ in jobs}:
     check_output_dir(
       out, "--out" if args.out else "directory", "pass --out DIR to write the figures elsewhere"
@@ -60,6 +71,28 @@ def main() -> int:
       written.append(_rewrite_markdown(path, data, samples is None, out))
     print(f"{path} -> {', '.join(written)}")
   return 0
+
+
+def _refuse_shared_names(jobs: list[tuple[str, dict[str, Any], Any]], out: str | None) -> None:
+  """Two inputs of one kind into one directory would write the same file names: the last would
+  silently replace the others, so this is refused (one `error:` line) before anything is drawn."""
+  from research.outputs import OutputError
+
+  seen: dict[tuple[str, bool], str] = {}
+  for path, _, samples in jobs:
+    directory = out or os.path.dirname(path) or "."
+    key = (os.path.realpath(directory), samples is None)
+    first = seen.setdefault(key, path)
+    if os.path.realpath(first) == os.path.realpath(path):
+      continue  # the same input twice draws the same files twice
+    names = "report.{png,svg,pdf}" if samples is None else "latency.*, batch_sweep.*"
+    clash = f"{first} and {path} would both write {names} into {directory}"
+    fix = (
+      "leave out --out to draw each beside its own JSON, or replot them one at a time"
+      if out
+      else "replot them one at a time, each with its own --out DIR"
+    )
+    raise OutputError(f"{clash}, and only the last would survive; {fix}")
 
 
 def _load(path: str) -> tuple[str, dict[str, Any], Any]:
@@ -108,7 +141,7 @@ def _read_json(path: str) -> Any:
 
 def _rewrite_markdown(path: str, data: dict[str, Any], is_report: bool, out: str) -> str:
   """The markdown is a rendering of the JSON: re-rendering changes the layout, not a number."""
-  from research.provenance import write_text
+  from research.outputs import write_text
 
   meta = data.get("provenance", {})
   if is_report:

@@ -82,6 +82,7 @@ def main() -> int:
     fresh=args.fresh,
     torch_reference=args.torch_reference,
     argv=sys.argv,
+    root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # experiments/, results/
   )
   print(format_summary(report, args.out))
   return 0

@@ -33,11 +33,14 @@ def main() -> int:
   )
   args, overrides = parse_with_overrides(parser)
   config = load_config(args.config, overrides)
-  configure_threads(args.threads)
   together = contextlib.nullcontext()
-  if args.distributed:  # before any other JAX work
+  if not args.distributed:
+    configure_threads(args.threads)
+  else:  # before any other JAX work
     from research.training import distributed
 
+    # pinned by process index: the processes of one job on one machine take different cores
+    configure_threads(args.threads, process_index=distributed.from_environment().index)
     distributed.initialize(config.peer_timeout_seconds)
     together = distributed.exit_on_error(config.peer_timeout_seconds)
 

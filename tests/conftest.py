@@ -1,7 +1,7 @@
 """Tests see 8 CPU devices (set before any JAX work) and share one MNIST-1D generation.
 
 Under pytest-xdist (`-n 2`), each worker pins itself to its own core before JAX starts, so the
-`--threads 1` runs the tests launch (which pin to the first core they may use) spread over the
+`--threads 1` runs the tests launch (which pin to one of the cores they may use) spread over the
 cores instead of all landing on the first. The CPUs the machine offers are kept in
 TEST_MACHINE_CPUS for the test that launches runs on different CPU sets.
 """

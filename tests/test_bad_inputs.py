@@ -1,9 +1,13 @@
 """Bad input ends with one `error:` line, exit 1 and nothing written: a representative slice of
-research/reliability/bad_inputs.py through its runner, and the library checks behind them."""
+tools/reliability/bad_inputs.py through its runners, and the library checks behind them.
+
+The cases run inside this process (tools/reliability/in_process.py: no JAX import per case);
+one runs in a fresh process, for what only a process's start and exit can show."""
 
 import argparse
 import concurrent.futures
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -13,10 +17,11 @@ from research.config import ConfigError, load_config
 from research.data import BatchSchedule, DataError
 from research.data.arrays import read_inputs
 from research.outputs import OutputError, check_output_dir, check_output_file, writable
-from research.reliability import bad_inputs
-from research.reliability.bad_inputs import CASES, BadInput, make_trained_run, run_case
+from tools.reliability import bad_inputs
+from tools.reliability.bad_inputs import CASES, BadInput, make_trained_run, run_case
+from tools.reliability.in_process import run_in_process
 
-WITHOUT_RUN = (
+WITHOUT_RUN = (  # in this process
   "train: get_config raises",
   "train: optimizer rmsprop",
   "train: model.channels 0",
@@ -24,12 +29,16 @@ WITHOUT_RUN = (
   "train_vs_infer: max batch 0",
   "bench_inference: read-only workdir",
 )
-WITH_RUN = (
+WITH_RUN = (  # in this process
   "infer: checkpoint last",
   "infer: labels do not match the inputs",
   "bench_inference: out is an existing file",
   "export: out is a directory",
 )
+# In a fresh process: JAX and Orbax have started (it opens the run's checkpoints) when the error
+# comes, so this shows that no output at start or exit (a background thread's traceback at
+# interpreter shutdown) adds to the one line, which a case run inside this process cannot show.
+FRESH_PROCESS = ("infer: checkpoint at a step that was never saved",)
 
 
 def _cases(names):
@@ -37,20 +46,33 @@ def _cases(names):
   return [by_name[n] for n in names]
 
 
+def _process_state():
+  return (
+    os.getcwd(),
+    dict(os.environ),
+    os.sched_getaffinity(0),
+    [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)],
+  )
+
+
 def test_representative_cases_end_with_one_error_line_and_no_trace(tmp_path):
   root = str(tmp_path)
-  # The shared run trains on one core while the cases that need none run on the other.
-  with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    training = pool.submit(make_trained_run, root)
-    results = [run_case(c, root, None) for c in _cases(WITHOUT_RUN)]
-    run = training.result()
-    results += list(pool.map(lambda c: run_case(c, root, run), _cases(WITH_RUN)))
+  before = _process_state()
+  run = make_trained_run(root, runner=run_in_process)  # the shared run, trained here too
+  # The fresh process runs on the other core while the cases run here.
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    fresh = pool.map(lambda c: run_case(c, root, run), _cases(FRESH_PROCESS))
+    results = [run_case(c, root, None, runner=run_in_process) for c in _cases(WITHOUT_RUN)]
+    results += [run_case(c, root, run, runner=run_in_process) for c in _cases(WITH_RUN)]
+    results += list(fresh)
+  assert _process_state() == before  # train.py's --threads 1 and signal handlers put back
   failed = [f"{r.name}: {r.why}" for r in results if not r.ok]
   assert not failed, "\n".join(failed)
   lines = {r.name: r.stderr_lines[0] for r in results}
   assert "AttributeError: no such field" in lines["train: get_config raises"]
   assert "--out DIR" in lines["bench_inference: read-only workdir"]
   assert "'last' is not latest, best or a step" in lines["infer: checkpoint last"]
+  assert "12345" in lines[FRESH_PROCESS[0]]
   assert sorted(os.listdir(root)) == ["run"]  # every case's directory is gone
 
 
@@ -61,10 +83,36 @@ def test_the_judge_fails_a_success_that_writes(tmp_path):
     ("scripts/compare_runs.py", "{tmp}/r", "--out", "{tmp}/table"),
     bad_inputs.files.text("r/summary.json", summary),
   )
-  result = run_case(case, str(tmp_path), None)
+  result = run_case(case, str(tmp_path), None, runner=run_in_process)
   assert not result.ok and result.exit_code == 0
   assert any(c.startswith("created: ") and c.endswith("table.md") for c in result.changed)
   assert "exit status 0" in result.why
+
+
+def test_in_process_the_runner_sees_what_a_fresh_process_shows(tmp_path):
+  script = tmp_path / "s.py"
+  script.write_text(
+    "import logging, os, sys, warnings\n"
+    "os.environ['LEFT_BEHIND'] = '1'\n"
+    "os.chdir('/')\n"
+    "print('to stdout')\n"
+    "os.write(2, b'from C\\n')\n"
+    "warnings.warn('a warning')\n"
+    "logging.getLogger('x').warning('a log record')\n"
+    "if sys.argv[1] == 'raise':\n"
+    "  raise ValueError('boom')\n"
+    "sys.exit(int(sys.argv[1]))\n"
+  )
+  before = _process_state()
+  for arg, code in (("3", 3), ("raise", 1)):
+    for runner in (bad_inputs.run_subprocess, run_in_process):
+      got, stderr = runner([str(script), arg], 60)
+      lines = stderr.splitlines()
+      assert got == code, (runner, stderr)
+      assert "from C" in lines and "a log record" in lines and "to stdout" not in lines
+      assert any(line.endswith("UserWarning: a warning") for line in lines), (runner, lines)
+      assert lines[-1] == "ValueError: boom" if arg == "raise" else "boom" not in stderr
+  assert _process_state() == before
 
 
 def test_the_catalog_covers_every_script_and_writes_only_under_tmp():

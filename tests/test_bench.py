@@ -218,7 +218,7 @@ def test_reports_name_the_fastest_engine_and_price_int8():
 
 
 def test_a_pipe_inside_a_cell_does_not_split_the_markdown_table():
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   table = markdown_table(["agrees", "p50"], [["1000 / 1000; max |Δlogit| 0.0e+00", "61.6"]])
   row = table.splitlines()[2]

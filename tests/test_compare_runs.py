@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from research.config import load_config
-from research.studies.compare_runs import write_all
+from research.studies.compare_runs import RunsTable, render
 from research.training.loop import train_and_evaluate
-from research.workdir import WorkdirError
 
 
 @pytest.fixture
@@ -64,6 +63,8 @@ def test_skips_entries_that_are_not_runs_and_shows_differing_hyperparameters(
     ["lr_low", "0.001", "mnist1d_logistic"],
   ]
   assert open(out + ".csv").read() == result.stdout
+  for r in csv.DictReader(result.stdout.splitlines()):  # plain numbers a csv reader can parse
+    assert int(r["params"]) > 0 and 0 <= float(r["final_test_accuracy"]) <= 1
   record = json.load(open(out + ".json"))
   assert record["hyperparameters"]["differ"] == ["optimizer.learning_rate"]
   assert record["hyperparameters"]["same"]["model.name"] == "logistic"
@@ -92,12 +93,12 @@ def test_a_sweep_directory_is_skipped_with_the_glob_that_reaches_its_runs(compar
   assert "| lr_low |" in result.stdout and "Same in all" not in result.stdout
 
 
-def test_write_all_writes_every_file_or_none(tmp_path):
-  blocker = tmp_path / "a_file"
-  blocker.write_text("")
-  first, second = str(tmp_path / "t.md"), str(blocker / "t.json")
-  with pytest.raises(WorkdirError, match="choose another --out"):
-    write_all({first: "table\n", second: "{}\n"})
-  assert os.listdir(tmp_path) == ["a_file"]
-  write_all({first: "table\n"})
-  assert open(first).read() == "table\n" and sorted(os.listdir(tmp_path)) == ["a_file", "t.md"]
+def test_csv_holds_plain_numbers_where_markdown_groups_thousands():
+  row = {"run": "cnn", "params": 5210, "final_test_accuracy": 0.93, "steps": 6000}
+  row.update({"break_even_flops": 1234567.0, "train_seconds": None, "config": None})
+  table = RunsTable(runs=[row], differ=[], same={}, skipped=[], notes=[])
+  assert "| cnn |  |  | 5,210 | 6000 | 0.9300 |" in render(table, "md")
+  (parsed,) = csv.DictReader(render(table, "csv").splitlines())
+  assert int(parsed["params"]) == 5210 and float(parsed["final_test_accuracy"]) == 0.93
+  assert float(parsed["break_even_flops"]) == 1234567.0 and int(parsed["steps"]) == 6000
+  assert parsed["train_seconds"] == ""  # unknown stays empty

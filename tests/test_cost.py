@@ -11,6 +11,7 @@ import pytest
 
 from research.cost import CostError, flops, hardware, xla
 from research.training.optimizers import make_optimizer
+from research.training.step import create_train_state, make_train_step
 
 # Forward FLOPs per example at the reference sizes, counted by hand:
 #   logistic 2*40*10 + 10; MLP (2*40*100 + 2*100) + (2*100*100 + 3*100) + (2*100*10 + 10);
@@ -34,19 +35,34 @@ def test_analytic_forward_flops_are_pinned(name):
   assert sum(l.forward for l in layers) == PINNED_FORWARD[name]
 
 
+def _train_step_for(model, x):
+  """The step training runs, as the cost job passes it to `xla.xla_flops`."""
+  optimizer = make_optimizer("adam", 1e-2)
+  state = create_train_state(model, optimizer, x[:1], jax.random.key(0))
+  return make_train_step(model, optimizer), state
+
+
+def _xla_flops(model_config, input_shape, num_classes, batch, tokens=False):
+  """XLA's counts on a zero batch: float inputs and one label each, or token windows whose
+  targets are tokens too."""
+  x = jnp.zeros((batch, *input_shape), jnp.int32 if tokens else jnp.float32)
+  y = x if tokens else jnp.zeros((batch,), jnp.int32)
+  return xla.xla_flops(model_config, num_classes, (x, y), _train_step_for)
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_analytic_and_xla_agree_within_ten_percent(name):
   batch, num_params = 16, {"logistic": 410, "mlp": 15_210, "cnn1d": 5_210, "gru": 5_134}[name]
   forward = flops.forward_flops(MODELS[name], (40,), 10, batch)
   train = flops.train_step_flops(MODELS[name], (40,), 10, batch, num_params, "adam")
-  counted = xla.xla_flops(MODELS[name], (40,), 10, batch, make_optimizer("adam", 1e-2))
+  counted = _xla_flops(MODELS[name], (40,), 10, batch)
   assert abs(counted["forward"] / forward - 1) < 0.10
   assert abs(counted["train_step"] / train - 1) < 0.10
   assert 2.0 <= train / forward <= 3.5
 
 
 def test_xla_counts_a_scan_body_once_which_the_cross_check_corrects():
-  gru = xla.xla_flops({"name": "gru"}, (40,), 10, 4, make_optimizer("adam", 1e-2))
+  gru = _xla_flops({"name": "gru"}, (40,), 10, 4)
   once = xla.compiled_cost(*_gru_apply(4))["flops"]
   assert gru["forward"] > 2 * once and any("scan body once" in n for n in gru["notes"])
 
@@ -207,8 +223,8 @@ def test_main_job_errors_are_one_line(script_here, tmp_path):
 
 def test_the_shared_signature_counts_the_transformer_too():
   """`flops.*` and `xla.xla_flops` take a Transformer's config like any other family's."""
-  from research.cost import transformer as tf
   from research.models import build_model, count_params
+  from research.models import transformer_flops as tf
 
   config = {
     "name": "transformer",
@@ -228,9 +244,49 @@ def test_the_shared_signature_counts_the_transformer_too():
   params = model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))
   assert count_params(params) == num_params
   train = flops.train_step_flops(config, (16,), vocab, batch, num_params, "adam")
-  assert train == tf.sequence_train_step_flops(shape, batch, 16, "adam")
-  counted = xla.xla_flops(config, (16,), vocab, batch, make_optimizer("adam", 1e-2))
+  terms = tf.train_step_terms(shape, batch, 16)
+  assert train == sum(terms.values()) + flops.optimizer_flops_per_param("adam") * num_params
+  counted = _xla_flops(config, (16,), vocab, batch, tokens=True)
   # The classifiers' bound: at this tiny width the optimizer's per-parameter estimate weighs
   # enough to put the train step 5.5 % from XLA (0.2 % at d_model 64, tests/test_transformer.py).
   assert abs(counted["forward"] / flops.forward_flops(config, (16,), vocab, batch) - 1) < 0.10
   assert abs(counted["train_step"] / train - 1) < 0.10
+
+
+def test_main_job_reuses_a_finished_run_and_says_so_once(repo_root, tmp_path, monkeypatch):
+  """A finished run is reused as it stands (no training, no bar, summary untouched); a shorter
+  one is resumed from its step; a different config is refused before any work."""
+  from research import config as config_lib
+  from research import workdir as workdir_lib
+  from research.studies import train_vs_infer
+
+  config = config_lib.load_config(
+    os.path.join(repo_root, "experiments/mnist1d_cnn.py"), ["num_steps=20"]
+  )
+  workdir = str(tmp_path / "run")
+  os.makedirs(os.path.join(workdir_lib.checkpoint_dir(workdir), "20"))
+  config_lib.save_config(config, workdir_lib.path(workdir, workdir_lib.CONFIG))
+  summary = {"status": "finished", "steps": 20, "final_test_accuracy": 0.5}
+  with open(workdir_lib.path(workdir, workdir_lib.SUMMARY), "w") as f:
+    json.dump(summary, f)
+  trained = []
+  monkeypatch.setattr(
+    train_vs_infer, "train_and_evaluate", lambda c, w, progress: trained.append(c.num_steps)
+  )
+  lines = []
+  assert train_vs_infer.train_or_reuse(config, workdir, True, lines.append) == summary
+  assert trained == [] and lines == [
+    f"mnist1d_cnn in {workdir} is finished (step 20 of 20): reusing it, no training"
+  ]
+  longer = config_lib.load_config(
+    os.path.join(repo_root, "experiments/mnist1d_cnn.py"), ["num_steps=40"]
+  )
+  train_vs_infer.train_or_reuse(longer, workdir, True, lines.append)
+  assert trained == [40] and lines[-1].endswith("from step 20 of 40")
+  other = config_lib.load_config(
+    os.path.join(repo_root, "experiments/mnist1d_cnn.py"), ["num_steps=20", "batch_size=50"]
+  )
+  with pytest.raises(workdir_lib.WorkdirError, match="different config"):
+    train_vs_infer.train_or_reuse(other, workdir, True, lines.append)
+  train_vs_infer.train_or_reuse(config, str(tmp_path / "new"), True, lines.append)
+  assert trained == [40, 20] and lines[-1].startswith("training mnist1d_cnn in")

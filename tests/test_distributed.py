@@ -8,10 +8,10 @@ import types
 
 import pytest
 
-from research.reliability.two_process import run_two_process_trial
 from research.training.distributed import FILTER, _peer_trouble, from_environment
 from research.training.distributed_log import EXITING, StderrFilter, lost_processes
 from research.training.parallel import ParallelError, choose_devices
+from tools.reliability.two_process import run_two_process_trial
 
 ADDRESS = {"JAX_COORDINATOR_ADDRESS": "127.0.0.1:4321"}
 SLURM = {
@@ -194,7 +194,7 @@ def test_the_filter_runs_as_a_process():
 def test_bad_setups_end_every_process_with_the_same_line(tmp_path):
   """Unequal device counts, or the default num_devices=1: every process exits 1 with one line,
   and nothing is written."""
-  from research.reliability.two_process import _launch_pair, _setup
+  from tools.reliability.two_process import _launch_pair, _setup
 
   setup = _setup(str(tmp_path), 20, peer_timeout=5)
   unequal = _launch_pair(setup, str(tmp_path), "unequal", [0, 1], devices=(2, 1))

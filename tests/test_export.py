@@ -176,6 +176,9 @@ def test_wrong_input_shape_or_dtype_is_named_per_engine(engine):
   e = EngineFactory(_run(model, params), calibration_x=x).make(engine, (1, 8))
   with pytest.raises(InferenceError, match=r"input shape \[2, 41\] does not match .*\[n, 40\]"):
     e.logits(np.zeros((2, 41), np.float32))
+  # One flat array of the wrong length: named as given, not as the batch of one it was read as.
+  with pytest.raises(InferenceError, match=r"input shape \[1000\] does not match .*\[n, 40\]"):
+    e.logits(np.zeros(1000, np.float32))
   with pytest.raises(InferenceError, match="input dtype <U1 is not numeric"):
     e.logits(np.full((2, 40), "a"))
   with pytest.raises(InferenceError, match="row 1 holds NaN"):
@@ -235,6 +238,34 @@ def test_graph_passes_leave_the_onnx_form_of_a_hand_written_cnn():
     np.asarray(model.apply(params, x)),
     atol=1e-5,
   )
+
+
+def test_a_loop_body_keeps_no_unused_constant_and_onnxruntime_loads_it_quietly(capfd):
+  """jax2onnx leaves a scan body's constants unused in the GRU's Loop, and ONNX Runtime printed a
+  coloured warning per constant on every load; the export drops them, logits unchanged."""
+  import onnx
+  import onnxruntime as ort
+
+  from research.serving.onnx_passes import drop_unused_initializers
+
+  model, params, x = _tiny("gru")
+  data = export_onnx(model, params, (40,))
+  proto = onnx.load_from_string(data)
+  (loop,) = [n for n in proto.graph.node if n.op_type == "Loop"]
+  body = loop.attribute[0].g
+  read = {name for n in body.node for name in n.input}
+  assert body.initializer and all(t.name in read for t in body.initializer)
+  capfd.readouterr()
+  session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+  assert "CleanUnusedInitializers" not in capfd.readouterr().err
+  logits = session.run(None, {"x": x})[0]
+  np.testing.assert_allclose(logits, np.asarray(model.apply(params, x)), atol=1e-5)
+  # The pass itself: a constant nobody reads goes, in the body as in the main graph.
+  body.initializer.append(onnx.numpy_helper.from_array(np.zeros(3, np.float32), "unread"))
+  proto.graph.initializer.append(onnx.numpy_helper.from_array(np.ones(2, np.float32), "unread2"))
+  assert drop_unused_initializers(proto) == 2 and drop_unused_initializers(proto) == 0
+  again = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+  np.testing.assert_array_equal(again.run(None, {"x": x})[0], logits)
 
 
 def test_params_as_constants_change_no_prediction():

@@ -2,6 +2,7 @@
 and damage kind against scripts/train.py (about a minute each; the full campaign is
 `python scripts/fault_campaign.py`). Bad inputs and the two-process run have their own tests."""
 
+import json
 import os
 import subprocess
 import sys
@@ -10,8 +11,9 @@ import types
 import numpy as np
 import pytest
 
-from research.reliability import campaign, damage, report
-from research.reliability.harness import Outcome, TrialResult, compare, event_problems
+from research.provenance import git_commit
+from tools.reliability import campaign, damage, report
+from tools.reliability.harness import Outcome, TrialResult, compare, event_problems
 
 STEPS = 4
 
@@ -89,22 +91,38 @@ def test_damage_kinds_change_bytes_and_moved_steps_must_be_intact(tmp_path):
   assert not damage.names("resuming from 1300", 300)
 
 
-def test_report_counts_kinds_against_the_done_when(tmp_path):
+def test_report_counts_kinds_against_the_done_when(tmp_path, repo_root, monkeypatch):
   results = [TrialResult("kill9", i, True, 10.0, details={"kills": []}) for i in range(20)]
   results += [
     TrialResult("sigterm", 0, True, 12.0, details={"exit_seconds": 0.3, "landed": "mid_save"}),
     TrialResult("sigterm", 1, False, 12.0, ["exit status -15 after SIGTERM, expected 143"]),
   ]
+  # --quick: 2 Ctrl-C trials, both passed, of the 20 the done-when asks: too few, not a failure.
+  results += [TrialResult("sigint", i, True, 9.0, details={"exit_seconds": 0.2}) for i in range(2)]
   rows = {r["kind"]: r for r in report.summary_rows(results)}
   assert rows["kill9"]["met"] and (rows["kill9"]["passed"], rows["kill9"]["total"]) == (20, 20)
   assert not rows["sigterm"]["met"] and "max 0.30 s" in rows["sigterm"]["notes"]
+  assert [rows[k]["verdict"] for k in ("kill9", "sigterm", "sigint")] == ["yes", "no", "too few"]
   out = str(tmp_path / "reports" / "reliability.md")
   meta = {"markdown": "- command: `x`"}
   text = report.render(results, {"wall_seconds": 60}, meta)
   assert "| kill9 | 20/20 | ≥20 | yes |" in text
+  assert "| sigterm | 1/2 | ≥20 | **no** |" in text
+  assert "| sigint | 2/2 | ≥20 | too few |" in text
+  console = report.console_table(results).splitlines()[1:]
+  assert [line.split()[:3] for line in console] == [
+    ["kill9", "20/20", "yes"],
+    ["sigterm", "1/2", "no"],
+    ["sigint", "2/2", "too"],
+  ]
+  assert " too few " in console[2]
   assert "- sigterm 2: exit status -15 after SIGTERM, expected 143" in text
+  monkeypatch.chdir(repo_root)  # as the scripts run: the commit is the working directory's
   md, js = report.write_report(out, results, {"wall_seconds": 60}, ["scripts/fault_campaign.py"])
   assert os.path.isfile(md) and js.endswith("reliability.json") and os.path.isfile(js)
+  with open(js) as f:
+    assert json.load(f)["meta"]["commit"] == git_commit(repo_root)
+  assert git_commit(str(tmp_path)) == "unknown"  # outside a checkout
 
 
 def test_bad_inputs_and_two_process_results_become_trials(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 from research.bench import figures
 from research.bench.latency import saturation_batch_size
-from research.studies.cost_report import report_figure
+from research.studies.cost_figure import report_figure
 
 GRU_REPORT = "results/cost/mnist1d_gru/report.json"  # its train batch is not its best batch
 CNN_REPORT = "results/cost/mnist1d_cnn/report.json"
@@ -114,6 +114,25 @@ def test_replot_refuses_bad_inputs_before_drawing_anything(
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and says in err[0]
   assert sorted(os.listdir(tmp_path)) == ["bench.json", "other.json", "report.json"]
+
+
+def test_replot_refuses_two_reports_that_would_write_the_same_files(
+  repo_root, tmp_path, monkeypatch, capsys
+):
+  for name, report in (("cnn", CNN_REPORT), ("gru", GRU_REPORT)):
+    (tmp_path / name).mkdir()
+    shutil.copy(os.path.join(repo_root, report), tmp_path / name / "report.json")
+  shutil.copy(tmp_path / "cnn" / "report.json", tmp_path / "cnn" / "older.json")
+  out = tmp_path / "figures"
+  for argv, clash in (
+    ([tmp_path / "cnn" / "report.json", tmp_path / "gru" / "report.json", "--out", out], out),
+    ([tmp_path / "cnn" / "report.json", tmp_path / "cnn" / "older.json"], tmp_path / "cnn"),
+  ):
+    assert _replot(repo_root, monkeypatch, *argv) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert f"report.{{png,svg,pdf}} into {clash}, and only the last would survive" in err[0]
+  assert not out.exists() and sorted(os.listdir(tmp_path / "cnn")) == ["older.json", "report.json"]
 
 
 def _bench(rng):

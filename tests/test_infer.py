@@ -1,5 +1,6 @@
 """Inference: params-only restore, padded compiled batch sizes, the infer script and its errors."""
 
+import functools
 import json
 import os
 import shutil
@@ -241,3 +242,43 @@ def test_array_files_round_trip(tmp_path):
     read_inputs(str(tmp_path / "ragged.csv"))
   with pytest.raises(DataError, match="does not exist"):
     write_predictions(str(tmp_path / "no" / "p.npy"), preds)
+
+
+@pytest.mark.parametrize(
+  "experiment,overrides,task",
+  [
+    ("experiments/digits_cnn.py", [], "classification"),
+    (
+      "experiments/lm_markov_tiny.py",
+      ["data.train_tokens=2000", "data.val_tokens=500", "data.n_ctx=16"],
+      "language_model",
+    ),
+  ],
+)
+def test_a_configs_task_is_what_its_dataset_says(experiment, overrides, task):
+  from research.data import load_dataset
+  from research.data.dataset import task_of
+
+  config = load_config(experiment, overrides)
+  assert task_of(config.data) == task_of(load_dataset(config.data)) == task
+
+
+def test_tools_refuse_the_other_task_in_one_line_from_the_config_alone(tmp_path, capsys):
+  from research.cli import run_main
+  from research.config import save_config
+  from research.serving.run_kind import require_classifier, require_language_model
+
+  for name, experiment in (("lm", "lm_markov_tiny"), ("cnn", "mnist1d_cnn")):
+    os.makedirs(tmp_path / name)  # config.json only: no checkpoint, no data loaded
+    save_config(load_config(f"experiments/{experiment}.py"), str(tmp_path / name / "config.json"))
+  cases = [
+    (require_classifier, "lm", "is a language-model run (transformer on markov); infer.py serves"),
+    (require_language_model, "cnn", "is a classifier run (cnn1d on mnist1d); infer.py reports"),
+  ]
+  for require, name, says in cases:
+    with pytest.raises(SystemExit) as e:
+      run_main(functools.partial(require, str(tmp_path / name), "infer.py"))
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count("\n") == 1 and err.startswith("error: "), err
+    assert says in err, err
+  assert require_classifier(str(tmp_path / "cnn"), "infer.py").model.name == "cnn1d"

@@ -50,7 +50,8 @@ def assert_own_logs(record, log_dir):
 @pytest.mark.parametrize("scenario", ["SingleStream", "MultiStream", "Offline"])
 def test_short_runs_end_valid_with_their_own_logs(predictor, samples, tmp_path, scenario):
   log_dir = tmp_path / scenario
-  record = loadgen.run_scenario(predictor, samples, scenario, str(log_dir), duration_ms=SHORT_MS)
+  short = loadgen.ScenarioSettings(duration_ms=SHORT_MS)
+  record = loadgen.run_scenario(predictor, samples, scenario, str(log_dir), short)
   assert record["valid"] is True, (record["invalid_reason"], record["early_stopping"])
   assert record["scenario"] == scenario
   assert_own_logs(record, log_dir)
@@ -89,10 +90,9 @@ def test_batched_server_batches_at_a_load_batch_one_cannot_carry(predictor, samp
     samples,
     "Server",
     str(tmp_path / "server"),
-    duration_ms=SHORT_MS,
-    batching=True,
-    latency_bound_ms=50,
-    target_qps=target_qps,
+    loadgen.ScenarioSettings(
+      duration_ms=SHORT_MS, batching=True, latency_bound_ms=50, target_qps=target_qps
+    ),
   )
   assert record["valid"] is True, (record["invalid_reason"], record["latency_ms"])
   assert_own_logs(record, tmp_path / "server")
@@ -115,10 +115,9 @@ def test_batch_one_server_answers_one_sample_per_call(predictor, samples, tmp_pa
     samples,
     "Server",
     str(tmp_path / "server1"),
-    duration_ms=SHORT_MS,
-    batching=False,
-    latency_bound_ms=50,
-    target_qps=3000,
+    loadgen.ScenarioSettings(
+      duration_ms=SHORT_MS, batching=False, latency_bound_ms=50, target_qps=3000
+    ),
   )
   assert record["valid"] is True, (record["invalid_reason"], record["latency_ms"])
   assert record["sut"]["batch_size_histogram"] == {"1": record["query_count"]}
@@ -154,10 +153,9 @@ def test_a_predictor_error_surfaces_instead_of_hanging(predictor, samples, tmp_p
         samples,
         scenario,
         str(tmp_path / scenario),
-        duration_ms=SHORT_MS,
-        expected_latency_ms=0.05,
-        expected_qps=1e5,
-        target_qps=2000,
+        loadgen.ScenarioSettings(
+          duration_ms=SHORT_MS, expected_latency_ms=0.05, expected_qps=1e5, target_qps=2000
+        ),
       )
     except BaseException as e:  # noqa: BLE001
       outcome["error"] = e
@@ -176,32 +174,34 @@ def test_a_predictor_error_surfaces_instead_of_hanging(predictor, samples, tmp_p
 
 
 def test_each_run_needs_its_own_log_dir(predictor, samples, tmp_path):
-  loadgen.run_scenario(
-    predictor, samples, "SingleStream", str(tmp_path), duration_ms=50, min_query_count=64
-  )
+  short = loadgen.ScenarioSettings(duration_ms=50, min_query_count=64)
+  loadgen.run_scenario(predictor, samples, "SingleStream", str(tmp_path), short)
   with pytest.raises(ValueError, match="own directory"):
-    loadgen.run_scenario(predictor, samples, "SingleStream", str(tmp_path), duration_ms=50)
+    loadgen.run_scenario(predictor, samples, "SingleStream", str(tmp_path), short)
 
 
 def test_settings_short_by_default_full_length_from_loadgen():
   short = loadgen.make_test_settings("Server")
   assert short.min_duration_ms == loadgen.DEFAULT_DURATION_MS
   assert short.min_query_count == loadgen.EARLY_STOPPING_MIN_QUERIES["Server"]
-  full = loadgen.make_test_settings("MultiStream", full_length=True)
+  full = loadgen.make_test_settings("MultiStream", loadgen.ScenarioSettings(full_length=True))
   assert full.min_duration_ms == 600_000  # MLPerf's 10 minutes, from LoadGen's mlperf.conf
   assert full.min_query_count == 662
-  explicit = loadgen.make_test_settings("MultiStream", full_length=True, duration_ms=1234)
+  explicit = loadgen.make_test_settings(
+    "MultiStream", loadgen.ScenarioSettings(full_length=True, duration_ms=1234)
+  )
   assert explicit.min_duration_ms == 1234
   with pytest.raises(ValueError, match="unknown scenario"):
     loadgen.make_test_settings("Batch")
+  with pytest.raises(ValueError, match="unknown mode"):
+    loadgen.make_test_settings("Offline", loadgen.ScenarioSettings(mode="timing"))
 
 
 def test_accuracy_mode_logs_the_real_logits(predictor, samples, tmp_path):
   labels = predictor.predict(samples)
   labels[:32] = (labels[:32] + 1) % 10  # 32 of 256 wrong on purpose
-  record = loadgen.run_scenario(
-    predictor, samples, "Offline", str(tmp_path), mode="accuracy", labels=labels
-  )
+  accuracy = loadgen.ScenarioSettings(mode="accuracy")
+  record = loadgen.run_scenario(predictor, samples, "Offline", str(tmp_path), accuracy, labels)
   assert record["samples_logged"] == len(samples)
   assert record["top1_accuracy"] == pytest.approx(1 - 32 / 256)
 
@@ -211,11 +211,8 @@ def test_find_server_qps_returns_a_valid_run(predictor, samples, tmp_path):
     predictor,
     samples,
     str(tmp_path),
-    latency_bound_ms=50,
-    batching=True,
-    duration_ms=200,
-    start_qps=2000,
-    max_runs=3,
+    loadgen.ScenarioSettings(latency_bound_ms=50, batching=True, duration_ms=200),
+    loadgen.ServerSearch(start_qps=2000, max_runs=3),
   )
   best = result["best"]
   assert result["qps"] > 0 and best is not None and best["valid"] is True
@@ -232,10 +229,12 @@ def test_find_server_qps_returns_a_valid_run(predictor, samples, tmp_path):
 
 def test_find_server_qps_brackets_then_bisects(predictor, samples, tmp_path, monkeypatch):
   """The search logic alone, against a fake Server that is VALID up to 5000 QPS."""
-  runs = []
+  runs, bounds = [], set()
 
-  def fake_run(predictor, samples, scenario, log_dir, *, target_qps, **kwargs):
+  def fake_run(predictor, samples, scenario, log_dir, settings):
+    target_qps = settings.target_qps
     runs.append(target_qps)
+    bounds.add((scenario, settings.latency_bound_ms, settings.batching))
     valid = target_qps <= 5000
     return {
       "valid": valid,
@@ -250,14 +249,19 @@ def test_find_server_qps_brackets_then_bisects(predictor, samples, tmp_path, mon
 
   monkeypatch.setattr(scenarios, "run_scenario", fake_run)  # where find_server_qps looks
   result = loadgen.find_server_qps(
-    predictor, samples, str(tmp_path), start_qps=40000, max_runs=20, rel_tolerance=0.05
+    predictor,
+    samples,
+    str(tmp_path),
+    loadgen.ScenarioSettings(latency_bound_ms=25, batching=False),
+    loadgen.ServerSearch(start_qps=40000, max_runs=20, rel_tolerance=0.05),
   )
+  assert bounds == {("Server", 25, False)}  # every trial runs with the settings given
   assert runs[:4] == [40000, 20000, 10000, 5000]  # shrinks until VALID
   assert 5000 / 1.05 <= result["qps"] <= 5000
   assert result["bracket"]["invalid_qps"] / result["bracket"]["valid_qps"] <= 1.05
   assert result["best"]["settings"]["target_qps"] == result["qps"]
   grown = loadgen.find_server_qps(
-    predictor, samples, str(tmp_path / "g"), start_qps=1000, max_runs=4
+    predictor, samples, str(tmp_path / "g"), search=loadgen.ServerSearch(start_qps=1000, max_runs=4)
   )
   assert [t["target_qps"] for t in grown["trials"]] == [1000, 2000, 4000, 8000]
   assert grown["qps"] == 4000 and grown["bracket"]["invalid_qps"] == 8000
@@ -267,7 +271,8 @@ def test_find_server_qps_retries_a_marginal_invalid_once(predictor, samples, tmp
   """A run that kept up but failed its tail once (a stall) does not cap the search."""
   runs = []
 
-  def fake_run(predictor, samples, scenario, log_dir, *, target_qps, **kwargs):
+  def fake_run(predictor, samples, scenario, log_dir, settings):
+    target_qps = settings.target_qps
     runs.append(target_qps)
     valid = target_qps <= 5000 and not (target_qps == 2000 and runs.count(2000) == 1)
     return {
@@ -282,12 +287,16 @@ def test_find_server_qps_retries_a_marginal_invalid_once(predictor, samples, tmp
     }
 
   monkeypatch.setattr(scenarios, "run_scenario", fake_run)  # where find_server_qps looks
-  result = loadgen.find_server_qps(predictor, samples, str(tmp_path), start_qps=1000, max_runs=20)
+  search = loadgen.ServerSearch(start_qps=1000, max_runs=20)
+  result = loadgen.find_server_qps(predictor, samples, str(tmp_path), search=search)
   assert runs[:3] == [1000, 2000, 2000]  # the stalled run is repeated, and passes
   assert result["trials"][2]["retry"] is True
   assert 5000 / 1.05 <= result["qps"] <= 5000
   runs.clear()
   no_retry = loadgen.find_server_qps(
-    predictor, samples, str(tmp_path / "n"), start_qps=1000, max_runs=20, retry_marginal=False
+    predictor,
+    samples,
+    str(tmp_path / "n"),
+    search=loadgen.ServerSearch(start_qps=1000, max_runs=20, retry_marginal=False),
   )
   assert no_retry["qps"] < 2000  # without the retry, one stall caps the answer

@@ -43,7 +43,8 @@ def test_compare_runs_tabulates_summaries(repo_root, tmp_path):
   lines = md.stdout.strip().splitlines()
   assert len(lines) == 4 and "exp_a" in lines[2] and "0.9100" in lines[2] and "0.5000" in lines[3]
   csv = _script(repo_root, "compare_runs.py", "--format", "csv", str(tmp_path / "a"))
-  assert csv.stdout.splitlines()[1].startswith('a,exp_a,cnn1d,"5,210",100,0.9100')
+  # CSV holds numbers as stored, for a csv reader; markdown keeps separators and 4 decimals.
+  assert csv.stdout.splitlines()[1].startswith("a,exp_a,cnn1d,5210,100,0.91,")
 
 
 def test_compare_runs_rejects_a_directory_without_summary(repo_root, tmp_path):
@@ -133,7 +134,11 @@ def test_no_script_writes_into_results_by_default(repo_root, monkeypatch, tmp_pa
   import argparse
   import glob
 
+  # Every entry point with flags: scripts/, and tools/ where a script only starts a tool
+  # (scripts/fault_campaign.py execs tools/fault_campaign.py).
   scripts = sorted(glob.glob(os.path.join(repo_root, "scripts", "*.py")))
+  scripts += sorted(glob.glob(os.path.join(repo_root, "tools", "*.py")))
+  scripts = [p for p in scripts if "\ndef main(" in open(p).read()]
   assert len(scripts) >= 14
   offending = {}
   for path in scripts:
@@ -159,3 +164,96 @@ def test_no_script_writes_into_results_by_default(repo_root, monkeypatch, tmp_pa
       '  return args.out or os.path.join("results", "x"), f"results/{args.name}.md", record\n'
     )
   assert [s.split(":")[0] for s in _results_literals(repo_root, canary_script)] == ["line 7"] * 2
+
+
+# --- One error base: every error a user can cause is a UserError, one line from run_main ---------
+
+
+def test_every_user_error_derives_from_one_base_and_keeps_its_builtin_base():
+  from research.checkpoint import CheckpointError
+  from research.config import ConfigError
+  from research.cost import CostError
+  from research.data import DataError
+  from research.errors import UserError
+  from research.kernels import KernelError
+  from research.models import ModelError
+  from research.outputs import OutputError
+  from research.serving import InferenceError
+  from research.serving.export import ExportError
+  from research.serving.generate import GenerationError
+  from research.studies import StudyError
+  from research.training.loop import TrainingError
+  from research.training.parallel import ParallelError
+  from research.training.sweep import SweepError
+  from research.workdir import WorkdirError
+
+  value_errors = (ConfigError, CostError, DataError, KernelError, ModelError, OutputError)
+  value_errors += (InferenceError, ExportError, GenerationError, ParallelError, SweepError)
+  runtime_errors = (CheckpointError, StudyError, TrainingError, WorkdirError)
+  for cls in value_errors + runtime_errors:
+    assert issubclass(cls, UserError), cls
+  assert all(issubclass(c, ValueError) for c in value_errors)
+  assert all(issubclass(c, RuntimeError) for c in runtime_errors)
+
+
+def test_run_main_prints_a_user_error_as_one_line_and_lets_a_bug_through(capsys):
+  import pytest
+
+  from research.cli import run_main
+  from research.data import DataError
+
+  def bad_input():
+    raise DataError("file x.npz is broken:\n  quoted library message\n\nsecond line")
+
+  with pytest.raises(SystemExit) as e:
+    run_main(bad_input)
+  assert e.value.code == 1
+  err = capsys.readouterr().err
+  assert err == "error: file x.npz is broken:; quoted library message; second line\n"
+
+  def bug():
+    raise ValueError("a bug, not bad input")
+
+  with pytest.raises(ValueError, match="a bug"):
+    run_main(bug)
+
+
+# --- Layering: imports only go down ---------------------------------------------------------------
+
+CORE = ("config", "config_checks", "cli", "errors", "workdir", "checkpoint", "data", "models")
+CORE += ("kernels", "training", "serving", "bench", "cost")
+
+
+def _project_imports(path):
+  """Every research.* module a file imports, at the top or inside a function."""
+  import ast
+
+  found = set()
+  for node in ast.walk(ast.parse(open(path).read())):
+    if isinstance(node, ast.Import):
+      found |= {a.name for a in node.names}
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+  return {m for m in found if m.startswith("research.")}
+
+
+def test_imports_never_go_up_the_layers(repo_root):
+  """Models import only models, kernels and errors (pure math); config and cost import no
+  training; no core module imports a study."""
+  package = os.path.join(repo_root, "research")
+  wrong = []
+  for folder, _, files in os.walk(package):
+    for name in files:
+      if not name.endswith(".py"):
+        continue
+      path = os.path.join(folder, name)
+      top = os.path.relpath(path, package).split(os.sep)[0].removesuffix(".py")
+      for module in _project_imports(path):
+        layer = module.split(".")[1]
+        if (
+          (top == "models" and layer not in ("models", "kernels", "errors"))
+          or (top in ("config", "config_checks", "cost") and layer == "training")
+          or (top in CORE and layer == "studies")
+        ):
+          wrong.append(f"{os.path.relpath(path, repo_root)} imports {module}")
+  assert not wrong, wrong

@@ -109,8 +109,8 @@ def write_profile(
 ) -> tuple[str, list[dict[str, Any]]]:
   """Profiles a run's batch-1 path; writes OUT.json and OUT.md. Returns the markdown path."""
   from research.data import load_dataset
-  from research.outputs import check_output_prefix
-  from research.provenance import markdown_table, provenance, write_json, write_text
+  from research.outputs import check_output_prefix, markdown_table, write_json, write_text
+  from research.provenance import provenance
   from research.serving.restore import load_run
   from research.serving.run_kind import require_classifier
 

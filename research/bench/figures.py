@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from research.bench.latency import saturation_batch_size  # noqa: E402
-from research.provenance import write_bytes  # noqa: E402
+from research.outputs import write_bytes  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")
 PNG_DPI = 150

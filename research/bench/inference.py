@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import time
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
-from research.bench import loadgen
+from research.bench.inference_loadgen import loadgen_records
 from research.bench.inference_report import markdown_report
+from research.bench.inference_settings import (
+  PEER_PREFIX,
+  BenchSettings,
+  check_settings,
+  configurations,
+)
 from research.bench.latency import (
   batch_sweep,
   interleaved_latency,
@@ -30,93 +35,23 @@ from research.bench.latency import (
   saturation_batch_size,
 )
 from research.data import Dataset
-from research.serving import InferenceError
 from research.serving.engine import Engine
-from research.serving.engines import (
-  ENGINE_PRECISION,
-  EngineFactory,
-  available_engines,
-  check_engines,
-)
+from research.serving.engines import ENGINE_PRECISION, EngineFactory
 from research.serving.export import ExportError, compare_logits
-from research.serving.quantize import PRECISIONS
 from research.serving.restore import TrainedRun
 
-
-@dataclasses.dataclass
-class BenchSettings:
-  precisions: tuple[str, ...] = PRECISIONS  # of the jax engine; ONNX engines have one each
-  backends: tuple[str, ...] | None = None  # of the jax engine; None: every backend JAX sees
-  engines: tuple[str, ...] | None = None  # None: every engine installed (serving.engines)
-  peers: tuple[str, ...] = ()  # ONNX files of independent deployments, timed in ONNX Runtime
-  sweep_sizes: tuple[int, ...] = tuple(2**i for i in range(13))  # 1 ... 4096
-  serve_sizes: tuple[int, ...] = (1, 4, 16, 64, 256)  # compiled for serving and LoadGen
-  latency_calls: int = 2000
-  seconds_per_size: float = 0.25
-  saturation_fraction: float = 0.9
-  loadgen: bool = True
-  loadgen_duration_ms: int = 1500
-  latency_bound_ms: float = 10.0
-  server_max_runs: int = 7
-  full_length: bool = False
-  profile: bool = False  # a jax.profiler trace of jax-engine inference, after the timings
+__all__ = ["BenchSettings", "benchmark_run", "check_settings", "write_benchmark"]
 
 
-def available_backends() -> list[str]:
-  """'cpu', plus 'gpu' / 'tpu' when JAX has them."""
-  found = []
-  for name in ("cpu", "gpu", "tpu"):
-    try:
-      if jax.devices(name):
-        found.append(name)
-    except RuntimeError:
-      pass
-  return found
-
-
-def configurations(settings: BenchSettings) -> list[tuple[str, str, str]]:
-  """(engine, backend, precision) in the order they are measured: jax on every backend and
-  precision, then each ONNX engine (CPU, its one precision)."""
-  backends = settings.backends or tuple(available_backends())
-  for b in backends:
-    if b not in available_backends():
-      raise InferenceError(
-        f"backend {b!r} is not available here (have: "
-        f"{', '.join(available_backends())}); drop it from --backends"
-      )
-  engines = check_engines(settings.engines or available_engines())
-  out = []
-  for engine in engines:
-    if engine == "jax":
-      out += [(engine, b, p) for b in backends for p in settings.precisions]
-    else:
-      out.append((engine, "cpu", ENGINE_PRECISION[engine]))
-  for path in settings.peers:
-    if not os.path.isfile(path):
-      raise InferenceError(f"no peer ONNX file at {path}; check --peer-onnx")
-    out.append((PEER_PREFIX + os.path.basename(path), "cpu", "float32"))
-  return out
-
-
-PEER_PREFIX = "peer-"
-
-
-def check_settings(settings: BenchSettings) -> None:
-  """Every name and number of `settings`, before a run is restored or a file written."""
-  unknown = [p for p in settings.precisions if p not in PRECISIONS]
-  if unknown or not settings.precisions:
-    raise InferenceError(f"unknown precision(s) {unknown}; choose from: {', '.join(PRECISIONS)}")
-  sizes = min(settings.sweep_sizes + settings.serve_sizes, default=0)
-  for name, value in (("batch sizes", sizes), ("--latency-calls", settings.latency_calls),
-                      ("--loadgen-ms", settings.loadgen_duration_ms),
-                      ("--latency-bound-ms", settings.latency_bound_ms),
-                      ("--server-runs", settings.server_max_runs)):  # fmt: skip
-    if not value > 0:
-      raise InferenceError(f"{name} must be positive, got {value}")
-  configurations(settings)  # engines, backends, peer files
-
-
-def _make(factory, settings, engine, sizes, precision, device):
+def _make(
+  factory: EngineFactory,
+  settings: BenchSettings,
+  engine: str,
+  sizes: tuple[int, ...],
+  precision: str,
+  device: Any,
+) -> Engine:
+  """An engine compiled for `sizes`: ours from the factory, a peer's from its ONNX file."""
   if not engine.startswith(PEER_PREFIX):
     return factory.make(engine, sizes, precision, device)
   from research.serving.onnx_runtime import OnnxRuntimeEngine
@@ -172,69 +107,16 @@ def benchmark_run(
     logits = sweep_engine.logits(data.x_test)
     if reference is None and engine == "jax" and precision == "float32":
       reference = logits
-    accuracy = float(np.mean(logits.argmax(-1) == data.y_test))
-    records.append(
-      {
-        **base,
-        "kind": "accuracy",
-        "test_accuracy": accuracy,
-        "test_examples": len(data.y_test),
-        "model_bytes": sweep_engine.model_bytes,
-        "notes": sweep_engine.notes,
-        **(
-          {"agreement_with_jax_fp32": compare_logits(reference, logits)}
-          if reference is not None and not engine.startswith(PEER_PREFIX)
-          else {}
-        ),
-      }
-    )
-    records.append(
-      {
-        **base,
-        "kind": "compile",
-        "seconds_total": compile_s,
-        "seconds_by_batch_size": {**sweep_engine.compile_seconds},
-        "export_seconds": dict(factory.export_seconds) if engine != "jax" else {},
-      }
-    )
+    measured = _accuracy_records(base, sweep_engine, factory, data, logits, reference, compile_s)
     serving[tag] = serve_engine
-    rt = realtime_latency(serve_engine, example, n_calls=settings.latency_calls)
-    samples[tag] = rt.pop("samples_us")
-    records.append({**base, "kind": "realtime", **rt})
-    sweep = batch_sweep(sweep_engine, seconds_per_size=settings.seconds_per_size)
-    saturation = saturation_batch_size(sweep, settings.saturation_fraction)
-    best = max(sweep, key=lambda r: r["examples_per_s"])
-    records += [{**base, "kind": "batch", **r} for r in sweep]
-    records.append(
-      {
-        **base,
-        "kind": "saturation",
-        "batch_size": saturation,
-        "fraction": settings.saturation_fraction,
-        "best_batch_size": best["batch_size"],
-        "best_examples_per_s": best["examples_per_s"],
-        "best_us_per_example": best["us_per_example"],
-      }
-    )
-    log(
-      f"[{tag}] accuracy {accuracy:.4f}; batch 1 p50 {rt['serving']['p50_us']:.1f} µs "
-      f"(bare call {rt['floor']['p50_us']:.1f} µs, x{rt['serving_over_floor_p50']:.2f}; "
-      f"compute alone {rt['compute']['p50_us']:.1f} µs); "
-      f"throughput saturates at batch {saturation}, best {best['examples_per_s']:,.0f}/s; "
-      f"compile {compile_s:.1f} s"
-    )
+    timed, samples[tag] = _timing_records(base, serve_engine, sweep_engine, example, settings)
+    records += measured + timed
+    log(_summary_line(tag, measured + timed, compile_s))
     if settings.loadgen and precision == ENGINE_PRECISION.get(engine, "float32"):
-      records += _loadgen_records(serve_engine, data, base, out_dir, settings, log)
+      records += loadgen_records(serve_engine, data, base, out_dir, settings, log)
   if len(serving) > 1:
     log(f"batch-1 serving latency of {len(serving)} engines, interleaved")
-    bases = {
-      f"{r['engine']} {r['backend']} {r['precision']}": r
-      for r in records
-      if r["kind"] == "realtime"
-    }
-    for tag, stats in interleaved_latency(serving, example, settings.latency_calls).items():
-      base = {k: bases[tag][k] for k in ("engine", "backend", "device", "precision")}
-      records.append({**base, "kind": "realtime_interleaved", "serving": stats})
+    records += _interleaved_records(serving, records, example, settings)
   return {
     "records": records,
     "latency_samples_us": samples,
@@ -244,80 +126,101 @@ def benchmark_run(
   }
 
 
-def _loadgen_records(
-  predictor: Engine,
+def _accuracy_records(
+  base: dict[str, Any],
+  engine: Engine,
+  factory: EngineFactory,
   data: Dataset,
-  base: dict,
-  out_dir: str,
-  settings: BenchSettings,
-  log: Callable[[str], None],
+  logits: np.ndarray,
+  reference: np.ndarray | None,
+  compile_s: float,
 ) -> list[dict[str, Any]]:
-  root = os.path.join(out_dir, "loadgen", base["engine"], base["backend"])
-  x = data.x_test
-  common = {
-    "full_length": settings.full_length,
-    "duration_ms": None if settings.full_length else settings.loadgen_duration_ms,
-  }
-  out = []
-  for scenario in ("SingleStream", "MultiStream", "Offline"):
-    r = loadgen.run_scenario(predictor, x, scenario, os.path.join(root, scenario), **common)
-    out.append({**base, "kind": "loadgen", "scenario": scenario, **_slim(r)})
-    log(
-      f"[{base['engine']} {base['backend']} LoadGen {scenario}] {r['result']}: "
-      f"{r['headline']['name']} {r['headline']['value']:.4g}"
-    )
-  searches = {}
-  for batching in (True, False):
-    name = "Server_batched" if batching else "Server_batch1"
-    s = loadgen.find_server_qps(
-      predictor,
-      x,
-      os.path.join(root, name),
-      latency_bound_ms=settings.latency_bound_ms,
-      batching=batching,
-      duration_ms=settings.loadgen_duration_ms,
-      max_runs=settings.server_max_runs,
-    )
-    best = s["best"] or {}
-    searches[name] = s["qps"]
-    out.append(
-      {
-        **base,
-        "kind": "loadgen",
-        "scenario": name,
-        "batching": batching,
-        "latency_bound_ms": settings.latency_bound_ms,
-        "qps": s["qps"],
-        "valid": bool(best.get("valid")),
-        "trials": s["trials"],
-        **({"best": _slim(best)} if best else {}),
-      }
-    )
-    p99 = (best.get("latency_ms") or {}).get("p99")
-    log(
-      f"[{base['engine']} {base['backend']} LoadGen {name}] highest VALID QPS "
-      f"{s['qps']:,.0f} at p99 {p99 if p99 is None else round(p99, 2)} ms "
-      f"(bound {settings.latency_bound_ms} ms)"
-    )
-  ratio = (
-    searches["Server_batched"] / searches["Server_batch1"]
-    if searches.get("Server_batch1")
-    else None
-  )
-  out.append(
+  """A configuration's test accuracy (and agreement with the jax fp32 logits) and compilation."""
+  return [
     {
       **base,
-      "kind": "loadgen_server_ratio",
-      "batched_over_batch1_qps": ratio,
-      "latency_bound_ms": settings.latency_bound_ms,
-    }
+      "kind": "accuracy",
+      "test_accuracy": float(np.mean(logits.argmax(-1) == data.y_test)),
+      "test_examples": len(data.y_test),
+      "model_bytes": engine.model_bytes,
+      "notes": engine.notes,
+      **(
+        {"agreement_with_jax_fp32": compare_logits(reference, logits)}
+        if reference is not None and not base["engine"].startswith(PEER_PREFIX)
+        else {}
+      ),
+    },
+    {
+      **base,
+      "kind": "compile",
+      "seconds_total": compile_s,
+      "seconds_by_batch_size": {**engine.compile_seconds},
+      "export_seconds": dict(factory.export_seconds) if base["engine"] != "jax" else {},
+    },
+  ]
+
+
+def _timing_records(
+  base: dict[str, Any],
+  serve_engine: Engine,
+  sweep_engine: Engine,
+  example: np.ndarray,
+  settings: BenchSettings,
+) -> tuple[list[dict[str, Any]], Any]:
+  """(records, batch-1 samples): batch-1 latency through the serving path, the batch sweep and
+  where its throughput saturates."""
+  rt = realtime_latency(serve_engine, example, n_calls=settings.latency_calls)
+  samples_us = rt.pop("samples_us")
+  sweep = batch_sweep(sweep_engine, seconds_per_size=settings.seconds_per_size)
+  best = max(sweep, key=lambda r: r["examples_per_s"])
+  records = [
+    {**base, "kind": "realtime", **rt},
+    *({**base, "kind": "batch", **r} for r in sweep),
+    {
+      **base,
+      "kind": "saturation",
+      "batch_size": saturation_batch_size(sweep, settings.saturation_fraction),
+      "fraction": settings.saturation_fraction,
+      "best_batch_size": best["batch_size"],
+      "best_examples_per_s": best["examples_per_s"],
+      "best_us_per_example": best["us_per_example"],
+    },
+  ]
+  return records, samples_us
+
+
+def _summary_line(tag: str, records: list[dict[str, Any]], compile_s: float) -> str:
+  """One configuration's headline for the log, from its accuracy, realtime and saturation
+  records."""
+  by_kind = {r["kind"]: r for r in records}
+  rt, sat = by_kind["realtime"], by_kind["saturation"]
+  return (
+    f"[{tag}] accuracy {by_kind['accuracy']['test_accuracy']:.4f}; batch 1 p50 "
+    f"{rt['serving']['p50_us']:.1f} µs "
+    f"(bare call {rt['floor']['p50_us']:.1f} µs, x{rt['serving_over_floor_p50']:.2f}; "
+    f"compute alone {rt['compute']['p50_us']:.1f} µs); "
+    f"throughput saturates at batch {sat['batch_size']}, best "
+    f"{sat['best_examples_per_s']:,.0f}/s; "
+    f"compile {compile_s:.1f} s"
   )
+
+
+def _interleaved_records(
+  serving: dict[str, Engine],
+  records: list[dict[str, Any]],
+  example: np.ndarray,
+  settings: BenchSettings,
+) -> list[dict[str, Any]]:
+  """Batch-1 serving latency of every configuration again, their calls interleaved in blocks in
+  one pass, so the machine's drift falls on all alike."""
+  bases = {
+    f"{r['engine']} {r['backend']} {r['precision']}": r for r in records if r["kind"] == "realtime"
+  }
+  out = []
+  for tag, stats in interleaved_latency(serving, example, settings.latency_calls).items():
+    base = {k: bases[tag][k] for k in ("engine", "backend", "device", "precision")}
+    out.append({**base, "kind": "realtime_interleaved", "serving": stats})
   return out
-
-
-def _slim(record: dict[str, Any]) -> dict[str, Any]:
-  """A LoadGen record without its bulky fields (they stay in the run's log directory)."""
-  return {k: v for k, v in record.items() if k not in ("loadgen_warnings", "responses")}
 
 
 def write_benchmark(
@@ -338,8 +241,15 @@ def write_benchmark(
   from research import workdir as workdir_lib
   from research.bench import figures
   from research.data import load_dataset
-  from research.outputs import OutputError, check_output_dir, writable
-  from research.provenance import provenance, write_json, write_text
+  from research.outputs import (
+    OutputError,
+    check_output_dir,
+    replacing_directory,
+    writable,
+    write_json,
+    write_text,
+  )
+  from research.provenance import provenance
   from research.serving.restore import load_run
   from research.serving.run_kind import require_classifier
 
@@ -363,18 +273,8 @@ def write_benchmark(
   t = time.perf_counter()
   # Re-running into the same OUT replaces its LoadGen logs, as it replaces bench.json; the old
   # ones are kept aside until the new benchmark has finished, and put back if it fails.
-  logs, previous = os.path.join(out, "loadgen"), os.path.join(out, "loadgen.previous")
-  shutil.rmtree(previous, ignore_errors=True)
-  if os.path.isdir(logs):
-    os.replace(logs, previous)
-  try:
+  with replacing_directory(os.path.join(out, "loadgen")):
     result = benchmark_run(run, data, out, settings, log=log)
-  except BaseException:
-    if os.path.isdir(previous):
-      shutil.rmtree(logs, ignore_errors=True)
-      os.replace(previous, logs)
-    raise
-  shutil.rmtree(previous, ignore_errors=True)
   if settings.profile:
     from research.bench.trace import trace_inference
 

@@ -1,14 +1,17 @@
 """XLA's view of a compiled function: its FLOP count, bytes and memory, the cross-check of the
-analytic counts in `research.cost.flops`."""
+analytic counts in `research.cost.flops`. Nothing here knows a model family or imports training:
+what a family needs counted differently is declared in `research.models`, and the train step is
+the caller's."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import dataclasses
+from typing import Any, Callable, Mapping
 
 import jax
-import jax.numpy as jnp
 
 from research import kernels
+from research.models import FAMILIES, KERNEL_FIELDS, PADDED_KERNELS, build_model
 
 
 def compiled_cost(fn, *args, **kwargs) -> dict[str, float]:
@@ -39,54 +42,51 @@ def compiled_cost(fn, *args, **kwargs) -> dict[str, float]:
   return out
 
 
+# (model, a batch of inputs) -> (train_step, its state): the step `train_step(state, (x, y))` that
+# training runs (research.training.step), built by the caller, since cost imports no training.
+TrainStepFor = Callable[[Any, Any], tuple[Callable[..., Any], Any]]
+
+
 def xla_flops(
   model_config: Mapping[str, Any],
-  input_shape: Sequence[int],
   num_classes: int,
-  batch: int,
-  optimizer: Any,
+  batch: tuple[Any, Any],
+  train_step_for: TrainStepFor,
 ) -> dict[str, Any]:
-  """XLA's FLOPs for the forward pass and the train step at `batch`, with notes.
+  """XLA's FLOPs for the forward pass and the train step on `batch` (inputs, targets), with notes.
 
-  Two adjustments, both measured: the 1-D CNN is counted with `conv_impl="xla"` (the im2col form
-  that trains faster on CPU pads its matmuls to multiples of 8, extra work that is not the model's;
-  its own count is reported beside), and a GRU's `lax.scan` body is counted once by XLA whatever
-  the trip count, so the count is extrapolated from unroll=1 and unroll=2 to all steps.
+  Two adjustments, both measured and declared by the models' registry: a kernel implementation
+  that pads its work (`PADDED_KERNELS`: the 1-D CNN's im2col, which trains faster on CPU, pads
+  its matmuls to multiples of 8) is replaced by XLA's own op for the count, its own count
+  reported beside; and a family that runs a `lax.scan` (`Family.scan_axis`: the GRU) is counted
+  at unroll=1 and unroll=2 and extrapolated to all steps, since XLA counts a scan body once
+  whatever the trip count.
   """
-  from research.models import build_model
-  from research.training.step import create_train_state, make_train_step
-
   config = dict(model_config)
+  family = FAMILIES.get(config["name"])
+  x, y = batch
   notes = []
-  tokens = config["name"] == "transformer"
 
   def count(cfg):
     model = build_model(cfg, num_classes)
-    if tokens:  # next-token prediction: int32 windows in, one target per position
-      x = jnp.zeros((batch, *input_shape), jnp.int32)
-      y = x
-    else:
-      x = jnp.zeros((batch, *input_shape), jnp.float32)
-      y = jnp.zeros((batch,), jnp.int32)
-    state = create_train_state(model, optimizer, x[:1], jax.random.key(0))
+    step, state = train_step_for(model, x)
     return (
       compiled_cost(model.apply, state.params, x)["flops"],
-      compiled_cost(make_train_step(model, optimizer), state, (x, y))["flops"],
+      compiled_cost(step, state, (x, y))["flops"],
     )
 
   out: dict[str, Any] = {}
-  if (
-    config["name"] == "cnn1d"
-    and kernels.resolve("conv1d", config.get("conv_impl", "auto")) != "xla"
-  ):
+  padded = _padded_kernels(family.module, config) if family else []
+  if padded:
     out["implementation_forward"], out["implementation_train_step"] = count(config)
-    config["conv_impl"] = "xla"
-    notes.append(
-      "counted with conv_impl=xla; the im2col implementation that runs pads each "
-      "conv matmul to multiples of 8 and does the implementation_* FLOPs"
-    )
-  if config["name"] == "gru":
-    steps = int(input_shape[0])
+    for key, impl, what in padded:
+      config[key] = "xla"
+      notes.append(
+        f"counted with {key}=xla; the {impl} implementation that runs {what} "
+        "and does the implementation_* FLOPs"
+      )
+  if family and family.scan_axis is not None:
+    steps = int(x.shape[1 + family.scan_axis])
     f1, t1 = count({**config, "unroll": 1})
     f2, t2 = count({**config, "unroll": 2})
     out["forward"], out["train_step"] = f1 + (steps - 1) * (f2 - f1), t1 + (steps - 1) * (t2 - t1)
@@ -95,3 +95,16 @@ def xla_flops(
     out["forward"], out["train_step"] = count(config)
   out["notes"] = notes
   return out
+
+
+def _padded_kernels(module: type, config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+  """(field, implementation, what it pads) for each kernel field of `module` that `config`
+  resolves to a padding implementation on this backend."""
+  defaults = {f.name: f.default for f in dataclasses.fields(module)}
+  found = []
+  for key, kernel in KERNEL_FIELDS.items():
+    if key in defaults:
+      impl = kernels.resolve(kernel, config.get(key, defaults[key]))
+      if (kernel, impl) in PADDED_KERNELS:
+        found.append((key, impl, PADDED_KERNELS[kernel, impl]))
+  return found

@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 
 from research.data.dataset import DataError
+from research.outputs import atomic_path, write_npz
 
 INPUT_SUFFIXES = (".npy", ".npz", ".csv")
 OUTPUT_SUFFIXES = (".npy", ".npz", ".csv")
@@ -91,15 +92,15 @@ def write_predictions(
   directory = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(directory):
     raise DataError(f"output directory {directory!r} does not exist; create it first")
-  tmp = f"{path}.tmp{os.getpid()}{suffix}"
-  try:
+  if suffix == ".npz":
+    arrays = {"predictions": predictions}
+    if probabilities is not None:
+      arrays["probabilities"] = probabilities
+    write_npz(path, **arrays)
+    return
+  with atomic_path(path) as tmp:
     if suffix == ".npy":
       np.save(tmp, probabilities if probabilities is not None else predictions)
-    elif suffix == ".npz":
-      arrays = {"predictions": predictions}
-      if probabilities is not None:
-        arrays["probabilities"] = probabilities
-      np.savez(tmp, **arrays)
     else:
       columns = [predictions[:, None].astype(np.float64)]
       header = "prediction"
@@ -110,10 +111,6 @@ def write_predictions(
       np.savetxt(
         tmp, np.concatenate(columns, axis=1), delimiter=",", header=header, comments="", fmt=fmt
       )
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def _first_line(e: BaseException) -> str:

@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Mapping
 
 import numpy as np
 
+from research.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
   """A data source that cannot give a usable dataset; the message says what to fix."""
+
+
+CLASSIFICATION = "classification"  # one label per example
+LANGUAGE_MODEL = "language_model"  # one next-token target per position
+# Sources of token streams, cut into windows with one next-token target per position; every
+# other source gives one label per example.
+TOKEN_SOURCES = ("markov", "text")
+
+
+def task_of(data: Dataset | Mapping[str, Any]) -> str:
+  """CLASSIFICATION or LANGUAGE_MODEL: the one place a run's task is decided.
+
+  Of a loaded Dataset, by its targets (one per example, or one per position); of a data config
+  (a run's `config.data`, read from a workdir without loading anything), by the source it names,
+  which is what that source's Dataset will say. Evaluators, the serving tools' run checks and the
+  validation split all ask here.
+  """
+  if isinstance(data, Dataset):
+    return LANGUAGE_MODEL if data.y_train.ndim > 1 else CLASSIFICATION
+  return LANGUAGE_MODEL if data.get("name") in TOKEN_SOURCES else CLASSIFICATION
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +61,8 @@ class Dataset:
 
   @property
   def task(self) -> str:
-    """'classification' (one label per example) or 'language_model' (one target per position);
-    the train loop picks its evaluator by this name."""
-    return "language_model" if self.y_train.ndim > 1 else "classification"
+    """`task_of(self)`: the train loop picks its evaluator by this name."""
+    return task_of(self)
 
   @property
   def input_shape(self) -> tuple[int, ...]:
@@ -133,7 +155,7 @@ def split_validation(data: Dataset, size: int) -> Dataset:
       f"{data.name}: data.validation_size must be between 0 and {n - 1} (the training split has "
       f"{n} examples), got {size}"
     )
-  if data.task == "language_model":
+  if data.task == LANGUAGE_MODEL:
     val = np.arange(n - size, n)
   else:
     val = np.sort(np.random.default_rng(0).permutation(n)[:size])

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import jax
 
+from research.errors import UserError
+
 IMPLS: dict[str, tuple[str, ...]] = {
   "matmul": ("patch", "xla"),
   "conv1d": ("im2col", "xla"),
@@ -34,7 +36,7 @@ AUTO: dict[str, dict[str, str]] = {
 DEFAULT = "xla"
 
 
-class KernelError(ValueError):
+class KernelError(UserError, ValueError):
   """An unknown kernel or implementation name; the message lists the choices."""
 
 

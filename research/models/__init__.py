@@ -2,7 +2,9 @@
 
 Models are pure math: Flax modules that know nothing of training, storage, logging or backends.
 How a matmul or a convolution runs is the kernels' choice (`research.kernels`): a model names it
-by field (`matmul_impl`, `conv_impl`), "auto" meaning the backend's fastest.
+by field (`matmul_impl`, `conv_impl`), "auto" meaning the backend's fastest. Each family's
+analytic FLOP count sits beside its module and is registered with it in `FAMILIES`, which
+`research.cost` reads (conventions: research/models/flops.py).
 
 Shape suffixes (`x_BxLxC`: a batch of length-L signals with C channels), one meaning per letter:
 
@@ -25,28 +27,56 @@ Shape suffixes (`x_BxLxC`: a batch of length-L signals with C channels), one mea
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+import functools
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from research import kernels
-from research.models.cnn import CNN1D, CNN2D
+from research.models import cnn, linear, mlp, rnn, transformer_flops
+from research.models.flops import LayerCount, classifier_forward, classifier_train
 from research.models.layers import ModelError
-from research.models.linear import Logistic
-from research.models.mlp import MLP
-from research.models.rnn import BiGRU
 from research.models.transformer import Transformer, init_cache
 
-MODELS: dict[str, type[nn.Module]] = {
-  "logistic": Logistic,
-  "mlp": MLP,
-  "cnn1d": CNN1D,
-  "cnn2d": CNN2D,
-  "gru": BiGRU,
-  "transformer": Transformer,
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """A model family: its module, and its analytic FLOPs.
+
+  `forward_flops(model_config, input_shape, num_classes, batch)` counts the forward pass of a
+  batch; `train_flops(...)` (same arguments) a train step by part, all but the optimizer update;
+  `layer_flops(model_config, input_shape, num_classes)` the forward pass per example, layer by
+  layer (classifiers). `scan_axis`: the input axis (per example) a `lax.scan` steps over, with
+  the module's `unroll` field as steps per iteration; XLA's cost analysis counts a scan body
+  once, so `research.cost.xla` extrapolates over it.
+  """
+
+  module: type[nn.Module]
+  forward_flops: Callable[[Mapping[str, Any], Sequence[int], int, int], float]
+  train_flops: Callable[[Mapping[str, Any], Sequence[int], int, int], dict[str, float]]
+  layer_flops: LayerCount | None = None
+  scan_axis: int | None = None
+
+
+def _classifier(module: type[nn.Module], layer_flops: LayerCount, **fields: Any) -> Family:
+  forward = functools.partial(classifier_forward, layer_flops)
+  train = functools.partial(classifier_train, layer_flops)
+  return Family(module, forward, train, layer_flops, **fields)
+
+
+FAMILIES: dict[str, Family] = {
+  "logistic": _classifier(linear.Logistic, linear.layer_flops),
+  "mlp": _classifier(mlp.MLP, mlp.layer_flops),
+  "cnn1d": _classifier(cnn.CNN1D, cnn.cnn1d_layer_flops),
+  "cnn2d": _classifier(cnn.CNN2D, cnn.cnn2d_layer_flops),
+  "gru": _classifier(rnn.BiGRU, rnn.layer_flops, scan_axis=0),
+  "transformer": Family(
+    Transformer, transformer_flops.forward_flops, transformer_flops.train_flops
+  ),
 }
+MODELS: dict[str, type[nn.Module]] = {name: f.module for name, f in FAMILIES.items()}
 
 # Models that decode token by token: their class -> (model, batch) -> an empty KV cache.
 CACHE_BUILDERS: dict[type[nn.Module], Any] = {Transformer: init_cache}
@@ -56,6 +86,9 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 # Model fields that name a kernel implementation (research.kernels), and which kernel.
 KERNEL_FIELDS = {"matmul_impl": "matmul", "conv_impl": "conv1d"}
+# Kernel implementations that do arithmetic the model does not need, and what: XLA's FLOP count
+# of a model running one is not the model's, so `research.cost.xla` counts it with XLA's own op.
+PADDED_KERNELS = {("conv1d", "im2col"): "pads each conv matmul to multiples of 8"}
 
 
 def build_model(

@@ -14,11 +14,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from research.errors import UserError
 from research.kernels.conv import conv1d
 from research.kernels.matmul import matmul
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
   """A model config that names no model or fields the model lacks, or inputs it cannot take."""
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, Mapping, Sequence
+
 import flax.linen as nn
 import jax
+import numpy as np
 
+from research.models.flops import LayerFlops, dense
 from research.models.layers import Dense
 
 
@@ -20,3 +24,10 @@ class Logistic(nn.Module):
     return Dense(self.num_classes, dtype=self.dtype, matmul_impl=self.matmul_impl)(
       x.reshape(x.shape[0], -1)
     )
+
+
+def layer_flops(
+  model_config: Mapping[str, Any], input_shape: Sequence[int], num_classes: int
+) -> list[LayerFlops]:
+  """Forward FLOPs per example (conventions: research/models/flops.py)."""
+  return [dense("dense", int(np.prod(input_shape)), num_classes, False, True)]

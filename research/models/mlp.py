@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Mapping, Sequence
+
 import flax.linen as nn
 import jax
+import numpy as np
 
+from research.models.flops import LayerFlops, dense
 from research.models.layers import Dense
 
 
@@ -23,3 +28,15 @@ class MLP(nn.Module):
     )
     h = h + nn.relu(Dense(self.hidden, dtype=self.dtype, matmul_impl=self.matmul_impl)(h))
     return Dense(self.num_classes, dtype=self.dtype, matmul_impl=self.matmul_impl)(h)
+
+
+def layer_flops(
+  model_config: Mapping[str, Any], input_shape: Sequence[int], num_classes: int
+) -> list[LayerFlops]:
+  """Forward FLOPs per example (conventions: research/models/flops.py)."""
+  n_in = int(np.prod(input_shape))
+  hidden = int(model_config.get("hidden", 100))
+  l1 = dense("dense_in", n_in, hidden, True, True)
+  l2 = dense("dense_residual", hidden, hidden, True, False)
+  l2 = dataclasses.replace(l2, elementwise=l2.elementwise + hidden)  # h + relu(...)
+  return [l1, l2, dense("dense_out", hidden, num_classes, False, False)]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any, Mapping, Sequence
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from research.models.flops import LayerFlops, dense
 from research.models.layers import Dense, check_input_rank, uniform_fan_in
 
 
@@ -66,3 +70,30 @@ class BiGRU(nn.Module):
     return Dense(self.num_classes, dtype=self.dtype, matmul_impl=self.matmul_impl)(
       out_BxTx2H.reshape(batch, -1)
     )
+
+
+def layer_flops(
+  model_config: Mapping[str, Any], input_shape: Sequence[int], num_classes: int
+) -> list[LayerFlops]:
+  """Forward FLOPs per example of BiGRU (conventions: research/models/flops.py)."""
+  hid = int(model_config.get("hidden", 6))
+  steps, n_feat = int(input_shape[0]), (int(np.prod(input_shape[1:])) or 1)
+  per_dir_steps = 2 * steps
+  # Input projection (all steps at once) with its bias.
+  proj = LayerFlops(
+    "gru_input_projection",
+    per_dir_steps * 2.0 * n_feat * 3 * hid,
+    per_dir_steps * 3.0 * hid,
+    True,
+  )
+  # Per step and direction: hidden projection + bias; r, z: one add each, then a sigmoid,
+  # 1 / (1 + exp(-x)), which is 3 FLOPs around its exp; n: r * hid_n, + in_n (+ tanh);
+  # h' = (1 - z) * n + z * h: four ops.
+  cell = LayerFlops(
+    "gru_recurrence",
+    per_dir_steps * 2.0 * hid * 3 * hid,
+    per_dir_steps * (3 * hid + 2 * hid + 2 * 3 * hid + 2 * hid + 4 * hid),
+    False,
+    transcendentals=per_dir_steps * 3.0 * hid,
+  )
+  return [proj, cell, dense("dense", steps * 2 * hid, num_classes, False, False)]

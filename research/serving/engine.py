@@ -85,11 +85,12 @@ def check_features(x: Any, input_shape: Sequence[int]) -> np.ndarray:
       f"input dtype {x.dtype} is not numeric; give float (or integer) "
       f"features of shape [n, {', '.join(map(str, input_shape))}]"
     )
+  given = x.shape  # what the user gave: the message names it, not the batched view
   if x.ndim == len(input_shape):
     x = x[None]  # one example without its batch axis
   if x.shape[1:] != input_shape:
     raise InferenceError(
-      f"input shape {list(x.shape)} does not match the model's "
+      f"input shape {list(given)} does not match the model's "
       f"[n, {', '.join(map(str, input_shape))}]; reshape or pick the "
       f"run trained on this data"
     )

@@ -198,8 +198,8 @@ def export_run(
   failed export or check leaves neither. Returns the `out.json` record.
   """
   from research.data import load_dataset
-  from research.outputs import check_output_file
-  from research.provenance import provenance, write_bytes, write_json
+  from research.outputs import check_output_file, write_bytes, write_json
+  from research.provenance import provenance
   from research.serving.restore import load_run
 
   if fmt not in FORMATS:

@@ -27,12 +27,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from research.errors import UserError
 from research.models import init_decode_cache
 
 KVCache = Any  # a pytree of per-layer buffers, whatever the model keeps
 
 
-class GenerationError(ValueError):
+class GenerationError(UserError, ValueError):
   """A generation request the model cannot serve; the message says what to change."""
 
 

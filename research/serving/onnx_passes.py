@@ -31,6 +31,7 @@ def simplify(proto: Any) -> dict[str, int]:
     "flatten_transpose": fold_flatten_transpose(proto),
     "unit_transposes": unit_transposes_to_reshapes(proto),
     "reshape_chains": merge_reshapes(proto),
+    "unused_initializers": drop_unused_initializers(proto),
   }
 
 
@@ -68,20 +69,53 @@ def _perm(node: Any) -> list[int] | None:
   return None if perm is None else list(perm.ints)
 
 
+def _subgraphs(node: Any) -> list[Any]:
+  """The graphs a node carries as attributes (a Loop's or Scan's body, an If's branches)."""
+  return [a.g for a in node.attribute if a.HasField("g")] + [
+    g for a in node.attribute for g in a.graphs
+  ]
+
+
+def _used_names(graph: Any) -> set[str]:
+  """Every name the graph's nodes read, including what nodes of their subgraphs read (a body may
+  read a tensor of the graph around it by name)."""
+  used = set()
+  for node in graph.node:
+    used.update(node.input)
+    for sub in _subgraphs(node):
+      used |= _used_names(sub)
+  return used
+
+
 def _drop_dead(graph: Any) -> None:
   """Removes the nodes whose outputs feed nothing (repeatedly: chains die back), then the
   constants no node reads."""
   outputs = {o.name for o in graph.output}
   while True:
-    used = {name for n in graph.node for name in n.input} | outputs
+    used = _used_names(graph) | outputs
     dead = [n for n in graph.node if not any(o in used for o in n.output)]
     if not dead:
       break
     for n in dead:
       graph.node.remove(n)
-  used = {name for node in graph.node for name in node.input}
+  used = _used_names(graph) | outputs
   for t in [t for t in graph.initializer if t.name not in used]:
     graph.initializer.remove(t)
+
+
+def drop_unused_initializers(proto: Any) -> int:
+  """Removes the constants no node reads, in the main graph and in every subgraph, in place;
+  returns how many. jax2onnx leaves the constants of a `lax.scan` body (the GRU's Loop) in the
+  body unused, and ONNX Runtime prints a warning for each one every time it loads the model."""
+
+  def drop(graph: Any) -> int:
+    used = _used_names(graph) | {o.name for o in graph.output}
+    unused = [t for t in graph.initializer if t.name not in used]
+    for t in unused:
+      graph.initializer.remove(t)
+    return len(unused) + sum(drop(sub) for node in graph.node for sub in _subgraphs(node))
+
+  return drop(proto.graph)
 
 
 def fold_gemm_bias(proto: Any) -> int:

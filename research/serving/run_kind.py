@@ -6,25 +6,20 @@ from __future__ import annotations
 import ml_collections
 
 from research import workdir as workdir_lib
+from research.data.dataset import LANGUAGE_MODEL, task_of
 from research.serving import InferenceError
-
-LANGUAGE_MODEL_DATA = ("markov", "text")
-LANGUAGE_MODELS = ("transformer",)
 
 
 def run_kind(config: ml_collections.ConfigDict) -> str:
-  """'language_model' (next-token prediction) or 'classification'."""
-  data = config.get("data") or {}
-  model = config.get("model") or {}
-  if data.get("name") in LANGUAGE_MODEL_DATA or model.get("name") in LANGUAGE_MODELS:
-    return "language_model"
-  return "classification"
+  """'language_model' (next-token prediction) or 'classification': the task of the config's data
+  source (`research.data.dataset.task_of`)."""
+  return task_of(config.get("data") or {})
 
 
 def require_classifier(workdir: str, tool: str) -> ml_collections.ConfigDict:
   """The run's config, or an InferenceError when it is a language model."""
   config = workdir_lib.read_config(workdir)
-  if run_kind(config) == "language_model":
+  if run_kind(config) == LANGUAGE_MODEL:
     raise InferenceError(
       f"{workdir} is a language-model run ({config.model.get('name')} on "
       f"{config.data.get('name')}); {tool} serves classifiers: use the LM tools "
@@ -36,7 +31,7 @@ def require_classifier(workdir: str, tool: str) -> ml_collections.ConfigDict:
 def require_language_model(workdir: str, tool: str) -> ml_collections.ConfigDict:
   """The run's config, or an InferenceError when it is not a language model."""
   config = workdir_lib.read_config(workdir)
-  if run_kind(config) != "language_model":
+  if run_kind(config) != LANGUAGE_MODEL:
     raise InferenceError(
       f"{workdir} is a classifier run ({config.model.get('name')} on "
       f"{config.data.get('name')}); {tool} reports language models: for a classifier use "

@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 from research import config as config_lib
 from research import workdir as workdir_lib
-from research.provenance import markdown_table, provenance
+from research.outputs import markdown_table
+from research.provenance import provenance
 from research.studies.report_fields import comparison_fields
 
 COLUMNS = [
@@ -197,13 +198,17 @@ def _hyperparameter_cell(config: dict[str, Any] | None, field: str) -> str:
   return json.dumps(value) if isinstance(value, (list, tuple, dict)) or value == "" else str(value)
 
 
-def _header_and_rows(table: RunsTable) -> tuple[list[str], list[list[Any]]]:
+def _header_and_rows(table: RunsTable, formatted: bool) -> tuple[list[str], list[list[Any]]]:
+  """`formatted`: numbers as people read them (5,210; 0.9300); else as stored, for a spreadsheet."""
   columns = COLUMNS + (COST_COLUMNS if any("break_even_flops" in r for r in table.runs) else [])
   header = ["run", *table.differ] + [c for c, _ in columns[1:]]
   rows = []
   for r in table.runs:
     hp = [_hyperparameter_cell(r["config"], f) for f in table.differ]
-    cells = ["" if r.get(c) is None else (f.format(r[c]) if f else r[c]) for c, f in columns[1:]]
+    cells = [
+      "" if r.get(c) is None else (f.format(r[c]) if f and formatted else r[c])
+      for c, f in columns[1:]
+    ]
     rows.append([r["run"], *hp, *cells])
   return header, rows
 
@@ -219,20 +224,15 @@ def same_line(table: RunsTable) -> str:
 
 
 def render(table: RunsTable, fmt: str = "md") -> str:
-  """The table as markdown (with the line of shared hyperparameters) or CSV text."""
-  header, rows = _header_and_rows(table)
+  """The table as markdown (with the line of shared hyperparameters) or CSV text. CSV holds the
+  numbers as stored (5210, not "5,210"), so a spreadsheet or csv reader parses them."""
+  header, rows = _header_and_rows(table, formatted=fmt != "csv")
   if fmt == "csv":
     buf = io.StringIO()
     csv.writer(buf).writerows([header] + rows)
     return buf.getvalue()
   same = same_line(table)
   return markdown_table(header, rows) + "\n" + (f"\n{same}\n" if same else "")
-
-
-def runs_table(entries: Sequence[str], fmt: str = "md") -> tuple[list[dict[str, Any]], str]:
-  """Every run's row, and the table as markdown or CSV text (cost columns when any run has them)."""
-  table = compare(entries)
-  return table.runs, render(table, fmt)
 
 
 def output_files(
@@ -254,23 +254,3 @@ def output_files(
   if csv_too:
     files[out + ".csv"] = render(table, "csv")
   return files
-
-
-def write_all(files: dict[str, str]) -> None:
-  """Writes every file or none: all go to temp files first, then each is renamed into place."""
-  tmps = {}
-  try:
-    for path, text in files.items():
-      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-      tmps[path] = tmp = f"{path}.tmp{os.getpid()}"
-      with open(tmp, "w") as f:
-        f.write(text)
-  except OSError as e:
-    for tmp in tmps.values():
-      if os.path.exists(tmp):
-        os.remove(tmp)
-    raise workdir_lib.WorkdirError(
-      f"cannot write {path} ({e.strerror}); choose another --out"
-    ) from None
-  for path, tmp in tmps.items():
-    os.replace(tmp, path)

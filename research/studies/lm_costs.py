@@ -21,8 +21,8 @@ import numpy as np
 
 from research import workdir as workdir_lib
 from research.bench.generation import batched_generation, check_fits, realtime_generation
-from research.cost import hardware, xla
-from research.cost import transformer as tf
+from research.cost import flops, hardware, xla
+from research.models import transformer_flops as tf
 from research.serving.generate import Generator
 from research.serving.restore import load_run
 from research.training.optimizers import optimizer_from_config
@@ -59,7 +59,11 @@ def flop_counts(model, params, batch: int, optimizer_name: str, optimizer) -> di
   xla_fwd = xla.compiled_cost(model.apply, params, x)["flops"]
   xla_train = xla.compiled_cost(step, state, (x, x))["flops"]
   exact_fwd = tf.sequence_forward_flops(shape, batch, n_ctx)
-  exact_train = tf.sequence_train_step_flops(shape, batch, n_ctx, optimizer_name)
+  model_config = {**shape, "name": "transformer"}
+  num_params = tf.param_count(shape)
+  exact_train = flops.train_step_flops(
+    model_config, (n_ctx,), shape["num_classes"], batch, num_params, optimizer_name
+  )
   return {
     "non_embedding_params": {
       "kaplan": tf.kaplan_non_embedding_params(shape["n_layer"], shape["d_model"], shape["d_ff"]),
@@ -157,11 +161,8 @@ def lm_costs(
 
 
 def markdown(r: dict[str, Any], provenance_md: str) -> str:
-  from research.provenance import markdown_table
-
-  f, t, g, loss = r["flops"], r["training"], r["generation"], r["loss"]
-  rt, be = g["realtime"], r["break_even_tokens"]
-  si = lambda x: f"{x:,.0f}" if x >= 100 else f"{x:.3g}"  # noqa: E731
+  """The report a reader checks: loss, FLOPs per token, time, break-even, from this run."""
+  t = r["training"]
   lines = [
     f"# Language model: training against generation ({r['experiment']})",
     "",
@@ -172,11 +173,22 @@ def markdown(r: dict[str, Any], provenance_md: str) -> str:
     f"vocabulary {r['model']['num_classes']}; {r['params']:,} parameters; "
     f"{r['steps']} steps of {t['tokens_per_step']:,} tokens.",
     "",
-    "## Loss",
-    "",
+    *_loss_section(r["loss"]),
+    *_flops_section(r["flops"]),
+    *_time_section(r),
+    *_break_even_section(r),
   ]
+  return "\n".join(lines)
+
+
+def _count(x: float) -> str:
+  return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def _loss_section(loss: dict[str, Any]) -> list[str]:
+  """The test loss, against the source's entropy rate when the data has one."""
   if loss["entropy_rate"] is not None:
-    lines.append(
+    text = (
       f"Test loss {loss['test_nats_per_token']:.4f} nats/token ({loss['test_bits_per_token']:.4f} "
       f"bits, perplexity {loss['perplexity']:.3f}) against the source's entropy rate "
       f"{loss['entropy_rate']:.4f}: **{loss['gap_to_entropy_rate']:+.4f} nats/token** from the "
@@ -184,12 +196,18 @@ def markdown(r: dict[str, Any], provenance_md: str) -> str:
       f"marginal entropy, which keeps even a perfect model a little above the rate.)"
     )
   else:
-    lines.append(
+    text = (
       f"Test loss {loss['test_nats_per_token']:.4f} nats/token "
       f"({loss['test_bits_per_token']:.4f} bits, perplexity {loss['perplexity']:.3f})."
     )
-  lines += [
-    "",
+  return ["## Loss", "", text, ""]
+
+
+def _flops_section(f: dict[str, Any]) -> list[str]:
+  """Kaplan's formula, our exact count and XLA's, per token."""
+  from research.outputs import markdown_table
+
+  return [
     "## FLOPs per token",
     "",
     markdown_table(
@@ -203,28 +221,38 @@ def markdown(r: dict[str, Any], provenance_md: str) -> str:
       [
         [
           "forward",
-          si(f["forward_per_token"]["kaplan"]),
-          si(f["forward_per_token"]["exact"]),
-          si(f["forward_per_token"]["xla"]),
+          _count(f["forward_per_token"]["kaplan"]),
+          _count(f["forward_per_token"]["exact"]),
+          _count(f["forward_per_token"]["xla"]),
           f"{f['xla_over_exact']['forward']:.3f}",
         ],
         [
           "train step",
-          si(f["train_step_per_token"]["kaplan"]),
-          si(f["train_step_per_token"]["exact"]),
-          si(f["train_step_per_token"]["xla"]),
+          _count(f["train_step_per_token"]["kaplan"]),
+          _count(f["train_step_per_token"]["exact"]),
+          _count(f["train_step_per_token"]["xla"]),
           f"{f['xla_over_exact']['train_step']:.3f}",
         ],
-        ["decode step (KV cache, batch 1)", "", si(f["decode_per_token"]), "", ""],
+        ["decode step (KV cache, batch 1)", "", _count(f["decode_per_token"]), "", ""],
       ],
     ),
     "",
     f"Non-embedding parameters: Kaplan {f['non_embedding_params']['kaplan']:,}, exact "
     f"{f['non_embedding_params']['exact']:,}. Kaplan's count leaves out the embedding and "
     f"the unembedding (d_model x vocabulary per token), which matter at this small width: "
-    f"the exact forward count without them is {si(f['forward_per_token']['exact_non_embedding'])} "
-    f"per token.",
+    f"the exact forward count without them is "
+    f"{_count(f['forward_per_token']['exact_non_embedding'])} per token.",
     "",
+  ]
+
+
+def _time_section(r: dict[str, Any]) -> list[str]:
+  """Training, real-time and batched generation per token, with MFU against the measured peak."""
+  from research.outputs import markdown_table
+
+  t, g = r["training"], r["generation"]
+  rt = g["realtime"]
+  return [
     "## Time",
     "",
     markdown_table(
@@ -262,6 +290,13 @@ def markdown(r: dict[str, Any], provenance_md: str) -> str:
     f"machine's measured peak ({r['peak']['peak_flops'] / 1e9:.0f} GFLOP/s, a "
     f"{r['peak']['matmul_n']}³ {r['peak']['dtype']} matmul).",
     "",
+  ]
+
+
+def _break_even_section(r: dict[str, Any]) -> list[str]:
+  """Tokens generated after which generation has cost what training did."""
+  t, g, be = r["training"], r["generation"], r["break_even_tokens"]
+  return [
     "## Break-even",
     "",
     f"Training took {t['total_flops']:.3g} FLOPs and {t['train_seconds']:.1f} s. Generation "
@@ -271,15 +306,14 @@ def markdown(r: dict[str, Any], provenance_md: str) -> str:
     f"({g['best_batched']['batch_size']}).",
     "",
   ]
-  return "\n".join(lines)
 
 
 def write_lm_costs(
   workdir: str, out: str, settings: LMCostSettings, argv: Sequence[str]
 ) -> dict[str, Any]:
   """`lm_costs`, with provenance, written as OUT/report.json and OUT/report.md."""
-  from research.outputs import check_output_dir
-  from research.provenance import provenance, write_json, write_text
+  from research.outputs import check_output_dir, write_json, write_text
+  from research.provenance import provenance
   from research.serving.run_kind import require_language_model
 
   require_language_model(workdir, "scripts/lm_costs.py")

@@ -13,15 +13,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from research import workdir as workdir_lib
-from research.provenance import markdown_table, provenance, write_json
+from research.outputs import markdown_table, write_json, write_text
+from research.provenance import provenance
 from research.studies import StudyError
 
-# The repository checkout: the scripts run from here (the package itself is installed).
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def run(cmd: list[str]) -> None:
-  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+def run(cmd: list[str], root: str) -> None:
+  """Runs `cmd` in the checkout `root`; its last stderr line is the error when it fails."""
+  result = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
   if result.returncode:
     last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
     raise StudyError(f"{' '.join(cmd)} failed: {last}")
@@ -37,9 +36,13 @@ def steady_state_seconds(workdir: str, steps: int) -> float:
 
 
 def time_against_torch(
-  models: Sequence[str], repeats: int, core: int, log: Callable[[str], None] = print
+  models: Sequence[str], repeats: int, core: int, root: str, log: Callable[[str], None] = print
 ) -> dict[str, dict[str, Any]]:
-  """Per model: PyTorch's and our train seconds for every repeat, and final accuracies."""
+  """Per model: PyTorch's and our train seconds for every repeat, and final accuracies.
+
+  `root` is the checkout whose scripts/ and experiments/ run (the entry point passes its own):
+  the installed package does not know where a checkout is.
+  """
   pin = ["taskset", "-c", str(core), sys.executable]
   rows = {
     m: {"torch": [], "jax": [], "jax_steady": [], "torch_acc": None, "jax_acc": None}
@@ -72,7 +75,7 @@ def time_against_torch(
           "--no-progress",
         ]
         for cmd in [torch_cmd, jax_cmd] if r % 2 == 0 else [jax_cmd, torch_cmd]:
-          run(cmd)
+          run(cmd, root)
         rec = [x for x in json.load(open(torch_json))["results"] if x["model"] == m][0]
         summary = workdir_lib.read_summary(workdir)
         row = rows[m]
@@ -128,8 +131,9 @@ def write_speed_report(
       ]
     )
   write_json(out + ".json", {"meta": meta, "records": records})
-  with open(out + ".md.tmp", "w") as f:
-    f.write(
+  write_text(
+    out + ".md",
+    (
       "# Training speed: this codebase vs an independent PyTorch implementation\n\n"
       "MNIST-1D reference protocol (Adam 1e-2, batch 100 sequential, 6000 steps), both "
       f"pinned to CPU core {core} with one thread, run alternately, {repeats} "
@@ -139,22 +143,19 @@ def write_speed_report(
       "the median chunk "
       "step time x 6000.\n\n" + meta["markdown"] + "\n\n"
     )
-    f.write(
-      markdown_table(
-        [
-          "model",
-          "PyTorch s",
-          "JAX train.py s",
-          "JAX steady s",
-          "speedup",
-          "speedup (steady)",
-          "PyTorch acc",
-          "JAX acc",
-        ],
-        table,
-      )
-      + "\n"
+    + markdown_table(
+      [
+        "model",
+        "PyTorch s",
+        "JAX train.py s",
+        "JAX steady s",
+        "speedup",
+        "speedup (steady)",
+        "PyTorch acc",
+        "JAX acc",
+      ],
+      table,
     )
-
-  os.replace(out + ".md.tmp", out + ".md")
+    + "\n",
+  )
   return records

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from research.data import Dataset
+from research.data.dataset import CLASSIFICATION, LANGUAGE_MODEL
 from research.training.losses import cross_entropy_sum
 
 EvalStep = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
@@ -76,7 +77,7 @@ class ClassificationEvaluator:
   split only: the test split never takes part in model selection.
   """
 
-  task = "classification"
+  task = CLASSIFICATION
   score_name = "val_accuracy"
 
   def __init__(self, model: Any, data: Dataset, batch_size: int):
@@ -129,7 +130,7 @@ class LanguageModelEvaluator(ClassificationEvaluator):
   """Per-token loss and accuracy of next-token prediction, in nats, bits and perplexity, with the
   gap to the source's entropy rate when it is known."""
 
-  task = "language_model"
+  task = LANGUAGE_MODEL
   score_name = "-val_loss"
 
   def score(self, result: dict[str, float]) -> float | None:
@@ -150,8 +151,8 @@ class LanguageModelEvaluator(ClassificationEvaluator):
 
 
 EVALUATORS: dict[str, type[ClassificationEvaluator]] = {
-  "classification": ClassificationEvaluator,
-  "language_model": LanguageModelEvaluator,
+  CLASSIFICATION: ClassificationEvaluator,
+  LANGUAGE_MODEL: LanguageModelEvaluator,
 }
 
 

@@ -41,8 +41,9 @@ from research import dashboard
 from research import workdir as workdir_lib
 from research.checkpoint import Checkpointer
 from research.data import BatchSchedule, Dataset, load_dataset
+from research.errors import UserError
 from research.models import build_model
-from research.provenance import write_json
+from research.outputs import write_json
 from research.tensorboard_writer import SummaryWriter
 from research.training import preemption, resume
 from research.training.evaluators import ClassificationEvaluator, make_evaluator
@@ -53,7 +54,7 @@ from research.training.run_summary import run_summary
 from research.training.step import TrainState, create_train_state, make_train_chunk, make_train_step
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
   """Training cannot go on (the loss became non-finite)."""
 
 

@@ -24,10 +24,12 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from research.errors import UserError
+
 DATA_AXIS = "data"
 
 
-class ParallelError(ValueError):
+class ParallelError(UserError, ValueError):
   """A device count or batch size that cannot be split as asked."""
 
 

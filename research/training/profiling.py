@@ -13,23 +13,7 @@ from __future__ import annotations
 
 import contextlib
 
-
-def parse_window(spec: str, num_steps: int) -> tuple[int, int] | None:
-  """(START, END) from "START:END", or None for ""; ValueError says what is wrong."""
-  if not spec:
-    return None
-  start, sep, end = spec.partition(":")
-  try:
-    window = int(start), int(end)
-  except ValueError:
-    window = None
-  if not sep or window is None:
-    raise ValueError(f"profile_steps={spec!r}: expected START:END (e.g. 100:110) or empty")
-  if not 0 <= window[0] < window[1] <= num_steps:
-    raise ValueError(
-      f"profile_steps={spec!r}: need 0 <= START < END <= num_steps ({num_steps}), e.g. 100:110"
-    )
-  return window
+from research.config_checks import parse_window
 
 
 class ProfileWindow:
@@ -60,7 +44,7 @@ class ProfileWindow:
 
   def before_chunk(self, step: int) -> None:
     if self.window is not None and step == self.window[0] and not self.active:
-      import jax  # here, not at import: research.config imports this module for parse_window
+      import jax
 
       jax.profiler.start_trace(self.trace_dir)
       self.active = True

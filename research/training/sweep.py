@@ -153,8 +153,8 @@ def run_sweep(
   """
   import shutil
 
-  from research.outputs import check_output_dir, check_output_prefix
-  from research.provenance import provenance, write_json, write_text
+  from research.outputs import check_output_dir, check_output_prefix, write_json, write_text
+  from research.provenance import provenance
   from research.training.sweep_table import agreement, csv_table, markdown
   from research.training.workers import run_jobs
 

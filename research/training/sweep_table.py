@@ -10,6 +10,8 @@ import csv
 import io
 from typing import Any, Sequence
 
+from research.outputs import markdown_table
+
 COLUMNS = (  # (summary field, header, format)
   ("status", "status", "{}"),
   ("final_test_accuracy", "final test acc", "{:.4f}"),
@@ -72,9 +74,7 @@ def markdown(report: dict[str, Any]) -> str:
     "",
     report["provenance"]["markdown"],
     "",
-    "| " + " | ".join(header) + " |",
-    "|" + "---|" * len(header),
-    *("| " + " | ".join(r) + " |" for r in body),
+    markdown_table(header, body),
     "",
   ]
   best = best_run(report)
@@ -106,15 +106,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"invocation: {timing['one_by_one_wall_seconds']:.1f} s wall, so the sweep took "
         f"**{1 / timing['speedup']:.2f}x** their time ({timing['speedup']:.2f}x faster).",
         "",
-        "| seconds, summed over jobs | side by side | one by one |",
-        "|---|---|---|",
-        *(
-          f"| {what} | {timing['side_by_side_' + key]:.1f} | {timing['one_by_one_' + key]:.1f} |"
-          for what, key in (
-            ("train chunks", "train_seconds"),
-            ("compilation", "compile_seconds"),
-            ("evaluation", "eval_seconds"),
-          )
+        markdown_table(
+          ["seconds, summed over jobs", "side by side", "one by one"],
+          [
+            [what, f"{timing['side_by_side_' + key]:.1f}", f"{timing['one_by_one_' + key]:.1f}"]
+            for what, key in (
+              ("train chunks", "train_seconds"),
+              ("compilation", "compile_seconds"),
+              ("evaluation", "eval_seconds"),
+            )
+          ],
         ),
         "",
         f"Side by side against alone: final test accuracy within "

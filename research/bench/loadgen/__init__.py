@@ -1,8 +1,8 @@
 """MLPerf LoadGen scenarios around a `Predictor`: the standard way to put numbers on serving.
 
-  scenarios.py  settings and one run of a scenario (`run_scenario`); what the scenarios
-                measure and when a run is VALID.
-  server_search.py  the Server QPS search (`find_server_qps`).
+  scenarios.py  a run's settings (`ScenarioSettings`) and one run of a scenario (`run_scenario`);
+                what the scenarios measure and when a run is VALID.
+  server_search.py  the Server QPS search (`find_server_qps`, walked as `ServerSearch` says).
   suts.py       the system under test: the in-memory sample library and the synchronous and
                 Server SUTs that answer LoadGen's queries with the predictor.
   logs.py       reading LoadGen's summary, detail and accuracy logs into a record.
@@ -28,12 +28,13 @@ from research.bench.loadgen.scenarios import (
   EARLY_STOPPING_MIN_QUERIES,
   MODES,
   SCENARIOS,
+  ScenarioSettings,
   estimate_server_capacity_qps,
   make_test_settings,
   measure_call_seconds,
   run_scenario,
 )
-from research.bench.loadgen.server_search import find_server_qps
+from research.bench.loadgen.server_search import ServerSearch, find_server_qps
 from research.bench.loadgen.suts import SERVER_WORKER_NAME, WORKER_JOIN_TIMEOUT_S
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
   "SERVER_WORKER_NAME",
   "WORKER_JOIN_TIMEOUT_S",
   "LoadGenRunError",
+  "ScenarioSettings",
+  "ServerSearch",
   "estimate_server_capacity_qps",
   "find_server_qps",
   "make_test_settings",

@@ -21,6 +21,7 @@ LoadGen is one global test per process: runs here are serialized by a lock.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import os
 import threading
@@ -69,43 +70,60 @@ def measure_call_seconds(predictor, samples: np.ndarray, batch: int, repeats: in
   return _min_seconds(lambda: predictor.logits(x), repeats)
 
 
-def make_test_settings(
-  scenario: str,
-  *,
-  mode: str = "performance",
-  duration_ms: int | None = None,
-  min_query_count: int | None = None,
-  full_length: bool = False,
-  max_duration_ms: int = 0,
-  seed: int = 0,
-):
-  """LoadGen TestSettings for one run, before its scenario's expected latency / QPS.
+@dataclasses.dataclass(frozen=True)
+class ScenarioSettings:
+  """How one LoadGen run is set up, whatever its scenario.
 
-  Short: `duration_ms` (default 2 s) and the early-stopping floor of queries. `full_length`:
-  LoadGen's built-in MLPerf values for any model (10 minutes, its query counts), which an
-  explicit `duration_ms` / `min_query_count` still overrides.
+  Short by default: `duration_ms` (default 2 s) and the early-stopping floor of queries.
+  `full_length`: LoadGen's built-in MLPerf values for any model (10 minutes, its query counts),
+  which an explicit `duration_ms` / `min_query_count` still overrides. In accuracy `mode` every
+  loaded sample is answered once.
   """
+
+  mode: str = "performance"
+  duration_ms: int | None = None
+  min_query_count: int | None = None
+  full_length: bool = False
+  max_duration_ms: int = 0
+  seed: int = 0
+  # Server: batch what is waiting or answer one at a time, the p99 bound, the Poisson load
+  # (default: DEFAULT_SERVER_LOAD of `estimate_server_capacity_qps`).
+  batching: bool = True
+  latency_bound_ms: float = 10.0
+  target_qps: float | None = None
+  samples_per_query: int = 8  # MultiStream's
+  # What only sizes LoadGen's pre-generated queries; measured unless given.
+  expected_latency_ms: float | None = None
+  expected_qps: float | None = None
+  performance_count: int | None = None  # samples LoadGen draws from (default 1024)
+  trace: bool = False  # LoadGen's trace log
+
+
+def make_test_settings(scenario: str, settings: ScenarioSettings = ScenarioSettings()):
+  """LoadGen TestSettings for one run, before its scenario's expected latency / QPS."""
   if scenario not in SCENARIOS:
     raise ValueError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIOS)}")
-  if mode not in MODES:
-    raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+  if settings.mode not in MODES:
+    raise ValueError(f"unknown mode {settings.mode!r}; choose one of: {', '.join(MODES)}")
   lg = _lg()
-  settings = lg.TestSettings()
-  settings.scenario = getattr(lg.TestScenario, scenario)
-  if full_length:
+  test = lg.TestSettings()
+  test.scenario = getattr(lg.TestScenario, scenario)
+  if settings.full_length:
     # conf_type 0: only the mlperf.conf compiled into LoadGen; its '*' entries fit any model.
-    if settings.FromConfig("", "research", scenario, 0) != 0:
+    if test.FromConfig("", "research", scenario, 0) != 0:
       raise LoadGenRunError(f"LoadGen could not load its built-in mlperf.conf for {scenario}")
-  settings.mode = lg.TestMode.PerformanceOnly if mode == "performance" else lg.TestMode.AccuracyOnly
-  if duration_ms is not None or not full_length:
-    settings.min_duration_ms = int(DEFAULT_DURATION_MS if duration_ms is None else duration_ms)
-  if min_query_count is not None:
-    settings.min_query_count = int(min_query_count)
-  elif not full_length:
-    settings.min_query_count = EARLY_STOPPING_MIN_QUERIES[scenario]
-  settings.max_duration_ms = int(max_duration_ms)
-  settings.sample_index_rng_seed = settings.schedule_rng_seed = settings.qsl_rng_seed = seed
-  return settings
+  performance = settings.mode == "performance"
+  test.mode = lg.TestMode.PerformanceOnly if performance else lg.TestMode.AccuracyOnly
+  if settings.duration_ms is not None or not settings.full_length:
+    duration = DEFAULT_DURATION_MS if settings.duration_ms is None else settings.duration_ms
+    test.min_duration_ms = int(duration)
+  if settings.min_query_count is not None:
+    test.min_query_count = int(settings.min_query_count)
+  elif not settings.full_length:
+    test.min_query_count = EARLY_STOPPING_MIN_QUERIES[scenario]
+  test.max_duration_ms = int(settings.max_duration_ms)
+  test.sample_index_rng_seed = test.schedule_rng_seed = test.qsl_rng_seed = settings.seed
+  return test
 
 
 def run_scenario(
@@ -113,135 +131,39 @@ def run_scenario(
   samples: np.ndarray,
   scenario: str,
   log_dir: str,
-  *,
-  mode: str = "performance",
-  duration_ms: int | None = None,
-  min_query_count: int | None = None,
-  full_length: bool = False,
-  batching: bool = True,
-  latency_bound_ms: float = 10.0,
-  target_qps: float | None = None,
-  samples_per_query: int = 8,
-  expected_latency_ms: float | None = None,
-  expected_qps: float | None = None,
-  performance_count: int | None = None,
-  max_duration_ms: int = 0,
-  seed: int = 0,
+  settings: ScenarioSettings = ScenarioSettings(),
   labels: np.ndarray | None = None,
-  trace: bool = False,
 ) -> dict[str, Any]:
-  """One LoadGen run of `scenario` on `predictor` over `samples`; its logs go to `log_dir`.
+  """One LoadGen run of `scenario` on `predictor` over `samples`; its logs go to `log_dir`,
+  which must hold no earlier run's logs.
 
-  Short by default (see `make_test_settings`); `full_length=True` takes LoadGen's MLPerf
-  defaults. `latency_bound_ms` and `target_qps` are Server's (target_qps defaults to a tenth of
-  `estimate_server_capacity_qps`); `samples_per_query` is MultiStream's. The expected
-  latency / QPS, which only size LoadGen's pre-generated queries, are measured unless given.
-  In accuracy mode every loaded sample is answered once; with `labels` the record carries top-1
-  accuracy read back from LoadGen's accuracy log.
-  Raises LoadGenRunError (from the original exception) when the predictor fails mid-run.
+  In accuracy mode, with `labels`, the record carries top-1 accuracy read back from LoadGen's
+  accuracy log. Raises LoadGenRunError (from the original exception) when the predictor fails
+  mid-run.
   """
-  settings = make_test_settings(
-    scenario,
-    mode=mode,
-    duration_ms=duration_ms,
-    min_query_count=min_query_count,
-    full_length=full_length,
-    max_duration_ms=max_duration_ms,
-    seed=seed,
-  )
+  test = make_test_settings(scenario, settings)
   samples = predictor.check_input(samples)  # float32 [N, *input_shape], finite
-  lg = _lg()
-  largest = predictor.batch_sizes[-1]
-  log_dir = os.path.abspath(log_dir)
-  os.makedirs(log_dir, exist_ok=True)
-  stale = [n for n in os.listdir(log_dir) if n.startswith("mlperf_log_")]
-  if stale:
-    raise ValueError(
-      f"{log_dir} already holds LoadGen logs ({', '.join(sorted(stale))}); give "
-      f"each run its own directory"
-    )
-
-  # LoadGen pre-generates 2x the queries the expected latency implies. Short runs expect half the
-  # fastest call (4x enough); full-length ones the fastest call itself, since a 10-minute run of a
-  # tens-of-microseconds model already means tens of millions of pre-generated queries.
-  latency_factor = 1.0 if full_length else 0.5
-  chosen: dict[str, Any] = {}
-  if scenario == "SingleStream":
-    if expected_latency_ms is None:
-      expected_latency_ms = latency_factor * 1e3 * measure_call_seconds(predictor, samples, 1)
-    settings.single_stream_expected_latency_ns = max(1000, int(expected_latency_ms * 1e6))
-    chosen["expected_latency_ms"] = settings.single_stream_expected_latency_ns / 1e6
-  elif scenario == "MultiStream":
-    settings.multi_stream_samples_per_query = int(samples_per_query)
-    if expected_latency_ms is None:
-      expected_latency_ms = (
-        latency_factor * 1e3 * measure_call_seconds(predictor, samples, samples_per_query)
-      )
-    settings.multi_stream_expected_latency_ns = max(1000, int(expected_latency_ms * 1e6))
-    chosen["samples_per_query"] = int(samples_per_query)
-    chosen["expected_latency_ms"] = settings.multi_stream_expected_latency_ns / 1e6
-  elif scenario == "Offline":
-    if expected_qps is None:  # the predictor's best throughput: the run cannot end sooner
-      expected_qps = largest / measure_call_seconds(predictor, samples, largest)
-    settings.offline_expected_qps = float(expected_qps)
-    chosen["expected_qps"] = float(expected_qps)
-  else:
-    if target_qps is None:
-      target_qps = DEFAULT_SERVER_LOAD * estimate_server_capacity_qps(predictor, samples, batching)
-    settings.server_target_qps = float(target_qps)
-    settings.server_target_latency_ns = int(latency_bound_ms * 1e6)
-    settings.server_target_latency_percentile = 0.99
-    settings.server_coalesce_queries = True
-    chosen.update(
-      target_qps=float(target_qps),
-      latency_bound_ms=float(latency_bound_ms),
-      batching=bool(batching),
-    )
-
-  perf_count = min(len(samples), performance_count or DEFAULT_PERFORMANCE_COUNT)
-  log_settings = lg.LogSettings()
-  log_settings.log_output.outdir = log_dir
-  log_settings.log_output.copy_summary_to_stdout = False
-  log_settings.enable_trace = bool(trace)
+  log_dir = _fresh_log_dir(log_dir)
+  chosen = _set_expectations(test, predictor, samples, scenario, settings)
+  perf_count = min(len(samples), settings.performance_count or DEFAULT_PERFORMANCE_COUNT)
   record_settings = {
     "scenario": scenario,
-    "mode": mode,
-    "full_length": full_length,
-    "min_duration_ms": settings.min_duration_ms,
-    "max_duration_ms": settings.max_duration_ms,
-    "min_query_count": settings.min_query_count,
+    "mode": settings.mode,
+    "full_length": settings.full_length,
+    "min_duration_ms": test.min_duration_ms,
+    "max_duration_ms": test.max_duration_ms,
+    "min_query_count": test.min_query_count,
     "performance_count": perf_count,
     "sample_count": len(samples),
-    "seed": seed,
+    "seed": settings.seed,
     **chosen,
     "predictor_batch_sizes": list(predictor.batch_sizes),
     "precision": getattr(predictor, "precision", None),
   }
-
   responder = _Responder(predictor, samples)
   compiles_before = predictor.compile_count
   t0 = time.perf_counter()
-  with _LOADGEN_LOCK:
-    qsl = _SampleLibrary(samples, perf_count)
-    sut = None
-    try:
-      if scenario == "Server":
-        sut = _ServerSUT(responder, largest if batching else 1)
-      else:
-        sut = _SynchronousSUT(responder, largest)
-      # A path that does not exist: LoadGen would otherwise pick up ./audit.config.
-      lg.StartTestWithLogSettings(
-        sut.handle, qsl.handle, settings, log_settings, os.path.join(log_dir, "no_audit.config")
-      )
-    finally:
-      try:
-        if sut is not None:
-          try:
-            sut.stop()
-          finally:
-            sut.destroy()
-      finally:
-        qsl.destroy()
+  _run_loadgen(responder, test, scenario, settings, perf_count, log_dir)
   wall_s = time.perf_counter() - t0
   if responder.error is not None:
     raise LoadGenRunError(
@@ -250,17 +172,11 @@ def run_scenario(
       f"LoadGen's logs are in {log_dir}"
     ) from responder.error
 
-  record: dict[str, Any] = {"scenario": scenario, "mode": mode}
-  if mode == "performance":
+  record: dict[str, Any] = {"scenario": scenario, "mode": settings.mode}
+  if settings.mode == "performance":
     record.update(summarize_logs(log_dir, scenario))
   else:
-    logged = read_accuracy_log(log_dir, int(predictor.logits(samples[:1]).shape[-1]))
-    record.update(valid=None, samples_logged=len(logged))
-    if labels is not None:
-      labels = np.asarray(labels)
-      indices = np.fromiter(logged, dtype=np.int64)
-      predicted = np.array([np.argmax(logged[i]) for i in indices])
-      record["top1_accuracy"] = float(np.mean(predicted == labels[indices]))
+    record.update(_accuracy_fields(predictor, samples, log_dir, labels))
   calls = responder.batch_sizes
   record.update(
     settings=record_settings,
@@ -276,6 +192,119 @@ def run_scenario(
     wall_s=wall_s,
   )
   return record
+
+
+def _fresh_log_dir(log_dir: str) -> str:
+  """`log_dir` made absolute and created; refused when it holds an earlier run's logs."""
+  log_dir = os.path.abspath(log_dir)
+  os.makedirs(log_dir, exist_ok=True)
+  stale = [n for n in os.listdir(log_dir) if n.startswith("mlperf_log_")]
+  if stale:
+    raise ValueError(
+      f"{log_dir} already holds LoadGen logs ({', '.join(sorted(stale))}); give "
+      f"each run its own directory"
+    )
+  return log_dir
+
+
+def _set_expectations(
+  test, predictor, samples: np.ndarray, scenario: str, settings: ScenarioSettings
+) -> dict[str, Any]:
+  """Sets the scenario's expected latency / QPS (Server: its load and bound) on `test`; returns
+  the values chosen, for the record."""
+  # LoadGen pre-generates 2x the queries the expected latency implies. Short runs expect half the
+  # fastest call (4x enough); full-length ones the fastest call itself, since a 10-minute run of a
+  # tens-of-microseconds model already means tens of millions of pre-generated queries.
+  latency_factor = 1.0 if settings.full_length else 0.5
+  expected_latency_ms, chosen = settings.expected_latency_ms, {}
+  if scenario == "SingleStream":
+    if expected_latency_ms is None:
+      expected_latency_ms = latency_factor * 1e3 * measure_call_seconds(predictor, samples, 1)
+    test.single_stream_expected_latency_ns = max(1000, int(expected_latency_ms * 1e6))
+    chosen["expected_latency_ms"] = test.single_stream_expected_latency_ns / 1e6
+  elif scenario == "MultiStream":
+    per_query = int(settings.samples_per_query)
+    test.multi_stream_samples_per_query = per_query
+    if expected_latency_ms is None:
+      call_s = measure_call_seconds(predictor, samples, per_query)
+      expected_latency_ms = latency_factor * 1e3 * call_s
+    test.multi_stream_expected_latency_ns = max(1000, int(expected_latency_ms * 1e6))
+    chosen["samples_per_query"] = per_query
+    chosen["expected_latency_ms"] = test.multi_stream_expected_latency_ns / 1e6
+  elif scenario == "Offline":
+    expected_qps = settings.expected_qps
+    if expected_qps is None:  # the predictor's best throughput: the run cannot end sooner
+      largest = predictor.batch_sizes[-1]
+      expected_qps = largest / measure_call_seconds(predictor, samples, largest)
+    test.offline_expected_qps = float(expected_qps)
+    chosen["expected_qps"] = float(expected_qps)
+  else:
+    target_qps = settings.target_qps
+    if target_qps is None:
+      capacity = estimate_server_capacity_qps(predictor, samples, settings.batching)
+      target_qps = DEFAULT_SERVER_LOAD * capacity
+    test.server_target_qps = float(target_qps)
+    test.server_target_latency_ns = int(settings.latency_bound_ms * 1e6)
+    test.server_target_latency_percentile = 0.99
+    test.server_coalesce_queries = True
+    chosen.update(
+      target_qps=float(target_qps),
+      latency_bound_ms=float(settings.latency_bound_ms),
+      batching=bool(settings.batching),
+    )
+  return chosen
+
+
+def _run_loadgen(
+  responder: _Responder,
+  test,
+  scenario: str,
+  settings: ScenarioSettings,
+  perf_count: int,
+  log_dir: str,
+) -> None:
+  """LoadGen's run itself, under the process-wide lock; the SUT and QSL are always destroyed."""
+  lg = _lg()
+  log_settings = lg.LogSettings()
+  log_settings.log_output.outdir = log_dir
+  log_settings.log_output.copy_summary_to_stdout = False
+  log_settings.enable_trace = bool(settings.trace)
+  largest = responder.predictor.batch_sizes[-1]
+  with _LOADGEN_LOCK:
+    qsl = _SampleLibrary(responder.samples, perf_count)
+    sut = None
+    try:
+      if scenario == "Server":
+        sut = _ServerSUT(responder, largest if settings.batching else 1)
+      else:
+        sut = _SynchronousSUT(responder, largest)
+      # A path that does not exist: LoadGen would otherwise pick up ./audit.config.
+      lg.StartTestWithLogSettings(
+        sut.handle, qsl.handle, test, log_settings, os.path.join(log_dir, "no_audit.config")
+      )
+    finally:
+      try:
+        if sut is not None:
+          try:
+            sut.stop()
+          finally:
+            sut.destroy()
+      finally:
+        qsl.destroy()
+
+
+def _accuracy_fields(
+  predictor, samples: np.ndarray, log_dir: str, labels: np.ndarray | None
+) -> dict[str, Any]:
+  """An accuracy run's samples logged, and with `labels` its top-1 accuracy from LoadGen's log."""
+  logged = read_accuracy_log(log_dir, int(predictor.logits(samples[:1]).shape[-1]))
+  out: dict[str, Any] = {"valid": None, "samples_logged": len(logged)}
+  if labels is not None:
+    labels = np.asarray(labels)
+    indices = np.fromiter(logged, dtype=np.int64)
+    predicted = np.array([np.argmax(logged[i]) for i in indices])
+    out["top1_accuracy"] = float(np.mean(predicted == labels[indices]))
+  return out
 
 
 def _padded_histogram(predictor, calls: collections.Counter) -> dict[str, int]:

@@ -23,8 +23,6 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-# The repository checkout: experiments/, scripts/ and results/ are found from here.
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 VARIANTS = ("original", "shuffled")
 
 
@@ -36,6 +34,7 @@ def reproduce(
   fresh: bool = False,
   torch_reference: bool = False,
   argv: Sequence[str] = (),
+  root: str = ".",
 ) -> dict[str, Any]:
   """Trains the jobs the cache lacks, writes OUT.md and OUT.json atomically, returns the report.
 
@@ -44,12 +43,15 @@ def reproduce(
   every job and empties the compilation cache, so a timed reproduction compiles every program it
   runs. `torch_reference` then times one PyTorch run per model on those cores (needs torch and
   taskset); without it the comparison uses results/speed_vs_torch.json when there is one.
-  `argv` is the command line recorded in the provenance.
+  `argv` is the command line recorded in the provenance. `root` is the checkout whose
+  experiments/, scripts/ and results/ are read (the entry point passes its own; the installed
+  package does not know where a checkout is).
   """
   import shutil
   import time
 
-  from research.provenance import provenance, write_json
+  from research.outputs import write_json, write_text
+  from research.provenance import provenance
   from research.runtime import ONE_THREAD_FLAGS
   from research.studies.mnist1d_table1.plan import merge_jobs, plan_jobs
   from research.studies.mnist1d_table1.report import markdown, summarize
@@ -85,15 +87,17 @@ def reproduce(
   t = time.perf_counter()
   if todo:
     done.update(
-      run_jobs(todo, cores, config.num_steps, config.eval_every, config.xla_flags, workdir, key)
+      run_jobs(
+        todo, cores, config.num_steps, config.eval_every, config.xla_flags, workdir, key, root
+      )
     )
   wall = time.perf_counter() - t
 
   if torch_reference:
     print("timing the PyTorch reference, one run per model ...", flush=True)
-    torch_ref = time_torch_reference(config.models, cores, workdir)
+    torch_ref = time_torch_reference(config.models, cores, workdir, root)
   else:
-    torch_ref = stored_torch_reference()
+    torch_ref = stored_torch_reference(root)
   results = merge_jobs(done, config.models)
   rows = summarize(results, config.paper.to_dict(), config.models)
   meta = provenance(
@@ -113,9 +117,7 @@ def reproduce(
     "per_model": results,
   }
   write_json(out + ".json", report)
-  with open(out + ".md.tmp", "w") as f:
-    f.write(markdown(report) + "\n")
-  os.replace(out + ".md.tmp", out + ".md")
+  write_text(out + ".md", markdown(report, root) + "\n")
   return report
 
 

@@ -9,8 +9,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from research.studies.mnist1d_table1 import ROOT
-
 
 def summarize(
   results: Mapping[str, dict], paper: Mapping[str, Any], models: Sequence[str]
@@ -46,8 +44,10 @@ def summarize(
   return rows
 
 
-def markdown(report: dict[str, Any]) -> str:
-  from research.provenance import markdown_table
+def markdown(report: dict[str, Any], root: str) -> str:
+  """The table, its time and its notes; the notes cite reference runs in the checkout's results/
+  (`root`)."""
+  from research.outputs import markdown_table
 
   rows, meta = report["rows"], report["provenance"]
   table = markdown_table(
@@ -130,7 +130,7 @@ def markdown(report: dict[str, Any]) -> str:
     timing,
     "",
   ]
-  lines += reading_notes(rows, per_model, root=ROOT)
+  lines += reading_notes(rows, per_model, root=root)
   if meta["cached"]:
     lines += [
       f"This invocation reused {len(meta['cached'])} finished job(s) from its cache, so "
@@ -171,7 +171,7 @@ def torch_comparison(
   for m, n in runs.items():
     row = [m, f"{per_run[m]:.2f}"] + ([f"{whole[m]:.2f}"] if whole else [])
     rows.append(row + [n, f"{per_model[m]['train_seconds'] / n:.2f}"])
-  from research.provenance import markdown_table
+  from research.outputs import markdown_table
 
   lines += [
     "",

@@ -222,11 +222,11 @@ def bench_model(
 def export_onnx(model: nn.Module, path: str, input_shape: Sequence[int]) -> None:
   """The model as ONNX (TorchScript-based exporter, opset 17), input "x" [B, ...], output
   "logits"; written to a temp file and renamed, so a failure leaves no half file."""
-  import os
   import warnings
 
-  tmp = f"{path}.tmp{os.getpid()}"
-  with warnings.catch_warnings():
+  from research.outputs import atomic_path
+
+  with atomic_path(path) as tmp, warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
     torch.onnx.export(
       model,
@@ -238,7 +238,6 @@ def export_onnx(model: nn.Module, path: str, input_shape: Sequence[int]) -> None
       opset_version=17,
       dynamo=False,
     )
-  os.replace(tmp, path)
 
 
 def provenance(argv: Sequence[str]) -> dict[str, Any]:
@@ -259,6 +258,8 @@ def provenance(argv: Sequence[str]) -> dict[str, Any]:
 
 def markdown(meta: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
   """Human-readable summary table, written next to the JSON."""
+  from research.outputs import markdown_table
+
   aff, threads, v = meta["threads"]["cpu_affinity"], meta["threads"], meta["versions"]
   prefix = f"taskset -c {aff[0]} " if aff and len(aff) == 1 else ""
   lines = [
@@ -273,12 +274,20 @@ def markdown(meta: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
     f"- Protocol: {meta['protocol']}",
     f"- Timing: {meta['timing']}",
     "",
-    "| model | params | steps | train_seconds | steps/s | final test acc |",
-    "|---|---:|---:|---:|---:|---:|",
+    markdown_table(
+      ["model", "params", "steps", "train_seconds", "steps/s", "final test acc"],
+      [
+        [
+          r["model"],
+          f"{r['params']:,}",
+          r["steps"],
+          f"{r['train_seconds']:.2f}",
+          f"{r['steps_per_second']:.1f}",
+          f"{r['final_test_accuracy']:.3f}",
+        ]
+        for r in records
+      ],
+      align="lrrrrr",
+    ),
   ]
-  for r in records:
-    lines.append(
-      f"| {r['model']} | {r['params']:,} | {r['steps']} | {r['train_seconds']:.2f} | "
-      f"{r['steps_per_second']:.1f} | {r['final_test_accuracy']:.3f} |"
-    )
   return "\n".join(lines) + "\n"

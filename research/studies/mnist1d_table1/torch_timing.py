@@ -15,23 +15,23 @@ import time
 from typing import Any, Sequence
 
 from research.studies import StudyError
-from research.studies.mnist1d_table1 import ROOT
 
 
 def time_torch_reference(
-  models: Sequence[str], cores: Sequence[int], workdir: str
+  models: Sequence[str], cores: Sequence[int], workdir: str, root: str
 ) -> dict[str, Any]:
   """One PyTorch run per model, each its own process pinned to one core, all cores busy at once.
 
   Two figures per run: its training loop alone (the script's own timing) and the whole run, the
   process's wall time from start to exit (imports, data generation, training, evaluation): the
-  same things our wall time includes.
+  same things our wall time includes. The script is scripts/bench_torch_reference.py in the
+  checkout `root`.
   """
   import concurrent.futures as cf
 
   from research.studies.mnist1d_table1.plan import torch_groups
 
-  script = os.path.join(ROOT, "scripts", "bench_torch_reference.py")
+  script = os.path.join(root, "scripts", "bench_torch_reference.py")
 
   def run(core: int, model: str) -> dict:
     out = os.path.join(workdir, f"torch_{model}.json")
@@ -70,9 +70,10 @@ def time_torch_reference(
   }
 
 
-def stored_torch_reference() -> dict[str, Any] | None:
-  """Per-run PyTorch medians from results/speed_vs_torch.json, measured at another time."""
-  path = os.path.join(ROOT, "results", "speed_vs_torch.json")
+def stored_torch_reference(root: str) -> dict[str, Any] | None:
+  """Per-run PyTorch medians from results/speed_vs_torch.json in the checkout `root`, measured at
+  another time."""
+  path = os.path.join(root, "results", "speed_vs_torch.json")
   if not os.path.isfile(path):
     return None
   with open(path) as f:

@@ -12,7 +12,6 @@ import os
 import time
 from typing import Any, Mapping, Sequence
 
-from research.studies.mnist1d_table1 import ROOT
 from research.studies.mnist1d_table1.plan import Member
 
 Job = tuple[str, tuple[Member, ...]]  # (model, its members trained side by side)
@@ -27,14 +26,15 @@ def _dataset(variant: str):
 
 
 def train_job(
-  model: str, members: tuple[Member, ...], num_steps: int, eval_every: int
+  model: str, members: tuple[Member, ...], num_steps: int, eval_every: int, root: str
 ) -> dict[str, Any]:
-  """Some of one model's runs, side by side; `members` are (variant, seed) pairs."""
+  """Some of one model's runs, side by side; `members` are (variant, seed) pairs; the model's
+  config is experiments/mnist1d_<model>.py in the checkout `root`."""
   from research.config import load_config
   from research.training.multi_seed import train_side_by_side
 
   config = load_config(
-    f"{ROOT}/experiments/mnist1d_{model}.py",
+    os.path.join(root, "experiments", f"mnist1d_{model}.py"),
     [
       f"num_steps={num_steps}",
       f"eval_every={eval_every}",
@@ -85,13 +85,14 @@ def run_jobs(
   xla_flags: str,
   workdir: str,
   key: Mapping[str, Any],
+  root: str,
 ) -> dict[Job, dict[str, Any]]:
   """Trains `jobs` (longest first) on one worker per core; results in the order they finished.
 
   Each finished job is written to its cache file under `workdir` with `key`, the settings a
   later invocation must match to reuse it. A progress bar counts the jobs.
   """
-  from research.provenance import write_json
+  from research.outputs import write_json
   from research.training.workers import run_jobs as run_on_workers
 
   def on_done(job: Job, result: dict[str, Any]) -> str:
@@ -100,7 +101,7 @@ def run_jobs(
 
   return run_on_workers(
     train_job,
-    [(job, (*job, num_steps, eval_every)) for job in jobs],
+    [(job, (*job, num_steps, eval_every, root)) for job in jobs],
     cores,
     on_done,
     xla_flags,

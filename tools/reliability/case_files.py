@@ -1,5 +1,5 @@
 """The files a bad-input case needs before it runs: each helper returns a setup, a function of
-the case's temporary directory (research/reliability/bad_inputs.py)."""
+the case's temporary directory (tools/reliability/bad_inputs.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from research.reliability.judge import REPO, chmod_tree
+from tools.reliability.judge import REPO, chmod_tree
 
 
 def text(rel: str, content: str) -> Callable[[str], None]:

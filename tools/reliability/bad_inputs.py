@@ -3,7 +3,8 @@ rule: bad input ends with exactly one line on stderr starting with `error: ` tha
 problem and the fix, exit status 1, and nothing created, changed or removed. Each `BadInput` is
 one such mistake against one script in scripts/ (a flag's value, a missing or corrupt file, the
 wrong kind of run, a path that is a directory or a file); `run_case`
-(research/reliability/judge.py) runs it as a subprocess and checks all three. Every output path
+(tools/reliability/judge.py) runs it, as a subprocess or inside a test process
+(tools/reliability/in_process.py), and checks all three. Every output path
 and workdir lies under the case's own temporary directory (`{tmp}`) or is the shared trained run
 (`{run}`, never to be changed), so nothing is ever written into the repository.
 `scripts/fault_campaign.py` runs them all.
@@ -15,8 +16,8 @@ import json
 
 import numpy as np
 
-from research.reliability import case_files as files
-from research.reliability.judge import (  # noqa: F401 (the runner is part of this interface)
+from tools.reliability import case_files as files
+from tools.reliability.judge import (  # noqa: F401 (the runner is part of this interface)
   REPO,
   RUN_CONFIG,
   RUN_FLAGS,
@@ -25,6 +26,7 @@ from research.reliability.judge import (  # noqa: F401 (the runner is part of th
   chmod_tree,
   make_trained_run,
   run_case,
+  run_subprocess,
 )
 
 _CFG = "{tmp}/cfg.py"

@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from research.reliability.harness import (
+from tools.reliability.harness import (
   REPO,
   TrialResult,
   copy_cache,
@@ -35,7 +35,7 @@ from research.reliability.harness import (
   steps_on_disk,
   wait_until,
 )
-from research.reliability.trials import Context, finish
+from tools.reliability.trials import Context, finish
 
 DAMAGED_DIR = "checkpoints_damaged"
 GARBAGE = b"\x00\xff{not json, not a checkpoint"

@@ -22,7 +22,8 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools import REPO
+
 ORBAX_TMP = ".orbax-checkpoint-tmp"  # Orbax writes a step here, then renames it to <step>
 RUN_TIMEOUT = 300  # seconds an uninterrupted (or resumed) trial run may take before it is a hang
 POLL = 0.002  # seconds between looks at the workdir: Orbax saves here take about 0.1 s

@@ -2,7 +2,9 @@
 
 The project's rule: bad input ends with exactly one line on stderr starting with `error: `,
 exit status 1, and nothing created, changed or removed under the case's directory or the shared
-trained run. The cases themselves are research/reliability/bad_inputs.py.
+trained run. The cases themselves are tools/reliability/bad_inputs.py. A case runs in a fresh
+process (`run_subprocess`, what the campaign uses), or inside a test process
+(tools/reliability/in_process.py), judged the same way.
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 from research.runtime import ONE_THREAD_FLAGS
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools import REPO
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,9 @@ class CaseResult:
   why: str  # empty when ok
 
 
+# (exit status, or None when it timed out; its stderr): how a case's command is run.
+Runner = Callable[[Sequence[str], float], tuple[int | None, str]]
+
 # The shared trained run (make_trained_run): a finished classifier with a checkpoint.
 RUN_CONFIG = "experiments/mnist1d_logistic.py"  # the shared run's (make_trained_run)
 RUN_FLAGS = ("num_steps=200", "log_every=100", "eval_every=100", "checkpoint_every=200")
@@ -65,25 +69,32 @@ def chmod_tree(root: str, writable: bool) -> None:
         os.chmod(os.path.join(directory, d), os.lstat(os.path.join(directory, d)).st_mode | 0o700)
 
 
-def make_trained_run(directory: str) -> str:
+def make_trained_run(directory: str, runner: Runner | None = None) -> str:
   """Trains one tiny run (MNIST-1D logistic regression, 200 steps: seconds, mostly making the data
   and compiling) into `directory`/run, once: a finished run already there is reused. Returns its
-  workdir. The cases only need a finished classifier with a checkpoint, not a good one."""
+  workdir. The cases only need a finished classifier with a checkpoint, not a good one. `runner`
+  runs scripts/train.py (default `run_subprocess`)."""
   workdir = os.path.join(directory, "run")
   if os.path.isfile(os.path.join(workdir, "summary.json")):
     return workdir
-  command = [sys.executable, "scripts/train.py", "--config", RUN_CONFIG]
-  command += ["--workdir", workdir, "--no-progress", *(f"--config.{f}" for f in RUN_FLAGS)]
-  done = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
-  if done.returncode != 0:
-    raise RuntimeError(f"training the shared run failed: {done.stderr.strip()[-2000:]}")
+  argv = ["scripts/train.py", "--config", RUN_CONFIG, "--workdir", workdir, "--no-progress"]
+  code, stderr = (runner or run_subprocess)([*argv, *(f"--config.{f}" for f in RUN_FLAGS)], 600)
+  if code != 0:
+    raise RuntimeError(f"training the shared run failed ({code}): {stderr.strip()[-2000:]}")
   return workdir
 
 
-def run_case(case: BadInput, tmp_root: str, run: str | None, timeout: float = 120) -> CaseResult:
+def run_case(
+  case: BadInput,
+  tmp_root: str,
+  run: str | None,
+  timeout: float = 120,
+  runner: Runner | None = None,
+) -> CaseResult:
   """Runs `case` in a fresh directory under `tmp_root` and judges it: exit status 1, exactly one
   non-empty stderr line starting with `error: `, and no file under the case's directory or the
-  shared run created, removed or modified. The case's directory is removed afterwards."""
+  shared run created, removed or modified. The case's directory is removed afterwards. `runner`
+  runs the command (default `run_subprocess`, a fresh process)."""
   t = time.perf_counter()
   slug = re.sub(r"[^A-Za-z0-9]+", "-", case.name).strip("-")[:40]
   tmp = tempfile.mkdtemp(prefix=f"{slug}-", dir=tmp_root)
@@ -95,7 +106,7 @@ def run_case(case: BadInput, tmp_root: str, run: str | None, timeout: float = 12
     argv = [a.replace("{tmp}", tmp).replace("{run}", run or "") for a in case.argv]
     roots = [tmp] + ([run] if run else [])
     before = {root: _snapshot(root) for root in roots}
-    code, stderr = _run(argv, timeout)
+    code, stderr = (runner or run_subprocess)(argv, timeout)
     changed = [c for root in roots for c in _changes(before[root], _snapshot(root))]
   finally:
     chmod_tree(tmp, writable=True)
@@ -113,7 +124,8 @@ def run_case(case: BadInput, tmp_root: str, run: str | None, timeout: float = 12
   return CaseResult(case.name, not why, code, lines, changed, seconds, "; ".join(why))
 
 
-def _env() -> dict[str, str]:
+def script_env() -> dict[str, str]:
+  """The environment a case's script runs in: this checkout importable, XLA on one thread."""
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
   env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + ONE_THREAD_FLAGS).strip()
@@ -121,13 +133,13 @@ def _env() -> dict[str, str]:
   return env
 
 
-def _run(argv: list[str], timeout: float) -> tuple[int | None, str]:
-  """(exit status or None at the timeout, stderr). The script runs in its own session, so a
-  timeout ends it and every process it started."""
+def run_subprocess(argv: Sequence[str], timeout: float) -> tuple[int | None, str]:
+  """(exit status or None at the timeout, stderr) of `python *argv` in the repository. The script
+  runs in its own session, so a timeout ends it and every process it started."""
   process = subprocess.Popen(
     [sys.executable, *argv],
     cwd=REPO,
-    env=_env(),
+    env=script_env(),
     stdin=subprocess.DEVNULL,
     stdout=subprocess.DEVNULL,
     stderr=subprocess.PIPE,

@@ -24,9 +24,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from research.reliability import damage as damage_lib
-from research.reliability import trials as trials_lib
-from research.reliability.harness import (
+from tools.reliability import damage as damage_lib
+from tools.reliability import trials as trials_lib
+from tools.reliability.harness import (
   Launch,
   TrialResult,
   TrialSetup,
@@ -200,7 +200,7 @@ def run_bad_inputs(
   os.makedirs(tmp, exist_ok=True)
   try:
     if module is None:
-      from research.reliability import bad_inputs as module
+      from tools.reliability import bad_inputs as module
     run = module.make_trained_run(os.path.join(root, "bad_inputs_run"))
   except Exception as e:  # no cases can run: one failed trial says why
     result = TrialResult("bad_inputs", 0, False, 0.0, [f"harness error: {_describe(e)}"])
@@ -241,7 +241,7 @@ def run_two_process(root: str, progress: Callable[[str], None] = print, module=N
   os.makedirs(directory, exist_ok=True)
   try:
     if module is None:
-      from research.reliability import two_process as module
+      from tools.reliability import two_process as module
     d = dict(module.run_two_process_trial(directory))
     ok = bool(d.get("ok"))
     why = [] if ok else [str(d.get("why") or d.get("reason") or "failed")]

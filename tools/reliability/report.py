@@ -8,9 +8,10 @@ import statistics
 from collections import Counter
 from typing import Any, Sequence
 
-from research.provenance import markdown_table, provenance, write_json, write_text
-from research.reliability.damage import DAMAGES
-from research.reliability.harness import TrialResult
+from research.outputs import markdown_table, write_json, write_text
+from research.provenance import provenance
+from tools.reliability.damage import DAMAGES
+from tools.reliability.harness import TrialResult
 
 ORDER = ("kill9", "sigterm", "sigterm_startup", "sigint", "damaged", "bad_inputs", "two_process")
 # kind -> (trials the done-when asks for, what each must show)
@@ -49,12 +50,21 @@ def summary_rows(results: Sequence[TrialResult]) -> list[dict[str, Any]]:
         "total": len(rs),
         "required": need,
         "met": passed == len(rs) and len(rs) >= need,
+        "verdict": verdict(passed, len(rs), need),
         "criterion": what,
         "median_seconds": statistics.median(r.seconds for r in rs),
         "notes": _notes(kind, rs),
       }
     )
   return rows
+
+
+def verdict(passed: int, total: int, required: int) -> str:
+  """Whether the done-when is met: "yes"; "no" when a trial failed; "too few" when every trial
+  passed but fewer ran than the done-when asks (--quick, a small --trials), which is no failure."""
+  if passed < total:
+    return "no"
+  return "yes" if total >= required else "too few"
 
 
 def _notes(kind: str, rs: Sequence[TrialResult]) -> str:
@@ -110,7 +120,7 @@ def render(results: Sequence[TrialResult], info: dict[str, Any], meta: dict[str,
         r["kind"],
         f"{r['passed']}/{r['total']}",
         f"≥{r['required']}",
-        "yes" if r["met"] else "**no**",
+        "**no**" if r["verdict"] == "no" else r["verdict"],
         f"{r['median_seconds']:.1f}",
         r["criterion"],
         r["notes"],
@@ -187,10 +197,10 @@ def write_report(
 
 def console_table(results: Sequence[TrialResult]) -> str:
   """The per-kind counts as the campaign prints them at the end."""
-  lines = [f"{'trials':16s} {'passed':>9s}  {'met':3s}  {'median s':>8s}  notes"]
+  lines = [f"{'trials':16s} {'passed':>9s}  {'met':7s}  {'median s':>8s}  notes"]
   for r in summary_rows(results):
     lines.append(
-      f"{r['kind']:16s} {r['passed']:4d}/{r['total']:<4d}  {'yes' if r['met'] else 'no':3s}  "
+      f"{r['kind']:16s} {r['passed']:4d}/{r['total']:<4d}  {r['verdict']:7s}  "
       f"{r['median_seconds']:8.1f}  {r['notes']}"
     )
   return "\n".join(lines)

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from research.reliability.harness import (
+from tools.reliability.harness import (
   Launch,
   TrialSetup,
   compare,

@@ -1,7 +1,7 @@
 """FLOPs of the decoder-only Transformer: Kaplan et al. (2020)'s formula and an exact count.
 
-Conventions are `research/cost/flops.py`'s (XLA's): a multiply-add is 2 FLOPs, an elementwise add,
-multiply, max or select is 1, and exp/tanh/rsqrt are transcendentals, counted apart.
+Conventions are `research/models/flops.py`'s (XLA's): a multiply-add is 2 FLOPs, an elementwise
+add, multiply, max or select is 1, and exp/tanh/rsqrt are transcendentals, counted apart.
 
 Kaplan's Table 1 counts, per token, C_forward = 2N + 2 n_layer n_ctx d_attn with
 N = 2 d_model n_layer (2 d_attn + d_ff): the weight matmuls of the blocks and an attention term.
@@ -27,9 +27,9 @@ counts a reduction over n elements as n - 1 adds.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from research.cost.flops import LayerFlops, optimizer_flops_per_param
+from research.models.flops import LayerFlops
 
 # Elementwise FLOPs per element, counted in the module's ops (checked against XLA's HLO):
 LAYERNORM_FLOPS = 7  # x^2, two row sums, - mean, scale * rsqrt, *, + bias  (+ 1 rsqrt per row)
@@ -161,47 +161,47 @@ def forward_terms(
 def sequence_forward_flops(
   config: Any, batch: int, seq_len: int, key_len: int | None = None
 ) -> float:
-  """Total forward FLOPs (matmuls + elementwise) of `forward_terms`.
-
-  `research.cost.flops.forward_flops` is the family-independent entry point over this.
-  """
+  """Total forward FLOPs (matmuls + elementwise) of `forward_terms`."""
   return sum(t.forward for t in forward_terms(config, batch, seq_len, key_len))
 
 
-def train_step_terms(
-  config: Any, batch: int, seq_len: int, optimizer: str = "adam"
-) -> dict[str, float]:
+def train_step_terms(config: Any, batch: int, seq_len: int) -> dict[str, float]:
   """FLOPs of one train step (`research.training.step.make_train_step`) on `batch` windows of
-  `seq_len` tokens, by part.
+  `seq_len` tokens, by part, all but the optimizer update (`research.cost.flops` adds it).
 
-  Backward follows `research/cost/flops.py`: a matmul costs its forward again for the weight
-  gradient
-  and again for the input gradient (every matmul here has a computed input: the residual stream
-  starts at the embeddings, which are trained), an elementwise op twice its forward, a
-  transcendental 3 more. The embedding's gradient is a scatter-add of every token's gradient
-  (plus the position embedding's sum over the batch, plus adding the unembedding's gradient when
-  tied). The optimizer touches every parameter (`flops.OPTIMIZER_FLOPS_PER_PARAM`, which includes
-  the gradient norm the step reports).
+  Backward follows `research/models/flops.py`: a matmul costs its forward again for the weight
+  gradient and again for the input gradient (every matmul here has a computed input: the
+  residual stream starts at the embeddings, which are trained), an elementwise op twice its
+  forward, a transcendental 3 more. The embedding's gradient is a scatter-add of every token's
+  gradient (plus the position embedding's sum over the batch, plus adding the unembedding's
+  gradient when tied).
   """
   c = _config(config)
   terms = forward_terms(c, batch, seq_len)
   n = float(batch * seq_len)
   d, v = c["d_model"], c["num_classes"]
-  opt = optimizer_flops_per_param(optimizer)
   return {
     "forward": sum(t.forward for t in terms),
     "backward": sum(t.backward for t in terms),
     "embedding_grad": 2 * n * d + (v * d if c["tied_embeddings"] else 0),
     "loss": LOSS_FLOPS * n * v,
-    "optimizer": float(opt * param_count(c)),
   }
 
 
-def sequence_train_step_flops(
-  config: Any, batch: int, seq_len: int, optimizer: str = "adam"
+def forward_flops(
+  model_config: Mapping[str, Any], input_shape: Sequence[int], num_classes: int, batch: int
 ) -> float:
-  """Forward + backward + loss + optimizer: about 3x `sequence_forward_flops`."""
-  return sum(train_step_terms(config, batch, seq_len, optimizer).values())
+  """The registry's signature (`research.models.FAMILIES`): `batch` windows of `input_shape[0]`
+  tokens."""
+  config = {**model_config, "num_classes": num_classes}
+  return sequence_forward_flops(config, batch, int(input_shape[0]))
+
+
+def train_flops(
+  model_config: Mapping[str, Any], input_shape: Sequence[int], num_classes: int, batch: int
+) -> dict[str, float]:
+  """The registry's signature for `train_step_terms`."""
+  return train_step_terms({**model_config, "num_classes": num_classes}, batch, int(input_shape[0]))
 
 
 def decode_step_flops(config: Any, batch: int, new_tokens: int = 1) -> float:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from research.reliability.harness import (
+from tools.reliability.harness import (
   Launch,
   Outcome,
   TrialResult,
