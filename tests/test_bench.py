@@ -170,18 +170,10 @@ def test_bench_inference_script_writes_everything(repo_root, tmp_path, tiny_cnn_
   assert not os.path.exists(os.path.join(out, "loadgen.previous"))
 
 
-def test_bench_inference_without_a_run_is_one_line(repo_root, tmp_path):
-  env = {**os.environ, "PYTHONPATH": repo_root}
-  result = subprocess.run(
-    [sys.executable, "scripts/bench_inference.py", "--workdir", str(tmp_path)],
-    cwd=repo_root,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
-  assert result.returncode == 1 and result.stderr.count("error:") == 1
-  assert "no trained run" in result.stderr
+def test_bench_inference_without_a_run_is_one_line(script_here, tmp_path):
+  code, _, stderr = script_here("bench_inference.py", "--threads", "0", "--workdir", tmp_path)
+  assert code == 1 and stderr.count("error:") == 1
+  assert "no trained run" in stderr
 
 
 def test_reports_name_the_fastest_engine_and_price_int8():

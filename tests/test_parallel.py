@@ -74,6 +74,7 @@ def test_a_run_on_eight_devices_ends_where_one_device_ends(tmp_path):
   assert eight["final_test_accuracy"] == pytest.approx(one["final_test_accuracy"], abs=2e-3)
 
 
+@pytest.mark.slow  # three runs each; test_a_run_on_eight_devices_ends_where_one_device_ends stays
 @pytest.mark.parametrize("first,second", [(8, 1), (1, 8)])
 def test_checkpoint_from_one_device_count_resumes_on_another(tmp_path, first, second):
   straight = train_and_evaluate(tiny(second, steps=60), str(tmp_path / "straight"), progress=False)

@@ -108,6 +108,7 @@ def gpu_recipe_tiny():
   return load_config("experiments/lm_markov_gpu.py:tiny", ["num_devices=1"])
 
 
+@pytest.mark.slow  # an LM run; the schedule's own tests stay
 def test_gpu_lm_recipe_logs_the_scheduled_rate(tmp_path):
   config = gpu_recipe_tiny()
   opt, n = config.optimizer, config.num_steps

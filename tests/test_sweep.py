@@ -69,6 +69,7 @@ def test_runs_group_only_when_one_program_can_train_them(tmp_path):
     check_side_by_side([configs[0], decay])
 
 
+@pytest.mark.slow  # five runs; test_a_diverging_member_stops_alone trains a group
 def test_side_by_side_runs_equal_runs_alone(tmp_path, tiny_cnn_run):
   """To float tolerance, not bitwise: vmapped, XLA:CPU computes the gradient's matrix products
   batched over runs, with another summation order (about one ulp at the first update)."""
