@@ -10,11 +10,13 @@ On CPU, shrink it first (--config.model.n_layer=2 --config.model.d_model=128 ...
 import ml_collections
 
 from research.config import base_config, optimizer_config
+from research.config_variants import make_tiny, variant_names
 
 
 def get_config(variant: str = ""):
-  if variant:
-    raise ValueError(f"unknown variant {variant!r}; this config has none")
+  """Variant 'tiny': the same recipe (warmup, cosine, clipping, masked decay; warmup cut to 10 of
+  40 steps) on a float32 model and data small enough for a CPU."""
+  names = variant_names(variant, ("tiny",))
   c = base_config()
   c.experiment = "lm_markov_gpu"
   c.data = ml_collections.ConfigDict(
@@ -66,4 +68,13 @@ def get_config(variant: str = ""):
   c.checkpoint_every = 1000
   c.eval_batch_size = 64
   c.num_devices = 0
+  if "tiny" in names:
+    make_tiny(c)
+    c.data.update({"vocab_size": 64, "n_ctx": 16, "validation_size": 32})
+    c.data.update({"train_tokens": 40_000, "val_tokens": 4000})
+    c.model.update({"n_ctx": 16, "n_layer": 1, "d_model": 32, "n_head": 2, "d_ff": 64})
+    c.model.dtype = "float32"
+    c.optimizer.warmup_steps = 10
+    c.batch_size = 8
+    c.eval_batch_size = 32
   return c

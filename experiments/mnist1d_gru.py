@@ -2,16 +2,19 @@
 steps. Paper: 91 ± 2 %."""
 
 from research.config import base_config
+from research.config_variants import make_tiny, variant_names
 
 
 def get_config(variant: str = ""):
-  """Variant 'shuffled' trains on the spatially shuffled dataset (paper: 57 ± 2 %)."""
+  """Variants: 'shuffled' trains on the spatially shuffled dataset (paper: 57 ± 2 %); 'tiny'
+  cuts the run to a few dozen steps (research/config_variants.py). They combine: shuffled,tiny."""
+  names = variant_names(variant, ("shuffled", "tiny"))
   c = base_config()
   c.experiment = "mnist1d_gru"
   c.model = {"name": "gru", "hidden": 6, "unroll": 1, "dtype": "float32"}
-  if variant == "shuffled":
+  if "shuffled" in names:
     c.experiment += "_shuffled"
     c.data.shuffle_seq = True
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r}; this config has: shuffled")
+  if "tiny" in names:
+    make_tiny(c)
   return c

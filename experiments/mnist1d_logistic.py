@@ -1,16 +1,19 @@
 """MNIST-1D, logistic regression (410 params), Adam 1e-2, batch 100, 6000 steps. Paper: 32 ± 1 %."""
 
 from research.config import base_config
+from research.config_variants import make_tiny, variant_names
 
 
 def get_config(variant: str = ""):
-  """Variant 'shuffled' trains on the spatially shuffled dataset (paper: 32 ± 1 %)."""
+  """Variants: 'shuffled' trains on the spatially shuffled dataset (paper: 32 ± 1 %); 'tiny'
+  cuts the run to a few dozen steps (research/config_variants.py). They combine: shuffled,tiny."""
+  names = variant_names(variant, ("shuffled", "tiny"))
   c = base_config()
   c.experiment = "mnist1d_logistic"
   c.model = {"name": "logistic", "dtype": "float32"}
-  if variant == "shuffled":
+  if "shuffled" in names:
     c.experiment += "_shuffled"
     c.data.shuffle_seq = True
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r}; this config has: shuffled")
+  if "tiny" in names:
+    make_tiny(c)
   return c

@@ -5,8 +5,7 @@ import glob
 import json
 import os
 import shutil
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,16 +14,13 @@ from research.config import load_config
 from research.studies.compare_runs import RunsTable, render
 from research.training.loop import train_and_evaluate
 
-TINY = ["num_steps=10", "log_every=10", "eval_every=10", "checkpoint_every=10"]
 
-
-def _compare(repo_root, *args):
-  return subprocess.run(
-    [sys.executable, os.path.join(repo_root, "scripts", "compare_runs.py"), *args],
-    capture_output=True,
-    text=True,
-    timeout=120,
-    cwd=repo_root,
+@pytest.fixture
+def compare(script_here):
+  """scripts/compare_runs.py in this process (tests/conftest.py): a result with returncode,
+  stdout and stderr, like subprocess.run's."""
+  return lambda *args: SimpleNamespace(
+    **dict(zip(("returncode", "stdout", "stderr"), script_here("compare_runs.py", *args)))
   )
 
 
@@ -33,9 +29,7 @@ def runs_dir(tmp_path_factory):
   """Two tiny runs that differ in learning rate, and four entries that are not runs."""
   root = tmp_path_factory.mktemp("runs")
   for name, lr in (("lr_high", "3e-2"), ("lr_low", "1e-3")):
-    config = load_config(
-      "experiments/mnist1d_logistic.py", TINY + [f"optimizer.learning_rate={lr}"]
-    )
+    config = load_config("experiments/mnist1d_logistic.py:tiny", [f"optimizer.learning_rate={lr}"])
     train_and_evaluate(config, str(root / name), progress=False)
   np.savez(root / "mnist1d.npz", x=np.zeros((2, 40)))  # export_dataset.py's output
   (root / "empty").mkdir()
@@ -47,11 +41,11 @@ def runs_dir(tmp_path_factory):
 
 
 def test_skips_entries_that_are_not_runs_and_shows_differing_hyperparameters(
-  repo_root, runs_dir, tmp_path
+  compare, runs_dir, tmp_path
 ):
   out = str(tmp_path / "tables" / "runs")
   entries = sorted(glob.glob(str(runs_dir / "*")))
-  result = _compare(repo_root, *entries, "--format", "csv", "--out", out)
+  result = compare(*entries, "--format", "csv", "--out", out)
   assert result.returncode == 0, result.stderr
   stderr = result.stderr.strip().splitlines()
   assert len(stderr) == 1 and stderr[0].startswith("skipped 4 entries that are not runs: ")
@@ -80,11 +74,11 @@ def test_skips_entries_that_are_not_runs_and_shows_differing_hyperparameters(
   assert "Same in all 2 runs: " in md and "`model.name`=logistic" in md
 
 
-def test_no_runs_is_one_error_line_and_writes_nothing(repo_root, runs_dir, tmp_path):
+def test_no_runs_is_one_error_line_and_writes_nothing(compare, runs_dir, tmp_path):
   out = tmp_path / "tables" / "runs"
   not_runs = [str(runs_dir / n) for n in ("mnist1d.npz", "empty", "failed", "corrupt")]
   for fmt in ("md", "csv"):
-    result = _compare(repo_root, *not_runs, "--format", fmt, "--out", str(out))
+    result = compare(*not_runs, "--format", fmt, "--out", str(out))
     assert result.returncode == 1 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no runs among the 4 entries given")
@@ -92,8 +86,8 @@ def test_no_runs_is_one_error_line_and_writes_nothing(repo_root, runs_dir, tmp_p
     assert not os.path.exists(tmp_path / "tables")
 
 
-def test_a_sweep_directory_is_skipped_with_the_glob_that_reaches_its_runs(repo_root, runs_dir):
-  result = _compare(repo_root, str(runs_dir), str(runs_dir / "lr_low"))
+def test_a_sweep_directory_is_skipped_with_the_glob_that_reaches_its_runs(compare, runs_dir):
+  result = compare(str(runs_dir), str(runs_dir / "lr_low"))
   assert result.returncode == 0, result.stderr
   assert f"(no summary.json; it holds 3 runs: pass {runs_dir / '*'})" in result.stderr
   assert "| lr_low |" in result.stdout and "Same in all" not in result.stdout

@@ -95,8 +95,11 @@ def test_unknown_profile_is_a_clear_error():
 
 
 def test_peak_flops_is_measured():
-  peak = hardware.measure_peak_flops(n=128, repeats=3)
-  assert peak["peak_flops"] > 1e8 and peak["peak_flops"] >= peak["median_flops"]
+  """Timed to the result, not to the dispatch: a 1024 x 1024 matmul timed without blocking on it
+  claims about 3e13 FLOP/s here, beyond what any CPU core does in float32 (about 3e11 with two
+  AVX-512 FMA units at 5 GHz)."""
+  peak = hardware.measure_peak_flops(n=1024, repeats=3)
+  assert 1e8 < peak["peak_flops"] < 1e12 * os.cpu_count()
 
 
 def run_job(repo_root, *args):
@@ -111,16 +114,15 @@ def run_job(repo_root, *args):
   )
 
 
+@pytest.mark.slow
 def test_main_job_writes_a_full_report_on_a_tiny_run(repo_root, tmp_path):
   workdir = str(tmp_path / "cnn")
   result = run_job(
     repo_root,
     "--workdir",
     workdir,
-    "--config.num_steps=20",
-    "--config.log_every=10",
-    "--config.eval_every=10",
-    "--config.checkpoint_every=10",
+    "--config",
+    "experiments/mnist1d_cnn.py:tiny",
     "--max-batch",
     "8",
     "--latency-calls",
@@ -130,7 +132,7 @@ def test_main_job_writes_a_full_report_on_a_tiny_run(repo_root, tmp_path):
   )
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.load(open(os.path.join(workdir, "report.json")))
-  assert report["steps"] == 20 and report["params"] == 5210
+  assert report["steps"] == 40 and report["params"] == 5210
   assert report["flops"]["forward_per_example"] == PINNED_FORWARD["cnn1d"]
   assert 2.0 <= report["flops"]["train_to_forward_ratio"] <= 3.5
   assert abs(report["flops"]["xla_over_analytic"]["train_step"] - 1) < 0.1
@@ -211,10 +213,11 @@ def test_main_job_writes_a_full_report_on_a_tiny_run(repo_root, tmp_path):
   )
 
 
-def test_main_job_errors_are_one_line(repo_root, tmp_path):
-  result = run_job(repo_root, "--workdir", str(tmp_path / "x"), "--profiles", "tpu-v99")
-  assert result.returncode == 1 and result.stderr.count("error:") == 1
-  assert "unknown hardware profile" in result.stderr
+def test_main_job_errors_are_one_line(script_here, tmp_path):
+  args = ["--threads", "0", "--no-progress", "--workdir", tmp_path / "x", "--profiles", "tpu-v99"]
+  code, _, stderr = script_here("train_vs_infer.py", *args)
+  assert code == 1 and stderr.count("error:") == 1
+  assert "unknown hardware profile" in stderr
   assert not os.path.exists(tmp_path / "x")  # nothing trained, nothing written
 
 

@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import re
+import shutil
 
 import pytest
 from tensorboard.backend.event_processing import data_provider as tb_data_provider
@@ -22,11 +23,11 @@ from research.training.loop import train_and_evaluate
 from research.training.profiling import parse_window
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["num_steps=20", "log_every=10", "eval_every=10", "checkpoint_every=10"]
 
 
 def _train(workdir, experiment="mnist1d_cnn", *overrides):
-  config = load_config(os.path.join(ROOT, "experiments", f"{experiment}.py"), [*TINY, *overrides])
+  """The experiment's tiny variant: 40 steps, evaluated every 20."""
+  config = load_config(os.path.join(ROOT, "experiments", f"{experiment}.py:tiny"), list(overrides))
   return train_and_evaluate(config, str(workdir), progress=False)
 
 
@@ -70,13 +71,16 @@ def _hparams_dashboard(logdir):
 
 
 @pytest.fixture(scope="module")
-def three_runs(tmp_path_factory):
-  """Runs that differ in learning rate and in model, as a researcher compares them."""
+def three_runs(tmp_path_factory, tiny_cnn_run, tiny_mlp_run):
+  """Runs that differ in learning rate and in model, as a researcher compares them: the shared
+  tiny CNN (learning rate 1e-2) and MLP, copied, and the CNN at 3e-3."""
   logdir = tmp_path_factory.mktemp("runs")
+  shutil.copytree(tiny_cnn_run[0], logdir / "cnn_lr1e-2")
+  shutil.copytree(tiny_mlp_run[0], logdir / "mlp")
   summaries = {
-    "cnn_lr1e-2": _train(logdir / "cnn_lr1e-2", "mnist1d_cnn", "optimizer.learning_rate=1e-2"),
+    "cnn_lr1e-2": tiny_cnn_run[1],
     "cnn_lr3e-3": _train(logdir / "cnn_lr3e-3", "mnist1d_cnn", "optimizer.learning_rate=3e-3"),
-    "mlp": _train(logdir / "mlp", "mnist1d_mlp"),
+    "mlp": tiny_mlp_run[1],
   }
   return logdir, summaries
 
@@ -107,14 +111,14 @@ def test_time_series_hold_every_step_and_the_summary_holds_the_config(three_runs
   logdir, _ = three_runs
   run = _accumulator(logdir / "mlp")
   scalars = run.Tags()["scalars"]
-  assert [e.step for e in run.Scalars("train/loss")] == list(range(1, 21))  # every step
-  assert [e.step for e in run.Scalars("train/learning_rate")] == list(range(1, 21))
-  assert [e.step for e in run.Scalars("test/accuracy")] == [10, 20]
+  assert [e.step for e in run.Scalars("train/loss")] == list(range(1, 41))  # every step
+  assert [e.step for e in run.Scalars("train/learning_rate")] == list(range(1, 41))
+  assert [e.step for e in run.Scalars("test/accuracy")] == [20, 40]
   assert not [t for t in scalars if t.startswith("trial/")]  # single values live elsewhere
   summary = _accumulator(logdir / "mlp" / "summary")
   (config_text,) = summary.Tensors("config")
   text = config_text.tensor_proto.string_val[0].decode()
-  assert '"name": "mlp"' in text and config_text.step == 20
+  assert '"name": "mlp"' in text and config_text.step == 40
   # Time Series sorts card groups by name (plain string order): the trial's single values and
   # figures come after the test and training curves.
   groups = {t.split("/")[0] for t in run.Tags()["scalars"]}
@@ -122,21 +126,21 @@ def test_time_series_hold_every_step_and_the_summary_holds_the_config(three_runs
   assert min(t.split("/")[0] for t in summary.Tags()["scalars"]) > max(groups)
 
 
-def test_resume_rewrites_the_trial_and_leaves_no_empty_event_files(tmp_path):
+def test_resume_rewrites_the_trial_and_leaves_no_empty_event_files(tmp_path, tiny_mlp_run):
   workdir = tmp_path / "run"
-  _train(workdir, "mnist1d_mlp")
-  _train(workdir, "mnist1d_mlp", "num_steps=30")  # extended
-  _train(workdir, "mnist1d_mlp", "num_steps=30")  # finished: nothing to do, nothing written
+  shutil.copytree(tiny_mlp_run[0], workdir)  # trained to step 40
+  _train(workdir, "mnist1d_mlp", "num_steps=60")  # extended
+  _train(workdir, "mnist1d_mlp", "num_steps=60")  # finished: nothing to do, nothing written
   (part,) = glob.glob(str(workdir / "summary" / "*tfevents*"))
   assert part.endswith(".training")
   summary = _accumulator(workdir / "summary")
   (text,) = summary.Tensors("config")
-  assert '"num_steps": 30' in text.tensor_proto.string_val[0].decode() and text.step == 30
-  assert [e.step for e in summary.Scalars("trial/test_accuracy")] == [30]
+  assert '"num_steps": 60' in text.tensor_proto.string_val[0].decode() and text.step == 60
+  assert [e.step for e in summary.Scalars("trial/test_accuracy")] == [60]
   event_files = glob.glob(str(workdir / "*tfevents*"))
   assert len(event_files) == 2  # one per training session; the finished re-run made none
   steps = [e.step for e in _accumulator(workdir).Scalars("train/loss")]
-  assert steps == list(range(1, 31))
+  assert steps == list(range(1, 61))
 
 
 def test_a_report_part_replaces_its_last_version(tmp_path):
@@ -167,10 +171,10 @@ def test_a_report_part_replaces_its_last_version(tmp_path):
   assert [e.value for e in _accumulator(tmp_path / "summary").Scalars("trial/x")] == [2.0]
 
 
-def test_profile_steps_trace_loads_and_changes_no_number(tmp_path):
+def test_profile_steps_trace_loads_and_changes_no_number(tmp_path, tiny_mlp_run):
   from xprof.convert import raw_to_tool_data
 
-  plain = _train(tmp_path / "plain", "mnist1d_mlp")
+  plain_dir, plain = tiny_mlp_run
   profiled = _train(tmp_path / "profiled", "mnist1d_mlp", "profile_steps=12:15")
   assert profiled["final_test_loss"] == plain["final_test_loss"]  # bitwise
   (xplane,) = glob.glob(str(tmp_path / "profiled" / "plugins" / "profile" / "*" / "*.xplane.pb"))
@@ -188,7 +192,7 @@ def test_profile_steps_trace_loads_and_changes_no_number(tmp_path):
   overview, _ = raw_to_tool_data.xspace_to_tool_data([xplane], "overview_page", {})
   (average,) = re.findall(rb'"steptime_ms_average":"?([0-9.]+)', overview)
   assert float(average) > 0
-  assert not os.path.exists(tmp_path / "plain" / "plugins")
+  assert not os.path.exists(os.path.join(plain_dir, "plugins"))
 
 
 @pytest.mark.parametrize("spec", ["5", "a:b", "10:5", "0:99999", ":3"])
@@ -207,22 +211,13 @@ def test_profile_window_cuts_chunks_only_at_its_edges():
   assert ProfileWindow("", 20, "/x").chunk_length(10, 10) == 10
 
 
-def test_screenshot_script_errors_are_one_line_and_write_nothing(tmp_path):
-  import subprocess
-  import sys
-
+def test_screenshot_script_errors_are_one_line_and_write_nothing(tmp_path, script_here):
   out = tmp_path / "shots"
   for args in (
     ["--logdir", str(tmp_path / "missing")],
     ["--logdir", str(tmp_path), "--chromium", str(tmp_path / "no-chromium")],
   ):
-    result = subprocess.run(
-      [sys.executable, "scripts/screenshot_dashboard.py", *args, "--out", str(out)],
-      cwd=ROOT,
-      capture_output=True,
-      text=True,
-      timeout=120,
-    )
-    assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    code, _, stderr = script_here("screenshot_dashboard.py", *args, "--out", out)
+    assert code == 1
+    assert stderr.count("\n") == 1 and stderr.startswith("error: ")
     assert not out.exists()

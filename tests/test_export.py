@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research.config import load_config
 from research.models import build_model
 from research.serving import InferenceError
 from research.serving.engines import EngineFactory, check_engines
@@ -24,7 +23,6 @@ from research.serving.export import (
 from research.serving.onnx_passes import fold_gemm_bias
 from research.serving.onnx_runtime import OnnxRuntimeEngine
 from research.serving.restore import load_run
-from research.training.loop import train_and_evaluate
 
 # int8 may cost this much test accuracy against fp32 (percentage points) on the MNIST-1D CNN.
 INT8_ACCURACY_TOLERANCE = 0.03
@@ -42,18 +40,9 @@ def _tiny(name: str):
 
 
 @pytest.fixture(scope="module")
-def trained_cnn(tmp_path_factory):
+def trained_cnn(trained_cnn_run):
   """A briefly trained MNIST-1D CNN (accuracy well above chance, so int8 has something to lose)."""
-  workdir = str(tmp_path_factory.mktemp("cnn"))
-  train_and_evaluate(
-    load_config(
-      "experiments/mnist1d_cnn.py",
-      ["num_steps=600", "log_every=300", "eval_every=600", "checkpoint_every=600"],
-    ),
-    workdir,
-    progress=False,
-  )
-  return workdir
+  return trained_cnn_run[0]
 
 
 def _run_alone(tmp_path, code: str, model_file, x: np.ndarray) -> np.ndarray:
@@ -73,6 +62,7 @@ def _run_alone(tmp_path, code: str, model_file, x: np.ndarray) -> np.ndarray:
   return np.load(out)
 
 
+@pytest.mark.slow
 def test_stablehlo_round_trip_in_a_process_without_the_model_code(tmp_path):
   model, params, x = _tiny("cnn")
   path = tmp_path / "m.stablehlo"
@@ -91,6 +81,7 @@ def test_stablehlo_round_trip_in_a_process_without_the_model_code(tmp_path):
   )
 
 
+@pytest.mark.slow
 def test_onnx_file_answers_in_onnxruntime_alone(tmp_path):
   model, params, x = _tiny("cnn")
   path = tmp_path / "m.onnx"
@@ -201,22 +192,18 @@ def test_engine_names_are_checked():
   assert check_engines(["onnxruntime", "jax", "jax"]) == ("onnxruntime", "jax")
 
 
-def test_export_script_checks_and_writes_beside_the_file(repo_root, trained_cnn, tmp_path):
+def test_export_script_checks_and_writes_beside_the_file(script_here, trained_cnn, tmp_path):
+  """In this process (tests/conftest.py); from a fresh one: tests/test_bad_inputs.py."""
   out = str(tmp_path / "model.onnx")
-  env = {**os.environ, "PYTHONPATH": repo_root}
-  cmd = [sys.executable, "scripts/export.py", "--workdir", trained_cnn, "--format", "onnx"]
-  result = subprocess.run(
-    cmd + ["--out", out], cwd=repo_root, env=env, capture_output=True, text=True, timeout=300
-  )
-  assert result.returncode == 0, result.stderr[-2000:]
+  args = ["export.py", "--threads", "0", "--workdir", trained_cnn, "--format", "onnx"]
+  code, _, stderr = script_here(*args, "--out", out)
+  assert code == 0, stderr[-2000:]
   record = json.load(open(out + ".json"))
   assert record["check_against_jitted_apply"]["predictions_identical"]
   assert record["bytes"] == os.path.getsize(out) and record["input_shape"] == [40]
-  bad = subprocess.run(
-    cmd + ["--out", str(tmp_path)], cwd=repo_root, env=env, capture_output=True, text=True
-  )
-  lines = bad.stderr.strip().splitlines()
-  assert bad.returncode != 0 and lines[-1].startswith("error: --out") and len(lines) == 1
+  code, _, stderr = script_here(*args, "--out", tmp_path)
+  lines = stderr.strip().splitlines()
+  assert code == 1 and lines[-1].startswith("error: --out") and len(lines) == 1
 
 
 def _run(model, params):

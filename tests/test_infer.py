@@ -20,27 +20,15 @@ from research.data.dataset import DataError
 from research.serving.predictor import InferenceError, Predictor
 from research.serving.quantize import Int8Weight, dequantize, quantize_int8
 from research.serving.restore import load_run
-from research.training.loop import train_and_evaluate
 from research.workdir import WorkdirError
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """A CNN trained for 200 steps (best chosen on 500 validation examples), and its data as an
-  .npz the infer script reads."""
+def trained(tmp_path_factory, trained_cnn_run):
+  """A CNN trained for 200 steps (best chosen on 500 validation examples; tests/conftest.py),
+  and its data as an .npz the infer script reads."""
   root = tmp_path_factory.mktemp("infer")
-  workdir = str(root / "cnn")
-  config = load_config(
-    "experiments/mnist1d_cnn.py",
-    [
-      "num_steps=200",
-      "log_every=50",
-      "eval_every=100",
-      "checkpoint_every=100",
-      "data.validation_size=500",
-    ],
-  )
-  summary = train_and_evaluate(config, workdir, progress=False)
+  workdir, summary, config = trained_cnn_run
   from research.data import load_dataset
 
   data = load_dataset(config.data)
@@ -128,6 +116,7 @@ def test_predictions_identical_between_batch_sizes(trained):
   np.testing.assert_allclose(whole, one_by_one, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_infer_script_reproduces_final_test_accuracy(trained, repo_root, tmp_path):
   workdir, summary, data, npz = trained
   out = str(tmp_path / "preds.npz")
@@ -153,15 +142,21 @@ def test_infer_script_reproduces_final_test_accuracy(trained, repo_root, tmp_pat
   np.testing.assert_array_equal(probabilities.argmax(-1), predictions)
 
 
-def test_csv_in_csv_out(trained, repo_root, tmp_path):
+def infer_here(script_here, *args):
+  """scripts/infer.py in this process (tests/conftest.py): (exit status, stdout, stderr). The
+  script in a fresh process: test_infer_script_reproduces_final_test_accuracy."""
+  return script_here("infer.py", "--threads", "0", *args)
+
+
+def test_csv_in_csv_out(trained, script_here, tmp_path):
   workdir, _, data, _ = trained
   src = tmp_path / "new.csv"
   np.savetxt(
     src, data.x_test[:5], delimiter=",", header="f" + ",f".join(map(str, range(40))), comments=""
   )
   out = tmp_path / "preds.csv"
-  result = run_infer(repo_root, "--workdir", workdir, "--input", str(src), "--output", str(out))
-  assert result.returncode == 0, result.stderr
+  code, _, stderr = infer_here(script_here, "--workdir", workdir, "--input", src, "--output", out)
+  assert code == 0, stderr
   rows = out.read_text().splitlines()
   assert rows[0] == "prediction" and len(rows) == 6
   expected = Predictor.from_run(load_run(workdir), batch_sizes=(8,)).predict(data.x_test[:5])
@@ -178,19 +173,19 @@ def test_csv_in_csv_out(trained, repo_root, tmp_path):
   ],
 )
 def test_bad_inputs_fail_with_one_line_and_write_nothing(
-  trained, repo_root, tmp_path, make_input, fragment
+  trained, script_here, tmp_path, make_input, fragment
 ):
   workdir, _, data, _ = trained
   src, out = tmp_path / "bad.npy", tmp_path / "out.npy"
   np.save(src, make_input(data))
-  result = run_infer(repo_root, "--workdir", workdir, "--input", str(src), "--output", str(out))
-  assert result.returncode == 1
-  lines = [l for l in result.stderr.strip().splitlines() if l.startswith("error:")]
-  assert len(lines) == 1 and fragment in lines[0], result.stderr
+  code, _, stderr = infer_here(script_here, "--workdir", workdir, "--input", src, "--output", out)
+  assert code == 1
+  lines = [l for l in stderr.strip().splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and fragment in lines[0], stderr
   assert not out.exists()
 
 
-def test_script_errors_for_missing_run_and_files(trained, repo_root, tmp_path):
+def test_script_errors_for_missing_run_and_files(trained, script_here, tmp_path):
   workdir, _, _, npz = trained
   out = str(tmp_path / "o.npy")
   cases = [
@@ -203,9 +198,9 @@ def test_script_errors_for_missing_run_and_files(trained, repo_root, tmp_path):
     (["--workdir", workdir, "--input", npz, "--output", str(tmp_path / "o.txt")], "unknown type"),
   ]
   for args, fragment in cases:
-    result = run_infer(repo_root, *args)
-    assert result.returncode == 1 and fragment in result.stderr, (args, result.stderr)
-    assert result.stderr.count("error:") == 1
+    code, _, stderr = infer_here(script_here, *args)
+    assert code == 1 and fragment in stderr, (args, stderr)
+    assert stderr.count("error:") == 1
   assert not os.path.exists(out)
 
 

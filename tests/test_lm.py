@@ -18,26 +18,9 @@ from research.training.loop import train_and_evaluate
 
 
 def tiny(num_devices=1, steps=40):
+  """The tiny variant: one layer of width 32 on 32-token windows, 40 steps at rate 1e-2."""
   return load_config(
-    "experiments/lm_markov_tiny.py",
-    [
-      f"num_steps={steps}",
-      "log_every=20",
-      "eval_every=20",
-      "checkpoint_every=20",
-      "batch_size=16",
-      "eval_batch_size=64",
-      f"num_devices={num_devices}",
-      "data.n_ctx=32",
-      "data.train_tokens=20000",
-      "data.val_tokens=4096",
-      "model.n_ctx=32",
-      "model.d_model=32",
-      "model.n_layer=1",
-      "model.d_ff=64",
-      "model.n_head=2",
-      "optimizer.learning_rate=1e-2",
-    ],
+    "experiments/lm_markov_tiny.py:tiny", [f"num_steps={steps}", f"num_devices={num_devices}"]
   )
 
 
@@ -60,6 +43,7 @@ def test_lm_reports_its_loss_against_the_sources_entropy_rate(trained):
   assert 0 < s["final_test_accuracy"] < 1
 
 
+@pytest.mark.slow
 def test_lm_on_eight_devices_matches_one(tmp_path):
   one = train_and_evaluate(tiny(1, steps=20), str(tmp_path / "one"), progress=False)
   eight = train_and_evaluate(tiny(8, steps=20), str(tmp_path / "eight"), progress=False)
@@ -76,6 +60,7 @@ def test_trained_lm_restores_params_alone_and_generates(trained):
   assert tokens.shape == (2, 8) and int(tokens.min()) >= 0 and int(tokens.max()) < 32
 
 
+@pytest.mark.slow
 def test_lm_costs_script(trained, repo_root, tmp_path):
   workdir, summary = trained
   out = str(tmp_path / "report")
@@ -119,38 +104,16 @@ def test_lm_costs_script(trained, repo_root, tmp_path):
     assert heading in md
 
 
-def test_lm_costs_without_a_run_is_one_line(repo_root, tmp_path):
-  result = subprocess.run(
-    [sys.executable, "scripts/lm_costs.py", "--workdir", str(tmp_path / "nothing")],
-    cwd=repo_root,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
-  assert result.returncode == 1 and result.stderr.count("error:") == 1
-  assert "no trained run" in result.stderr
+def test_lm_costs_without_a_run_is_one_line(script_here, tmp_path):
+  code, _, stderr = script_here("lm_costs.py", "--threads", "0", "--workdir", tmp_path / "none")
+  assert code == 1 and stderr.count("error:") == 1
+  assert "no trained run" in stderr
 
 
-def test_lm_costs_asking_past_the_context_is_one_line(trained, repo_root, tmp_path):
+def test_lm_costs_asking_past_the_context_is_one_line(trained, script_here, tmp_path):
   workdir, _ = trained
-  result = subprocess.run(
-    [
-      sys.executable,
-      "scripts/lm_costs.py",
-      "--workdir",
-      workdir,
-      "--out",
-      str(tmp_path / "r"),
-      "--prompt-tokens",
-      "8",
-      "--new-tokens",
-      "40",
-    ],
-    cwd=repo_root,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert result.returncode == 1 and result.stderr.count("error:") == 1
-  assert "exceed the model's n_ctx 32" in result.stderr
-  assert not os.path.exists(tmp_path / "r" / "report.json")
+  args = ["--workdir", workdir, "--out", tmp_path / "r", "--prompt-tokens", "8", "--new-tokens"]
+  code, _, stderr = script_here("lm_costs.py", "--threads", "0", *args, "40")
+  assert code == 1 and stderr.count("error:") == 1
+  assert "exceed the model's n_ctx 32" in stderr
+  assert not os.path.exists(tmp_path / "r")

@@ -23,14 +23,12 @@ from research.training.step import create_train_state, make_train_chunk, make_tr
 
 
 def tiny(num_devices, steps=40, **extra):
+  """The tiny MLP (evaluated and checkpointed every 20 steps), its batch split 8 ways."""
   return load_config(
-    "experiments/mnist1d_mlp.py",
+    "experiments/mnist1d_mlp.py:tiny",
     [
       f"num_steps={steps}",
       "batch_size=96",
-      "log_every=20",
-      "eval_every=20",
-      "checkpoint_every=20",
       f"num_devices={num_devices}",
       *[f"{k}={v}" for k, v in extra.items()],
     ],
@@ -76,6 +74,7 @@ def test_a_run_on_eight_devices_ends_where_one_device_ends(tmp_path):
   assert eight["final_test_accuracy"] == pytest.approx(one["final_test_accuracy"], abs=2e-3)
 
 
+@pytest.mark.slow  # three runs each; test_a_run_on_eight_devices_ends_where_one_device_ends stays
 @pytest.mark.parametrize("first,second", [(8, 1), (1, 8)])
 def test_checkpoint_from_one_device_count_resumes_on_another(tmp_path, first, second):
   straight = train_and_evaluate(tiny(second, steps=60), str(tmp_path / "straight"), progress=False)

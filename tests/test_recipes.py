@@ -18,7 +18,8 @@ from research.serving.restore import load_run
 from research.training.loop import train_and_evaluate
 from research.training.optimizers import learning_rate_used, lr_factor_schedule, make_optimizer
 
-TINY = ["num_steps=40", "log_every=10", "eval_every=10", "checkpoint_every=40"]
+CNN_TINY = "experiments/mnist1d_cnn.py:tiny"  # 40 steps
+EVAL_OFTEN = ["eval_every=10", "checkpoint_every=40"]  # evaluations between checkpoints
 
 
 def scalars(workdir, tag):
@@ -98,54 +99,30 @@ def test_clipping_and_decay_mask():
 def test_bad_recipes_are_config_errors(override, message):
   extra = ["optimizer.schedule=cosine"] if "warmup" in override else []
   with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-    load_config("experiments/mnist1d_cnn.py", TINY + extra + [override])
+    load_config(CNN_TINY, extra + [override])
 
 
 def gpu_recipe_tiny():
-  """lm_markov_gpu.py's optimizer recipe (warmup 200, cosine to 10 %, clipping, masked decay) on
-  a model and data small enough for CPU."""
-  return load_config(
-    "experiments/lm_markov_gpu.py",
-    [
-      "data.train_tokens=40000",
-      "data.val_tokens=4000",
-      "data.vocab_size=64",
-      "data.n_ctx=16",
-      "data.validation_size=32",
-      "model.n_ctx=16",
-      "model.n_layer=1",
-      "model.d_model=32",
-      "model.n_head=2",
-      "model.d_ff=64",
-      "model.dtype=float32",
-      "batch_size=8",
-      "num_steps=300",
-      "log_every=10",
-      "eval_every=100",
-      "checkpoint_every=300",
-      "eval_batch_size=32",
-      "num_devices=1",
-    ],
-  )
+  """lm_markov_gpu.py's optimizer recipe (warmup, cosine to 10 %, clipping, masked decay) on a
+  model and data small enough for CPU: its tiny variant, on one device."""
+  return load_config("experiments/lm_markov_gpu.py:tiny", ["num_devices=1"])
 
 
+@pytest.mark.slow  # an LM run; the schedule's own tests stay
 def test_gpu_lm_recipe_logs_the_scheduled_rate(tmp_path):
   config = gpu_recipe_tiny()
-  opt = config.optimizer
-  assert (opt.schedule, opt.warmup_steps, opt.clip_norm, opt.weight_decay_mask) == (
-    "cosine",
-    200,
-    1.0,
-    "matrices",
-  )
+  opt, n = config.optimizer, config.num_steps
+  assert (opt.schedule, opt.clip_norm, opt.weight_decay_mask) == ("cosine", 1.0, "matrices")
+  assert opt.end_factor == 0.1 and 0 < opt.warmup_steps < n // 2
   workdir = str(tmp_path / "lm")
   summary = train_and_evaluate(config, workdir, progress=False)
   logged = scalars(workdir, "train/learning_rate")
-  assert sorted(logged) == list(range(1, 301))  # every step
-  factor = lr_factor_schedule("cosine", 200, 300, 0.1)
+  assert sorted(logged) == list(range(1, n + 1))  # every step
+  factor = lr_factor_schedule("cosine", opt.warmup_steps, n, 0.1)
   for step, value in logged.items():  # at step s: the rate of the update from step s - 1
     np.testing.assert_allclose(value, opt.learning_rate * float(factor(step - 1)), rtol=1e-5)
-  assert logged[200] > logged[100] and logged[300] < logged[250]
+  w = opt.warmup_steps
+  assert logged[w] > logged[w // 2] and logged[n] < logged[(w + n) // 2]  # warms up, decays
   assert summary["best_selected_on"] == "-val_loss" and summary["validation_examples"] == 32
 
 
@@ -179,7 +156,7 @@ def test_best_checkpoint_is_the_step_the_summary_names(tmp_path):
   """Evaluated every 10 steps, checkpointed every 40: every new best is saved, so summary.json,
   the kept best and --checkpoint best agree, and the best is the top validation score."""
   workdir = str(tmp_path / "run")
-  config = load_config("experiments/mnist1d_cnn.py", TINY + ["data.validation_size=500"])
+  config = load_config(CNN_TINY, EVAL_OFTEN + ["data.validation_size=500"])
   summary = train_and_evaluate(config, workdir, progress=False)
   val = scalars(workdir, "val/accuracy")
   best_step = max(val, key=lambda s: (val[s], -s))  # the first step with the top score
@@ -196,9 +173,7 @@ def test_best_checkpoint_is_the_step_the_summary_names(tmp_path):
 
 def test_without_validation_there_is_no_best(tmp_path):
   workdir = str(tmp_path / "run")
-  summary = train_and_evaluate(
-    load_config("experiments/mnist1d_cnn.py", TINY), workdir, progress=False
-  )
+  summary = train_and_evaluate(load_config(CNN_TINY, EVAL_OFTEN), workdir, progress=False)
   assert summary["best_step"] is None and summary["best_selected_on"] is None
   with open(os.path.join(workdir, "summary.json")) as f:
     assert json.load(f)["final_test_accuracy"] == summary["final_test_accuracy"]

@@ -43,11 +43,8 @@ def test_shuffled_variant_is_one_fixed_permutation_for_train_and_test():
   np.testing.assert_array_equal(shuffled.y_train, original.y_train)
 
 
-def tiny(model="mlp", steps=60):
-  return load_config(
-    f"experiments/mnist1d_{model}.py",
-    [f"num_steps={steps}", "eval_every=20", "log_every=20", "checkpoint_every=20"],
-  )
+def tiny(model="mlp"):
+  return load_config(f"experiments/mnist1d_{model}.py:tiny")
 
 
 def test_seeds_change_initialization_only():
@@ -241,23 +238,14 @@ def test_torch_reference_models_train(tmp_path):
   assert "| logistic | 410 |" in ref.markdown(meta, [rec | {"model": "logistic", "params": 410}])
 
 
+@pytest.mark.slow
 def test_tiny_reproduction_writes_a_well_formed_table(repo_root, tmp_path):
-  cfg = tmp_path / "table.py"
-  cfg.write_text(
-    open(os.path.join(repo_root, "experiments", "mnist1d_table1.py"))
-    .read()
-    .replace('("logistic", "mlp", "cnn", "gru")', '("logistic", "mlp")')
-  )
   out, workdir = str(tmp_path / "table"), str(tmp_path / "cache")
   args = [
     sys.executable,
     "scripts/reproduce_mnist1d.py",
     "--config",
-    str(cfg),
-    "--config.num_steps=40",
-    "--config.eval_every=20",
-    "--config.log_every=20",
-    "--config.seeds=2",
+    "experiments/mnist1d_table1.py:tiny",  # logistic and MLP, 2 seeds, 40 steps
     "--workdir",
     workdir,
     "--out",

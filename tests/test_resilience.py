@@ -24,12 +24,12 @@ from research.tensorboard_writer import SummaryWriter
 from research.training import preemption
 from research.training.loop import TrainingError, train_and_evaluate
 
-TINY = ["num_steps=60", "log_every=10", "eval_every=20", "checkpoint_every=20"]
-TINY += ["keep_checkpoints=3"]
-
 
 def tiny(*extra):
-  return load_config("experiments/mnist1d_mlp.py", TINY + list(extra))
+  """The tiny MLP run on to 60 steps: three checkpoints (20, 40, 60), all kept."""
+  return load_config(
+    "experiments/mnist1d_mlp.py:tiny", ["num_steps=60", "keep_checkpoints=3", *extra]
+  )
 
 
 def final_params(workdir):

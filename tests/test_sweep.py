@@ -14,8 +14,8 @@ from research.config import ConfigError, check_side_by_side, load_config
 from research.training.loop import train_and_evaluate, train_runs
 from research.training.sweep import SweepError, expand, load_runs, parse_sweep, plan_jobs
 
-TINY = ["num_steps=20", "log_every=10", "eval_every=10", "checkpoint_every=10"]
 CNN = "experiments/mnist1d_cnn.py"
+CNN_TINY = f"{CNN}:tiny"  # 40 steps
 
 
 def test_grid_expands_every_combination_in_flag_order():
@@ -52,10 +52,9 @@ def test_bad_values_name_their_run():
 
 
 def test_runs_group_only_when_one_program_can_train_them(tmp_path):
-  runs = expand(
-    parse_sweep(["optimizer.learning_rate=1e-3,1e-2", "model.channels=8,16", "seed=0,1"]), TINY
-  )
-  configs = load_runs(CNN, runs)
+  axes = ["optimizer.learning_rate=1e-3,1e-2", "model.channels=8,16", "seed=0,1"]
+  runs = expand(parse_sweep(axes))
+  configs = load_runs(CNN_TINY, runs)
   workdirs = [str(tmp_path / r.name) for r in runs]
   jobs = plan_jobs(configs, workdirs, workers=1)
   groups = sorted(sorted(runs[i].values["model.channels"] for i in ix) for _, ix in jobs)
@@ -65,21 +64,25 @@ def test_runs_group_only_when_one_program_can_train_them(tmp_path):
   assert sorted(len(ix) for _, ix in plan_jobs(configs, workdirs, workers=4)) == [2, 2, 2, 2]
   with pytest.raises(ConfigError, match="runs differ in model.channels"):
     check_side_by_side([configs[0], configs[2]])
-  decay = load_config(CNN, [*runs[0].overrides, "optimizer.weight_decay=1e-4"])
+  decay = load_config(CNN_TINY, [*runs[0].overrides, "optimizer.weight_decay=1e-4"])
   with pytest.raises(ConfigError, match="zero in one run"):
     check_side_by_side([configs[0], decay])
 
 
-def test_side_by_side_runs_equal_runs_alone(tmp_path):
+@pytest.mark.slow  # five runs; test_a_diverging_member_stops_alone trains a group
+def test_side_by_side_runs_equal_runs_alone(tmp_path, tiny_cnn_run):
   """To float tolerance, not bitwise: vmapped, XLA:CPU computes the gradient's matrix products
   batched over runs, with another summation order (about one ulp at the first update)."""
   configs = [
-    load_config(CNN, TINY + [f"optimizer.learning_rate={lr}", f"seed={s}"])
-    for lr, s in ((3e-3, 0), (1e-2, 1), (3e-2, 2))
+    load_config(CNN_TINY, [f"optimizer.learning_rate={lr}", f"seed={s}"])
+    for lr, s in ((1e-2, 0), (3e-3, 1), (3e-2, 2))
   ]
+  assert configs[0].to_dict() == load_config(CNN_TINY).to_dict()  # tiny_cnn_run's: trained alone
   together = train_runs(configs, [str(tmp_path / f"g{i}") for i in range(3)], progress=False)
   for i, c in enumerate(configs):
-    alone = train_and_evaluate(c, str(tmp_path / f"a{i}"), progress=False)
+    alone = (
+      tiny_cnn_run[1] if i == 0 else train_and_evaluate(c, str(tmp_path / f"a{i}"), progress=False)
+    )
     assert together[i]["trained_side_by_side"] == 3 and alone["trained_side_by_side"] == 1
     np.testing.assert_allclose(together[i]["final_test_loss"], alone["final_test_loss"], rtol=1e-4)
     assert together[i]["final_test_accuracy"] == pytest.approx(
@@ -91,13 +94,13 @@ def test_side_by_side_runs_equal_runs_alone(tmp_path):
 
 def test_a_diverging_member_stops_alone(tmp_path):
   configs = [
-    load_config(CNN, TINY + ["optimizer.name=sgd", f"optimizer.learning_rate={lr}"])
+    load_config(CNN_TINY, ["optimizer.name=sgd", f"optimizer.learning_rate={lr}"])
     for lr in (1e-2, 1e6)
   ]
   dirs = [str(tmp_path / "ok"), str(tmp_path / "diverged")]
   ok, bad = train_runs(configs, dirs, progress=False, keep_going=True)
-  assert ok["status"] == "finished" and ok["steps"] == 20
-  assert bad["status"] == "diverged" and bad["diverged_at_step"] <= 20
+  assert ok["status"] == "finished" and ok["steps"] == 40
+  assert bad["status"] == "diverged" and bad["diverged_at_step"] <= 40
 
 
 def sweep_cmd(repo_root, workdir, *extra):
@@ -121,6 +124,7 @@ def sweep_cmd(repo_root, workdir, *extra):
   ]
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_and_skips_finished_runs(repo_root, tmp_path):
   workdir = str(tmp_path / "sweep")
   env = {**os.environ, "PYTHONPATH": repo_root}

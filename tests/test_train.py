@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from research.checkpoint import Checkpointer
-from research.config import load_config
+from research.config import ConfigError, load_config
 from research.data import mnist1d as mnist1d_lib
 from research.training import loop as loop_lib
 from research.training import resume as resume_lib
@@ -19,11 +20,10 @@ from research.training.loop import TrainingError, train_and_evaluate
 from research.training.progress import postfix
 from research.workdir import WorkdirError
 
-TINY = ["num_steps=40", "log_every=10", "eval_every=20", "checkpoint_every=20"]
 
-
-def tiny_config(*extra, experiment="experiments/mnist1d_cnn.py"):
-  return load_config(experiment, TINY + list(extra))
+def tiny_config(*extra):
+  """The tiny CNN (40 steps, evaluated and checkpointed every 20) that `tiny_cnn_run` trained."""
+  return load_config("experiments/mnist1d_cnn.py:tiny", list(extra))
 
 
 def final_params(workdir):
@@ -45,9 +45,8 @@ def _abstract_params(workdir):
   return model.init(jax.random.key(0), jnp.zeros((1, 40)))
 
 
-def test_tiny_run_trains_and_writes_everything(tmp_path):
-  workdir = str(tmp_path / "run")
-  summary = train_and_evaluate(tiny_config(), workdir, progress=False)
+def test_tiny_run_trains_and_writes_everything(tiny_cnn_run):
+  workdir, summary = tiny_cnn_run
   for key in (
     "experiment",
     "model",
@@ -74,9 +73,8 @@ def test_tiny_run_trains_and_writes_everything(tmp_path):
   assert step == 40 and meta["step"] == 40 and meta["data_position"]["next_step"] == 40
 
 
-def test_events_hold_scalars_text_and_hparams(tmp_path):
-  workdir = str(tmp_path / "run")
-  train_and_evaluate(tiny_config(), workdir, progress=False)
+def test_events_hold_scalars_text_and_hparams(tiny_cnn_run):
+  workdir, _ = tiny_cnn_run
   acc = EventAccumulator(workdir, size_guidance={"scalars": 0, "tensors": 0})
   acc.Reload()
   scalars = acc.Tags()["scalars"]
@@ -108,10 +106,11 @@ def test_events_hold_scalars_text_and_hparams(tmp_path):
   assert "_hparams_/session_start_info" in trial.PluginTagToContent("hparams")
 
 
-def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, monkeypatch, capsys):
+def test_resume_after_interrupt_equals_uninterrupted_run(
+  tmp_path, monkeypatch, capsys, tiny_cnn_run
+):
   config = tiny_config()
-  straight = str(tmp_path / "straight")
-  expected = train_and_evaluate(config, straight, progress=False)
+  straight, expected = tiny_cnn_run
 
   interrupted = str(tmp_path / "interrupted")
   real_save = resume_lib.save
@@ -142,8 +141,8 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, monkeypatch, 
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
-  a = train_and_evaluate(tiny_config(), str(tmp_path / "a"), progress=False)
+def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path, tiny_cnn_run):
+  _, a = tiny_cnn_run
   b = train_and_evaluate(tiny_config(), str(tmp_path / "b"), progress=False)
   c = train_and_evaluate(tiny_config("seed=1"), str(tmp_path / "c"), progress=False)
   assert a["final_test_loss"] == b["final_test_loss"]
@@ -171,17 +170,14 @@ def test_latest_n_plus_best_checkpoints_are_kept(tmp_path):
   assert best == summary["best_step"]
 
 
-def test_shuffled_batches_are_a_config_option(tmp_path):
-  a = train_and_evaluate(tiny_config(), str(tmp_path / "a"), progress=False)
+def test_shuffled_batches_are_a_config_option(tmp_path, tiny_cnn_run):
+  _, a = tiny_cnn_run
   b = train_and_evaluate(tiny_config("data.shuffle=true"), str(tmp_path / "b"), progress=False)
   assert a["final_test_loss"] != b["final_test_loss"]
 
 
 def test_digits_and_npz_sources_train(tmp_path):
-  digits = load_config(
-    "experiments/digits_cnn.py",
-    ["num_steps=20", "log_every=10", "eval_every=10", "checkpoint_every=20"],
-  )
+  digits = load_config("experiments/digits_cnn.py:tiny")
   s = train_and_evaluate(digits, str(tmp_path / "digits"), progress=False)
   assert s["dataset"] == "digits" and s["final_test_accuracy"] > 0.15
   rng = np.random.default_rng(0)
@@ -197,25 +193,19 @@ def test_digits_and_npz_sources_train(tmp_path):
 # ---- bad input: one clear line, non-zero exit, nothing half-written ------------------------
 
 
-def run_script(repo_root, *args, timeout=120):
-  env = {**os.environ, "PYTHONPATH": repo_root}
-  return subprocess.run(
-    [sys.executable, os.path.join(repo_root, "scripts", "train.py"), "--no-progress", *args],
-    cwd=repo_root,
-    capture_output=True,
-    text=True,
-    timeout=timeout,
-    env=env,
-  )
+def run_script(script_here, *args):
+  """scripts/train.py in this process (tests/conftest.py): (exit status, stderr)."""
+  code, _, stderr = script_here("train.py", "--no-progress", "--threads", "0", *args)
+  return code, stderr
 
 
 def assert_one_line_error(result, *fragments):
-  assert result.returncode != 0
-  lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
-  assert lines and lines[-1].startswith("error: "), result.stderr[-2000:]
-  assert "Traceback" not in result.stderr, result.stderr[-2000:]
+  code, stderr = result
+  assert code == 1
+  lines = [l for l in stderr.strip().splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-2000:]
   for fragment in fragments:
-    assert fragment in lines[-1], (fragment, lines[-1])
+    assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.mark.parametrize(
@@ -239,27 +229,28 @@ def assert_one_line_error(result, *fragments):
       ],
       ["/nonexistent/corpus.txt"],
     ),
-    (["--config", "experiments/lm_markov_tiny.py", "--config.num_devices=3"], ["num_devices=3"]),
+    # More devices than this process has (8, tests/conftest.py).
+    (["--config", "experiments/lm_markov_tiny.py", "--config.num_devices=9"], ["num_devices=9"]),
   ],
 )
-def test_bad_configs_fail_with_one_line(repo_root, tmp_path, args, fragments):
+def test_bad_configs_fail_with_one_line(script_here, tmp_path, args, fragments):
   workdir = tmp_path / "run"
-  result = run_script(repo_root, "--workdir", str(workdir), *args)
+  result = run_script(script_here, "--workdir", str(workdir), *args)
   assert_one_line_error(result, *fragments)
   assert not (workdir / "checkpoints").exists()
 
 
-def test_broken_config_file_fails_with_one_line(repo_root, tmp_path):
+def test_broken_config_file_fails_with_one_line(script_here, tmp_path):
   bad = tmp_path / "broken.py"
   bad.write_text("def get_config(:\n")
-  result = run_script(repo_root, "--config", str(bad), "--workdir", str(tmp_path / "run"))
+  result = run_script(script_here, "--config", str(bad), "--workdir", str(tmp_path / "run"))
   assert_one_line_error(result, "syntax error", "line 1")
 
 
-def test_unwritable_workdir_fails_with_one_line(repo_root, tmp_path):
+def test_unwritable_workdir_fails_with_one_line(script_here, tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("not a directory")
-  result = run_script(repo_root, "--workdir", str(blocker / "run"))
+  result = run_script(script_here, "--workdir", str(blocker / "run"))
   assert_one_line_error(result, "is not writable")
 
 
@@ -330,9 +321,11 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert ckpt.all_steps() == [20]
 
 
-def test_resume_with_a_different_config_is_refused_before_the_data_loads(tmp_path, monkeypatch):
+def test_resume_with_a_different_config_is_refused_before_the_data_loads(
+  tmp_path, monkeypatch, tiny_cnn_run
+):
   workdir = str(tmp_path / "run")
-  train_and_evaluate(tiny_config(), workdir, progress=False)
+  shutil.copytree(tiny_cnn_run[0], workdir)
 
   def no_data(config):
     raise AssertionError("the dataset was loaded before the workdir was checked")
@@ -392,15 +385,13 @@ def test_mnist1d_cache_gives_the_generated_arrays_and_regenerates_a_damaged_file
 MACHINE_CPUS = {int(c) for c in os.environ["TEST_MACHINE_CPUS"].split(",")}  # set by conftest
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(len(MACHINE_CPUS) < 2, reason="needs two CPUs to launch differently")
 def test_same_numbers_whatever_cpus_the_run_is_launched_on(repo_root, tmp_path):
-  """XLA:CPU sizes its thread pool from the usable CPUs, changing rounding; --threads 1 pins."""
-  args = [
-    "--config.num_steps=200",
-    "--config.log_every=50",
-    "--config.eval_every=100",
-    "--config.checkpoint_every=100",
-  ]
+  """XLA:CPU sizes its thread pool from the usable CPUs, changing rounding; --threads 1 pins.
+  With --threads 0 the tiny CNN's 40 steps already end apart (1.4395047607 on two CPUs against
+  1.4395046386 on one), so the tiny run shows what pinning prevents."""
+  args = ["--config", "experiments/mnist1d_cnn.py:tiny"]
   last_cpu = max(MACHINE_CPUS)
   script = os.path.join(repo_root, "scripts", "train.py")
   losses = []
@@ -439,3 +430,28 @@ def test_every_experiment_config_validates_as_shipped(path):
   config = load_config(path)
   validate(config)
   build_model(config.model, 10)  # its model fields are the module's
+
+
+@pytest.mark.parametrize(
+  "path",
+  sorted(
+    f"experiments/{f}"
+    for f in os.listdir(os.path.join(os.path.dirname(__file__), "..", "experiments"))
+    if f.endswith(".py")
+  ),
+)
+def test_every_experiment_has_a_tiny_variant_that_only_shortens_it(path):
+  from research.config import flatten
+
+  full, tiny = flatten(load_config(path)), flatten(load_config(f"{path}:tiny"))
+  assert tiny["num_steps"] <= 40 < full["num_steps"] and tiny["experiment"] == full["experiment"]
+  assert tiny["seed"] == full["seed"] and tiny["model.name"] == full["model.name"]
+
+
+def test_variants_combine_and_unknown_ones_are_named():
+  both = load_config("experiments/mnist1d_gru.py:shuffled,tiny")
+  assert both.data.shuffle_seq and both.num_steps == 40
+  assert both.experiment == "mnist1d_gru_shuffled"
+  assert load_config("experiments/mnist1d_gru.py:tiny,shuffled").to_dict() == both.to_dict()
+  with pytest.raises(ConfigError, match="unknown variant 'wide'; this config has: shuffled, tiny"):
+    load_config("experiments/mnist1d_gru.py:tiny,wide")

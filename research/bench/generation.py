@@ -31,6 +31,16 @@ def _first_call_seconds(fn) -> float:
   return time.perf_counter() - t
 
 
+def check_fits(n_ctx: int, prompt_tokens: int, new_tokens: int) -> None:
+  """GenerationError when a prompt and its new tokens exceed the context: check it before the
+  slow parts of a report, so the bad request fails at once."""
+  if prompt_tokens + new_tokens > n_ctx:
+    raise GenerationError(
+      f"prompt {prompt_tokens} + {new_tokens} new tokens exceed the model's n_ctx {n_ctx}; "
+      "lower --prompt-tokens or --new-tokens"
+    )
+
+
 def realtime_generation(
   generator: Generator, params: Any, prompt_1xP: jax.Array, new_tokens: int, sequences: int = 20
 ) -> dict[str, Any]:
@@ -40,11 +50,7 @@ def realtime_generation(
       f"real-time generation is batch 1, got a prompt of shape {prompt_1xP.shape}"
     )
   length = prompt_1xP.shape[1]
-  if length + new_tokens > generator.model.n_ctx:
-    raise GenerationError(
-      f"prompt {length} + {new_tokens} new tokens exceed the model's n_ctx "
-      f"{generator.model.n_ctx}; lower --prompt-tokens or --new-tokens"
-    )
+  check_fits(generator.model.n_ctx, length, new_tokens)
   key = jax.random.key(0)
   sample = lambda logits, i: generator.next_token(logits, 0.0, key, i)  # noqa: E731
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from research import workdir as workdir_lib
-from research.bench.generation import batched_generation, realtime_generation
+from research.bench.generation import batched_generation, check_fits, realtime_generation
 from research.cost import flops, hardware, xla
 from research.models import transformer_flops as tf
 from research.serving.generate import Generator
@@ -93,6 +93,7 @@ def lm_costs(
   run = load_run(workdir)
   summary = workdir_lib.read_summary(workdir)
   config, model, params = run.config, run.model, run.params
+  check_fits(model.n_ctx, settings.prompt_tokens, settings.new_tokens)  # before any timing
   optimizer = optimizer_from_config(config)
   flops = flop_counts(model, params, min(config.batch_size, 8), config.optimizer.name, optimizer)
   peak = peak or hardware.measure_peak_flops()
