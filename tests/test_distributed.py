@@ -191,6 +191,7 @@ def test_the_filter_runs_as_a_process():
   assert run.stdout.decode().splitlines()[1].startswith("error: lost process 1 of 2")
 
 
+@pytest.mark.slow
 def test_bad_setups_end_every_process_with_the_same_line(tmp_path):
   """Unequal device counts, or the default num_devices=1: every process exits 1 with one line,
   and nothing is written."""
@@ -210,6 +211,7 @@ def test_bad_setups_end_every_process_with_the_same_line(tmp_path):
   assert not os.path.exists(tmp_path / "unequal") and not os.path.exists(tmp_path / "default")
 
 
+@pytest.mark.slow
 def test_two_processes_train_die_together_and_resume_bitwise(tmp_path):
   """2 processes x 1 CPU device on 127.0.0.1; process 1 SIGKILLed after the first checkpoint;
   process 0 exits within the peer timeout (5 s) with one line; the pair resumes and ends bitwise

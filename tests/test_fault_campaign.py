@@ -182,6 +182,7 @@ def prepared(tmp_path_factory):
   return root, campaign.prepare(root, progress=lambda line: None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["kill9", "sigterm", "sigint", "damaged"])
 def test_quick_trials_pass(kind, prepared):
   """One trial per signal kind (SIGTERM adds one during startup), two kinds of damage: the suite
