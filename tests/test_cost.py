@@ -50,6 +50,7 @@ def _xla_flops(model_config, input_shape, num_classes, batch, tokens=False):
   return xla.xla_flops(model_config, num_classes, (x, y), _train_step_for)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
 def test_analytic_and_xla_agree_within_ten_percent(name):
   batch, num_params = 16, {"logistic": 410, "mlp": 15_210, "cnn1d": 5_210, "gru": 5_134}[name]
@@ -61,6 +62,7 @@ def test_analytic_and_xla_agree_within_ten_percent(name):
   assert 2.0 <= train / forward <= 3.5
 
 
+@pytest.mark.slow
 def test_xla_counts_a_scan_body_once_which_the_cross_check_corrects():
   gru = _xla_flops({"name": "gru"}, (40,), 10, 4)
   once = xla.compiled_cost(*_gru_apply(4))["flops"]
@@ -221,6 +223,7 @@ def test_main_job_errors_are_one_line(script_here, tmp_path):
   assert not os.path.exists(tmp_path / "x")  # nothing trained, nothing written
 
 
+@pytest.mark.slow
 def test_the_shared_signature_counts_the_transformer_too():
   """`flops.*` and `xla.xla_flops` take a Transformer's config like any other family's."""
   from research.models import build_model, count_params

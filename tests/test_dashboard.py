@@ -85,6 +85,7 @@ def three_runs(tmp_path_factory, tiny_cnn_run, tiny_mlp_run):
   return logdir, summaries
 
 
+@pytest.mark.slow
 def test_hparams_trials_are_named_by_run_with_the_differing_hparams_first(three_runs):
   logdir, summaries = three_runs
   experiment, groups = _hparams_dashboard(logdir)
@@ -107,6 +108,7 @@ def test_hparams_trials_are_named_by_run_with_the_differing_hparams_first(three_
   assert groups["cnn_lr3e-3/summary"]["hparams"]["optimizer.learning_rate"] == pytest.approx(3e-3)
 
 
+@pytest.mark.slow
 def test_time_series_hold_every_step_and_the_summary_holds_the_config(three_runs):
   logdir, _ = three_runs
   run = _accumulator(logdir / "mlp")
@@ -171,6 +173,7 @@ def test_a_report_part_replaces_its_last_version(tmp_path):
   assert [e.value for e in _accumulator(tmp_path / "summary").Scalars("trial/x")] == [2.0]
 
 
+@pytest.mark.slow
 def test_profile_steps_trace_loads_and_changes_no_number(tmp_path, tiny_mlp_run):
   from xprof.convert import raw_to_tool_data
 

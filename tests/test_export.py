@@ -96,6 +96,7 @@ def test_onnx_file_answers_in_onnxruntime_alone(tmp_path):
   np.testing.assert_allclose(logits, np.asarray(model.apply(params, x)), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["cnn", "gru"])
 def test_engines_agree_on_a_tiny_model(name):
   model, params, x = _tiny(name)
@@ -120,6 +121,7 @@ def test_dense_bias_is_folded_into_the_gemm():
   assert list(bias.dims) == [10]
 
 
+@pytest.mark.slow
 def test_int8_costs_little_accuracy(trained_cnn):
   from research.data import load_dataset
 
@@ -240,6 +242,7 @@ def test_graph_passes_leave_the_onnx_form_of_a_hand_written_cnn():
   )
 
 
+@pytest.mark.slow
 def test_a_loop_body_keeps_no_unused_constant_and_onnxruntime_loads_it_quietly(capfd):
   """jax2onnx leaves a scan body's constants unused in the GRU's Loop, and ONNX Runtime printed a
   coloured warning per constant on every load; the export drops them, logits unchanged."""
@@ -281,6 +284,7 @@ def test_params_as_constants_change_no_prediction():
   assert not int8.params_as_constants  # int8 keeps its small weights as arguments
 
 
+@pytest.mark.slow
 def test_lm_forward_and_decode_step_export_to_onnx():
   """The Transformer LM: its forward pass (int32 tokens in) and its KV-cache decode step, looped
   in ONNX Runtime alone, give the jitted Generator's greedy tokens."""

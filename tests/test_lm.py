@@ -30,6 +30,7 @@ def trained(tmp_path_factory):
   return workdir, train_and_evaluate(tiny(), workdir, progress=False)
 
 
+@pytest.mark.slow
 def test_lm_reports_its_loss_against_the_sources_entropy_rate(trained):
   _, s = trained
   rate = entropy_rate(make_markov_source(vocab_size=32, branching=4, seed=0))

@@ -16,6 +16,7 @@ def test_mnist1d_models_have_reference_parameter_counts(name, expected):
   assert model.apply(params, jnp.ones((3, 40))).shape == (3, 10)
 
 
+@pytest.mark.slow
 def test_digits_cnn_runs_on_8x8_images():
   model = build_model({"name": "cnn2d"}, num_classes=10)
   params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8)))
@@ -23,6 +24,7 @@ def test_digits_cnn_runs_on_8x8_images():
   assert count_params(params) == (9 * 16 + 16) + (9 * 16 * 32 + 32) + (4 * 4 * 32 * 10 + 10)
 
 
+@pytest.mark.slow
 def test_im2col_cnn_matches_xla_conv_values_and_gradients():
   xla = build_model({"name": "cnn1d", "conv_impl": "xla"}, 10)
   fast = build_model({"name": "cnn1d", "conv_impl": "im2col"}, 10)

@@ -47,6 +47,7 @@ def tiny(model="mlp"):
   return load_config(f"experiments/mnist1d_{model}.py:tiny")
 
 
+@pytest.mark.slow
 def test_seeds_change_initialization_only():
   data = load_mnist1d()
   r = train_side_by_side(tiny(), [data] * 3, [5, 5, 6])
@@ -57,6 +58,7 @@ def test_seeds_change_initialization_only():
   assert any(not np.array_equal(a, c) for a, c in zip(same[0], same[2]))
 
 
+@pytest.mark.slow
 def test_member_matches_a_single_run_with_its_seed():
   data = load_mnist1d()
   both = train_side_by_side(tiny("logistic"), [data, data], [0, 1])

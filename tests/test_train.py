@@ -176,6 +176,7 @@ def test_shuffled_batches_are_a_config_option(tmp_path, tiny_cnn_run):
   assert a["final_test_loss"] != b["final_test_loss"]
 
 
+@pytest.mark.slow
 def test_digits_and_npz_sources_train(tmp_path):
   digits = load_config("experiments/digits_cnn.py:tiny")
   s = train_and_evaluate(digits, str(tmp_path / "digits"), progress=False)

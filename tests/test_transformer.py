@@ -99,6 +99,7 @@ def test_changing_a_token_changes_no_earlier_logits(t):
 DECODE_TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
 
 
+@pytest.mark.slow
 def test_prefill_then_single_token_decode_matches_full_forward():
   _, params, apply, gen = _lm(True)
   seq = _tokens((2, 16))
@@ -111,6 +112,7 @@ def test_prefill_then_single_token_decode_matches_full_forward():
     np.testing.assert_allclose(logits, full[:, pos], **DECODE_TOLERANCE)
 
 
+@pytest.mark.slow
 def test_multi_token_decode_chunks_match_full_forward():
   model, params, apply, _ = _lm(False)
   seq = _tokens((2, 16), seed=3)
@@ -227,6 +229,7 @@ def test_forward_flops_agree_with_xla(size):
   assert 0.9 < matmuls / xla < 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZE_PARAMS)
 def test_train_step_flops_agree_with_xla(size):
   model, params, tokens = _flops_setup(size)
@@ -296,6 +299,7 @@ def test_kaplan_formula_is_close_to_the_exact_non_embedding_count(
 # (h) bfloat16 compute
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params_and_logits():
   model = _model(dtype=jnp.bfloat16)
   params = _init(model)
