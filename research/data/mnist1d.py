@@ -2,9 +2,9 @@
 
 Generation costs about 8 s per process (and importing the package 3 s more), which made short
 runs mostly overhead. The generated arrays are therefore kept in one `.npz` per generation key
-(seed, spatial shuffle, the package's version) under `cache_dir()`, written atomically; a cached
-load gives the very arrays generation gives, and a file that does not read back whole is
-generated again and replaced.
+(seed, spatial shuffle, the versions of mnist1d, numpy and scipy) under `cache_dir()`, written
+atomically; a cached load gives the very arrays generation gives, and a file that does not read
+back whole is generated again and replaced.
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ def _key(seed: int, shuffle_seq: bool) -> dict[str, Any]:
   return {
     "source": "mnist1d",
     "mnist1d": importlib.metadata.version("mnist1d"),
+    # generation draws from numpy's RNG and interpolates with scipy: a new version of either
+    # could change the arrays, and a stale cache would hide that
+    "numpy": np.__version__,
+    "scipy": importlib.metadata.version("scipy"),
     "seed": int(seed),
     "shuffle_seq": bool(shuffle_seq),
     "format": _FORMAT,
