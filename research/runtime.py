@@ -134,3 +134,21 @@ def thread_settings() -> dict:
     "cpu_affinity": affinity,
     "cpu_count": os.cpu_count(),
   }
+
+
+def numeric_environment() -> dict:
+  """What changes a run's numbers without being its config, recorded in the run so a resume
+  under another setting is refused (research/workdir.py `check_numerics`): JAX x64 mode, the
+  XLA:CPU thread count (1 when pinned by `configure_threads(1)`, else the usable CPUs XLA
+  sizes its pool from), and the backend. Starts JAX's backend."""
+  import jax
+
+  try:
+    cpus = len(os.sched_getaffinity(0))
+  except AttributeError:
+    cpus = os.cpu_count() or 1
+  return {
+    "jax_enable_x64": bool(jax.config.jax_enable_x64),
+    "xla_cpu_threads": 1 if single_threaded() else cpus,
+    "backend": jax.default_backend(),
+  }

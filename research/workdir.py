@@ -5,11 +5,22 @@ layout is defined once:
 
     <workdir>/
       config.json              the resolved config (a resume must match it)
+      numerics.json            what changes numbers without being config: JAX x64 mode, XLA:CPU
+                               threads, backend (a resume must match the first two)
       checkpoints/<step>/      Orbax: params | opt_state | meta   (research/checkpoint.py)
       events.out.tfevents.*    TensorBoard                        (research/tensorboard_writer.py)
+      summary/                 TensorBoard: trial, config, reports (research/dashboard.py)
       summary.json             what training ended with           (research/training/loop.py)
       report.{json,md,png}     the cost report                    (research/studies/)
       bench/                   the inference benchmark            (research/bench/inference.py)
+      .lock                    while a command writes the run: its PID and command line
+                               (research/workdir_lock.py)
+
+One writer at a time: every command that writes a run holds `.lock` (an exclusive `flock`, which
+dies with its process) and a second one is refused with the holder's PID. A start that fails
+before its first checkpoint takes back what it made (`Start.undo`), and only that. Names of
+this layout taken by something of the wrong kind (a file where `checkpoints/` goes) are refused
+before anything is written (`check_layout`).
 
 Nothing here imports JAX.
 """
@@ -21,13 +32,14 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
 from typing import Any
 
 import ml_collections
 
 from research import config as config_lib
 from research.errors import UserError
-from research.outputs import writable, write_bytes
+from research.outputs import writable, write_bytes, write_json
 
 CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -36,6 +48,23 @@ REPORT = "report.json"
 REPORT_MARKDOWN = "report.md"
 REPORT_FIGURE = "report.png"
 BENCH = "bench"
+NUMERICS = "numerics.json"
+TENSORBOARD_SUMMARY = "summary"  # research/dashboard.py's SUMMARY_RUN
+PROFILE = "plugins"  # jax.profiler traces
+LOCK = ".lock"
+
+# What a start may create in its workdir before its first checkpoint, and so take back.
+_RUN_ENTRIES = (CONFIG, NUMERICS, CHECKPOINTS, TENSORBOARD_SUMMARY, PROFILE)
+# Names of the layout a training writes, and whether each is a directory: anything else there
+# (a file where checkpoints/ goes) would fail only after training, so it is refused first.
+_LAYOUT = {
+  CONFIG: False,
+  NUMERICS: False,
+  SUMMARY: False,
+  CHECKPOINTS: True,
+  CHECKPOINTS + "_damaged": True,
+  TENSORBOARD_SUMMARY: True,
+}
 
 # Config fields a run may change on resume: a longer run, another device count (checkpoints
 # restore onto the current mesh), another profiled window or peer timeout. Anything else makes
@@ -64,35 +93,61 @@ class Start:
   workdir: str
   existed: bool
   entries: frozenset[str]
-  config_bytes: bytes | None
+  old_files: dict[str, bytes | None] = dataclasses.field(default_factory=dict)  # rewritten
 
   def undo(self) -> None:
-    """Removes what this start created and restores config.json, unless a checkpoint exists."""
+    """Takes back what this start made, unless a checkpoint exists: the files it rewrote get
+    their old bytes back, and the entries it created (new since the start, and of this run's
+    own names: its config and numerics record, checkpoints/, summary/, plugins/, event files
+    named with this process's host and PID) are removed. Anything else that appeared meanwhile
+    is another process's (a log, another job's directory) and stays."""
     if latest_checkpoint_step(self.workdir) is not None or not os.path.isdir(self.workdir):
       return
-    for name in set(os.listdir(self.workdir)) - self.entries - {CHECKPOINTS + "_damaged"}:
+    for name in set(os.listdir(self.workdir)) - self.entries:
+      if name in self.old_files or not _made_by_this_process(name):
+        continue
       target = os.path.join(self.workdir, name)
       if os.path.isdir(target) and not os.path.islink(target):
         shutil.rmtree(target, ignore_errors=True)
       else:
         with contextlib.suppress(FileNotFoundError):
           os.remove(target)
-    if self.config_bytes is not None:
-      write_bytes(path(self.workdir, CONFIG), self.config_bytes)
+    for name, data in self.old_files.items():
+      if data is not None:
+        write_bytes(path(self.workdir, name), data)
+      elif name not in self.entries:
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(path(self.workdir, name))
     if not self.existed:
       with contextlib.suppress(OSError):
         os.rmdir(self.workdir)
 
 
-def prepare(workdir: str, config: ml_collections.ConfigDict, write: bool = True) -> Start:
-  """Creates the workdir, checks it is writable, and pins its config (a resume must match).
+def _made_by_this_process(name: str) -> bool:
+  """Whether a new entry is one this run's start makes (only this process writes them: the
+  workdir is locked); event files carry their writer's host and PID in their name."""
+  if name in _RUN_ENTRIES:
+    return True
+  return (
+    name.startswith("events.out.tfevents.") and f".{socket.gethostname()}.{os.getpid()}." in name
+  )
+
+
+def prepare(
+  workdir: str,
+  config: ml_collections.ConfigDict,
+  write: bool = True,
+  numerics: dict[str, Any] | None = None,
+) -> Start:
+  """Creates the workdir, checks it is writable, and pins its config (a resume must match) and
+  the numeric environment `numerics` (`runtime.numeric_environment`) it trains under.
 
   `write=False` (every process of a multi-process run but the first) only checks the config.
   """
   before = _entries(workdir)
   if not write:
     check_config(workdir, config)
-    return Start(workdir, before is not None, frozenset(before or ()), None)
+    return Start(workdir, before is not None, frozenset(before or ()))
   if before is not None and not writable(workdir):
     raise WorkdirError(f"workdir {workdir!r} is read-only; choose another --workdir")
   try:
@@ -108,10 +163,14 @@ def prepare(workdir: str, config: ml_collections.ConfigDict, write: bool = True)
     raise WorkdirError(
       f"workdir {workdir!r} is not writable ({e.strerror}); choose another --workdir"
     ) from None
-  start = Start(workdir, before is not None, frozenset(before or ()), _read_bytes(workdir))
+  names = (CONFIG, NUMERICS) if numerics is not None else (CONFIG,)
+  old = {name: _read_bytes(workdir, name) for name in names}
+  start = Start(workdir, before is not None, frozenset(before or ()), old)
   try:
     check_config(workdir, config)
     config_lib.save_config(config, path(workdir, CONFIG))  # atomic: see outputs.write_json
+    if numerics is not None:
+      write_json(path(workdir, NUMERICS), numerics)
   except BaseException:
     start.undo()
     raise
@@ -124,6 +183,7 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   A config.json without a checkpoint is a start that never got going (a kill while JAX
   started): it binds nothing, and the new config replaces it.
   """
+  check_layout(workdir)
   config_path = path(workdir, CONFIG)
   if not os.path.exists(config_path) or latest_checkpoint_step(workdir) is None:
     return
@@ -140,6 +200,61 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     raise WorkdirError(
       f"workdir {workdir!r} holds a run with a different config "
       f"({', '.join(changed)}); use a new --workdir or the same settings"
+    )
+
+
+def check_layout(workdir: str) -> None:
+  """Raises WorkdirError when a name of the run's layout holds the wrong kind of entry (a file
+  where checkpoints/ goes): the run would not see its checkpoints, train from step 0, and fail
+  only when it first saves, after replacing a finished run's events."""
+  for name, is_dir in _LAYOUT.items():
+    target = path(workdir, name)
+    if not os.path.lexists(target) or os.path.isdir(target) == is_dir:
+      continue
+    found, wanted = ("a directory", "file") if not is_dir else ("not a directory", "directory")
+    raise WorkdirError(
+      f"{target} is {found}, but a run keeps its {name} {wanted} there; move it out of the "
+      f"way (or restore it), or use another --workdir"
+    )
+
+
+def check_numerics(workdir: str, numerics: dict[str, Any]) -> None:
+  """Raises WorkdirError when the run in `workdir` was trained under another numeric
+  environment than `numerics` (`runtime.numeric_environment`): x64 mode or, on CPU, XLA's
+  thread count. Either changes the rounding, so the resume would silently stop continuing the
+  run's numbers. The backend is recorded but may change (as the device count may): a run moved
+  to other hardware goes on, with that hardware's rounding. Runs without a record (made before
+  it existed) and starts without a checkpoint are not checked."""
+  record_path = path(workdir, NUMERICS)
+  if latest_checkpoint_step(workdir) is None or not os.path.exists(record_path):
+    return
+  try:
+    with open(record_path) as f:
+      old = json.load(f)
+    if not isinstance(old, dict):
+      raise ValueError("not an object")
+  except (OSError, ValueError) as e:
+    raise WorkdirError(
+      f"{record_path} is unreadable ({type(e).__name__}); remove it to resume unchecked, or "
+      f"use a new --workdir"
+    ) from None
+  differences = []
+  x64 = old.get("jax_enable_x64")
+  if x64 is not None and x64 != numerics.get("jax_enable_x64"):
+    onoff = lambda on: "on" if on else "off"  # noqa: E731
+    differences.append(
+      f"JAX x64 mode was {onoff(x64)}, is {onoff(not x64)} (set JAX_ENABLE_X64={int(x64)})"
+    )
+  threads, now = old.get("xla_cpu_threads"), numerics.get("xla_cpu_threads")
+  on_cpu = old.get("backend") == numerics.get("backend") == "cpu"
+  if on_cpu and threads is not None and threads != now:
+    how = "--threads 1" if threads == 1 else f"--threads 0 on {threads} CPUs"
+    differences.append(f"XLA:CPU ran {threads} thread(s), now {now} ({how})")
+  if differences:
+    raise WorkdirError(
+      f"workdir {workdir!r} was trained under another numeric setting: "
+      f"{'; '.join(differences)}; a resume would not continue its numbers: re-run with the "
+      f"run's setting, or use a new --workdir"
     )
 
 
@@ -211,9 +326,9 @@ def _entries(workdir: str) -> set[str] | None:
     return None
 
 
-def _read_bytes(workdir: str) -> bytes | None:
+def _read_bytes(workdir: str, name: str) -> bytes | None:
   try:
-    with open(path(workdir, CONFIG), "rb") as f:
+    with open(path(workdir, name), "rb") as f:
       return f.read()
   except OSError:
     return None

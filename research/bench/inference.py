@@ -12,6 +12,7 @@ Every compilation happens before timing and is reported on its own.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -237,20 +238,9 @@ def write_benchmark(
 
   Returns the provenance and the output directory.
   """
-  from research import dashboard
+  from research import dashboard, workdir_lock
   from research import workdir as workdir_lib
-  from research.bench import figures
-  from research.data import load_dataset
-  from research.outputs import (
-    OutputError,
-    check_output_dir,
-    replacing_directory,
-    writable,
-    write_json,
-    write_text,
-  )
-  from research.provenance import provenance
-  from research.serving.restore import load_run
+  from research.outputs import OutputError, check_output_dir, writable
   from research.serving.run_kind import require_classifier
 
   check_settings(settings)
@@ -267,6 +257,27 @@ def write_benchmark(
     )
   out = os.path.abspath(out or workdir_lib.path(workdir, workdir_lib.BENCH))
   check_output_dir(out, "--out")
+  # Into a writable run it writes its summary (and by default bench/): one writer at a time.
+  with contextlib.nullcontext() if read_only else workdir_lock.hold([workdir]):
+    return _measure_and_write(workdir, checkpoint, settings, argv, out, read_only, log)
+
+
+def _measure_and_write(
+  workdir: str,
+  checkpoint: str | int,
+  settings: BenchSettings,
+  argv: list[str],
+  out: str,
+  read_only: bool,
+  log: Callable[[str], None],
+) -> tuple[dict[str, Any], str]:
+  from research import dashboard
+  from research.bench import figures
+  from research.data import load_dataset
+  from research.outputs import replacing_directory, write_json, write_text
+  from research.provenance import provenance
+  from research.serving.restore import load_run
+
   run = load_run(workdir, checkpoint)
   data = load_dataset(run.config.data)
   os.makedirs(out, exist_ok=True)

@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from research import dashboard
+from research import dashboard, workdir_lock
 from research import workdir as workdir_lib
 from research.bench.latency import saturation_batch_size
 from research.cost import CostError, flops, hardware, xla
@@ -334,6 +334,19 @@ def train_vs_infer(
     )
   if out:
     check_output_dir(out, "--out")
+  with workdir_lock.hold([workdir]):  # it trains the run and writes reports into it
+    return _train_and_report(config, workdir, settings, argv, out, progress, log)
+
+
+def _train_and_report(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  settings: CostSettings,
+  argv: Sequence[str],
+  out: str | None,
+  progress: bool,
+  log: Callable[[str], None],
+) -> tuple[dict[str, Any], str]:
   t = time.perf_counter()
   report = run_job(config, workdir, settings, progress=progress, log=log)
   meta = provenance(argv, wall_seconds=time.perf_counter() - t)

@@ -10,8 +10,10 @@ is the task's evaluator (`research.training.evaluators`), chosen by the dataset,
 scalars Optax injects (`config.SIDE_BY_SIDE`) share one compiled chunk, `vmap`ped over members
 (`research.training.side_by_side`), each member with its own run directory (config,
 checkpoints, events, summary), exactly as if it had been trained alone. One run is the group of
-one, trained without `vmap`. A config that its workdir's run may not resume is refused before
-the dataset is loaded; a resume says from which step it goes on.
+one, trained without `vmap`. Each workdir is locked first (one writer per workdir:
+`research/workdir_lock.py`); a config, or a numeric environment (x64 mode, XLA:CPU threads), that
+its workdir's run may not resume is refused before the dataset is loaded; a resume says from
+which step it goes on.
 
 The best checkpoint is chosen on the validation split (`data.validation_size`), never the test
 split: every new best is saved, so `summary.json`'s `best_step` is the step `--checkpoint best`
@@ -48,7 +50,7 @@ from research.errors import UserError
 from research.models import build_model
 from research.outputs import write_json
 from research.tensorboard_writer import SummaryWriter
-from research.training import preemption, resume
+from research.training import preemption, resume, run_dirs
 from research.training.evaluators import ClassificationEvaluator, make_evaluator
 from research.training.optimizers import optimizer_from_config
 from research.training.parallel import check_batch, data_mesh, replicate
@@ -86,25 +88,31 @@ def train_runs(
     raise ValueError("one workdir per config, at least one run")
   workdirs = [os.path.abspath(w) for w in workdirs]
   mesh = _check_group(configs, workdirs)
-  setup = _setup(configs, mesh)  # everything a config can fail on comes before anything is written
   options = _Options(jax.process_index() == 0, progress, keep_going)
-  with preemption.deferred(), _undone_if_failed(workdirs, configs, options.primary):
-    metas, state = _train(configs, workdirs, setup, options)
-    summaries = []
-    for i, (c, w, meta) in enumerate(zip(configs, workdirs, metas)):
-      member = setup.group.member(state, i)
-      summary = run_summary(c, setup.model, member, meta, setup.data, setup.evaluator, len(configs))
-      if options.primary:
-        write_json(workdir_lib.path(w, workdir_lib.SUMMARY), summary)
-        dashboard.publish_training(w, c, summary["steps"], summary)
-      summaries.append(summary)
+  with run_dirs.claimed(configs, workdirs, options.primary) as numerics:
+    setup = _setup(configs, mesh)  # all a config can fail on comes before anything is written
+    with (
+      preemption.deferred(),
+      run_dirs.undone_if_failed(workdirs, configs, options.primary, numerics),
+    ):
+      metas, state = _train(configs, workdirs, setup, options)
+      summaries = []
+      for i, (c, w, meta) in enumerate(zip(configs, workdirs, metas)):
+        member = setup.group.member(state, i)
+        summary = run_summary(
+          c, setup.model, member, meta, setup.data, setup.evaluator, len(configs)
+        )
+        if options.primary:
+          write_json(workdir_lib.path(w, workdir_lib.SUMMARY), summary)
+          dashboard.publish_training(w, c, summary["steps"], summary)
+        summaries.append(summary)
   return summaries
 
 
 def _check_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]) -> Mesh:
   """Refuses, in seconds and before the dataset is generated, a group that cannot train as
   asked: bad values, members that differ beyond SIDE_BY_SIDE, a device count or batch that does
-  not split, or a workdir holding a run of another config. Returns the data mesh."""
+  not split. Returns the data mesh. The workdirs are checked once locked (`run_dirs.claimed`)."""
   if len(set(workdirs)) != len(workdirs):
     raise config_lib.ConfigError("two runs of one group share a workdir; give each its own")
   for c in configs:
@@ -119,8 +127,6 @@ def _check_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequenc
     )
   if members > 1 and config.get("profile_steps", ""):
     raise config_lib.ConfigError("profile_steps traces one run; train the profiled run alone")
-  for c, w in zip(configs, workdirs):
-    workdir_lib.check_config(w, c)
   return mesh
 
 
@@ -165,22 +171,6 @@ class _Options:
   primary: bool  # the one process that writes events, config and summary
   progress: bool
   keep_going: bool  # a diverged member stops alone instead of raising TrainingError
-
-
-@contextlib.contextmanager
-def _undone_if_failed(workdirs, configs, primary: bool):
-  """Prepares every workdir; a run that fails before its first checkpoint is taken back, so the
-  corrected command is not refused (22 of 92 bad starts had left a blocking config.json)."""
-  starts = []
-  try:
-    for w, c in zip(workdirs, configs):
-      starts.append(workdir_lib.prepare(w, c, write=primary))
-    yield
-  except BaseException:
-    if primary:
-      for start in starts:
-        start.undo()
-    raise
 
 
 @dataclasses.dataclass(eq=False)

@@ -65,6 +65,9 @@ def _handle(signum: int, frame) -> None:
     message = f"interrupted by {name} before training started; nothing was written"
     code = 128 + signum
   print(message, file=sys.stderr, flush=True)
+  from research import workdir_lock
+
+  workdir_lock.release_all()  # os._exit runs no cleanup: the lock file would stay behind
   os._exit(code)
 
 

@@ -166,12 +166,27 @@ def run_sweep(
   again one after another, each alone, on one core (under `<workdir>/one_by_one/`), and reports
   both wall times: it needs a fresh workdir, and starts both from empty compilation caches.
   """
+  from research import workdir_lock
+
+  sweep = _check_sweep(spec, common, sweep_flags, workdir, workers, one_by_one, out)
+  with workdir_lock.hold([sweep.workdir]):  # one sweep per directory: a second is refused
+    return _run_checked(sweep, common, sweep_flags, one_by_one, out, argv)
+
+
+def _run_checked(
+  sweep: _Sweep,
+  common: Sequence[str],
+  sweep_flags: Sequence[str],
+  one_by_one: bool,
+  out: str,
+  argv: Sequence[str],
+) -> dict[str, Any]:
   import shutil
 
   from research.outputs import write_json
   from research.provenance import provenance
 
-  sweep = _check_sweep(spec, common, sweep_flags, workdir, workers, one_by_one, out)
+  spec = sweep.spec
   os.makedirs(sweep.workdir, exist_ok=True)
   write_json(
     os.path.join(sweep.workdir, SWEEP_FILE),
