@@ -14,6 +14,12 @@ from research.training.parallel import ParallelError, choose_devices
 from tools.reliability.two_process import run_two_process_trial
 
 ADDRESS = {"JAX_COORDINATOR_ADDRESS": "127.0.0.1:4321"}
+LOCK_HOLDER = (  # holds the lock of the workdir it is given until its stdin closes
+  "import sys; from research import workdir_lock\n"
+  "with workdir_lock.hold([sys.argv[1]]):\n"
+  "  print('held', flush=True)\n"
+  "  sys.stdin.read()\n"
+)
 SLURM = {
   "SLURM_JOB_ID": "77",
   "SLURM_STEP_NODELIST": "node[01-02]",
@@ -194,12 +200,31 @@ def test_the_filter_runs_as_a_process():
 @pytest.mark.slow
 def test_bad_setups_end_every_process_with_the_same_line(tmp_path):
   """Unequal device counts, or the default num_devices=1: every process exits 1 with one line,
-  and nothing is written."""
+  and nothing is written. A workdir another command holds: process 0, which locks for the run,
+  names the holder, and process 1 leaves with it."""
   from tools.reliability.two_process import _launch_pair, _setup
 
   setup = _setup(str(tmp_path), 20, peer_timeout=5)
+  locked_dir = tmp_path / "locked"
+  holder = subprocess.Popen(
+    [sys.executable, "-c", LOCK_HOLDER, str(locked_dir)],
+    stdin=subprocess.PIPE,
+    stdout=subprocess.PIPE,
+    text=True,
+    env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))},
+  )
+  assert holder.stdout.readline().strip() == "held"
   unequal = _launch_pair(setup, str(tmp_path), "unequal", [0, 1], devices=(2, 1))
   default = _launch_pair(setup, str(tmp_path), "default", [0, 1], overrides=("num_devices=1",))
+  locked = _launch_pair(setup, str(tmp_path), "locked", [0, 1])
+  in_use = f"error: workdir '{locked_dir}' is in use by process {holder.pid}"
+  for launch, says in zip(locked, (in_use, "error: another process of this run was refused")):
+    assert launch.wait(240) == 1
+    lines = launch.stderr_lines()
+    assert len(lines) == 1 and lines[0].startswith(says), lines
+  holder.kill()
+  holder.wait()
+  assert os.listdir(locked_dir) == [".lock"]
   for launches, says in (
     (unequal, "error: the processes see different numbers of devices (process 0: 2, process 1: 1)"),
     (default, "error: num_devices=1 cannot span 2 processes evenly; pass --config.num_devices=0"),
