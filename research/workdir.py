@@ -238,23 +238,21 @@ def check_numerics(workdir: str, numerics: dict[str, Any]) -> None:
       f"{record_path} is unreadable ({type(e).__name__}); remove it to resume unchecked, or "
       f"use a new --workdir"
     ) from None
-  differences = []
+  differences, fixes = [], []
   x64 = old.get("jax_enable_x64")
   if x64 is not None and x64 != numerics.get("jax_enable_x64"):
-    onoff = lambda on: "on" if on else "off"  # noqa: E731
-    differences.append(
-      f"JAX x64 mode was {onoff(x64)}, is {onoff(not x64)} (set JAX_ENABLE_X64={int(x64)})"
-    )
+    differences.append(f"JAX x64 mode {'on' if x64 else 'off'}, now {'off' if x64 else 'on'}")
+    fixes.append(f"JAX_ENABLE_X64={int(x64)}")
   threads, now = old.get("xla_cpu_threads"), numerics.get("xla_cpu_threads")
   on_cpu = old.get("backend") == numerics.get("backend") == "cpu"
   if on_cpu and threads is not None and threads != now:
-    how = "--threads 1" if threads == 1 else f"--threads 0 on {threads} CPUs"
-    differences.append(f"XLA:CPU ran {threads} thread(s), now {now} ({how})")
+    differences.append(f"XLA:CPU on {threads} thread(s), now {now}")
+    fixes.append("--threads 1" if threads == 1 else f"--threads 0 on {threads} CPUs")
   if differences:
     raise WorkdirError(
-      f"workdir {workdir!r} was trained under another numeric setting: "
-      f"{'; '.join(differences)}; a resume would not continue its numbers: re-run with the "
-      f"run's setting, or use a new --workdir"
+      f"workdir {workdir!r} was trained under another numeric setting "
+      f"({'; '.join(differences)}), so a resume would not continue its numbers; re-run with "
+      f"{' and '.join(fixes)}, or use a new --workdir"
     )
 
 

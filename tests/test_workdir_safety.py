@@ -145,6 +145,24 @@ def test_a_lock_held_through_another_open_file_refuses_and_a_new_workdir_goes_ag
   assert not os.path.exists(tmp_path / "b")
 
 
+def test_a_signal_before_training_leaves_no_lock_behind(tmp_path):
+  """A signal before training exits at once (`os._exit`, no cleanup); the lock file goes first,
+  with the directories made for it, so "nothing was written" stays true."""
+  code = (
+    "import signal, sys; from research import workdir_lock; from research.training import "
+    "preemption\nworkdir_lock.acquire(sys.argv[1]); preemption._handle(signal.SIGTERM, None)"
+  )
+  workdir = tmp_path / "new" / "run"
+  result = subprocess.run(
+    [sys.executable, "-c", code, str(workdir)],
+    capture_output=True,
+    text=True,
+    env={**os.environ, "PYTHONPATH": REPO},
+  )
+  assert result.returncode == 143 and "nothing was written" in result.stderr
+  assert not os.path.exists(tmp_path / "new")
+
+
 def test_a_second_sweep_on_one_directory_is_refused_before_it_writes(tmp_path, lock_holder):
   from research.training.sweep import run_sweep
 
@@ -263,8 +281,9 @@ def test_a_resume_under_another_numeric_setting_is_refused(tmp_path, tiny_cnn_ru
   longer = load_config("experiments/mnist1d_cnn.py:tiny", ["num_steps=60"])
   monkeypatch.setattr(loop_lib, "load_dataset", no_data)
   changes = {
-    "JAX x64 mode was off, is on (set JAX_ENABLE_X64=0)": {"jax_enable_x64": True},
-    f"XLA:CPU ran {recorded['xla_cpu_threads']} thread(s), now 7": {"xla_cpu_threads": 7},
+    "(JAX x64 mode off, now on), so a resume would not continue its numbers; re-run with "
+    "JAX_ENABLE_X64=0, or use a new --workdir": {"jax_enable_x64": True},
+    f"(XLA:CPU on {recorded['xla_cpu_threads']} thread(s), now 7)": {"xla_cpu_threads": 7},
   }
   for message, change in changes.items():
     monkeypatch.setattr(
@@ -272,7 +291,7 @@ def test_a_resume_under_another_numeric_setting_is_refused(tmp_path, tiny_cnn_ru
     )
     with pytest.raises(WorkdirError, match="another numeric setting") as refused:
       train_and_evaluate(longer, str(workdir), progress=False)
-    assert message in str(refused.value) and "use a new --workdir" in str(refused.value)
+    assert message in str(refused.value)
     assert digest(workdir) == before
   # Another backend is recorded, not refused; nor is the thread count off the CPU.
   other = {**recorded, "backend": "gpu", "xla_cpu_threads": 7}

@@ -5,6 +5,7 @@
 - optimizers.py: the optimizers a config names (Optax, scalars injected into the state).
 - evaluators.py: evaluation chosen by task (classifier or language model).
 - loop.py: `train_and_evaluate(config, workdir)` and `train_runs`, several runs side by side.
+- run_dirs.py: a training's run directories locked and checked, prepared, and a failed start undone.
 - side_by_side.py: M members under one vmapped chunk, the mechanism loop and multi_seed share.
 - multi_seed.py: Table 1's members side by side, one dataset each, no run directories.
 - parallel.py: the data mesh and the shardings the train chunk declares.
