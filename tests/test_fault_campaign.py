@@ -258,6 +258,7 @@ def test_report_counts_skipped_and_names_each_scenario(tmp_path):
     "no",
     "too few",
   ]
+  assert rows["storage"]["median_seconds"] == 3.0  # the trial that ran
   assert rows["storage"]["notes"] == (
     "readonly_checkpoints skipped, checkpoints_is_file pass (exit 2.50 s); skipped: no root"
   )

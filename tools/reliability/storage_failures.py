@@ -53,7 +53,7 @@ def mount_problem(scratch: str) -> str:
   try:
     _mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", target)
   except RuntimeError as e:
-    return f"mounting needs root: {e}"
+    return f"mounting needs root: {str(e).replace(target, 'DIR')}"
   else:
     _umount(target)
     return ""
@@ -65,7 +65,8 @@ def mount_problem(scratch: str) -> str:
 def _mount(*args: str) -> None:
   done = subprocess.run(["mount", *args], capture_output=True, text=True)
   if done.returncode != 0:
-    raise RuntimeError((done.stderr.strip() or f"mount exited {done.returncode}")[:200])
+    said = done.stderr.strip().splitlines()
+    raise RuntimeError((said[0] if said else f"mount exited {done.returncode}")[:200])
 
 
 def _umount(target: str) -> None:
