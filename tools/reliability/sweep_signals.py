@@ -56,7 +56,7 @@ def signal_trial(ctx: Context, index: int, name: str) -> TrialResult:
     if not _reach(ctx, sweep, details, why):
       return _end(ctx, index, t0, why, details, resume=False)
     sent = sweep.signal(sig) if to_group else _kill(sweep.proc.pid, sig)
-    why += _judge_stop(ctx, sweep, sent, sig.name, code, details)
+    why += _judge_stop(sweep, sent, sig.name, code, details)
     why += _judge_runs_stopped(ctx, details)
   finally:
     sweep_runs.kill_group(sweep.proc.pid)
@@ -77,7 +77,7 @@ def kill9_worker_trial(ctx: Context, index: int) -> TrialResult:
       why.append("no worker process of the sweep was found to kill")
       return _end(ctx, index, t0, why, details, resume=False)
     sent = _kill(pids[0], signal.SIGKILL)
-    why += _judge_stop(ctx, sweep, sent, "the worker's kill -9", None, details)
+    why += _judge_stop(sweep, sent, "the worker's kill -9", None, details)
   finally:
     sweep_runs.kill_group(sweep.proc.pid)
   return _end(ctx, index, t0, why, details)
@@ -139,9 +139,7 @@ def _kill(pid: int, sig: int) -> float:
   return t
 
 
-def _judge_stop(
-  ctx: Context, sweep, sent: float, what: str, code: int | None, details
-) -> list[str]:
+def _judge_stop(sweep, sent: float, what: str, code: int | None, details) -> list[str]:
   """The parent's exit after `what`: status `code` (None: any non-zero), within 10 s, one
   readable line, and no process of the sweep left 10 s after `sent`."""
   why = []
