@@ -1,5 +1,6 @@
 """Fault injection against the real scripts (kill -9, SIGTERM, Ctrl-C, damaged checkpoints, bad
-input, two processes): `python scripts/fault_campaign.py --help` says how.
+input, two processes, two writers on one workdir, failing storage, signals to a sweep):
+`python scripts/fault_campaign.py --help` says how.
 
 The campaign is test tooling kept outside the installed package, in tools/ (tools/fault_campaign.py
 and tools/reliability/). This script starts it with this checkout importable, in this same process

@@ -130,7 +130,8 @@ def test_the_catalog_covers_every_script_and_writes_only_under_tmp():
     for flag in ("--out", "--output", "--workdir"):
       if flag in flags:
         assert flags[flag].startswith(("{tmp}", "{run}")), (case.name, flag)
-    assert case.needs_run == any("{run}" in a for a in case.argv), case.name
+    needs_run = any("{run}" in a for a in case.argv) or bool(case.copy_run)
+    assert case.needs_run == needs_run, case.name
 
 
 # --- The library checks behind the cases ---------------------------------------------------------

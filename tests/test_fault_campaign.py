@@ -1,19 +1,25 @@
-"""The fault campaign: its judge on made-up outcomes (fast), and a few real trials of each signal
-and damage kind against scripts/train.py (about a minute each; the full campaign is
-`python scripts/fault_campaign.py`). Bad inputs and the two-process run have their own tests."""
+"""The fault campaign: its judge on made-up outcomes (fast), its planning, dispatch and report for
+every kind, and a few real trials of each signal and damage kind against scripts/train.py (about
+a minute each; the full campaign is `python scripts/fault_campaign.py`). Bad inputs and the
+two-process run have their own tests; the concurrent, storage and sweep_signals trials run only
+in the campaign (each starts several training processes)."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import types
 
 import numpy as np
 import pytest
 
 from research.provenance import git_commit
-from tools.reliability import campaign, damage, report
+from tools.reliability import campaign, damage, report, storage_failures, sweep_runs
 from tools.reliability.harness import Outcome, TrialResult, compare, event_problems
+from tools.reliability.judge import BadInput, run_case
+from tools.reliability.trials import Context, Scenario
 
 STEPS = 4
 
@@ -166,10 +172,147 @@ def test_script_refuses_unknown_kinds_and_a_non_markdown_out(repo_root, tmp_path
   )
   bad_kind = run("--kinds", "kill9,oops")
   assert bad_kind.returncode == 2 and "choose from kill9" in bad_kind.stderr
+  assert "concurrent, storage, sweep_signals" in bad_kind.stderr
   bad_out = run("--out", str(tmp_path / "report.txt"))
   assert bad_out.returncode == 1
   assert bad_out.stderr.strip().splitlines() == [bad_out.stderr.strip()]
   assert bad_out.stderr.startswith("error: --out") and not os.listdir(tmp_path)
+
+
+def test_plan_lists_each_scenario_kind_once_and_quick_a_few():
+  full = campaign.plan(["concurrent", "storage", "sweep_signals"], 20, quick=False)
+  names = {k: [what.name for kind, _, what in full if kind == k] for k in campaign.SCENARIO_MODULES}
+  assert names == {
+    "concurrent": ["two_trains", "two_sweeps", "failed_start_others", "stale_lock"],
+    "storage": ["readonly_checkpoints", "disk_full", "checkpoints_is_file"],
+    "sweep_signals": ["sigterm", "sigint", "sighup", "ctrl_c", "kill9_worker", "kill9_parent"],
+  }
+  assert [i for kind, i, _ in full if kind == "storage"] == [0, 1, 2]
+  quick = campaign.plan(["storage", "sweep_signals", "kill9"], 2, quick=True)
+  assert [(k, w.name) for k, _, w in quick if k != "kill9"] == [
+    ("storage", "readonly_checkpoints"),
+    ("storage", "checkpoints_is_file"),
+    ("sweep_signals", "sigterm"),
+    ("sweep_signals", "kill9_parent"),
+  ]
+  # Only the trials that start scripts/sweep.py need the sweep reference.
+  assert {w.name for _, _, w in full if w.sweep} == {"two_sweeps", *names["sweep_signals"]}
+  assert campaign.plan(["kill9"], 1, quick=False) == [("kill9", 0, None)]
+
+
+def test_scenarios_are_dispatched_and_a_harness_error_fails_only_its_trial(tmp_path):
+  seen = []
+
+  def good(ctx, index):
+    seen.append((ctx.reference_dir, ctx.sweep, os.path.basename(ctx.directory)))
+    return TrialResult("storage", index, True, 0.1, details={"name": "good"})
+
+  def boom(ctx, index):
+    raise OSError("mount table full")
+
+  jobs = [("storage", 0, Scenario("good", good)), ("storage", 1, Scenario("boom", boom))]
+  prepared = {"setup": None, "reference": None, "timeline": None, "reference_dir": "R"}
+  prepared["sweep"] = "S"
+  lines = []
+  rs = campaign.run_trials(prepared, jobs, str(tmp_path), seed=0, workers=1, progress=lines.append)
+  assert seen == [("R", "S", "storage_00")]
+  assert [(r.ok, r.why) for r in rs] == [
+    (True, []),
+    (False, ["harness error: OSError: mount table full"]),
+  ]
+  assert rs[1].details == {"name": "boom"} and "FAIL" in lines[1] and "boom" in lines[1]
+
+
+def test_a_storage_trial_without_root_is_skipped_not_passed(tmp_path, monkeypatch):
+  monkeypatch.setattr(storage_failures, "mount_problem", lambda scratch: "mounting needs root: no")
+  ctx = Context(None, None, None, str(tmp_path), np.random.default_rng(0), None)
+  for trial in (storage_failures.readonly_checkpoints_trial, storage_failures.disk_full_trial):
+    r = trial(ctx, 0)
+    assert (r.ok, r.failed, r.skipped) == (False, False, "mounting needs root: no")
+  assert os.listdir(tmp_path) == []  # nothing was started or mounted
+  line = campaign.progress_line(r, 3)
+  assert " skip " in line and line.endswith("(mounting needs root: no)")
+
+
+def test_report_counts_skipped_and_names_each_scenario(tmp_path):
+  results = [
+    TrialResult(
+      "storage", 0, False, 0.0, details={"name": "readonly_checkpoints"}, skipped="no root"
+    ),
+    TrialResult(
+      "storage", 1, True, 3.0, details={"name": "checkpoints_is_file", "exit_seconds": 2.5}
+    ),
+    TrialResult(
+      "sweep_signals",
+      0,
+      False,
+      9.0,
+      ["exit status -15 after SIGTERM, expected 143"],
+      {"name": "sigterm", "exit_seconds": 0.02},
+    ),  # fmt: skip
+    TrialResult("concurrent", 0, True, 5.0, details={"name": "stale_lock"}),
+  ]
+  rows = {r["kind"]: r for r in report.summary_rows(results)}
+  assert [rows[k]["verdict"] for k in ("storage", "sweep_signals", "concurrent")] == [
+    "skipped",
+    "no",
+    "too few",
+  ]
+  assert rows["storage"]["median_seconds"] == 3.0  # the trial that ran
+  assert rows["storage"]["notes"] == (
+    "readonly_checkpoints skipped, checkpoints_is_file pass (exit 2.50 s); skipped: no root"
+  )
+  assert [r["kind"] for r in report.summary_rows(results)] == [
+    "concurrent",
+    "storage",
+    "sweep_signals",
+  ]
+  info = {"wall_seconds": 60, "sweep_reference": {"seconds": 11.0}}
+  text = report.render(results, info, {"markdown": "- command: `x`"})
+  assert "| storage | 1/2 (1 skipped) | ≥3 | skipped |" in text
+  assert "| sweep_signals | 0/1 | ≥6 | **no** |" in text
+  assert "- sweep_signals 1 (sigterm): exit status -15 after SIGTERM, expected 143" in text
+  assert "## Skipped\n\n- storage 1 (readonly_checkpoints): no root" in text
+  assert "storage 1 (readonly" not in text.split("## Failures")[1].split("## Skipped")[0]
+  assert "(11.0 s each)" in text
+  assert [r.failed for r in results] == [False, False, True, False]
+
+
+def test_bad_input_cases_can_set_the_environment_copy_the_run_and_expect_a_name(tmp_path):
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "config.json").write_text("{}")
+  calls = []
+
+  def runner(argv, timeout, env=None):
+    calls.append((argv, env, sorted(os.listdir(argv[-1]))))
+    return 1, "error: optimizer.b1 must be in [0, 1)\n"
+
+  case = BadInput("train: b1", ("scripts/train.py", "{tmp}/r"), None, True, (("X64", "1"),), "r")
+  result = run_case(case, str(tmp_path), str(run), runner=runner)
+  assert result.ok and calls[0][1] == {"X64": "1"} and calls[0][2] == ["config.json"]
+  assert calls[0][0][-1].endswith("/r") and calls[0][0][-1] != str(run)
+  wrong = BadInput("train: b2", ("scripts/train.py", "{tmp}/r"), None, True, (), "r", "b2")
+  result = run_case(wrong, str(tmp_path), str(run), runner=runner)
+  assert not result.ok and "does not name 'b2'" in result.why
+  assert sorted(os.listdir(tmp_path)) == ["run"]  # each case's directory, the copy with it, gone
+
+
+def test_sweep_processes_are_found_by_group_and_killed_with_it():
+  lines = ["sweep:   0%|          | 0/1 [00:00<?, ?job/s]", "error: workdir W is in use by PID 7"]
+  assert sweep_runs.message_lines(lines) == lines[1:]
+  child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+  try:
+    assert sweep_runs.alive(child.pid) == [child.pid]
+    assert child.pid not in sweep_runs.workers(os.getpid())  # a child, not a spawned worker
+    t = time.monotonic()
+    assert sweep_runs.wait_gone(child.pid, t + 0.2) == [child.pid]
+    sweep_runs.kill_group(child.pid)
+    assert sweep_runs.alive(child.pid) == []  # killed (a zombie until reaped: not alive)
+    assert child.poll() == -signal.SIGKILL
+  finally:
+    child.kill()
+    child.wait()
 
 
 # --- Real trials: a few of each, against scripts/train.py ------------------------------------

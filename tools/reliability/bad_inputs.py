@@ -13,6 +13,7 @@ and workdir lies under the case's own temporary directory (`{tmp}`) or is the sh
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
@@ -35,16 +36,25 @@ _LM = "experiments/lm_markov_tiny.py"
 _QUICK_BENCH = ("--no-loadgen", "--precisions", "float32", "--engines", "jax", "--max-batch", "4")
 
 
-def _case(name: str, script: str, *flags: str, setup=None) -> BadInput:
-  """`<script>: <name>`; it needs the shared run when a flag names `{run}`."""
-  needs_run = any("{run}" in f for f in flags)
+def _case(name: str, script: str, *flags: str, setup=None, **more) -> BadInput:
+  """`<script>: <name>`; it needs the shared run when a flag names `{run}` or it copies the run.
+  `more`: BadInput's env, copy_run and expect."""
+  needs_run = any("{run}" in f for f in flags) or bool(more.get("copy_run"))
   return BadInput(f"{script.removesuffix('.py')}: {name}", (f"scripts/{script}", *flags), setup,
-                  needs_run)  # fmt: skip
+                  needs_run, **more)  # fmt: skip
 
 
-def _train(name: str, *flags: str, setup=None, config: str = _CNN) -> BadInput:
+def _train(name: str, *flags: str, setup=None, config: str = _CNN, **more) -> BadInput:
   flags = ("--config", config, "--workdir", "{tmp}/w", "--no-progress", *flags)
-  return _case(name, "train.py", *flags, setup=setup)
+  return _case(name, "train.py", *flags, setup=setup, **more)
+
+
+def _resume(name: str, *flags: str, env: tuple[tuple[str, str], ...] = (), expect: str) -> BadInput:
+  """A copy of the shared run (stopped at step 200) resumed to step 400 under another numeric
+  environment: refused, as a resume that would silently stop being bitwise."""
+  flags = ("--config", RUN_CONFIG, "--workdir", "{tmp}/r", "--no-progress",
+           *(f"--config.{f}" for f in RUN_FLAGS), "--config.num_steps=400", *flags)  # fmt: skip
+  return _case(name, "train.py", *flags, env=env, copy_run="r", expect=expect)
 
 
 def _npz_train(name: str, make) -> BadInput:
@@ -113,6 +123,8 @@ _FILE = files.text("f", "keep me")
 _LM_RUN = files.fake_run("lm", _LM)
 _NAN = lambda a: np.where(a["x"] > 2, np.nan, a["x"])  # noqa: E731
 _READ_ONLY_RUN = files.fake_run("ro", _CNN, readonly=True)
+_HAS_GPU = os.path.exists("/dev/nvidiactl")  # where JAX_PLATFORMS=cuda is no mistake
+_ONE_CORE = len(os.sched_getaffinity(0)) < 2  # where --threads 0 runs one thread, as 1 does
 _SHORT = ("--config.num_steps=20", "--config.log_every=10", "--config.eval_every=10",
           "--config.checkpoint_every=10")  # fmt: skip
 
@@ -178,6 +190,17 @@ CASES: list[BadInput] = [
   _train("override without a value", "--config.batch_size"),
   _train("unknown flag", "--epochs", "3"),
   _train("threads 4", "--threads", "4"),
+  # train.py: numbers the optimizer and the runtime cannot take (issue 24's "also seen")
+  _train("num_steps 3e9 with a linear schedule", "--config.num_steps=3e9",
+         "--config.optimizer.schedule=linear", expect="num_steps"),
+  _train("optimizer.b1 nan", "--config.optimizer.b1=nan", expect="b1"),
+  _train("optimizer.b2 1.5", "--config.optimizer.b2=1.5", expect="b2"),
+  *([] if _HAS_GPU else [_train("JAX_PLATFORMS=cuda without a GPU", *_SHORT,
+                                env=(("JAX_PLATFORMS", "cuda"),), expect="cuda")]),
+  # XLA_FLAGS unset: the cases' one-thread flags would keep --threads 0 at one thread, the same
+  *([] if _ONE_CORE else [_resume("resume with another --threads", "--threads", "0",
+                                  env=(("XLA_FLAGS", ""),), expect="thread")]),
+  _resume("resume under JAX_ENABLE_X64=1", env=(("JAX_ENABLE_X64", "1"),), expect="x64"),
   # train.py: data files
   _train("npz path empty", "--config.data.name=npz"),
   _train("npz missing", "--config.data.name=npz", "--config.data.path={tmp}/none.npz"),

@@ -15,6 +15,7 @@ from it is a resume that differs, not a nondeterministic run.
 from __future__ import annotations
 
 import concurrent.futures
+import importlib
 import os
 import queue
 import shutil
@@ -38,7 +39,22 @@ from tools.reliability.harness import (
   steps_on_disk,
 )
 
-KINDS = ("kill9", "sigterm", "sigint", "damaged", "bad_inputs", "two_process")
+KINDS = (
+  "kill9",
+  "sigterm",
+  "sigint",
+  "damaged",
+  "bad_inputs",
+  "two_process",
+  "concurrent",
+  "storage",
+  "sweep_signals",
+)
+SCENARIO_MODULES = {  # kind -> the module with its TRIALS (Scenarios) and QUICK (their names)
+  "concurrent": "tools.reliability.concurrent_writers",
+  "storage": "tools.reliability.storage_failures",
+  "sweep_signals": "tools.reliability.sweep_signals",
+}
 CONFIG = "experiments/mnist1d_mlp.py"
 NUM_STEPS, CHECKPOINT_EVERY = 2000, 100
 OVERRIDES = (
@@ -49,7 +65,8 @@ OVERRIDES = (
   "keep_checkpoints=3",  # three steps on disk: two newest damaged still leave one to resume
 )
 QUICK_BAD_INPUTS = 6  # --quick: this many bad-input cases, spread over the list
-_KIND_IDS = {k: i for i, k in enumerate((*KINDS, "sigterm_startup"))}
+# Each kind's RNG stream: the new kinds come after sigterm_startup, so older draws stay the same.
+_KIND_IDS = {k: i for i, k in enumerate((*KINDS[:6], "sigterm_startup", *KINDS[6:]))}
 
 
 class CampaignError(RuntimeError):
@@ -88,7 +105,13 @@ def prepare(root: str, progress: Callable[[str], None] = print) -> dict[str, Any
   differ = compare(outcomes[0], outcomes[1], NUM_STEPS)
   if differ or outcomes[1].error:
     raise CampaignError(f"two uninterrupted runs differ ({'; '.join(differ)}): nothing to compare")
-  return {"setup": setup, "reference": outcomes[1], "timeline": timelines[1]}
+  reference_dir = os.path.join(root, "reference")
+  return {
+    "setup": setup,
+    "reference": outcomes[1],
+    "reference_dir": reference_dir,
+    "timeline": timelines[1],
+  }
 
 
 def _timed_run(setup: TrialSetup, workdir: str) -> tuple[trials_lib.Timeline, int | None, list]:
@@ -115,8 +138,15 @@ def _timed_run(setup: TrialSetup, workdir: str) -> tuple[trials_lib.Timeline, in
   return timeline, rc, launch.stderr_lines()
 
 
+def scenarios(kind: str, quick: bool) -> list[trials_lib.Scenario]:
+  """The named trials of a scenario kind (concurrent, storage, sweep_signals); --quick's few."""
+  module = importlib.import_module(SCENARIO_MODULES[kind])
+  return [s for s in module.TRIALS if not quick or s.name in module.QUICK]
+
+
 def plan(kinds: Sequence[str], trials: int, quick: bool) -> list[tuple[str, int, Any]]:
-  """(kind, index, what) of every trial of the signal and damage kinds, in running order."""
+  """(kind, index, what) of every trial of the signal, damage and scenario kinds, in running
+  order: `what` is the Damage or the Scenario."""
   jobs = []
   if "kill9" in kinds:
     jobs += [("kill9", i, None) for i in range(trials)]
@@ -128,6 +158,9 @@ def plan(kinds: Sequence[str], trials: int, quick: bool) -> list[tuple[str, int,
   if "damaged" in kinds:
     chosen = [d for d in damage_lib.DAMAGES if not quick or d.name in damage_lib.QUICK]
     jobs += [("damaged", i, d) for i, d in enumerate(chosen)]
+  for kind in SCENARIO_MODULES:
+    if kind in kinds:
+      jobs += [(kind, i, s) for i, s in enumerate(scenarios(kind, quick))]
   return jobs
 
 
@@ -155,6 +188,8 @@ def run_trials(
       directory,
       np.random.default_rng([seed, _KIND_IDS[kind], index]),
       core,
+      prepared.get("reference_dir", ""),
+      prepared.get("sweep"),
     )
     t = time.monotonic()
     try:
@@ -162,11 +197,14 @@ def run_trials(
         result = trials_lib.kill9_trial(ctx, index)
       elif kind == "damaged":
         result = damage_lib.damage_trial(ctx, index, what)
+      elif isinstance(what, trials_lib.Scenario):
+        result = what.run(ctx, index)
       else:
         result = trials_lib.signal_trial(ctx, index, kind)
     except Exception as e:  # a harness bug fails its trial, never the whole campaign
       why = [f"harness error: {_describe(e)}"]
-      result = TrialResult(kind, index, False, time.monotonic() - t, why)
+      label = {"name": what.name} if isinstance(what, trials_lib.Scenario) else {}
+      result = TrialResult(kind, index, False, time.monotonic() - t, why, label)
     finally:
       kill_all(directory + os.sep)
       cores.put(core)
@@ -186,10 +224,11 @@ def run_trials(
 
 def progress_line(r: TrialResult, total: int) -> str:
   label = r.details.get("damage") or r.details.get("name") or ""
-  verdict = "pass" if r.ok else "FAIL"
+  verdict = "pass" if r.ok else "skip" if r.skipped else "FAIL"
   line = f"{r.kind:16s} {r.index + 1:3d}/{total:<3d} {verdict} {r.seconds:6.1f} s"
   line += f"  {label}" if label else ""
-  return line + (f"  ({r.why[0]})" if r.why else "")
+  reason = r.why[0] if r.why else r.skipped
+  return line + (f"  ({reason})" if reason else "")
 
 
 def run_bad_inputs(
@@ -253,6 +292,16 @@ def run_two_process(root: str, progress: Callable[[str], None] = print, module=N
   return result
 
 
+def _prepare_sweep(root: str, setup, workers: int, progress: Callable[[str], None]):
+  from tools.reliability import sweep_runs
+
+  cores = sorted(os.sched_getaffinity(0))[:workers]
+  try:
+    return sweep_runs.prepare_reference(root, setup, cores, progress)
+  except RuntimeError as e:
+    raise CampaignError(str(e)) from None
+
+
 def _describe(e: BaseException) -> str:
   return f"{type(e).__name__}: {str(e)[:300]}"
 
@@ -288,6 +337,14 @@ def run_campaign(
       info["reference"] = {
         k: reference.summary.get(k) for k in ("steps", "final_test_loss", "final_test_accuracy")
       }
+      if any(getattr(what, "sweep", False) for _, _, what in jobs):
+        prepared["sweep"] = _prepare_sweep(root, setup, workers, progress)
+        info["sweep_reference"] = {
+          "seconds": round(prepared["sweep"].seconds, 2),
+          "final_test_loss": {
+            run: o.summary.get("final_test_loss") for run, o in prepared["sweep"].outcomes.items()
+          },
+        }
       results += run_trials(prepared, jobs, root, seed, workers, progress)
     if "bad_inputs" in kinds:
       results += run_bad_inputs(root, QUICK_BAD_INPUTS if quick else None, workers, progress)

@@ -64,7 +64,8 @@ class TrialSetup:
 
 @dataclasses.dataclass
 class TrialResult:
-  """One trial's verdict: `why` lists every failed check (empty when it passed)."""
+  """One trial's verdict: `why` lists every failed check (empty when it passed); `skipped` says
+  why a trial could not run on this machine (then `ok` is False, and it is no failure either)."""
 
   kind: str
   index: int
@@ -72,6 +73,11 @@ class TrialResult:
   seconds: float
   why: list[str] = dataclasses.field(default_factory=list)
   details: dict[str, Any] = dataclasses.field(default_factory=dict)
+  skipped: str = ""
+
+  @property
+  def failed(self) -> bool:
+    return not self.ok and not self.skipped
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

@@ -34,6 +34,9 @@ class BadInput:
   argv: tuple[str, ...]  # script path relative to the repository, then its flags
   setup: Callable[[str], None] | None = None  # prepares files in the case's tmp dir
   needs_run: bool = False  # needs a small finished training run at {run}
+  env: tuple[tuple[str, str], ...] = ()  # set for the script (a fresh process only)
+  copy_run: str = ""  # the shared run copied to {tmp}/<copy_run> first (to resume, say)
+  expect: str = ""  # the `error:` line must name this (case-insensitive): the right problem
 
 
 @dataclasses.dataclass
@@ -47,7 +50,8 @@ class CaseResult:
   why: str  # empty when ok
 
 
-# (exit status, or None when it timed out; its stderr): how a case's command is run.
+# (exit status, or None when it timed out; its stderr): how a case's command is run. A case with
+# `env` is run as runner(argv, timeout, env=...), which only `run_subprocess` takes.
 Runner = Callable[[Sequence[str], float], tuple[int | None, str]]
 
 # The shared trained run (make_trained_run): a finished classifier with a checkpoint.
@@ -103,10 +107,15 @@ def run_case(
       return CaseResult(case.name, False, None, [], [], 0.0, "needs a trained run; none given")
     if case.setup is not None:
       case.setup(tmp)
+    if case.copy_run:
+      shutil.copytree(run, os.path.join(tmp, case.copy_run), symlinks=True)
     argv = [a.replace("{tmp}", tmp).replace("{run}", run or "") for a in case.argv]
     roots = [tmp] + ([run] if run else [])
     before = {root: _snapshot(root) for root in roots}
-    code, stderr = (runner or run_subprocess)(argv, timeout)
+    if case.env:  # only a fresh process can start under other environment variables
+      code, stderr = (runner or run_subprocess)(argv, timeout, env=dict(case.env))
+    else:
+      code, stderr = (runner or run_subprocess)(argv, timeout)
     changed = [c for root in roots for c in _changes(before[root], _snapshot(root))]
   finally:
     chmod_tree(tmp, writable=True)
@@ -118,28 +127,35 @@ def run_case(
   if len(lines) != 1 or not lines[0].startswith("error: "):
     last = lines[-1][:160] if lines else "nothing"
     why.append(f"{len(lines)} stderr line(s), not one `error:` line (last: {last})")
+  elif case.expect and case.expect.lower() not in lines[0].lower():
+    why.append(f"the `error:` line does not name {case.expect!r}: {lines[0][:160]}")
   if changed:
     why.append(f"{len(changed)} change(s) left behind: {', '.join(changed[:3])}")
   seconds = time.perf_counter() - t
   return CaseResult(case.name, not why, code, lines, changed, seconds, "; ".join(why))
 
 
-def script_env() -> dict[str, str]:
-  """The environment a case's script runs in: this checkout importable, XLA on one thread."""
+def script_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+  """The environment a case's script runs in: this checkout importable, XLA on one thread, and
+  the case's own variables (`extra`)."""
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
   env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + ONE_THREAD_FLAGS).strip()
   env["PYTHONDONTWRITEBYTECODE"] = "1"  # a config file imported from {tmp} leaves no __pycache__
+  env.update(extra or {})
   return env
 
 
-def run_subprocess(argv: Sequence[str], timeout: float) -> tuple[int | None, str]:
-  """(exit status or None at the timeout, stderr) of `python *argv` in the repository. The script
-  runs in its own session, so a timeout ends it and every process it started."""
+def run_subprocess(
+  argv: Sequence[str], timeout: float, env: dict[str, str] | None = None
+) -> tuple[int | None, str]:
+  """(exit status or None at the timeout, stderr) of `python *argv` in the repository, with
+  `env` added to its environment. The script runs in its own session, so a timeout ends it and
+  every process it started."""
   process = subprocess.Popen(
     [sys.executable, *argv],
     cwd=REPO,
-    env=script_env(),
+    env=script_env(env),
     stdin=subprocess.DEVNULL,
     stdout=subprocess.DEVNULL,
     stderr=subprocess.PIPE,

@@ -13,7 +13,18 @@ from research.provenance import provenance
 from tools.reliability.damage import DAMAGES
 from tools.reliability.harness import TrialResult
 
-ORDER = ("kill9", "sigterm", "sigterm_startup", "sigint", "damaged", "bad_inputs", "two_process")
+ORDER = (
+  "kill9",
+  "sigterm",
+  "sigterm_startup",
+  "sigint",
+  "damaged",
+  "bad_inputs",
+  "two_process",
+  "concurrent",
+  "storage",
+  "sweep_signals",
+)
 # kind -> (trials the done-when asks for, what each must show)
 CRITERIA = {
   "kill9": (20, "kill -9 at 1-3 random moments, resumed: ends bitwise"),
@@ -31,7 +42,26 @@ CRITERIA = {
     "2 processes x 1 device on loopback end bitwise as 1 process x 2 devices; a killed peer "
     "ends the other within the peer timeout with one line; the resume ends bitwise",
   ),
+  "concurrent": (
+    4,
+    "a second train.py or sweep.py on a workdir in use: refused with one `error:` line naming the "
+    "holder's PID, the first untouched, no hang, bitwise; a failed start deletes only what it "
+    "made; a lock left by kill -9 blocks nothing",
+  ),
+  "storage": (
+    3,
+    "checkpoints/ read-only mid-run, or a full disk: one `error:` line within 10 s, no temporary "
+    "file left, bitwise once fixed; `checkpoints` a file: refused in one line, the finished run "
+    "unchanged",
+  ),
+  "sweep_signals": (
+    6,
+    "SIGTERM/SIGINT/SIGHUP to the parent, Ctrl-C: exit 143/130/129 within 10 s, one line, no "
+    "process left, each run at a checkpoint; a killed worker: one line, non-zero; a killed "
+    "parent: its workers gone within 10 s; the re-run bitwise",
+  ),
 }
+SCENARIO_KINDS = ("concurrent", "storage", "sweep_signals")
 
 
 def summary_rows(results: Sequence[TrialResult]) -> list[dict[str, Any]]:
@@ -42,32 +72,41 @@ def summary_rows(results: Sequence[TrialResult]) -> list[dict[str, Any]]:
     if not rs:
       continue
     passed = sum(r.ok for r in rs)
+    skipped = sum(bool(r.skipped) for r in rs)
     need, what = CRITERIA[kind]
     rows.append(
       {
         "kind": kind,
         "passed": passed,
         "total": len(rs),
+        "skipped": skipped,
         "required": need,
         "met": passed == len(rs) and len(rs) >= need,
-        "verdict": verdict(passed, len(rs), need),
+        "verdict": verdict(passed, len(rs), need, skipped),
         "criterion": what,
-        "median_seconds": statistics.median(r.seconds for r in rs),
+        "median_seconds": statistics.median(
+          r.seconds for r in rs if not r.skipped or skipped == len(rs)
+        ),
         "notes": _notes(kind, rs),
       }
     )
   return rows
 
 
-def verdict(passed: int, total: int, required: int) -> str:
-  """Whether the done-when is met: "yes"; "no" when a trial failed; "too few" when every trial
-  passed but fewer ran than the done-when asks (--quick, a small --trials), which is no failure."""
-  if passed < total:
+def verdict(passed: int, total: int, required: int, skipped: int = 0) -> str:
+  """Whether the done-when is met: "yes"; "no" when a trial failed; "skipped" when none failed
+  but some could not run here (no root to mount); "too few" when every trial passed but fewer
+  ran than the done-when asks (--quick, a small --trials). Neither of the last two is a failure."""
+  if passed + skipped < total:
     return "no"
+  if skipped:
+    return "skipped"
   return "yes" if total >= required else "too few"
 
 
 def _notes(kind: str, rs: Sequence[TrialResult]) -> str:
+  if kind in SCENARIO_KINDS:
+    return _scenario_notes(rs)
   if kind == "kill9":
     kills = [k["landed"] for r in rs for k in r.details.get("kills", [])]
     at = Counter(k.split(":")[0] for k in kills)
@@ -100,6 +139,20 @@ def _notes(kind: str, rs: Sequence[TrialResult]) -> str:
   return ""
 
 
+def _scenario_notes(rs: Sequence[TrialResult]) -> str:
+  """Each named trial's verdict, with the exit time after its signal or failure where measured."""
+  parts = []
+  for r in rs:
+    verdict_ = "pass" if r.ok else "skipped" if r.skipped else "FAIL"
+    exit_ = r.details.get("exit_seconds")
+    parts.append(
+      f"{r.details.get('name', '?')} {verdict_}"
+      + (f" (exit {exit_:.2f} s)" if exit_ is not None else "")
+    )
+  reasons = sorted({r.skipped for r in rs if r.skipped})
+  return ", ".join(parts) + "".join(f"; skipped: {reason}" for reason in reasons)
+
+
 def _two_process_note(d: dict[str, Any]) -> str:
   lines = d.get("survivor_stderr") or []
   return (
@@ -118,7 +171,7 @@ def render(results: Sequence[TrialResult], info: dict[str, Any], meta: dict[str,
     [
       [
         r["kind"],
-        f"{r['passed']}/{r['total']}",
+        f"{r['passed']}/{r['total']}" + (f" ({r['skipped']} skipped)" if r["skipped"] else ""),
         f"≥{r['required']}",
         "**no**" if r["verdict"] == "no" else r["verdict"],
         f"{r['median_seconds']:.1f}",
@@ -131,8 +184,14 @@ def render(results: Sequence[TrialResult], info: dict[str, Any], meta: dict[str,
   failures = [
     f"- {r.kind} {r.index + 1}" + (f" ({_label(r)})" if _label(r) else "") + ": " + "; ".join(r.why)
     for r in results
-    if not r.ok
+    if r.failed
   ]
+  skipped = [
+    f"- {r.kind} {r.index + 1}" + (f" ({_label(r)})" if _label(r) else "") + f": {r.skipped}"
+    for r in results
+    if r.skipped
+  ]
+  sweep = info.get("sweep_reference")
   setup = info.get("setup", {})
   timeline = info.get("timeline", {})
   lines = [
@@ -159,6 +218,17 @@ def render(results: Sequence[TrialResult], info: dict[str, Any], meta: dict[str,
     "accuracy, the final checkpoint's params, and train/loss at every step as TensorBoard's "
     "EventAccumulator reads it back (each step once). It ran twice (cold and warm cache) and "
     "agreed with itself bitwise.",
+    *(
+      [
+        "The concurrent, storage and sweep_signals kinds run each of their named trials once "
+        "(tools/reliability/concurrent_writers.py, storage_failures.py, sweep_signals.py). "
+        "The sweep trials run `python scripts/sweep.py --sweep seed=0,1 --workers 1` with the "
+        "same flags, and end bitwise where two uninterrupted sweeps end, which agreed with each "
+        f"other bitwise ({sweep['seconds']:.1f} s each)."
+      ]
+      if sweep
+      else []
+    ),
     "",
     table,
     "",
@@ -168,6 +238,7 @@ def render(results: Sequence[TrialResult], info: dict[str, Any], meta: dict[str,
     "",
     *(failures or ["None."]),
     "",
+    *(["## Skipped", "", *skipped, ""] if skipped else []),
   ]
   return "\n".join(lines)
 

@@ -22,7 +22,7 @@ import re
 import shutil
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -83,6 +83,8 @@ class Context:
   directory: str  # this trial's own directory (workdir, logs, cache copy)
   rng: np.random.Generator
   core: int | None
+  reference_dir: str = ""  # the reference run's workdir (its files, as an uninterrupted run ends)
+  sweep: Any = None  # sweep_runs.SweepReference, where a trial runs scripts/sweep.py
 
   @property
   def workdir(self) -> str:
@@ -95,6 +97,16 @@ class Context:
       os.path.join(self.directory, name),
       self.core,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+  """One named trial of the concurrent, storage and sweep_signals kinds: `run(ctx, index)`
+  judges it; `sweep` says it needs the uninterrupted sweep's reference."""
+
+  name: str
+  run: Callable[[Context, int], TrialResult]
+  sweep: bool = False
 
 
 def draw_moment(ctx: Context, where: str) -> Moment:
