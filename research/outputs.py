@@ -1,7 +1,9 @@
 """Where and how every command writes its files: the one module for it.
 
 - Checks on where a command will write, made before any work: a bad output path then costs
-  nothing and leaves nothing behind, instead of failing after minutes of measuring.
+  nothing and leaves nothing behind, instead of failing after minutes of measuring. Each also
+  refuses an output that would land on a run's own files or on the command's input
+  (research/run_files.py).
 - Atomic writers (text, bytes, JSON, `.npz`, a set of files, a whole directory): each writes a
   temporary beside its target and renames it into place, so a reader sees the old file or the
   new one, never half of one, and a failure (a full disk, a bug, Ctrl-C) leaves no temporary.
@@ -16,7 +18,7 @@ import contextlib
 import json
 import os
 import shutil
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from research.errors import UserError
 
@@ -54,10 +56,16 @@ def _check_directory(directory: str, path: str, flag: str, must_exist: bool = Fa
 
 
 def check_output_file(
-  path: str, flag: str, suffixes: Sequence[str] = (), parent_must_exist: bool = False
+  path: str,
+  flag: str,
+  suffixes: Sequence[str] = (),
+  parent_must_exist: bool = False,
+  **protect: Iterable[Any],
 ) -> None:
   """`path` names a file this command may write (replacing one that is there): not a directory,
-  with one of `suffixes` when given, in a directory that exists or can be made."""
+  with one of `suffixes` when given, in a directory that exists or can be made, and neither a
+  run's own file nor an input (`protect`: `inputs`, `runs`, `own` of `run_files.check_targets`)."""
+  _protect(flag, path, [path], protect)
   if not path:
     raise OutputError(f"{flag} is empty; give a file name")
   if path.endswith(("/", os.sep)) or os.path.isdir(path):
@@ -68,8 +76,12 @@ def check_output_file(
   _check_parent(path, flag, parent_must_exist)
 
 
-def check_output_prefix(path: str, flag: str, suffixes: Sequence[str]) -> None:
-  """`path` is a prefix the command completes with each of `suffixes` (OUT.md, OUT.json)."""
+def check_output_prefix(
+  path: str, flag: str, suffixes: Sequence[str], **protect: Iterable[Any]
+) -> None:
+  """`path` is a prefix the command completes with each of `suffixes` (OUT.md, OUT.json); no
+  OUT.<suffix> may be a run's own file or an input (`protect`: as for `check_output_file`)."""
+  _protect(flag, path, [path + s for s in suffixes], protect)
   if not path:
     raise OutputError(f"{flag} is empty; give a path without extension (OUT.md, OUT.json)")
   if path.endswith(("/", os.sep)) or os.path.isdir(path):
@@ -83,8 +95,13 @@ def check_output_prefix(path: str, flag: str, suffixes: Sequence[str]) -> None:
   _check_parent(path, flag, must_exist=False)
 
 
-def check_output_dir(path: str, flag: str, hint: str = "") -> None:
-  """`path` is a directory this command may fill: an existing writable one, or one it can make."""
+def check_output_dir(
+  path: str, flag: str, hint: str = "", names: Sequence[str] = (), **protect: Iterable[Any]
+) -> None:
+  """`path` is a directory this command may fill: an existing writable one, or one it can make;
+  neither it nor the files it gets (`names`) a run's own file (`protect`: as for
+  `check_output_file`)."""
+  _protect(flag, path, [path, *(os.path.join(path, n) for n in names)], protect)
   if os.path.exists(path) and not os.path.isdir(path):
     raise OutputError(
       f"{flag} {path} is a file; this command writes a directory of files there, so give a "
@@ -95,6 +112,16 @@ def check_output_dir(path: str, flag: str, hint: str = "") -> None:
       raise OutputError(f"{flag} {path} is read-only; {hint or 'choose a writable directory'}")
     return
   _check_directory(os.path.abspath(path), path, flag)
+
+
+def _protect(
+  flag: str, given: str, targets: Sequence[str], protect: Mapping[str, Iterable[Any]]
+) -> None:
+  """The one check that no output lands on a run's own files or an input (run_files.py)."""
+  if given:
+    from research.run_files import check_targets  # it imports OutputError from here
+
+    check_targets(flag, given, targets, **protect)
 
 
 @contextlib.contextmanager

@@ -75,6 +75,17 @@ def parse_args(argv: Sequence[str], names: Sequence[str]) -> argparse.Namespace:
   for flag, path in (("--out", args.out), ("--md", args.md)):
     if os.path.isdir(path) or path.endswith(("/", os.sep)):
       sys.exit(f"error: {flag} {path} is a directory; give a file name such as results.json")
+  from research.outputs import OutputError, check_output_dir, check_output_file
+
+  try:  # before any training: not a run's own file, nor a place that cannot be written
+    check_output_file(args.out, "--out")
+    check_output_file(args.md, "--md")
+    if args.export_onnx:
+      check_output_dir(args.export_onnx, "--export-onnx", names=[f"{m}.onnx" for m in args.models])
+  except OutputError as e:
+    sys.exit(f"error: {e}")
+  if os.path.realpath(args.md) == os.path.realpath(args.out):
+    sys.exit(f"error: --md {args.md} is the --out file; give the markdown its own name")
   return args
 
 

@@ -22,7 +22,6 @@ numbers.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -39,13 +38,12 @@ def main() -> int:
   )
   p.add_argument("--title", default="Runs", help="heading of OUT.md")
   args = p.parse_args()
-  if args.out and (args.out.endswith(("/", os.sep)) or os.path.isdir(args.out)):
-    p.error(f"--out is a path without extension (OUT.md, OUT.json), not a directory: {args.out}")
   from research.outputs import check_output_prefix, write_all
   from research.studies.compare_runs import compare, output_files, render, skipped_line
 
-  if args.out:
-    check_output_prefix(args.out, "--out", (".md", ".json", ".csv"))
+  if args.out:  # not a directory, nor a run's own file (--out RUN/config: RUN/config.json)
+    inputs = [("run directory", w) for w in args.workdirs]
+    check_output_prefix(args.out, "--out", (".md", ".json", ".csv"), inputs=inputs)
 
   table = compare(args.workdirs)
   text = render(table, args.format)

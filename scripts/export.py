@@ -8,7 +8,9 @@ serialized, lowered for CPU and CUDA; load it with `jax.export.deserialize(open(
 and `.call(x)`. Both carry the weights, leave the batch size free, and use XLA's own conv and dot
 (the form that exports to native ops), not the CPU training kernels. Before anything is written
 the export is run on the test set and must give the jitted apply's predictions; the check (max
-logit difference) lands beside the file in OUT.json.
+logit difference) lands beside the file in OUT.json. Neither OUT nor OUT.json may be one of a
+run's own files (`--out RUN/config` would replace RUN/config.json): that is refused before any
+work, in one line.
 """
 
 from __future__ import annotations

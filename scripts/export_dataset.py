@@ -26,7 +26,8 @@ def main() -> int:
   from research.outputs import check_output_file, write_npz
   from research.serving.run_kind import run_kind
 
-  check_output_file(args.out, "--out", (".npz",))
+  data_path = config.data.get("path", "") if config.data.name == "npz" else ""
+  check_output_file(args.out, "--out", (".npz",), inputs=[("--config.data.path", data_path)])
   if run_kind(config) == "language_model":
     raise DataError(
       f"{args.config} is a language model ({config.data.name} tokens); export_dataset.py writes "

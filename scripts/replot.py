@@ -15,6 +15,8 @@ The file names are fixed, so one directory takes one cost report and one benchma
 reports (or two benchmarks) that would write into the same directory, such as
 `results/cost/*/report.json --out DIR`, are refused before anything is drawn, instead of each
 overwriting the last. Leave out --out to draw each beside its JSON, or give each its own --out.
+An --out in another run directory whose own report or benchmark figures it would replace is
+refused too (research/run_files.py).
 """
 
 from __future__ import annotations
@@ -46,9 +48,18 @@ def main() -> int:
   from research.outputs import check_output_dir
 
   _refuse_shared_names(jobs, args.out)
+  # Re-drawing a JSON's own figures beside it is what replot is for, in a run too (RUN/bench);
+  # any other file of a run, or one of these in another run's directory, is refused.
+  names = {path: _written(samples is None, args.markdown) for path, _, samples in jobs}
+  own = [os.path.join(os.path.dirname(p), n) for p, ns in names.items() for n in ns]
   for out in {args.out} if args.out else {os.path.dirname(path) or "." for path, _, _ in jobs}:
     check_output_dir(
-      out, "--out" if args.out else "directory", "pass --out DIR to write the figures elsewhere"
+      out,
+      "--out" if args.out else "directory",
+      "pass --out DIR to write the figures elsewhere",
+      names=sorted({n for p, ns in names.items() if args.out or _beside(p, out) for n in ns}),
+      inputs=[("input", path) for path, _, _ in jobs],
+      own=own,
     )
 
   from research import workdir as workdir_lib
@@ -71,6 +82,20 @@ def main() -> int:
       written.append(_rewrite_markdown(path, data, samples is None, out))
     print(f"{path} -> {', '.join(written)}")
   return 0
+
+
+def _written(is_report: bool, markdown: bool) -> list[str]:
+  """The files replot writes for one input: its figures (and, with --markdown, its markdown)."""
+  from research.bench.figures import FORMATS, LATENCY_SAMPLES
+
+  if is_report:
+    return [f"report.{ext}" for ext in FORMATS] + (["report.md"] if markdown else [])
+  figures = [f"{f}.{ext}" for f in ("latency", "batch_sweep") for ext in FORMATS]
+  return [LATENCY_SAMPLES, *figures] + (["bench.md"] if markdown else [])
+
+
+def _beside(path: str, out: str) -> bool:
+  return os.path.realpath(os.path.dirname(path) or ".") == os.path.realpath(out)
 
 
 def _refuse_shared_names(jobs: list[tuple[str, dict[str, Any], Any]], out: str | None) -> None:

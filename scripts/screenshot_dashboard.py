@@ -52,8 +52,11 @@ def main() -> int:
   p.add_argument("--settle", type=positive_float, default=6.0, help="seconds to let each tab draw")
   args = p.parse_args()
 
+  from research.outputs import check_output_dir
   from research.studies import StudyError
 
+  # First: a file, a read-only directory or a run's own files at --out cost no browser start.
+  check_output_dir(args.out, "--out", names=[name for name, _, _ in TABS.values()])
   if not os.path.isdir(args.logdir):
     raise StudyError(f"--logdir {args.logdir} is not a directory; give the runs' parent (runs/)")
   if not os.path.isfile(args.chromium):
@@ -65,8 +68,6 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
   except ImportError:
     raise StudyError("Playwright is not installed; pip install playwright") from None
-  if os.path.exists(args.out) and not os.path.isdir(args.out):
-    raise StudyError(f"--out {args.out} is a file; give a directory")
 
   port = _free_port()
   server = subprocess.Popen(

@@ -102,3 +102,24 @@ def test_csv_holds_plain_numbers_where_markdown_groups_thousands():
   assert int(parsed["params"]) == 5210 and float(parsed["final_test_accuracy"]) == 0.93
   assert float(parsed["break_even_flops"]) == 1234567.0 and int(parsed["steps"]) == 6000
   assert parsed["train_seconds"] == ""  # unknown stays empty
+
+
+def test_out_never_writes_over_a_runs_own_files(compare, tiny_cnn_run, tmp_path):
+  """F10: `compare_runs.py RUN --out RUN/config` replaced RUN/config.json with the table's JSON.
+  Refused in any run directory (not only the runs compared), nothing written."""
+  run, other = tmp_path / "run", tmp_path / "other"
+  shutil.copytree(tiny_cnn_run[0], run)
+  shutil.copytree(tiny_cnn_run[0], other)
+  before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+  for out, clobbered in (
+    (run / "config", run / "config.json"),
+    (other / "summary", other / "summary.json"),
+    (run / "checkpoints" / "t", run / "checkpoints"),
+  ):
+    result = compare(str(run), "--format", "csv", "--out", str(out))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and result.stdout == "", result.stderr
+    assert lines[0].startswith(f"error: --out {out} would ") and f" {clobbered} (" in lines[0]
+  assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+  result = compare(str(run), "--out", str(run / "table"))  # a new name in a run: allowed
+  assert result.returncode == 0 and (run / "table.md").exists(), result.stderr

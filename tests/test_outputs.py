@@ -1,8 +1,10 @@
 """research/outputs.py: a write that fails part-way keeps the old file and leaves no temporary; a
 set of files is written whole or not at all; a re-made directory comes back when the block fails;
-markdown tables escape pipes and align columns."""
+markdown tables escape pipes and align columns; no output lands on a run's own files or on an
+input (research/run_files.py)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -11,12 +13,16 @@ import pytest
 
 from research.outputs import (
   OutputError,
+  check_output_dir,
+  check_output_file,
+  check_output_prefix,
   markdown_table,
   replacing_directory,
   write_all,
   write_npz,
   write_text,
 )
+from research.run_files import check_targets
 
 # A full disk, made real: the child may not grow a file past 4 KiB, so its write fails part-way
 # (EFBIG, with SIGXFSZ ignored) after the temporary already holds 4 KiB.
@@ -95,3 +101,77 @@ def test_markdown_table_escapes_pipes_and_aligns_columns():
   table = markdown_table(["model", "max |Δ|"], [["cnn", 5210]], align="lr")
   assert table.splitlines() == ["| model | max \\|Δ\\| |", "|---|---:|", "| cnn | 5210 |"]
   assert markdown_table(["a", "b"], []).splitlines()[1] == "|---|---|"
+
+
+def _fake_run(path):
+  """A run directory as training leaves it (the check reads names, not contents)."""
+  os.makedirs(path / "checkpoints" / "40")
+  (path / "config.json").write_text('{"seed": 0}\n')
+  (path / "summary.json").write_text("{}\n")
+  (path / "events.out.tfevents.1.host.1.0").write_bytes(b"")
+  return path
+
+
+def _files(root):
+  return {
+    os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), "rb").read()
+    for d, _, fs in os.walk(root)
+    for f in fs
+  }
+
+
+def test_no_output_lands_on_a_runs_own_files_in_any_run(tmp_path):
+  run = _fake_run(tmp_path / "runs" / "cnn")
+  sweep = tmp_path / "sweep"
+  sweep.mkdir()
+  (sweep / "sweep.json").write_text("{}\n")
+  os.symlink(run, tmp_path / "link")
+  before = _files(tmp_path)
+  refused = [
+    (check_output_prefix, str(run / "config"), (".onnx", ".json"), "config.json"),  # F9's OUT.json
+    (check_output_prefix, str(run / "summary"), (".md", ".json", ".csv"), "summary.json"),
+    (check_output_file, str(run / "config.json"), (), "config.json"),
+    (check_output_file, str(run / "checkpoints" / "40" / "p.npy"), (), "checkpoints"),
+    (check_output_file, str(run / "events.out.tfevents.1.host.1.0"), (), "tfevents"),
+    (check_output_file, str(run / "report.json"), (), "report.json"),
+    (check_output_file, str(run / ".lock"), (), ".lock"),
+    (check_output_file, str(tmp_path / "link" / "config.json"), (), "config.json"),  # a symlink
+    (check_output_file, str(run / "new" / ".." / "config.json"), (), "config.json"),
+    (check_output_file, str(sweep / "sweep.md"), (), "sweep.md"),
+  ]
+  for check, path, suffixes, name in refused:
+    with pytest.raises(OutputError, match=f"^--out {re.escape(path)} would .*{re.escape(name)}"):
+      check(path, "--out", suffixes) if suffixes else check(path, "--out")
+  with pytest.raises(OutputError, match="would overwrite .*bench .*inference benchmark"):
+    check_output_dir(str(run / "bench"), "--out", names=["bench.json"])
+  assert _files(tmp_path) == before  # nothing written, config.json byte for byte
+  # Names that are not a run's own may go into it, as the docs show (runs/cnn/model.onnx).
+  check_output_file(str(run / "model.onnx"), "--out")
+  check_output_prefix(str(run / "preds"), "--out", (".csv", ".json"))
+  check_output_dir(str(run / "exported"), "--out", names=["report.json"])
+  check_output_file(str(tmp_path / "config.json"), "--out")  # tmp_path is no run
+
+
+def test_a_command_writes_its_own_run_files_and_protects_runs_it_is_about_to_make(tmp_path):
+  run = _fake_run(tmp_path / "run")
+  bench = str(run / "bench")
+  check_output_dir(bench, "--out", names=["bench.json"], own=[bench])  # bench_inference's default
+  other = _fake_run(tmp_path / "other")  # but another run's benchmark is not this command's
+  with pytest.raises(OutputError, match=f"would overwrite {other / 'bench'} "):
+    check_output_dir(str(other / "bench"), "--out", names=["bench.json"], own=[bench])
+  fresh = str(tmp_path / "sweep" / "seed=0")  # a run a sweep will make: no config.json yet
+  check_output_prefix(fresh + "/config", "--out", (".md", ".json"))
+  with pytest.raises(OutputError, match="seed=0/config.json \\(the run's config"):
+    check_output_prefix(fresh + "/config", "--out", (".md", ".json"), runs=[fresh])
+
+
+def test_an_output_that_is_an_input_is_refused(tmp_path):
+  src = tmp_path / "x.csv"
+  src.write_text("1,2\n")
+  os.symlink(src, tmp_path / "alias.csv")
+  os.link(src, tmp_path / "hard.csv")
+  for out in (src, tmp_path / "alias.csv", tmp_path / "hard.csv", tmp_path / "d" / ".." / "x.csv"):
+    with pytest.raises(OutputError, match=f"would overwrite {src}, the --input this command reads"):
+      check_output_file(str(out), "--output", inputs=[("--input", str(src))])
+  assert src.read_text() == "1,2\n"
+  check_targets("--output", "p.csv", [str(tmp_path / "p.csv")], inputs=[("--input", str(src))])

@@ -114,7 +114,8 @@ def write_profile(
   from research.serving.restore import load_run
   from research.serving.run_kind import require_classifier
 
-  check_output_prefix(out, "--out", (".md", ".json"))
+  inputs = [("--workdir", workdir), *(("--peer-onnx", p) for p in peers)]
+  check_output_prefix(out, "--out", (".md", ".json"), inputs=inputs)
   require_classifier(workdir, "scripts/profile_batch1.py")
 
   for p in peers:

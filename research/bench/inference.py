@@ -43,6 +43,15 @@ from research.serving.restore import TrainedRun
 
 __all__ = ["BenchSettings", "benchmark_run", "check_settings", "write_benchmark"]
 
+# What the benchmark writes into its output directory (figures: PNG, SVG and PDF each).
+BENCH_FILES = (
+  "bench.json",
+  "bench.md",
+  "latency_samples.json",
+  "loadgen",
+  *(f"{f}.{ext}" for f in ("latency", "batch_sweep") for ext in ("png", "svg", "pdf")),
+)
+
 
 def _make(
   factory: EngineFactory,
@@ -256,7 +265,14 @@ def write_benchmark(
       f"elsewhere{' (without --profile)' if settings.profile else ''}"
     )
   out = os.path.abspath(out or workdir_lib.path(workdir, workdir_lib.BENCH))
-  check_output_dir(out, "--out")
+  check_output_dir(
+    out,
+    "--out",
+    names=BENCH_FILES,
+    inputs=[("--workdir", workdir), *(("--peer-onnx", p) for p in settings.peers)],
+    runs=[workdir],
+    own=[workdir_lib.path(workdir, workdir_lib.BENCH)],  # the run's own benchmark: this one
+  )
   # Into a writable run it writes its summary (and by default bench/): one writer at a time.
   with contextlib.nullcontext() if read_only else workdir_lock.hold([workdir]):
     return _measure_and_write(workdir, checkpoint, settings, argv, out, read_only, log)

@@ -200,10 +200,14 @@ def export_run(
   from research.data import load_dataset
   from research.outputs import check_output_file, write_bytes, write_json
   from research.provenance import provenance
+  from research.run_files import check_targets
   from research.serving.restore import load_run
 
   if fmt not in FORMATS:
     raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+  # Before anything else: OUT and OUT.json must not land on a run's own files (--out RUN/config
+  # would replace RUN/config.json) nor on the run it reads.
+  check_targets("--out", out, [out, out + ".json"], inputs=[("--workdir", workdir)])
   if os.path.isdir(out) or out.endswith(("/", os.sep)):
     raise ExportError(f"--out {out} is a directory; give a file name such as model{SUFFIXES[fmt]}")
   check_output_file(out, "--out")

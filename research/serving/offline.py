@@ -33,7 +33,8 @@ def predict_file(
   are checked before anything is restored or written, and the accuracy on the labels returned.
   CSV rows holding flattened examples are reshaped.
   """
-  check_output_file(output_path, "--output", OUTPUT_SUFFIXES, parent_must_exist=True)
+  inputs = [("--input", input_path), ("--workdir", workdir)]
+  check_output_file(output_path, "--output", OUTPUT_SUFFIXES, parent_must_exist=True, inputs=inputs)
   if precision not in PRECISIONS:
     raise InferenceError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
   check_batch_sizes([batch_size])

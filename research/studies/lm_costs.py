@@ -317,7 +317,13 @@ def write_lm_costs(
   from research.serving.run_kind import require_language_model
 
   require_language_model(workdir, "scripts/lm_costs.py")
-  check_output_dir(out, "--out")
+  check_output_dir(
+    out,
+    "--out",
+    names=(workdir_lib.REPORT, workdir_lib.REPORT_MARKDOWN),
+    runs=[workdir],
+    own=[workdir_lib.path(workdir, "lm_costs")],  # the default --out: this report's own place
+  )
   t = time.perf_counter()
   report = lm_costs(workdir, settings)
   meta = provenance(argv, wall_seconds=time.perf_counter() - t)

@@ -38,6 +38,9 @@ from research.training.loop import train_and_evaluate
 from research.training.optimizers import optimizer_from_config
 from research.training.step import create_train_state, make_train_step
 
+# What the report writes into the workdir and --out: report.json, report.md and its figure.
+REPORT_FILES = ("report.json", "report.md", "report.png", "report.svg", "report.pdf")
+
 
 @dataclasses.dataclass
 class CostSettings:
@@ -333,7 +336,8 @@ def train_vs_infer(
       f"classifiers: train it with scripts/train.py and report it with scripts/lm_costs.py"
     )
   if out:
-    check_output_dir(out, "--out")
+    own = [workdir_lib.path(workdir, n) for n in REPORT_FILES]  # the report it gets anyway
+    check_output_dir(out, "--out", names=REPORT_FILES, runs=[workdir], own=own)
   with workdir_lock.hold([workdir]):  # it trains the run and writes reports into it
     return _train_and_report(config, workdir, settings, argv, out, progress, log)
 

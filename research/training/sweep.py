@@ -239,7 +239,7 @@ def _check_sweep(
       raise SweepError(f"run {run.name}: {e}") from None
   check_output_dir(workdir, "--workdir")
   if out:
-    check_output_prefix(out, "--out", (".md", ".csv", ".json"))
+    check_output_prefix(out, "--out", (".md", ".csv", ".json"), runs=[workdir, *workdirs])
   cores = sorted(os.sched_getaffinity(0))
   if not 0 <= workers <= len(cores):
     raise SweepError(f"--workers must be between 1 and the {len(cores)} core(s) available")
