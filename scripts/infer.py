@@ -5,10 +5,18 @@
       --probabilities
 
 Input: `.npy`, `.npz` (array --key, default `x`) or CSV (one example per row, optional header).
+A CSV is read as UTF-8, with or without a byte-order mark (as spreadsheets save it); its first
+row is a header only when one of its fields is not a number, so a row of numbers is always an
+example, never dropped (a header of numbers such as `0,1,2` is read as data: name the columns
+with words or leave the header out).
 Output: `.npy` (labels, or probabilities with --probabilities), `.npz` (`predictions`, and
 `probabilities`), or CSV (prediction, p0, p1, ...). When an `.npz` also holds the matching labels
 (`x` -> `y`, `x_test` -> `y_test`) the accuracy is printed. `scripts/export_dataset.py` writes a
 config's dataset in that form.
+
+Nothing is written when an answer would be wrong: inputs that overflow the model (finite values
+such as 3e37 that make its logits NaN or inf) are refused in one line naming the rows. --output
+may not be the --input file, nor one of a run's own files (config.json, summary.json, ...).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -188,6 +189,41 @@ def test_wrong_input_shape_or_dtype_is_named_per_engine(engine):
   assert e.logits(x[0].astype(np.float64)).shape == (1, 10)  # one example, any float dtype
 
 
+@pytest.mark.parametrize("engine", ["jax", "onnxruntime", "onnxruntime-int8"])
+def test_no_engine_answers_from_non_finite_logits(engine, tiny_cnn_run):
+  """F7 on every engine: finite inputs of 3e37 overflow the trained CNN. An engine whose logits
+  go NaN or inf refuses, naming the rows; int8's quantized input saturates instead, and its
+  answer is finite. Never a NaN probability, nor the argmax of a NaN row."""
+  run = load_run(tiny_cnn_run[0])
+  x = np.random.default_rng(0).normal(size=(8, 40)).astype(np.float32)
+  e = EngineFactory(run, calibration_x=x).make(engine, (1, 8))
+  big = x.copy()
+  big[[2, 5]] = 3e37
+  finite = np.isfinite(e.logits(big)).all(axis=1)  # the raw logits, unchecked
+  assert finite[[0, 1, 3, 4, 6, 7]].all()
+  assert engine == "onnxruntime-int8" or not finite[[2, 5]].any()  # the case under test
+  for answer in (e.probabilities, e.predict):
+    if finite.all():
+      assert np.isfinite(answer(big)).all()
+    else:
+      with pytest.raises(InferenceError, match=r"for 2 of 8 input rows \(rows 2, 5, counting"):
+        answer(big)
+
+
+def test_logits_check_names_the_first_rows_and_how_many():
+  from research.serving.engine import check_logits
+
+  z = np.zeros((40, 3), np.float32)
+  z[[3, 7, 9, 11, 20, 30, 39], 1] = np.nan
+  z[39, 2] = np.inf
+  with pytest.raises(
+    InferenceError, match=r"for 7 of 40 input rows \(rows 3, 7, 9, 11, 20, \.\.\.,"
+  ):
+    check_logits(z, np.ones((40, 5)))
+  big = np.full((2, 3), 3e38, np.float32)  # finite logits whose sum overflows
+  assert check_logits(big, np.ones((2, 5))) is not None
+
+
 def test_engine_names_are_checked():
   with pytest.raises(InferenceError, match="unknown engine.*tensorrt.*choose from: jax"):
     check_engines(["jax", "tensorrt"])
@@ -206,6 +242,27 @@ def test_export_script_checks_and_writes_beside_the_file(script_here, trained_cn
   code, _, stderr = script_here(*args, "--out", tmp_path)
   lines = stderr.strip().splitlines()
   assert code == 1 and lines[-1].startswith("error: --out") and len(lines) == 1
+
+
+def test_export_never_writes_over_a_runs_own_files(script_here, tiny_cnn_run, tmp_path):
+  """F9: `--out RUN/config` wrote RUN/config.json (the record OUT.json) with exit 0, after which
+  infer crashed and train refused the run. Refused now, in one line, before any work."""
+  run = tmp_path / "run"
+  shutil.copytree(tiny_cnn_run[0], run)
+  before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+  args = ["export.py", "--threads", "0", "--workdir", run, "--format", "onnx"]
+  for out, clobbered in (
+    (run / "config", run / "config.json"),
+    (run / "summary", run / "summary"),  # the TensorBoard summary directory
+    (run / "checkpoints" / "model.onnx", run / "checkpoints"),
+    (run / "report", run / "report.json"),
+  ):
+    code, stdout, stderr = script_here(*args, "--out", out)
+    lines = stderr.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and stdout == "", stderr[-2000:]
+    assert lines[0].startswith(f"error: --out {out} would ") and f" {clobbered} (" in lines[0]
+    assert "choose another --out" in lines[0]
+  assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # byte for byte
 
 
 def _run(model, params):

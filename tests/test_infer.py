@@ -204,6 +204,99 @@ def test_script_errors_for_missing_run_and_files(trained, script_here, tmp_path)
   assert not os.path.exists(out)
 
 
+def test_inputs_that_overflow_the_model_are_refused_naming_the_rows(
+  tiny_cnn_run, script_here, tmp_path
+):
+  """F7: finite inputs of 3e37 gave NaN logits, written as rows of `0,nan,nan,...` with exit 0.
+  The other engines (ONNX Runtime): tests/test_export.py."""
+  x = np.random.default_rng(0).normal(size=(8, 40))
+  x[[1, 4, 6]] = 3e37
+  src, out = tmp_path / "big.csv", tmp_path / "p.csv"
+  np.savetxt(src, x, delimiter=",")
+  args = ["--workdir", tiny_cnn_run[0], "--input", src, "--output", out, "--batch-size", "8"]
+  code, stdout, stderr = infer_here(script_here, *args, "--probabilities")
+  lines = stderr.strip().splitlines()
+  assert code == 1 and len(lines) == 1 and stdout == "", stderr
+  assert lines[0].startswith("error: the model's logits are NaN or inf for 3 of 8 input rows")
+  assert "(rows 1, 4, 6, counting from 0; inputs up to |x| = 3e+37)" in lines[0]
+  assert not out.exists()
+  run = load_run(tiny_cnn_run[0])
+  for precision in ("bfloat16", "int8"):
+    predictor = Predictor.from_run(run, batch_sizes=(8,), precision=precision)
+    for answer in (predictor.probabilities, predictor.predict):
+      with pytest.raises(InferenceError, match=r"3 of 8 input rows \(rows 1, 4, 6,"):
+        answer(x)
+
+
+def _write_csv(path, x, header="", bom=False):
+  body = "".join(",".join(f"{v:.9g}" for v in row) + "\r\n" for row in x)
+  path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + (header + body).encode())
+  return path
+
+
+def test_csv_rows_are_all_examples_with_or_without_a_bom_or_a_header(
+  tiny_cnn_run, script_here, tmp_path
+):
+  """F8: a CSV saved with a byte-order mark (as spreadsheets write it) gave 7 predictions for 8
+  rows: its first row was taken as a header, and every prediction moved by one."""
+  workdir = tiny_cnn_run[0]
+  x = np.random.default_rng(1).normal(size=(8, 40)).astype(np.float32)
+  header = ",".join(f"x{i}" for i in range(40)) + "\r\n"
+  for name, kwargs in (
+    ("header", {"header": header}),
+    ("bom_header", {"bom": True, "header": header}),
+  ):
+    np.testing.assert_array_equal(
+      read_inputs(str(_write_csv(tmp_path / f"{name}.csv", x, **kwargs)))[0].astype(np.float32), x
+    )
+  expected = Predictor.from_run(load_run(workdir), batch_sizes=(8,)).predict(x).tolist()
+  outputs = []
+  for name, bom in (("plain", False), ("bom", True)):
+    src, out = _write_csv(tmp_path / f"{name}.csv", x, bom=bom), tmp_path / f"{name}_p.csv"
+    args = ["--workdir", workdir, "--input", src, "--output", out, "--batch-size", "8"]
+    code, stdout, stderr = infer_here(script_here, *args)
+    assert code == 0 and stdout.startswith("8 predictions "), (name, stdout, stderr)
+    assert [int(r) for r in out.read_text().splitlines()[1:]] == expected, name
+    outputs.append(out.read_bytes())
+  assert outputs[0] == outputs[1]  # the same predictions, BOM or not
+
+
+def test_a_csv_header_is_told_by_its_content(tmp_path):
+  cases = {
+    "0,1,2\n3,4,5\n": [[0, 1, 2], [3, 4, 5]],  # a header of numbers is data: nothing dropped
+    "a,b,c\n3,4,5\n": [[3, 4, 5]],
+    '"a","b","c"\n"3","4","5"\n': [[3, 4, 5]],  # quoted, as spreadsheets may write it
+    "\ufeffnan,1,2\n3,4,5\n": [[np.nan, 1, 2], [3, 4, 5]],  # NaN is a number (refused later)
+  }
+  for i, (text, rows) in enumerate(cases.items()):
+    (tmp_path / f"{i}.csv").write_text(text, encoding="utf-8")
+    np.testing.assert_array_equal(read_inputs(str(tmp_path / f"{i}.csv"))[0], rows)
+  for text, fragment in (("", "holds no rows"), ("a,b\n", "holds no rows")):
+    (tmp_path / "e.csv").write_text(text)
+    with pytest.raises(DataError, match=fragment):
+      read_inputs(str(tmp_path / "e.csv"))
+  (tmp_path / "l.csv").write_bytes(b"\xe9,b\n1,2\n")  # Latin-1
+  with pytest.raises(DataError, match="is not UTF-8 text .*save it as CSV UTF-8"):
+    read_inputs(str(tmp_path / "l.csv"))
+
+
+def test_an_output_that_is_the_input_is_refused(tiny_cnn_run, script_here, tmp_path):
+  src = _write_csv(tmp_path / "x.csv", np.ones((2, 40)))
+  os.symlink(src, tmp_path / "alias.csv")
+  before = src.read_bytes()
+  for out in (src, tmp_path / "alias.csv", tmp_path / "sub" / ".." / "x.csv"):
+    code, _, stderr = infer_here(
+      script_here, "--workdir", tiny_cnn_run[0], "--input", src, "--output", out
+    )
+    lines = stderr.strip().splitlines()
+    assert code == 1 and len(lines) == 1, stderr
+    assert lines[0] == (
+      f"error: --output {out} would overwrite {src}, the --input this command reads; "
+      f"choose another --output"
+    )
+  assert src.read_bytes() == before
+
+
 def test_int8_weights_are_int8_and_close():
   w = jax.random.normal(jax.random.key(1), (30, 25)) * jnp.linspace(0.1, 3, 25)
   params = {"dense": {"kernel": w, "bias": jnp.ones(25)}}

@@ -1,8 +1,16 @@
-"""Inference's inputs and outputs as local files: `.npy`, `.npz` or CSV, in and out."""
+"""Inference's inputs and outputs as local files: `.npy`, `.npz` or CSV, in and out.
+
+A CSV is read as UTF-8, with or without the byte-order mark spreadsheets write. Its first row is
+a header only when a field in it is not a number (`x0,x1,...`); a row of numbers is data, so a
+header of numbers (`0,1,2,...`) is read as an example: name the columns with words, or leave
+the header out.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
+import warnings
 import zipfile
 
 import numpy as np
@@ -19,7 +27,7 @@ def read_inputs(path: str, key: str | None = None) -> tuple[np.ndarray, np.ndarr
 
   An `.npz` gives the array `key` (default `x`, or its only array) and labels from the matching
   `y` key (`x` -> `y`, `x_test` -> `y_test`) when present; a CSV is one example per row, with an
-  optional header line.
+  optional header line (told apart by its content: see the module's docstring).
   """
   suffix = os.path.splitext(path)[1].lower()
   if suffix not in INPUT_SUFFIXES:
@@ -65,20 +73,42 @@ def _read(path: str, suffix: str, key: str | None) -> tuple[np.ndarray, np.ndarr
 
 
 def _read_csv(path: str) -> np.ndarray:
-  with open(path) as f:
-    first = f.readline()
+  """One example per row, read as UTF-8 with or without a byte-order mark (spreadsheets write
+  one). The first row is a header only when one of its fields is not a number (`x0,x1,...`);
+  a row of numbers is always data, so no example is ever dropped as a presumed header."""
   try:
-    [float(v) for v in first.strip().split(",") if v.strip()]
-    skip = 0
-  except ValueError:
-    skip = 1  # a header line
-  try:
-    return np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64)
+    with open(path, encoding="utf-8-sig", newline="") as f:
+      first = f.readline()
+      rows = f if is_header(first) else itertools.chain([first], f)
+      with warnings.catch_warnings():  # no rows: said below, in the one error line
+        warnings.simplefilter("ignore", UserWarning)
+        x = np.loadtxt(rows, delimiter=",", quotechar='"', ndmin=2, dtype=np.float64)
+  except UnicodeDecodeError as e:
+    raise DataError(
+      f"input {path!r} is not UTF-8 text ({e.reason} at byte {e.start}); save it as CSV UTF-8"
+    ) from None
   except ValueError as e:
     raise DataError(
       f"input {path!r} has a non-numeric or ragged row ({_first_line(e)}); "
       f"give one example per line, comma-separated numbers"
     ) from None
+  if not x.size:
+    raise DataError(f"input {path!r} holds no rows of numbers; give one example per line")
+  return x
+
+
+def is_header(line: str) -> bool:
+  """Whether a CSV row is a header: some field is not a number (an empty field counts as
+  neither, and a row of only empty fields is no header)."""
+  for field in line.split(","):
+    field = field.strip().strip('"').strip()
+    if not field:
+      continue
+    try:
+      float(field)
+    except ValueError:
+      return True
+  return False
 
 
 def write_predictions(
