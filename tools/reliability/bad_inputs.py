@@ -125,6 +125,7 @@ _NAN = lambda a: np.where(a["x"] > 2, np.nan, a["x"])  # noqa: E731
 _READ_ONLY_RUN = files.fake_run("ro", _CNN, readonly=True)
 _HAS_GPU = os.path.exists("/dev/nvidiactl")  # where JAX_PLATFORMS=cuda is no mistake
 _ONE_CORE = len(os.sched_getaffinity(0)) < 2  # where --threads 0 runs one thread, as 1 does
+_OTHER_RUN = files.fake_run("r", _CNN)  # a run directory an output must not land on
 _SHORT = ("--config.num_steps=20", "--config.log_every=10", "--config.eval_every=10",
           "--config.checkpoint_every=10")  # fmt: skip
 
@@ -226,6 +227,7 @@ CASES: list[BadInput] = [
   _sweep("workers 99", "--workers", "99"),
   _sweep("workdir is a file", "--workdir", "{tmp}/f", setup=_FILE),
   _sweep("--out is a directory", "--out", "{tmp}/o/", setup=files.directory("o")),
+  _sweep("--out onto a run's config.json", "--out", "{tmp}/s/seed=0/config"),
   _case("missing --workdir", "sweep.py", "--sweep", "seed=0,1"),
   # infer.py
   _infer("checkpoint last", "--checkpoint", "last"),
@@ -257,6 +259,10 @@ CASES: list[BadInput] = [
   _infer("config.json not an object", "--workdir", "{tmp}/c",
          setup=files.text("c/config.json", "[1, 2]")),
   _case("missing --output", "infer.py", "--workdir", "{run}", "--input", "{tmp}/x.npy"),
+  _infer("inputs that overflow the model", inputs="big.npy",
+         setup=files.npz("big.npy", files.classes(8, x=np.full((8, 40), 3e38, np.float32)), True)),
+  _infer("output is the input", "--output", "{tmp}/x.npy"),
+  _infer("output onto a run's summary.json", "--output", "{tmp}/r/summary.json", setup=_OTHER_RUN),
   # export.py
   _export("out is a directory", "--out", "{tmp}"),
   _export("format pdf", "--format", "pdf"),
@@ -264,6 +270,8 @@ CASES: list[BadInput] = [
   _export("checkpoint never saved", "--format", "stablehlo", "--checkpoint", "7"),
   _export("out under a file", "--out", "{tmp}/f/m.onnx", setup=_FILE),
   _export("workdir missing", "--workdir", "{tmp}/none"),
+  _export("out onto a run's config.json", "--out", "{tmp}/r/config", setup=_OTHER_RUN),
+  _export("out into a run's checkpoints", "--out", "{tmp}/r/checkpoints/m.onnx", setup=_OTHER_RUN),
   # export_dataset.py
   _case("out is an existing file", "export_dataset.py", "--out", "{tmp}/f", setup=_FILE),
   _case("out is a directory", "export_dataset.py", "--out", "{tmp}/d", setup=files.directory("d")),
@@ -271,6 +279,9 @@ CASES: list[BadInput] = [
   _case("language-model config", "export_dataset.py", "--config", _LM, "--out", "{tmp}/d.npz"),
   _case("unknown config key", "export_dataset.py", "--config.data.nmae=x", "--out", "{tmp}/d.npz"),
   _case("missing --out", "export_dataset.py"),
+  _case("out is the npz it reads", "export_dataset.py", "--config.data.name=npz",
+        "--config.data.path={tmp}/d.npz", "--out", "{tmp}/d.npz",
+        setup=files.npz("d.npz", files.classes(200))),
   # bench_inference.py
   _bench("out is an existing file", "--out", "{tmp}/f", setup=_FILE),
   _bench("read-only workdir", "--workdir", "{tmp}/ro", setup=_READ_ONLY_RUN, out=False),
@@ -287,6 +298,7 @@ CASES: list[BadInput] = [
   _bench("checkpoint last", "--checkpoint", "last"),
   _bench("language-model run", "--workdir", "{tmp}/lm", setup=_LM_RUN),
   _bench("workdir missing", "--workdir", "{tmp}/none"),
+  _bench("out is another run's bench", "--out", "{tmp}/r/bench", setup=_OTHER_RUN),
   # train_vs_infer.py
   _tvi("max batch 0", "--max-batch", "0"),
   _tvi("latency calls 0", "--latency-calls", "0"),
@@ -297,6 +309,7 @@ CASES: list[BadInput] = [
   _tvi("language-model config", "--config", _LM),
   _tvi("out is an existing file", "--out", "{tmp}/f", setup=_FILE),
   _tvi("optimizer rmsprop", "--config.optimizer.name=rmsprop"),
+  _tvi("out is another run", "--out", "{tmp}/r", setup=_OTHER_RUN),
   # lm_costs.py
   _case("classifier run", "lm_costs.py", "--workdir", "{run}", "--out", "{tmp}/lm"),
   _lm("new tokens 1", "--new-tokens", "1"),
@@ -304,6 +317,7 @@ CASES: list[BadInput] = [
   _lm("batch size 0", "--batch-sizes", "0,8"),
   _lm("workdir missing", "--workdir", "{tmp}/none"),
   _lm("out is an existing file", "--out", "{tmp}/f", setup=_FILE),
+  _lm("out is the run itself", "--out", "{tmp}/lm"),
   # compare_runs.py
   _case("directory without summary", "compare_runs.py", "{tmp}/e", setup=files.directory("e")),
   _case("path missing", "compare_runs.py", "{tmp}/none"),
@@ -312,6 +326,8 @@ CASES: list[BadInput] = [
   _case("format xml", "compare_runs.py", "{tmp}/r", "--format", "xml"),
   _case("corrupt summary.json", "compare_runs.py", "{tmp}/r",
         setup=files.text("r/summary.json", '{"steps": ')),
+  _case("out onto a run's config.json", "compare_runs.py", "{tmp}/r", "--out", "{tmp}/r/config",
+        setup=files.all_of(_OTHER_RUN, files.text("r/summary.json", _SUMMARY))),
   # replot.py
   _case("file missing", "replot.py", "{tmp}/report.json"),
   _case("not JSON", "replot.py", "{tmp}/report.json", setup=files.text("report.json", "<html>")),
@@ -325,6 +341,8 @@ CASES: list[BadInput] = [
                            files.text("latency_samples.json", "{}"))),
   _case("out is an existing file", "replot.py", "{tmp}/report.json", "--out", "{tmp}/f",
         setup=files.all_of(files.text("report.json", _FULL_REPORT), _FILE)),
+  _case("out onto another run's report figure", "replot.py", "{tmp}/report.json", "--out",
+        "{tmp}/r", setup=files.all_of(files.text("report.json", _FULL_REPORT), _OTHER_RUN)),
   # bench_train_loop.py
   _case("steps 0", "bench_train_loop.py", "--steps", "0"),
   _case("repeats 0", "bench_train_loop.py", "--repeats", "0"),
@@ -344,6 +362,7 @@ CASES: list[BadInput] = [
   _profile("peer onnx missing", "--peer-onnx", "{tmp}/peer.onnx"),
   _profile("language-model run", "--workdir", "{tmp}/lm", setup=_LM_RUN),
   _profile("workdir missing", "--workdir", "{tmp}/none"),
+  _profile("out onto a run's summary.json", "--out", "{tmp}/r/summary", setup=_OTHER_RUN),
   # reproduce_mnist1d.py
   _table("workers 0", "--workers", "0"),
   _table("workers 99", "--workers", "99"),
