@@ -21,29 +21,30 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
+from research import workdir as w
 from research.outputs import OutputError
 
-RUN_MARKERS = ("config.json", "sweep.json")  # a directory holding one is a run's (or a sweep's)
+RUN_MARKERS = (w.CONFIG, "sweep.json")  # a directory holding one is a run's (or a sweep's)
 
-# Each run file or directory by name, with what it is (for the error line).
+# Each run file or directory by name (research/workdir.py's layout, the reports' and the sweep's
+# files), with what it is (for the error line).
 RUN_FILES = {
-  "config.json": "the run's config",
-  "summary.json": "the run's final summary",
-  "checkpoints": "the run's checkpoints",
-  "checkpoints_damaged": "the run's damaged checkpoints, kept for inspection",
-  "summary": "the run's TensorBoard summary",
-  "plugins": "the run's profiler traces",
-  "report.json": "the run's cost report",
-  "report.md": "the run's cost report",
-  "report.png": "the run's cost report figure",
-  "report.svg": "the run's cost report figure",
-  "report.pdf": "the run's cost report figure",
-  "bench": "the run's inference benchmark",
+  w.CONFIG: "the run's config",
+  w.NUMERICS: "the run's numeric environment (x64 mode, threads)",
+  w.SUMMARY: "the run's final summary",
+  w.CHECKPOINTS: "the run's checkpoints",
+  w.CHECKPOINTS + "_damaged": "the run's damaged checkpoints, kept for inspection",
+  w.TENSORBOARD_SUMMARY: "the run's TensorBoard summary",
+  w.PROFILE: "the run's profiler traces",
+  w.REPORT: "the run's cost report",
+  w.REPORT_MARKDOWN: "the run's cost report",
+  **{f"report.{ext}": "the run's cost report figure" for ext in ("png", "svg", "pdf")},
+  w.BENCH: "the run's inference benchmark",
   "lm_costs": "the run's language-model cost report",
   "sweep.json": "the sweep's definition",
   "sweep.md": "the sweep's table",
   "sweep.csv": "the sweep's table",
-  ".lock": "the run's writer lock",
+  w.LOCK: "the run's writer lock",
 }
 RUN_FILE_PREFIXES = {
   "events.out.tfevents.": "the run's TensorBoard events",

@@ -135,6 +135,7 @@ def test_no_output_lands_on_a_runs_own_files_in_any_run(tmp_path):
     (check_output_file, str(run / "events.out.tfevents.1.host.1.0"), (), "tfevents"),
     (check_output_file, str(run / "report.json"), (), "report.json"),
     (check_output_file, str(run / ".lock"), (), ".lock"),
+    (check_output_prefix, str(run / "numerics"), (".json",), "numerics.json"),
     (check_output_file, str(tmp_path / "link" / "config.json"), (), "config.json"),  # a symlink
     (check_output_file, str(run / "new" / ".." / "config.json"), (), "config.json"),
     (check_output_file, str(sweep / "sweep.md"), (), "sweep.md"),
