@@ -180,3 +180,108 @@ def test_outputs_written_whole_before_a_signal_stops_the_process(tmp_path):
   assert str(stopped.value) == (
     "interrupted by SIGHUP after the report was written; re-run the same command to go on"
   )
+
+
+def test_sighup_while_training_checkpoints_at_the_stop_and_exits_129(tmp_path, monkeypatch):
+  """The real handler, in this process: SIGHUP is taken like SIGTERM."""
+  import threading
+
+  from research.config import load_config
+  from research.training.loop import train_and_evaluate
+
+  config = load_config(
+    "experiments/mnist1d_cnn.py:tiny",
+    ["num_steps=1000", "log_every=10", "eval_every=500", "checkpoint_every=500"],
+  )
+  workdir = str(tmp_path / "run")
+  handlers = {s: signal.getsignal(s) for s in preemption.HANDLED}
+  for key in ("installed", "finished", "quiet"):
+    monkeypatch.setattr(preemption._State, key, getattr(preemption._State, key))
+  preemption._State.installed = False
+
+  def hang_up_once_training():  # config.json: inside the loop's deferred(), before the 1st chunk
+    while not os.path.exists(os.path.join(workdir, "config.json")):
+      time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGHUP)
+
+  preemption.install()
+  try:
+    threading.Thread(target=hang_up_once_training, daemon=True).start()
+    with pytest.raises(preemption.Interrupted) as stopped:
+      train_and_evaluate(config, workdir, progress=False)
+  finally:
+    for s, handler in handlers.items():
+      signal.signal(s, handler)
+    preemption.reset()
+  step = stopped.value.step
+  assert stopped.value.exit_code == 129 and 0 < step < 1000 and step % 500
+  assert str(stopped.value) == (
+    f"interrupted by SIGHUP at step {step}; checkpoint saved; re-run the same command to resume"
+  )
+  assert (
+    max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()) == step
+  )
+
+
+@pytest.mark.slow
+def test_train_vs_infer_checkpoints_while_training_and_writes_nothing_half_while_measuring(
+  repo_root, tmp_path
+):
+  workdir = str(tmp_path / "run")
+  cmd = [
+    sys.executable,
+    "-u",
+    os.path.join(repo_root, "scripts", "train_vs_infer.py"),
+    "--config",
+    os.path.join(repo_root, "experiments/mnist1d_cnn.py:tiny"),
+    "--config.num_steps=2000",
+    "--config.log_every=10",
+    "--config.eval_every=100",
+    "--config.checkpoint_every=100",
+    "--workdir",
+    workdir,
+    "--no-progress",
+    "--engines",
+    "jax",
+    "--max-batch",
+    "8",
+    "--latency-calls",
+    "50",
+  ]
+
+  def saved():  # a first checkpoint: compiled and training
+    ckpts = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(ckpts) and any(s.isdigit() for s in os.listdir(ckpts))
+
+  def stopped_when(printed, then=lambda: True):
+    """SIGTERM once stdout has a line with `printed` and then `then()`: (exit status, stderr
+    lines, seconds to exit)."""
+    proc = subprocess.Popen(
+      cmd,
+      env={**os.environ, "PYTHONPATH": repo_root},
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    line = ""
+    while printed not in line:
+      line = proc.stdout.readline()
+      assert line, proc.communicate()
+    while not then():
+      assert proc.poll() is None, proc.communicate()
+      time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    return _finish(proc)
+
+  code, lines, seconds = stopped_when("training mnist1d_cnn", saved)
+  step = max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+  assert code == 143 and seconds < 10 and 100 <= step < 2000
+  assert lines == [
+    f"interrupted by SIGTERM at step {step}; checkpoint saved; re-run the same command to resume"
+  ]
+
+  code, lines, seconds = stopped_when("timing inference")
+  assert code == 143 and seconds < 10
+  assert lines == ["interrupted by SIGTERM after training had finished (the run is complete)"]
+  assert os.path.exists(os.path.join(workdir, "summary.json"))
+  assert not [n for n in os.listdir(workdir) if n.startswith("report") or ".tmp" in n]
