@@ -71,8 +71,10 @@ def serve(fn: Callable, conn: Any, core: int, xla_flags: str, cache: str, parent
       reply = ("failed", *_portable(e))
     try:
       conn.send(reply)
-    except Exception:  # the parent is gone, or the result cannot be sent
+    except (OSError, EOFError):  # the parent is gone
       _leave(1)
+    except Exception as e:  # the result cannot be pickled
+      conn.send(("failed", *_portable(e)))
     if reply[0] == "stopped":
       _leave(0)
     if preemption.requested() is not None:  # came after the job's last chunk: stop now

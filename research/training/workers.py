@@ -111,6 +111,7 @@ class _Pool:
     self.jobs = jobs
     self.workers: list[_Worker] = []
     self.stop_signal: int | None = None  # set once, when the workers are told to stop
+    self.received: int | None = None  # the first signal this process received
     self.checkpointed = 0  # runs saved at the stop
     self.unsaved = 0  # jobs stopped with nothing to save
     self.failure: tuple[BaseException, str] | None = None  # the first job's error, traceback
@@ -228,6 +229,7 @@ class _Pool:
         signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
   def _on_signal(self, signum: int, frame) -> None:
+    self.received = self.received or signum
     if self.stop_signal is None:
       self.stop(signum)
       return
@@ -239,7 +241,7 @@ class _Pool:
     _exit_now(
       f"{name} while stopping: the workers were killed at once; re-run the same command to "
       f"resume from each run's newest complete checkpoint",
-      128 + self.stop_signal,
+      128 + self.received,
     )
 
   def raise_outcome(self, finished: int) -> None:
