@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -67,7 +67,7 @@ def _handle(signum: int, frame) -> None:
   if _State.quiet:
     if _State.depth > 0:
       return  # a repeat; the parent escalates with SIGKILL if it must
-    os._exit(128 + signum)
+    exit_now(128 + signum)
   if _State.depth > 0:
     message = f"{name} again: stopped at once; re-run the same command to resume from the "
     message += "newest complete checkpoint"
@@ -79,9 +79,17 @@ def _handle(signum: int, frame) -> None:
     message = f"interrupted by {name} before training started; nothing was written"
     code = 128 + signum
   print(message, file=sys.stderr, flush=True)
+  exit_now(code)
+
+
+def exit_now(code: int) -> NoReturn:
+  """Ends the process at once (no interpreter shutdown, whose threads could print), having let
+  go of its workdir locks: os._exit runs no cleanup, and the lock files would stay behind."""
   from research import workdir_lock
 
-  workdir_lock.release_all()  # os._exit runs no cleanup: the lock file would stay behind
+  workdir_lock.release_all()
+  sys.stdout.flush()
+  sys.stderr.flush()
   os._exit(code)
 
 

@@ -12,7 +12,6 @@ import ctypes
 import os
 import pickle
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -114,6 +113,4 @@ def _watch(parent: int) -> None:
 
 def _leave(code: int) -> NoReturn:
   """Exits without interpreter shutdown (background threads then print nothing)."""
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os._exit(code)
+  preemption.exit_now(code)

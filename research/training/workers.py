@@ -258,18 +258,18 @@ class _Pool:
       parts.append(f"{self.unsaved} job(s) stopped with nothing to save")
     if finished:
       parts.append(f"{finished} of {self.jobs} job(s) finished")
-    others = ", ".join(parts) or "nothing was running"
     if self.dead is not None:
       name, how = self.dead
+      others = f"; the others stopped ({', '.join(parts)})" if parts else ""
       raise WorkerDied(
-        f"the worker running {name} {how}; the others stopped ({others}); re-run the same "
-        f"command to resume"
+        f"the worker running {name} {how}{others}; re-run the same command to resume"
       )
     name = signal.Signals(self.stop_signal).name
     raise preemption.Interrupted(
       self.stop_signal,
       None,
-      f"interrupted by {name}: {others}; re-run the same command to resume",
+      f"interrupted by {name}: {', '.join(parts) or 'no job had started'}; re-run the same "
+      "command to resume",
       self.checkpointed,
     )
 
@@ -310,8 +310,7 @@ def _how(exit_code: int | None) -> str:
 
 def _exit_now(line: str, code: int) -> NoReturn:
   print(line, file=sys.stderr, flush=True)
-  sys.stdout.flush()
-  os._exit(code)
+  preemption.exit_now(code)
 
 
 def slice_count(work: float, total: float, workers: int, pieces_per_worker: int) -> int:
