@@ -10,9 +10,11 @@ checkpoints, TensorBoard events and summary.json. Runs that differ only in the s
 optimizer scalars Optax injects (learning rate, weight decay, clipping norm) train side by side
 in one vmapped program; the groups are cut into one slice per worker process, each pinned to its
 own core. --config.<field>=<value> applies to every run. Re-running the command skips finished
-runs and resumes interrupted ones. The table of results lands in <workdir>/sweep.{md,csv}
-(and OUT.md/.csv/.json with --out). --one-by-one also trains the same runs one after another,
-each alone, on one core, and reports both wall times (it needs a fresh --workdir).
+runs and resumes interrupted ones. SIGTERM, Ctrl-C or SIGHUP reaches every worker: each
+checkpoints its runs, and the sweep exits 143, 130 or 129 with one line. The table of results
+lands in <workdir>/sweep.{md,csv} (and OUT.md/.csv/.json with --out). --one-by-one also trains
+the same runs one after another, each alone, on one core, and reports both wall times (it needs
+a fresh --workdir).
 The work is done by research.training.sweep.
 """
 
@@ -74,4 +76,4 @@ def main() -> int:
 if __name__ == "__main__":
   from research.cli import run_main
 
-  run_main(main)
+  run_main(main, preemptible=True)

@@ -10,7 +10,9 @@ counts FLOPs analytically and with XLA, reads memory from the compiled executabl
 this machine's peak FLOP/s, and writes WORKDIR/report.md, report.json, report.png (and a copy
 into --out), and in TensorBoard the report (Text tab), its figure (Images) and its headline as
 the run's HParams metrics (trial/*). Break-even: the number of predictions after which
-inference has cost more than training did. A few minutes on a 2-core CPU.
+inference has cost more than training did. A few minutes on a 2-core CPU. SIGTERM, Ctrl-C or
+SIGHUP while it trains checkpoints the run (exit 143, 130, 129; re-run to resume); while it
+measures, it exits at once with one line, and the report is written whole or not at all.
 """
 
 from __future__ import annotations
@@ -119,4 +121,4 @@ def main() -> int:
 if __name__ == "__main__":
   from research.cli import run_main
 
-  run_main(main)
+  run_main(main, preemptible=True)

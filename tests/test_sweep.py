@@ -171,3 +171,66 @@ def test_killed_sweep_resumes_and_skips_finished_runs(repo_root, tmp_path):
   assert rows[0].startswith("run,model.channels,seed,status") and len(rows) == 5
   again = subprocess.run(sweep_cmd(repo_root, workdir), env=env, capture_output=True, text=True)
   assert again.returncode == 0 and "4 runs: 4 finished, 0 to train" in again.stdout
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_sweep_checkpoints_every_run_and_the_rerun_ends_as_if_uninterrupted(
+  repo_root, tmp_path
+):
+  workdir, reference = str(tmp_path / "sweep"), str(tmp_path / "reference")
+  env = {**os.environ, "PYTHONPATH": repo_root}
+
+  def cmd(w):  # two runs, one per worker: each trains alone, so a resume is bitwise
+    return [
+      sys.executable,
+      os.path.join(repo_root, "scripts", "sweep.py"),
+      "--config",
+      os.path.join(repo_root, CNN),
+      "--sweep",
+      "seed=0,1",
+      "--workers",
+      "2",
+      "--workdir",
+      w,
+      "--config.num_steps=2000",
+      "--config.log_every=10",
+      "--config.eval_every=100",
+      "--config.checkpoint_every=100",
+      "--config.data.validation_size=200",
+    ]
+
+  proc = subprocess.Popen(cmd(workdir), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  runs = [os.path.join(workdir, f"seed={s}") for s in (0, 1)]
+  deadline = time.time() + 240
+
+  def saved(run):  # a first checkpoint: compiled and training
+    ckpts = os.path.join(run, "checkpoints")
+    return os.path.isdir(ckpts) and any(s.isdigit() for s in os.listdir(ckpts))
+
+  while not all(map(saved, runs)):
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGTERM)
+  t = time.time()
+  _, err = proc.communicate(timeout=30)
+  assert proc.returncode == 143 and time.time() - t < 10
+  lines = [s for s in err.decode().splitlines() if s.strip() and not s.startswith("sweep:")]
+  assert lines == [
+    "interrupted by SIGTERM: 2 run(s) checkpointed; re-run the same command to resume"
+  ]
+  for run in runs:
+    steps = [int(s) for s in os.listdir(os.path.join(run, "checkpoints")) if s.isdigit()]
+    assert 100 <= max(steps) < 2000, steps
+    assert not os.path.exists(os.path.join(run, "summary.json"))
+
+  again = subprocess.run(cmd(workdir), env=env, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-2000:]
+  alone = subprocess.run(cmd(reference), env=env, capture_output=True, text=True, timeout=300)
+  assert alone.returncode == 0, alone.stderr[-2000:]
+  for s in (0, 1):
+    with open(os.path.join(workdir, f"seed={s}", "summary.json")) as f:
+      resumed = json.load(f)
+    with open(os.path.join(reference, f"seed={s}", "summary.json")) as f:
+      expected = json.load(f)
+    figures = [k for k in expected if k.startswith(("final_", "best_")) or k == "steps"]
+    assert {k: resumed[k] for k in figures} == {k: expected[k] for k in figures}

@@ -34,6 +34,7 @@ from research.studies import StudyError
 from research.studies.cost_report import markdown_report, plot_report
 from research.studies.engine_timing import fastest_engines, time_engines
 from research.studies.report_fields import trial_metrics
+from research.training import preemption
 from research.training.loop import train_and_evaluate
 from research.training.optimizers import optimizer_from_config
 from research.training.step import create_train_state, make_train_step
@@ -90,6 +91,8 @@ def run_job(
   for name in settings.profiles:
     hardware.get_profile(name)  # unknown names fail before any work
   summary = train_or_reuse(config, workdir, progress, log)
+  preemption.stop_if_requested("after training had finished (the run is complete)")
+  preemption.training_done()  # measuring from here: a signal ends it at once, in one line
   run = load_run(workdir, "latest")
   data = load_dataset(config.data)
   batch, steps = config.batch_size, summary["steps"]
@@ -357,18 +360,20 @@ def _train_and_report(
   report["provenance"] = meta
   text = markdown_report(report, meta["markdown"]) + "\n"
   md_path = ""
-  for directory in dict.fromkeys([workdir, out or workdir]):  # the workdir always keeps a copy
-    os.makedirs(directory, exist_ok=True)
-    write_json(workdir_lib.path(directory, workdir_lib.REPORT), report)
-    md_path = workdir_lib.path(directory, workdir_lib.REPORT_MARKDOWN)
-    write_text(md_path, text)
-    plot_report(report, workdir_lib.path(directory, workdir_lib.REPORT_FIGURE))
-  dashboard.publish_report(
-    workdir,
-    report["step"],
-    "report",
-    text,
-    [workdir_lib.path(workdir, workdir_lib.REPORT_FIGURE)],
-    trial_metrics(report),
-  )
+  # A signal while the report is written waits for all of it: never half old, half new.
+  with preemption.whole("after training and measuring, once the report was written"):
+    for directory in dict.fromkeys([workdir, out or workdir]):  # the workdir always keeps a copy
+      os.makedirs(directory, exist_ok=True)
+      write_json(workdir_lib.path(directory, workdir_lib.REPORT), report)
+      md_path = workdir_lib.path(directory, workdir_lib.REPORT_MARKDOWN)
+      write_text(md_path, text)
+      plot_report(report, workdir_lib.path(directory, workdir_lib.REPORT_FIGURE))
+    dashboard.publish_report(
+      workdir,
+      report["step"],
+      "report",
+      text,
+      [workdir_lib.path(workdir, workdir_lib.REPORT_FIGURE)],
+      trial_metrics(report),
+    )
   return report, md_path

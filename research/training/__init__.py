@@ -12,10 +12,11 @@
 - distributed.py: several processes (hosts) training one run, ending together.
 - distributed_log.py: one line instead of the runtime's abort when a peer of such a run dies.
 - resume.py: what a checkpoint carries besides the state, and restoring from it.
-- preemption.py: SIGTERM and Ctrl-C stop a run after a checkpoint.
+- preemption.py: SIGTERM, Ctrl-C and SIGHUP stop a run after a checkpoint.
 - profiling.py: a `jax.profiler` trace of a window of steps.
 - progress.py: the progress bar and the line a resume prints.
 - run_summary.py: summary.json, what a run ends with.
 - sweep.py, sweep_table.py: a grid of runs and its table.
-- workers.py: jobs on pinned worker processes, one per core (sweeps, Table 1).
+- workers.py: jobs on pinned worker processes, one per core (sweeps, Table 1), which the
+  parent owns: signals forwarded, none outliving it; worker_process.py: a worker's side.
 """

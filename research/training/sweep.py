@@ -114,12 +114,18 @@ def plan_jobs(
 
 
 def train_group_job(spec: str, overrides: list[tuple[str, ...]], workdirs: list[str]) -> dict:
-  """In a worker: the runs side by side; a diverged run stops alone and says so."""
+  """In a worker: the runs side by side; a diverged run stops alone and says so. Stopped by a
+  signal, every run of the group is checkpointed (the parent counts them)."""
   from research.training.loop import train_runs
+  from research.training.preemption import Interrupted
 
   configs = [config_lib.load_config(spec, o) for o in overrides]
   t = time.perf_counter()
-  summaries = train_runs(configs, workdirs, progress=False, keep_going=True)
+  try:
+    summaries = train_runs(configs, workdirs, progress=False, keep_going=True)
+  except Interrupted as e:
+    e.runs = len(workdirs)
+    raise
   return {"summaries": summaries, "wall_seconds": time.perf_counter() - t}
 
 
@@ -306,14 +312,17 @@ def _train_one_by_one(
 
 
 def _write_tables(report: dict[str, Any], workdir: str, out: str) -> None:
-  """`<workdir>/sweep.{md,csv}`, and with `out` the same tables and the report as JSON."""
+  """`<workdir>/sweep.{md,csv}`, and with `out` the same tables and the report as JSON; a signal
+  meanwhile waits until all are written."""
   from research.outputs import write_json, write_text
+  from research.training import preemption
   from research.training.sweep_table import csv_table, markdown
 
   text = markdown(report)
-  write_text(os.path.join(workdir, TABLE + ".md"), text)
-  write_text(os.path.join(workdir, TABLE + ".csv"), csv_table(report))
-  if out:
-    write_text(out + ".md", text)
-    write_text(out + ".csv", csv_table(report))
-    write_json(out + ".json", report)
+  with preemption.whole("after the sweep's runs had finished, once its tables were written"):
+    write_text(os.path.join(workdir, TABLE + ".md"), text)
+    write_text(os.path.join(workdir, TABLE + ".csv"), csv_table(report))
+    if out:
+      write_text(out + ".md", text)
+      write_text(out + ".csv", csv_table(report))
+      write_json(out + ".json", report)
