@@ -34,7 +34,7 @@ from typing import Iterator, Sequence
 from tools import REPO
 from tools.reliability.judge import script_env
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def run_in_process(argv: Sequence[str], timeout: float | None = None) -> tuple[int | None, str]:
