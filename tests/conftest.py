@@ -60,7 +60,9 @@ def script_here(monkeypatch):
 
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(sys, "argv", [name, *map(str, argv)])
-    monkeypatch.setattr(preemption, "install", lambda *args, **kwargs: None)  # pytest keeps its signal handlers
+    monkeypatch.setattr(
+      preemption, "install", lambda *args, **kwargs: None
+    )  # pytest keeps its signal handlers
     out, err, code = io.StringIO(), io.StringIO(), 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
       try:
