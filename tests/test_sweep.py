@@ -180,9 +180,22 @@ def test_sigterm_to_a_sweep_checkpoints_every_run_and_the_rerun_ends_as_if_unint
   workdir, reference = str(tmp_path / "sweep"), str(tmp_path / "reference")
   env = {**os.environ, "PYTHONPATH": repo_root}
 
-  def cmd(w):  # two runs, one per worker: each trains alone, so a resume is bitwise
+  # Two runs, one per worker: each trains alone, so a resume is bitwise. The sweep gets every
+  # CPU of the machine back (under xdist this process is pinned to one), set from inside the
+  # child as preexec_fn is unsafe in a threaded process.
+  cpus = sorted(int(c) for c in os.environ["TEST_MACHINE_CPUS"].split(","))
+  if len(cpus) < 2:
+    pytest.skip("needs two CPUs: one pinned worker per run")
+  launcher = (
+    f"import os, runpy, sys; os.sched_setaffinity(0, {cpus!r}); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+  )
+
+  def cmd(w):
     return [
       sys.executable,
+      "-c",
+      launcher,
       os.path.join(repo_root, "scripts", "sweep.py"),
       "--config",
       os.path.join(repo_root, CNN),
