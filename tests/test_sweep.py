@@ -220,21 +220,32 @@ def test_sigterm_to_a_sweep_checkpoints_every_run_and_the_rerun_ends_as_if_unint
     ckpts = os.path.join(run, "checkpoints")
     return os.path.isdir(ckpts) and any(s.isdigit() for s in os.listdir(ckpts))
 
-  while not all(map(saved, runs)):
+  def finished(run):
+    return os.path.exists(os.path.join(run, "summary.json"))
+
+  # On a busy machine one run can finish before the other saves its first checkpoint: the stop
+  # then interrupts one run, and the message counts the finished job apart.
+  while not all(saved(r) or finished(r) for r in runs):
     assert proc.poll() is None and time.time() < deadline, proc.communicate()
     time.sleep(0.1)
   proc.send_signal(signal.SIGTERM)
   t = time.time()
   _, err = proc.communicate(timeout=30)
+  if proc.returncode == 0:
+    pytest.skip("both runs finished before the stop could be sent")
   assert proc.returncode == 143 and time.time() - t < 10
   lines = [s for s in err.decode().splitlines() if s.strip() and not s.startswith("sweep:")]
-  assert lines == [
-    "interrupted by SIGTERM: 2 run(s) checkpointed; re-run the same command to resume"
-  ]
+  done = [r for r in runs if finished(r)]
+  assert len(done) < 2
+  expected = f"interrupted by SIGTERM: {2 - len(done)} run(s) checkpointed"
+  if done:
+    expected += f", {len(done)} of 2 job(s) finished"
+  assert lines == [expected + "; re-run the same command to resume"]
   for run in runs:
+    if run in done:
+      continue
     steps = [int(s) for s in os.listdir(os.path.join(run, "checkpoints")) if s.isdigit()]
     assert 100 <= max(steps) < 2000, steps
-    assert not os.path.exists(os.path.join(run, "summary.json"))
 
   again = subprocess.run(cmd(workdir), env=env, capture_output=True, text=True, timeout=300)
   assert again.returncode == 0, again.stderr[-2000:]
