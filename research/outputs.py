@@ -139,6 +139,10 @@ def atomic_path(path: str, tmp: str | None = None, optional: bool = False) -> It
     yield tmp
     if not (optional and not os.path.exists(tmp)):
       os.replace(tmp, path)
+  except OSError as e:
+    if e.filename is None:  # a write to a full disk names no file; the one line names this one
+      e.filename = path
+    raise
   finally:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
@@ -230,7 +234,12 @@ def replacing(path: str, remake: Sequence[str] = ()) -> Iterator[str]:
       )
     else:
       os.mkdir(staging)
-    yield staging
+    try:
+      yield staging
+    except OSError as e:  # named where the file was going, not by its temporary name
+      if isinstance(e.filename, str) and e.filename.startswith(staging + os.sep):
+        e.filename = target + e.filename[len(staging) :]
+      raise
     if not os.path.isdir(target):
       os.rename(staging, target)
     elif not _exchange(staging, target):  # then `staging` holds the old directory
