@@ -333,6 +333,11 @@ def _describe(error: BaseException) -> tuple[str, int]:
     return "interrupted; re-run the same command on every process to resume", 130
   if type(error).__module__.split(".")[0] == "research":  # the project's errors name the fix
     return f"error: {_one_line(error)}", 1
+  from research import storage
+
+  full_or_read_only = storage.describe(error)  # a full disk, a read-only directory, ...
+  if full_or_read_only is not None:
+    return f"error: {full_or_read_only}", 1
   traceback.print_exception(type(error), error, error.__traceback__)
   return f"error: {type(error).__name__} (a bug: the traceback is above)", 1
 
