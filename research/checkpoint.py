@@ -29,6 +29,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from research import storage
 from research.errors import UserError
 from research.outputs import rename
 
@@ -65,6 +66,20 @@ class _QuietReadOnly(logging.Filter):
 
 
 logging.getLogger("absl").addFilter(_QuietReadOnly())
+
+
+class _QuietStorageFailure(logging.Filter):
+  """A full or read-only disk fails every thread of an asynchronous save, and Orbax logs each
+  with its traceback (450 lines); the save's error says it in one line (research/storage.py)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.exc_info and record.exc_info[1] is not None:
+      if storage.failure(record.exc_info[1]) is not None:
+        return False
+    return storage.failure(Exception(record.getMessage())) is None
+
+
+logging.getLogger("absl").addFilter(_QuietStorageFailure())
 
 
 class _QuietAsyncioShutdown(logging.Filter):
@@ -163,6 +178,10 @@ class Checkpointer:
       read_only=read_only,
       enable_async_checkpointing=not read_only,
       todelete_subdir=None if read_only else _TRASH,  # a rename: atomic, unlike a delete
+      # Step directories made in `save`, in this thread: made in Orbax's background thread, a
+      # read-only or missing directory had stalled the run 300 s (a wait for a signal that the
+      # failed thread never sent) before 394 lines of tracebacks.
+      async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
     )
     self._manager = ocp.CheckpointManager(
       self.directory, item_names=("params", "opt_state", "meta"), options=options
@@ -237,17 +256,19 @@ class Checkpointer:
 
     `score` is given for a new best only (higher is better); it ranks the kept best.
     """
-    self._manager.check_for_errors()
+    with storage.reported("a checkpoint could not be saved", self.directory):
+      self._manager.check_for_errors()
     metrics = None if score is None else {BEST_METRIC: float(score)}
-    self._manager.save(
-      step,
-      args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params),
-        opt_state=ocp.args.StandardSave(opt_state),
-        meta=ocp.args.JsonSave(meta),
-      ),
-      metrics=metrics,
-    )
+    with storage.reported(f"checkpoint step {step} not saved", self.directory):
+      self._manager.save(
+        step,
+        args=ocp.args.Composite(
+          params=ocp.args.StandardSave(params),
+          opt_state=ocp.args.StandardSave(opt_state),
+          meta=ocp.args.JsonSave(meta),
+        ),
+        metrics=metrics,
+      )
 
   def restore(self, step: int, params_like: Any, opt_state_like: Any) -> tuple[Any, Any, dict]:
     """Params, optimizer state and meta of `step`, placed like the given (abstract) trees."""
@@ -292,8 +313,9 @@ class Checkpointer:
 
   def wait(self) -> None:
     """Blocks until pending saves are on disk, and raises if any failed."""
-    self._manager.wait_until_finished()
-    self._manager.check_for_errors()
+    with storage.reported("a checkpoint could not be saved", self.directory):
+      self._manager.wait_until_finished()
+      self._manager.check_for_errors()
     if not self.read_only:
       self._empty_trash()
 

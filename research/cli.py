@@ -136,28 +136,42 @@ def add_threads_flag(parser: argparse.ArgumentParser, default: int = 1) -> None:
 def run_main(main: Callable[[], int | None], preemptible: bool = False) -> None:
   """Runs `main`, turning a `UserError` (research/errors.py) into one line on stderr and exit 1.
 
-  `preemptible` (training): SIGTERM and Ctrl-C are taken over before JAX starts
-  (research/training/preemption.py): the run checkpoints the step it reaches and exits 143 or
-  130. Every failing exit leaves through `os._exit` once its line is out (`sys.exit` inside a
-  test process): background threads (Orbax's event loop) then cannot print tracebacks at
-  interpreter shutdown, which under load had turned a one-line error into 62-125 lines.
+  A storage failure (a full disk, a read-only directory, a file where a directory should be:
+  research/storage.py) and a JAX backend that JAX_PLATFORMS names but this machine lacks are
+  one `error:` line too, wherever they were raised. SIGTERM, SIGHUP and Ctrl-C are taken over
+  before JAX starts (research/training/preemption.py). `preemptible` (training): the run
+  checkpoints the step it reaches and exits 143, 129 or 130. Otherwise the signal raises where
+  the command is, so its cleanup runs (no temporary file, no half-replaced directory stays), and
+  it exits 143, 129 or 130 with one line. Every failing exit leaves through `os._exit` once its
+  line is out (`sys.exit` inside a test process): background threads (Orbax's event loop) then
+  cannot print tracebacks at interpreter shutdown, which under load had turned a one-line error
+  into 62-125 lines.
   """
-  if preemptible:
-    from research.training import preemption
+  from research import storage
+  from research.runtime import backend_problem
+  from research.training import preemption
 
-    preemption.install()
+  preemption.install(unwind=not preemptible)
   try:
     code = main() or 0
   except UserError as e:
     _exit(f"error: {e}", 1)
   except KeyboardInterrupt:
-    _exit("interrupted; re-run the same command to resume from the last checkpoint", 130)
-  except Exception as e:
-    from research.training.preemption import Interrupted
-
-    if not isinstance(e, Interrupted):
-      raise
+    if preemptible:
+      _exit("interrupted; re-run the same command to resume from the last checkpoint", 130)
+    _exit("interrupted by SIGINT (Ctrl-C) before the end; re-run the same command", 130)
+  except preemption.Stopped as e:
     _exit(str(e), e.exit_code)
+  except Exception as e:
+    if isinstance(e, preemption.Interrupted):
+      _exit(str(e), e.exit_code)
+    line = storage.describe(e) or backend_problem(e)
+    if line is None:
+      raise
+    _exit(f"error: {line}", 1)
+  signum = preemption.stopping()
+  if signum is not None:  # raised, but caught on the way by code that went on
+    _exit(str(preemption.Stopped(signum)), 128 + signum)
   sys.exit(code)
 
 

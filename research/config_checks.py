@@ -12,6 +12,7 @@ from typing import Callable
 import ml_collections
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+MAX_STEPS = 2**31  # steps count in int32 on device: a schedule at 3e9 steps overflowed
 SCHEDULES = ("constant", "cosine", "linear")
 DECAY_MASKS = ("all", "matrices")
 
@@ -55,6 +56,16 @@ def validate_optimizer(opt: ml_collections.ConfigDict, num_steps: int, need: Nee
   choice("name", OPTIMIZERS, "adam")
   choice("schedule", SCHEDULES, "constant")
   choice("weight_decay_mask", DECAY_MASKS, "all")
+  # Decay rates outside [0, 1) (or NaN) turn the loss into NaN steps later, which then blamed
+  # the learning rate; checked here they name the field.
+  for key, default in (("b1", 0.9), ("b2", 0.999), ("momentum", 0.9)):
+    value = opt.get(key, default)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    need(
+      number and 0.0 <= value < 1.0,
+      f"optimizer.{key} is a decay rate and must be a finite number in [0, 1), got {value!r}; "
+      f"set --config.optimizer.{key} (default {default})",
+    )
   for key in ("weight_decay", "clip_norm"):
     need(opt.get(key, 0.0) >= 0, f"optimizer.{key} must be >= 0, got {opt.get(key)}")
   need(
@@ -66,6 +77,12 @@ def validate_optimizer(opt: ml_collections.ConfigDict, num_steps: int, need: Nee
     isinstance(warmup, int) and isinstance(decay, int) and warmup >= 0 and decay >= 0,
     f"optimizer.warmup_steps and decay_steps must be integers >= 0, got {warmup}, {decay}",
   )
+  steps = {"num_steps": num_steps, "optimizer.warmup_steps": warmup, "optimizer.decay_steps": decay}
+  for key, value in steps.items():
+    need(
+      value < MAX_STEPS,
+      f"{key} must be below 2**31 ({MAX_STEPS}), got {value}; train for fewer steps",
+    )
   if opt.get("schedule", "constant") != "constant":
     need(
       (decay or num_steps) > warmup,

@@ -139,6 +139,10 @@ def atomic_path(path: str, tmp: str | None = None, optional: bool = False) -> It
     yield tmp
     if not (optional and not os.path.exists(tmp)):
       os.replace(tmp, path)
+  except OSError as e:
+    if e.filename is None:  # a write to a full disk names no file; the one line names this one
+      e.filename = path
+    raise
   finally:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
@@ -157,9 +161,14 @@ def write_text(path: str, text: str) -> str:
   return write_bytes(path, text.encode())
 
 
+def json_text(obj: Any) -> str:
+  """`obj` as `write_json` writes it: indented, numpy scalars and arrays as numbers and lists."""
+  return json.dumps(obj, indent=2, default=_json_default) + "\n"
+
+
 def write_json(path: str, obj: Any) -> str:
   """Writes atomically, indented, numpy scalars and arrays as plain numbers and lists."""
-  return write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+  return write_bytes(path, json_text(obj).encode())
 
 
 def write_npz(path: str, **arrays: Any) -> str:
@@ -190,22 +199,90 @@ def write_all(files: Mapping[str, str | bytes], flag: str = "") -> None:
 
 
 @contextlib.contextmanager
-def replacing_directory(path: str) -> Iterator[str]:
-  """For a block that re-makes the whole directory `path` (LoadGen's logs): the old one is kept
-  aside as PATH.previous while the block runs and deleted after it; if the block raises, what it
-  made is removed and the old one put back."""
-  previous = path + ".previous"
-  shutil.rmtree(previous, ignore_errors=True)
-  if os.path.isdir(path):
-    rename(path, previous)
+def replacing(path: str, remake: Sequence[str] = ()) -> Iterator[str]:
+  """For a block that writes a directory of outputs (bench_inference's OUT): yields a temporary
+  directory beside `path` to write into, which starts as a copy of `path` without the entries
+  named in `remake` (re-made whole by the block, like LoadGen's logs). When the block ends the
+  temporary takes `path`'s place in one step (one rename exchange, or two renames where the
+  file system has none); when it raises (a full disk, Ctrl-C, or SIGTERM and SIGHUP, which
+  `cli.run_main` turns into an exception) the temporary is removed and `path` stays as it was.
+  A reader sees the old directory or the new one, never half of each.
+
+  The temporary is `.NAME.tmp<pid>`; one left by a process killed with -9 is removed by the next
+  run. Where `path` cannot be renamed (a mount point, or the working directory or one above
+  it) the block writes into `path` itself, as before.
+  """
+  target = os.path.realpath(path)
+  parent, name = os.path.split(target)
+  cwd = os.path.realpath(os.getcwd())
+  if os.path.ismount(target) or cwd == target or cwd.startswith(target + os.sep):
+    os.makedirs(target, exist_ok=True)
+    yield target
+    return
+  os.makedirs(parent, exist_ok=True)
+  _remove_stale(parent, f".{name}.tmp")
+  staging = os.path.join(parent, f".{name}.tmp{os.getpid()}")
+  shutil.rmtree(staging, ignore_errors=True)
   try:
-    yield path
-  except BaseException:
-    if os.path.isdir(previous):
-      shutil.rmtree(path, ignore_errors=True)
-      rename(previous, path)
-    raise
-  shutil.rmtree(previous, ignore_errors=True)
+    if os.path.isdir(target):
+      skip = set(remake)
+      shutil.copytree(
+        target,
+        staging,
+        symlinks=True,
+        ignore=lambda d, names: [n for n in names if d == target and n in skip],
+      )
+    else:
+      os.mkdir(staging)
+    try:
+      yield staging
+    except OSError as e:  # named where the file was going, not by its temporary name
+      if isinstance(e.filename, str) and e.filename.startswith(staging + os.sep):
+        e.filename = target + e.filename[len(staging) :]
+      raise
+    if not os.path.isdir(target):
+      os.rename(staging, target)
+    elif not _exchange(staging, target):  # then `staging` holds the old directory
+      old = staging + ".old"
+      os.rename(target, old)
+      try:
+        os.rename(staging, target)
+      except BaseException:
+        os.rename(old, target)
+        raise
+      os.rename(old, staging)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _exchange(a: str, b: str) -> bool:
+  """Swaps two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+  try:
+    import ctypes
+
+    renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+  except (OSError, AttributeError):
+    return False
+  at_fdcwd, rename_exchange = -100, 2
+  return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _remove_stale(parent: str, prefix: str) -> None:
+  """Removes `prefix<pid>` temporaries in `parent` whose process is gone (killed with -9)."""
+  for entry in os.listdir(parent):
+    pid = entry[len(prefix) :].removesuffix(".old")
+    if entry.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+      shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
 
 
 def rename(source: str, target: str) -> None:

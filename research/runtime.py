@@ -152,3 +152,47 @@ def numeric_environment() -> dict:
     "xla_cpu_threads": 1 if single_threaded() else cpus,
     "backend": jax.default_backend(),
   }
+
+
+_INSTALL = {  # how to get a backend JAX_PLATFORMS may name
+  "cuda": 'pip install -U "jax[cuda12]" on a machine with an NVIDIA GPU',
+  "gpu": 'pip install -U "jax[cuda12]" on a machine with an NVIDIA GPU',
+  "tpu": 'pip install -U "jax[tpu]" on a TPU VM',
+  "rocm": "install JAX's ROCm plugin on a machine with an AMD GPU",
+}
+
+
+def backend_problem(e: BaseException) -> str | None:
+  """The one line for JAX failing to start a backend that JAX_PLATFORMS names (None: `e` is not
+  that). JAX says so with an AssertionError (cuda on a machine without an NVIDIA GPU) or a
+  RuntimeError, 30 lines deep; the line names the missing backend and the fix."""
+  wanted = [p.strip() for p in os.environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+  if not wanted or "jax" not in sys.modules:
+    return None
+  import traceback
+
+  frames = traceback.extract_tb(e.__traceback__)
+  if not any(f.filename.endswith(os.path.join("jax", "_src", "xla_bridge.py")) for f in frames):
+    return None
+  try:
+    from jax._src import hardware_utils, xla_bridge
+
+    known = set(xla_bridge._backend_factories)
+    gpu = hardware_utils.has_visible_nvidia_gpu()
+  except Exception:  # private API moved: say less
+    known, gpu = set(), True
+  missing = []
+  for name in wanted:
+    if name in ("cuda", "gpu") and not gpu:
+      missing.append(f"{name} (no NVIDIA GPU visible)")
+    elif known and name not in known:
+      missing.append(f"{name} (not installed)")
+    elif isinstance(e, RuntimeError) and f"backend '{name}'" in str(e):
+      missing.append(f"{name} ({str(e).split(': ', 1)[-1].split(' (set JAX_PLATFORMS')[0][:120]})")
+  missing = missing or [", ".join(wanted)]
+  fixes = dict.fromkeys(_INSTALL.get(m.split()[0], "install its JAX plugin") for m in missing)
+  return (
+    f"JAX_PLATFORMS={os.environ['JAX_PLATFORMS']} asks for a backend this machine cannot start: "
+    f"{'; '.join(missing)}; unset JAX_PLATFORMS (JAX then uses what is here, e.g. the CPU) or "
+    f"{' / '.join(fixes)}"
+  )

@@ -24,6 +24,7 @@ import os
 import sys
 from typing import Iterator, Sequence
 
+from research import storage
 from research.outputs import writable
 from research.workdir import LOCK, WorkdirError
 
@@ -135,8 +136,13 @@ def _lock(workdir: str) -> int:
     if not _same_file(fd, lock_path):  # its holder removed it between our open and flock
       os.close(fd)
       continue
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()} {' '.join(sys.argv)}\n".encode(errors="replace"))
+    try:
+      with storage.reported(f"cannot lock workdir {workdir!r}", where=workdir):
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {' '.join(sys.argv)}\n".encode(errors="replace"))
+    except BaseException:
+      os.close(fd)
+      raise
     return fd
   raise WorkdirError(f"cannot lock workdir {workdir!r}: its lock file keeps changing; retry")
 

@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if e.name != "torch":
       raise
     sys.exit("error: torch is not installed; pip install -e '.[reference]'")
-  from research.outputs import write_json, write_text
+  from research.outputs import json_text, write_all
 
   args = parse_args(argv, list(ref.MODELS))
   ref.pin_threads()
@@ -122,8 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       f"steps/s={r['steps_per_second']:8.1f} test_acc={r['final_test_accuracy']:.4f}",
       flush=True,
     )
-  write_json(args.out, {"meta": meta, "results": records})
-  write_text(args.md, ref.markdown(meta, records))
+  write_all(
+    {args.out: json_text({"meta": meta, "results": records}), args.md: ref.markdown(meta, records)}
+  )
   print(f"wrote {args.out} and {args.md}")
   return 0
 

@@ -48,6 +48,8 @@ def main() -> int:
 
   workdir = workdir_for(args, config)
   with together:  # several processes: an error ends them all, each with one line
+    if args.distributed:
+      distributed.check_same_config(config, config.peer_timeout_seconds)
     s = train_and_evaluate(config, workdir, progress=not args.no_progress)
   lines = [
     f"{s['experiment']}: {s['model']} ({s['params']:,} params), {s['steps']} steps on "

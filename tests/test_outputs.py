@@ -1,5 +1,5 @@
 """research/outputs.py: a write that fails part-way keeps the old file and leaves no temporary; a
-set of files is written whole or not at all; a re-made directory comes back when the block fails;
+set of files is written whole or not at all (a directory replaced whole: tests/test_storage.py);
 markdown tables escape pipes and align columns; no output lands on a run's own files or on an
 input (research/run_files.py)."""
 
@@ -17,7 +17,6 @@ from research.outputs import (
   check_output_file,
   check_output_prefix,
   markdown_table,
-  replacing_directory,
   write_all,
   write_npz,
   write_text,
@@ -78,23 +77,6 @@ def test_write_all_writes_every_file_or_none(tmp_path):
   write_all({first: "table\n", str(tmp_path / "t.bin"): b"\x00"})
   assert open(first).read() == "table\n"
   assert sorted(os.listdir(tmp_path)) == ["a_file", "t.bin", "t.md"]
-
-
-def test_a_re_made_directory_replaces_the_old_one_or_gives_it_back(tmp_path):
-  logs = tmp_path / "loadgen"
-  logs.mkdir()
-  (logs / "old.txt").write_text("old")
-  with pytest.raises(KeyboardInterrupt):
-    with replacing_directory(str(logs)):
-      assert not logs.exists()  # the old one is aside while the block runs
-      logs.mkdir()
-      (logs / "half.txt").write_text("")
-      raise KeyboardInterrupt
-  assert os.listdir(logs) == ["old.txt"] and os.listdir(tmp_path) == ["loadgen"]
-  with replacing_directory(str(logs)):
-    logs.mkdir()
-    (logs / "new.txt").write_text("new")
-  assert os.listdir(logs) == ["new.txt"] and os.listdir(tmp_path) == ["loadgen"]
 
 
 def test_markdown_table_escapes_pipes_and_aligns_columns():

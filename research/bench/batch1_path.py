@@ -109,7 +109,7 @@ def write_profile(
 ) -> tuple[str, list[dict[str, Any]]]:
   """Profiles a run's batch-1 path; writes OUT.json and OUT.md. Returns the markdown path."""
   from research.data import load_dataset
-  from research.outputs import check_output_prefix, markdown_table, write_json, write_text
+  from research.outputs import check_output_prefix, json_text, markdown_table, write_all
   from research.provenance import provenance
   from research.serving.restore import load_run
   from research.serving.run_kind import require_classifier
@@ -178,6 +178,10 @@ def write_profile(
     "about 26 k multiply-adds).",
   ]
   md = out + ".md"
-  write_json(out + ".json", {"provenance": meta, "records": records})
-  write_text(md, "\n".join(lines) + "\n")
+  write_all(
+    {
+      out + ".json": json_text({"provenance": meta, "records": records}),
+      md: "\n".join(lines) + "\n",
+    }
+  )
   return md, records

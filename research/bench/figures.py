@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from research.bench.latency import saturation_batch_size  # noqa: E402
-from research.outputs import write_bytes  # noqa: E402
+from research.outputs import write_all, write_bytes  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")
 PNG_DPI = 150
@@ -48,13 +48,19 @@ def figure_paths(png_path: str) -> list[str]:
 
 
 def save_figure(fig, png_path: str) -> list[str]:
-  """Writes `fig` as PNG, SVG and PDF beside each other and closes it; returns the paths."""
-  paths = figure_paths(png_path)
+  """Writes `fig` as PNG, SVG and PDF beside each other (all three or none) and closes it;
+  returns the paths."""
+  files = figure_files(fig, png_path)
+  write_all(files)
+  return list(files)
+
+
+def figure_files(fig, png_path: str) -> dict[str, bytes]:
+  """`fig` rendered as PNG, SVG and PDF: path -> bytes, for `write_all` with other files."""
   fit_bar_labels(fig)
-  for path, fmt in zip(paths, FORMATS):
-    write_bytes(path, _render(fig, fmt))
+  files = {path: _render(fig, fmt) for path, fmt in zip(figure_paths(png_path), FORMATS)}
   plt.close(fig)
-  return paths
+  return files
 
 
 def png_bytes(fig) -> bytes:

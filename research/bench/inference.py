@@ -290,39 +290,38 @@ def _measure_and_write(
   from research import dashboard
   from research.bench import figures
   from research.data import load_dataset
-  from research.outputs import replacing_directory, write_json, write_text
+  from research.outputs import replacing, write_json, write_text
   from research.provenance import provenance
   from research.serving.restore import load_run
 
   run = load_run(workdir, checkpoint)
   data = load_dataset(run.config.data)
-  os.makedirs(out, exist_ok=True)
   t = time.perf_counter()
-  # Re-running into the same OUT replaces its LoadGen logs, as it replaces bench.json; the old
-  # ones are kept aside until the new benchmark has finished, and put back if it fails.
-  with replacing_directory(os.path.join(out, "loadgen")):
-    result = benchmark_run(run, data, out, settings, log=log)
-  if settings.profile:
-    from research.bench.trace import trace_inference
+  # Everything goes into a copy of OUT that replaces it whole at the end (its LoadGen logs
+  # re-made): a failure or a signal part-way leaves OUT as it was, not half old and half new.
+  with replacing(out, remake=("loadgen",)) as staging:
+    result = _renamed(benchmark_run(run, data, staging, settings, log=log), staging, out)
+    if settings.profile:
+      from research.bench.trace import trace_inference
 
-    result["profile"] = trace_inference(run, data.x_test, os.path.abspath(workdir))
-    log(f"  profile: a trace of jax inference in {workdir}/plugins/profile (Profile tab)")
-  meta = provenance(
-    argv,
-    workdir=os.path.abspath(workdir),
-    step=run.step,
-    experiment=run.config.experiment,
-    wall_seconds=time.perf_counter() - t,
-    tensorboard_summary=None if read_only else dashboard.summary_dir(workdir),
-  )
-  title = f"Inference benchmark: {run.config.experiment} (step {run.step})"
-  samples = result.pop("latency_samples_us")
-  write_json(os.path.join(out, "bench.json"), {"provenance": meta, **result})
-  text = markdown_report(result, title, meta["markdown"])
-  write_text(os.path.join(out, "bench.md"), text + "\n")
-  # latency.*, batch_sweep.* (PNG, SVG, PDF) and latency_samples.json, so scripts/replot.py
-  # can re-draw them without measuring again
-  figures.write_benchmark_figures(result, samples, out, run.config.experiment)
+      result["profile"] = trace_inference(run, data.x_test, os.path.abspath(workdir))
+      log(f"  profile: a trace of jax inference in {workdir}/plugins/profile (Profile tab)")
+    meta = provenance(
+      argv,
+      workdir=os.path.abspath(workdir),
+      step=run.step,
+      experiment=run.config.experiment,
+      wall_seconds=time.perf_counter() - t,
+      tensorboard_summary=None if read_only else dashboard.summary_dir(workdir),
+    )
+    title = f"Inference benchmark: {run.config.experiment} (step {run.step})"
+    samples = result.pop("latency_samples_us")
+    write_json(os.path.join(staging, "bench.json"), {"provenance": meta, **result})
+    text = markdown_report(result, title, meta["markdown"])
+    write_text(os.path.join(staging, "bench.md"), text + "\n")
+    # latency.*, batch_sweep.* (PNG, SVG, PDF) and latency_samples.json, so scripts/replot.py
+    # can re-draw them without measuring again
+    figures.write_benchmark_figures(result, samples, staging, run.config.experiment)
   if read_only:
     log(
       f"  workdir {workdir} is read-only: no TensorBoard summary written (the files are in {out})"
@@ -336,3 +335,14 @@ def _measure_and_write(
       [os.path.join(out, "latency.png"), os.path.join(out, "batch_sweep.png")],
     )
   return meta, out
+
+
+def _renamed(obj: Any, staging: str, out: str) -> Any:
+  """`obj` with every path under the temporary `staging` named under `out`, where it will be."""
+  if isinstance(obj, str) and (obj == staging or obj.startswith(staging + os.sep)):
+    return out + obj[len(staging) :]
+  if isinstance(obj, dict):
+    return {k: _renamed(v, staging, out) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return type(obj)(_renamed(v, staging, out) for v in obj)
+  return obj

@@ -21,7 +21,7 @@ from research.bench.timing import median_and_percentiles
 from research.config import ConfigError
 from research.data import BatchSchedule, Dataset, load_dataset
 from research.models import ModelError, build_model
-from research.outputs import markdown_table, write_json, write_text
+from research.outputs import json_text, markdown_table, write_all
 from research.provenance import provenance
 from research.training.optimizers import make_optimizer
 from research.training.step import create_train_state, make_train_chunk, make_train_step
@@ -199,7 +199,6 @@ def write_loop_report(
 ) -> None:
   """OUT.json (records and provenance) and OUT.md (the table)."""
   meta = provenance(argv, xla_threads=threads)
-  write_json(out + ".json", {"meta": meta, "records": records})
   rows = [
     [
       r["model"],
@@ -215,8 +214,8 @@ def write_loop_report(
     ["model", "conv", "loop structure", "compile s", "train s (median)", "steps/s"], rows
   )
   model, steps = records[0]["model"], records[0]["steps"]
-  write_text(
-    out + ".md",
+  text = (
     f"# Training loop structure, {model}, {steps} Adam steps at batch 100"
-    f"\n\n{meta['markdown']}\n\n{table}\n",
+    f"\n\n{meta['markdown']}\n\n{table}\n"
   )
+  write_all({out + ".json": json_text({"meta": meta, "records": records}), out + ".md": text})

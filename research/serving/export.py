@@ -198,7 +198,7 @@ def export_run(
   failed export or check leaves neither. Returns the `out.json` record.
   """
   from research.data import load_dataset
-  from research.outputs import check_output_file, write_bytes, write_json
+  from research.outputs import check_output_file, json_text, write_all
   from research.provenance import provenance
   from research.run_files import check_targets
   from research.serving.restore import load_run
@@ -245,6 +245,5 @@ def export_run(
     "provenance": provenance(list(argv), workdir=os.path.abspath(workdir), step=run.step),
   }
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  write_bytes(out, artifact)
-  write_json(out + ".json", record)
+  write_all({out: artifact, out + ".json": json_text(record)})  # both or neither
   return record

@@ -306,6 +306,14 @@ def plot_report(r: dict[str, Any], path: str) -> str:
   return save_figure(report_figure(r), path)[0]
 
 
+def report_figure_files(r: dict[str, Any], path: str) -> dict[str, bytes]:
+  """The report's figure rendered, PNG at `path` and SVG and PDF beside it: path -> bytes."""
+  from research.bench.figures import figure_files
+  from research.studies.cost_figure import report_figure
+
+  return figure_files(report_figure(r), path)
+
+
 def engine_of(mode: dict[str, Any]) -> str:
   """The engine an inference mode was timed on (reports before engines were compared: jax)."""
   return mode.get("engine", "jax")

@@ -312,7 +312,7 @@ def write_lm_costs(
   workdir: str, out: str, settings: LMCostSettings, argv: Sequence[str]
 ) -> dict[str, Any]:
   """`lm_costs`, with provenance, written as OUT/report.json and OUT/report.md."""
-  from research.outputs import check_output_dir, write_json, write_text
+  from research.outputs import check_output_dir, json_text, write_all
   from research.provenance import provenance
   from research.serving.run_kind import require_language_model
 
@@ -328,6 +328,11 @@ def write_lm_costs(
   report = lm_costs(workdir, settings)
   meta = provenance(argv, wall_seconds=time.perf_counter() - t)
   report["provenance"] = meta
-  write_json(workdir_lib.path(out, workdir_lib.REPORT), report)
-  write_text(workdir_lib.path(out, workdir_lib.REPORT_MARKDOWN), markdown(report, meta["markdown"]))
+  # Both or neither: a full disk or a signal part-way leaves the old pair, not one of each.
+  write_all(
+    {
+      workdir_lib.path(out, workdir_lib.REPORT): json_text(report),
+      workdir_lib.path(out, workdir_lib.REPORT_MARKDOWN): markdown(report, meta["markdown"]),
+    }
+  )
   return report

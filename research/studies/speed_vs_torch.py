@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from research import workdir as workdir_lib
-from research.outputs import markdown_table, write_json, write_text
+from research.outputs import json_text, markdown_table, write_all
 from research.provenance import provenance
 from research.studies import StudyError
 
@@ -130,9 +130,7 @@ def write_speed_report(
         f"{row['jax_acc']:.3f}",
       ]
     )
-  write_json(out + ".json", {"meta": meta, "records": records})
-  write_text(
-    out + ".md",
+  markdown = (
     (
       "# Training speed: this codebase vs an independent PyTorch implementation\n\n"
       "MNIST-1D reference protocol (Adam 1e-2, batch 100 sequential, 6000 steps), both "
@@ -156,6 +154,8 @@ def write_speed_report(
       ],
       table,
     )
-    + "\n",
+    + "\n"
   )
+  # Both or neither: a failure part-way leaves the old pair, not a new table beside old records.
+  write_all({out + ".json": json_text({"meta": meta, "records": records}), out + ".md": markdown})
   return records

@@ -25,13 +25,13 @@ from research.bench.latency import saturation_batch_size
 from research.cost import CostError, flops, hardware, xla
 from research.data import load_dataset
 from research.models import count_params, tree_bytes
-from research.outputs import check_output_dir, write_json, write_text
+from research.outputs import check_output_dir, json_text, write_all
 from research.provenance import provenance
 from research.serving.engines import check_engines
 from research.serving.restore import load_run
 from research.serving.run_kind import run_kind
 from research.studies import StudyError
-from research.studies.cost_report import markdown_report, plot_report
+from research.studies.cost_report import markdown_report, report_figure_files
 from research.studies.engine_timing import fastest_engines, time_engines
 from research.studies.report_fields import trial_metrics
 from research.training import preemption
@@ -363,11 +363,16 @@ def _train_and_report(
   # A signal while the report is written waits for all of it: never half old, half new.
   with preemption.whole("after training and measuring, once the report was written"):
     for directory in dict.fromkeys([workdir, out or workdir]):  # the workdir always keeps a copy
-      os.makedirs(directory, exist_ok=True)
-      write_json(workdir_lib.path(directory, workdir_lib.REPORT), report)
       md_path = workdir_lib.path(directory, workdir_lib.REPORT_MARKDOWN)
-      write_text(md_path, text)
-      plot_report(report, workdir_lib.path(directory, workdir_lib.REPORT_FIGURE))
+      figure = report_figure_files(report, workdir_lib.path(directory, workdir_lib.REPORT_FIGURE))
+      # All or none: a full disk part-way leaves the old report, not a new JSON beside an old one.
+      write_all(
+        {
+          workdir_lib.path(directory, workdir_lib.REPORT): json_text(report),
+          md_path: text,
+          **figure,
+        }
+      )
     dashboard.publish_report(
       workdir,
       report["step"],

@@ -32,6 +32,7 @@ import atexit
 import collections
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -196,6 +197,43 @@ def check_devices() -> None:
     )
 
 
+def check_same_config(config: Mapping, peer_timeout_seconds: int) -> None:
+  """Every process must train the same config: each publishes its own and compares it with
+  process 0's (process 0 with every other's). Started with different ones, they had trained
+  until the first `device_put` of differing values, then each printed a 36-line AssertionError
+  called a bug; now each names the fields that differ, in one line."""
+  import jax
+  from jax._src import distributed as jax_distributed
+
+  from research.config import config_differences, to_dict
+
+  client = getattr(jax_distributed.global_state, "client", None)
+  if client is None or jax.process_count() == 1:
+    return
+  mine = to_dict(config) if not isinstance(config, dict) else config
+  index = jax.process_index()
+  client.key_value_set(f"research/config/{index}", json.dumps(mine, sort_keys=True))
+  timeout_ms = (peer_timeout_seconds + VERDICT_GRACE_SECONDS) * 1000
+  for other in range(1, jax.process_count()) if index == 0 else [0]:
+    theirs = json.loads(client.blocking_key_value_get(f"research/config/{other}", timeout_ms))
+    differ = config_differences(mine, theirs)
+    if differ:
+      shown = "; ".join(
+        f"{key}: {_dotted(theirs, key)!r} there, {_dotted(mine, key)!r} here" for key in differ[:3]
+      )
+      more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+      raise ParallelError(
+        f"--distributed: process {other} was started with another config ({shown}{more}); start "
+        f"every process with the same --config and --config.* flags"
+      )
+
+
+def _dotted(tree: Mapping, key: str):
+  for part in key.split("."):
+    tree = tree.get(part) if isinstance(tree, Mapping) else None
+  return tree
+
+
 class _Filter:
   process: subprocess.Popen | None = None
   stderr = -1  # the real stderr, handed back at exit
@@ -295,6 +333,11 @@ def _describe(error: BaseException) -> tuple[str, int]:
     return "interrupted; re-run the same command on every process to resume", 130
   if type(error).__module__.split(".")[0] == "research":  # the project's errors name the fix
     return f"error: {_one_line(error)}", 1
+  from research import storage
+
+  full_or_read_only = storage.describe(error)  # a full disk, a read-only directory, ...
+  if full_or_read_only is not None:
+    return f"error: {full_or_read_only}", 1
   traceback.print_exception(type(error), error, error.__traceback__)
   return f"error: {type(error).__name__} (a bug: the traceback is above)", 1
 

@@ -16,6 +16,12 @@ A worker process of a sweep (`research/training/workers.py`) installs the handle
 parent speaks for it, so it prints nothing, a repeated signal is ignored (the parent forwards
 what it receives, and a terminal's Ctrl-C reaches both; the parent escalates with SIGKILL), and
 outside `deferred()` it exits at once with status 128 + the signal.
+
+A command that trains nothing (export, infer, bench, compare_runs, ...) installs the handlers
+`unwind`: outside `deferred()` the first signal raises where the command is (`Stopped`, or
+KeyboardInterrupt for Ctrl-C), so its `finally` blocks run and its atomic writers remove their
+temporaries, and `cli.run_main` exits 143, 129 or 130 with one line. Dying at once had left
+`*.tmp<pid>` files and half-replaced output directories. A second signal exits at once.
 """
 
 from __future__ import annotations
@@ -41,19 +47,34 @@ class Interrupted(Exception):
     super().__init__(message or f"interrupted by {name} {where}; re-run the same command to resume")
 
 
+class Stopped(BaseException):
+  """A command that trains nothing, stopped by SIGTERM or SIGHUP where it was (`install(unwind=
+  True)`). A BaseException, as KeyboardInterrupt is: library code that catches Exception must
+  not swallow it."""
+
+  def __init__(self, signum: int):
+    self.signum, self.exit_code = signum, 128 + signum
+    name = signal.Signals(signum).name
+    super().__init__(f"stopped by {name} before the end; re-run the same command")
+
+
 class _State:
   installed = False
   depth = 0  # >0: inside deferred(), signals are recorded
   received: int | None = None
   finished = False  # a deferred() block has ended
   quiet = False  # a worker: no line, repeats ignored (research/training/workers.py)
+  unwind = False  # a command that trains nothing: the first signal raises (`Stopped`)
+  stopping: int | None = None  # the signal that raised `Stopped` or KeyboardInterrupt
 
 
-def install(quiet: bool = False) -> None:
-  """Takes over SIGINT, SIGTERM and SIGHUP for this process (main thread only; idempotent)."""
+def install(quiet: bool = False, unwind: bool = False) -> None:
+  """Takes over SIGINT, SIGTERM and SIGHUP for this process (main thread only; idempotent).
+
+  `quiet`: a sweep's worker; `unwind`: a command that trains nothing (the module's doc)."""
   if _State.installed or threading.current_thread() is not threading.main_thread():
     return
-  _State.quiet = quiet
+  _State.quiet, _State.unwind = quiet, unwind
   for signum in HANDLED:
     signal.signal(signum, _handle)
   _State.installed = True
@@ -68,6 +89,15 @@ def _handle(signum: int, frame) -> None:
     if _State.depth > 0:
       return  # a repeat; the parent escalates with SIGKILL if it must
     exit_now(128 + signum)
+  if _State.unwind and _State.depth == 0 and _State.received is None:
+    if _State.stopping is None:
+      _State.stopping = signum
+      if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+      raise Stopped(signum)
+    message = f"{name} again: stopped at once, without cleaning up; re-run the same command"
+    print(message, file=sys.stderr, flush=True)
+    exit_now(128 + _State.stopping)
   if _State.depth > 0:
     message = f"{name} again: stopped at once; re-run the same command to resume from the "
     message += "newest complete checkpoint"
@@ -148,6 +178,12 @@ def agreed(received: int | None) -> int | None:
   return nonzero[0] if nonzero else None
 
 
+def stopping() -> int | None:
+  """The signal that raised `Stopped` or KeyboardInterrupt in an `unwind` command (or None)."""
+  return _State.stopping
+
+
 def reset() -> None:
   """Forgets a recorded signal (tests; a process that trains again after handling one)."""
   _State.received = None
+  _State.stopping = None

@@ -165,6 +165,8 @@ def run_scenario(
   t0 = time.perf_counter()
   _run_loadgen(responder, test, scenario, settings, perf_count, log_dir)
   wall_s = time.perf_counter() - t0
+  if responder.error is not None and not isinstance(responder.error, Exception):
+    raise responder.error  # Ctrl-C, SIGTERM or SIGHUP (cli.run_main): the command stops
   if responder.error is not None:
     raise LoadGenRunError(
       f"{scenario} run failed inside the predictor "

@@ -50,7 +50,7 @@ def reproduce(
   import shutil
   import time
 
-  from research.outputs import write_json, write_text
+  from research.outputs import json_text, write_all
   from research.provenance import provenance
   from research.runtime import ONE_THREAD_FLAGS
   from research.studies.mnist1d_table1.plan import merge_jobs, plan_jobs
@@ -116,8 +116,7 @@ def reproduce(
     "torch_reference": torch_ref,
     "per_model": results,
   }
-  write_json(out + ".json", report)
-  write_text(out + ".md", markdown(report, root) + "\n")
+  write_all({out + ".json": json_text(report), out + ".md": markdown(report, root) + "\n"})
   return report
 
 
