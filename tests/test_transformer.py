@@ -125,6 +125,31 @@ def test_multi_token_decode_chunks_match_full_forward():
   assert cache[0]["k"].shape == (2, 16, 4, 8)
 
 
+def test_per_row_positions_and_key_len_match_full_forward():
+  """Rows at different positions in one decode call (the serving engine's step), scoring only the
+  cache's first key_len positions, give each row's full-forward logits; the shared-position
+  call is unchanged by key_len."""
+  model, params, apply, _ = _lm(True)
+  seq = _tokens((3, 16), seed=5)
+  full = apply(params, seq)
+  decode = jax.jit(
+    lambda p, t, c, s, key_len: model.apply(p, t, c, s, key_len, method=Transformer.decode),
+    static_argnums=(4,),
+  )
+  cache = init_cache(model, 3)
+  logits, cache = decode(params, seq[:, :4], cache, 0, 8)
+  np.testing.assert_allclose(logits, full[:, :4], **DECODE_TOLERANCE)
+  pos = np.array([4, 2, 3])  # rows 1 and 2 write positions 2 and 3 again: the same keys
+  for _ in range(8):
+    key_len = 8 if pos.max() < 8 else 16
+    token = seq[np.arange(3), pos][:, None]
+    logits, cache = decode(params, token, cache, jnp.asarray(pos), key_len)
+    np.testing.assert_allclose(logits[:, 0], full[np.arange(3), pos], **DECODE_TOLERANCE)
+    pos = pos + 1
+  with pytest.raises(ValueError, match="key_len"):
+    model.apply(params, _tokens((1, 3)), init_cache(model, 1), 6, 8, method=Transformer.decode)
+
+
 # ----------------------------------------------------------------------------------------------
 # (d) generation
 
