@@ -48,6 +48,7 @@ class Block(nn.Module):
   d_ff: int
   n_layer: int
   dtype: Any = None
+  cache_layout: str = "BTHD"
 
   @nn.compact
   def __call__(
@@ -87,10 +88,19 @@ class Block(nn.Module):
     else:
       # Decode: write the new keys/values at start_pos, attend over the whole fixed-size cache;
       # slots not yet written sit at positions > every query and are masked out.
+      heads_first = self.cache_layout == "BHTD"  # buffers [B, N, T, Dh], else [B, T, N, Dh]
       if q_pos_S.ndim == 2:  # per-row positions [B, S]: a scatter, row by row
         rows_Bx1 = jnp.arange(batch)[:, None]
+        where = (rows_Bx1, slice(None), q_pos_S) if heads_first else (rows_Bx1, q_pos_S)
+        new_kv = {  # (with heads first, the indexed view is [B, S, N, Dh] all the same)
+          name: kv[name].at[where].set(new.astype(kv[name].dtype))
+          for name, new in (("k", k_BxSxNxDh), ("v", v_BxSxNxDh))
+        }
+      elif heads_first:
         new_kv = {
-          name: kv[name].at[rows_Bx1, q_pos_S].set(new.astype(kv[name].dtype))
+          name: lax.dynamic_update_slice(
+            kv[name], new.transpose(0, 2, 1, 3).astype(kv[name].dtype), (0, 0, start_pos, 0)
+          )
           for name, new in (("k", k_BxSxNxDh), ("v", v_BxSxNxDh))
         }
       else:
@@ -100,19 +110,22 @@ class Block(nn.Module):
           "v": lax.dynamic_update_slice(kv["v"], v_BxSxNxDh.astype(kv["v"].dtype), idx),
         }
       keys, values = new_kv["k"], new_kv["v"]
+      t_axis = 2 if heads_first else 1
       if key_len is not None:  # positions >= key_len are masked for every query: skip them
-        keys, values = keys[:, :key_len], values[:, :key_len]
+        keys = lax.slice_in_dim(keys, 0, key_len, axis=t_axis)
+        values = lax.slice_in_dim(values, 0, key_len, axis=t_axis)
       keys = keys.astype(q_BxSxNxDh.dtype)
       values = values.astype(q_BxSxNxDh.dtype)
-      k_pos_T = jnp.arange(keys.shape[1])
+      k_pos_T = jnp.arange(keys.shape[t_axis])
 
-    scores_BxNxSxT = jnp.einsum("bshd,bkhd->bhsk", q_BxSxNxDh, keys).astype(jnp.float32)
+    kv_spec = "bhkd" if kv is not None and self.cache_layout == "BHTD" else "bkhd"
+    scores_BxNxSxT = jnp.einsum(f"bshd,{kv_spec}->bhsk", q_BxSxNxDh, keys).astype(jnp.float32)
     mask = causal_mask(q_pos_S, k_pos_T)
     if mask.ndim == 3:  # per row: [B, S, T] -> [B, 1, S, T], one mask for every head
       mask = mask[:, None]
     scores_BxNxSxT = jnp.where(mask, scores_BxNxSxT, jnp.finfo(jnp.float32).min)
     probs_BxNxSxT = jax.nn.softmax(scores_BxNxSxT, axis=-1).astype(values.dtype)
-    attn_BxSxNxDh = jnp.einsum("bhsk,bkhd->bshd", probs_BxNxSxT, values)
+    attn_BxSxNxDh = jnp.einsum(f"bhsk,{kv_spec}->bshd", probs_BxNxSxT, values)
     x_BxSxD = x_BxSxD + dense(d, "attn_out", resid_std)(attn_BxSxNxDh.reshape(batch, s, d))
 
     hidden = nn.gelu(dense(self.d_ff, "mlp_in")(ln("ln_mlp")(x_BxSxD)), approximate=True)
@@ -135,6 +148,7 @@ class Transformer(nn.Module):
   n_ctx: int = 64
   tied_embeddings: bool = True
   dtype: Any = None
+  cache_layout: str = "BTHD"
 
   def setup(self):
     if self.d_model % self.n_head:
@@ -150,7 +164,7 @@ class Transformer(nn.Module):
       "pos_embed", nn.initializers.normal(_INIT_STD / 2), (self.n_ctx, self.d_model), jnp.float32
     )
     self.blocks = [
-      Block(self.n_head, self.d_ff, self.n_layer, self.dtype, name=f"block{i}")
+      Block(self.n_head, self.d_ff, self.n_layer, self.dtype, self.cache_layout, name=f"block{i}")
       for i in range(self.n_layer)
     ]
     self.ln_f = nn.LayerNorm(dtype=self.dtype, param_dtype=jnp.float32)
@@ -243,7 +257,8 @@ def init_cache(model: Transformer, batch: int, dtype: Any = None) -> KVCache:
   `dtype` defaults to the model's compute dtype (float32 when it has none).
   """
   dtype = dtype or model.dtype or jnp.float32
-  shape = (batch, model.n_ctx, model.n_head, model.d_model // model.n_head)
+  t, h, dh = model.n_ctx, model.n_head, model.d_model // model.n_head
+  shape = (batch, h, t, dh) if model.cache_layout == "BHTD" else (batch, t, h, dh)
   return tuple(
     {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(model.n_layer)
   )
