@@ -11,6 +11,7 @@ from research.cost import flops
 from research.cost.xla import compiled_cost
 from research.models import count_params
 from research.models import transformer_flops as tf
+from research.models.layers import ModelError
 from research.models.transformer import Transformer, init_cache
 from research.serving.generate import GenerationError, make_generator
 from research.training.optimizers import make_optimizer
@@ -125,11 +126,12 @@ def test_multi_token_decode_chunks_match_full_forward():
   assert cache[0]["k"].shape == (2, 16, 4, 8)
 
 
-def test_per_row_positions_and_key_len_match_full_forward():
+@pytest.mark.parametrize("layout", ["BTHD", "BHTD"])
+def test_per_row_positions_and_key_len_match_full_forward(layout):
   """Rows at different positions in one decode call (the serving engine's step), scoring only the
-  cache's first key_len positions, give each row's full-forward logits; the shared-position
-  call is unchanged by key_len."""
+  cache's first key_len positions, give each row's full-forward logits, in either cache layout."""
   model, params, apply, _ = _lm(True)
+  model = model.clone(cache_layout=layout)
   seq = _tokens((3, 16), seed=5)
   full = apply(params, seq)
   decode = jax.jit(
@@ -148,6 +150,12 @@ def test_per_row_positions_and_key_len_match_full_forward():
     pos = pos + 1
   with pytest.raises(ValueError, match="key_len"):
     model.apply(params, _tokens((1, 3)), init_cache(model, 1), 6, 8, method=Transformer.decode)
+  if layout == "BHTD":
+    assert cache[0]["k"].shape == (3, 4, 16, 8)
+    greedy = make_generator(model).generate(params, seq[:, :5], 6)
+    np.testing.assert_array_equal(greedy, _lm(True)[3].generate(params, seq[:, :5], 6))
+    with pytest.raises(ModelError, match="cache_layout"):
+      model.clone(cache_layout="TBHD").apply(params, seq)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -138,6 +138,9 @@ class Transformer(nn.Module):
 
   With `tied_embeddings` the output projection is the token embedding transposed (no bias);
   otherwise a separate bias-free Dense. `num_classes` is the vocabulary size (the registry's name).
+  `cache_layout` orders the decode cache's axes: "BTHD" [B, n_ctx, heads, Dh] (the default, which
+  the ONNX export's cache inputs follow) or "BHTD" [B, heads, n_ctx, Dh], which batched decoding
+  reads without transposing (research.serving.decode_engine.for_serving). Params are the same.
   """
 
   num_classes: int
@@ -153,6 +156,8 @@ class Transformer(nn.Module):
   def setup(self):
     if self.d_model % self.n_head:
       raise ModelError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
+    if self.cache_layout not in ("BTHD", "BHTD"):
+      raise ModelError(f"unknown cache_layout {self.cache_layout!r}; choose BTHD or BHTD")
     self.embed = nn.Embed(
       self.num_classes,
       self.d_model,
