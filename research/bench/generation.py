@@ -174,3 +174,49 @@ def engine_decode_sweep(
       }
     )
   return records
+
+
+# The engine variants `decode_variants` compares: the cache layout, and the decode buckets
+# (None: the engine's default, powers of two up to n_ctx; "n_ctx": every step scores the whole
+# cache, as the lockstep Generator does).
+DECODE_VARIANTS = {
+  "BTHD, whole cache": ("BTHD", "n_ctx"),
+  "BTHD, buckets": ("BTHD", None),
+  "BHTD, whole cache": ("BHTD", "n_ctx"),
+  "BHTD, buckets": ("BHTD", None),
+}
+
+
+def decode_variants(
+  model: Any,
+  params: Any,
+  batch_sizes: Sequence[int],
+  prompt_tokens: int = 16,
+  new_tokens: int = 64,
+  repeats: int = 3,
+  variants: Sequence[str] = tuple(DECODE_VARIANTS),
+) -> dict[str, Any]:
+  """Decode tokens/s per slot count for each engine variant, beside the lockstep Generator's
+  batch-1 time per output token (the baseline batch-1 engine steps must not lose to)."""
+  if not hasattr(model, "cache_layout"):
+    raise GenerationError(f"{type(model).__name__} has no cache_layout to compare")
+  out: dict[str, Any] = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "variants": {}}
+  for name in variants:
+    layout, buckets = DECODE_VARIANTS[name]
+    variant = model.clone(cache_layout=layout)
+    out["variants"][name] = engine_decode_sweep(
+      variant,
+      params,
+      batch_sizes,
+      prompt_tokens,
+      new_tokens,
+      (model.n_ctx,) if buckets == "n_ctx" else buckets,
+      repeats,
+    )
+  prompt = jnp.asarray(
+    np.random.default_rng(0).integers(0, model.num_classes, (1, prompt_tokens)), jnp.int32
+  )
+  out["generator_realtime"] = realtime_generation(
+    Generator(model), params, prompt, new_tokens, sequences=10 * repeats
+  )
+  return out
