@@ -40,7 +40,12 @@ def _params():
 def _engine(slots: int) -> DecodeEngine:
   """One warmed-up engine per slot count, shared by the tests (the compiles dominate)."""
   engine = DecodeEngine(
-    for_serving(MODEL), _params(), slots, prefill_buckets=(8, 32), decode_buckets=(16, 32)
+    for_serving(MODEL),
+    _params(),
+    slots,
+    prefill_buckets=(8, 32),
+    decode_buckets=(16, 32),
+    prune_decode_buckets=False,  # every bucket serves, whatever this machine's timings
   )
   engine.warmup()
   return engine
@@ -179,6 +184,16 @@ def test_requests_added_from_another_thread_while_stepping():
   assert sorted(firsts) == sorted(r.id for r in requests)
   for c in scheduler.results.values():
     assert c.arrival_s <= c.first_token_s <= c.done_s
+
+
+def test_decode_buckets_slower_than_a_larger_one_are_dropped():
+  engine = DecodeEngine(MODEL, _params(), 2, decode_buckets=(4, 8, 16))  # not warmed up
+  assert engine.decode_buckets == (4, 8, 16, 32)
+  engine._generate_exe = dict.fromkeys(engine.decode_buckets)
+  engine.decode_step_seconds = {4: 1.0, 8: 3.0, 16: 2.5, 32: 2.0}
+  engine._prune_decode_buckets()
+  assert engine.decode_buckets == (4, 32) and set(engine._generate_exe) == {4, 32}
+  assert [engine._bucket_of[n] for n in (1, 4, 5, 17, 32)] == [4, 4, 32, 32, 32]
 
 
 def test_kv_cache_bytes_and_slots_in_a_budget():

@@ -169,6 +169,7 @@ def engine_decode_sweep(
         "tokens_per_second": batch * 1e3 / step["p50_ms"],
         "tokens_per_second_mean": batch * len(steps) / float(np.sum(steps)),
         "decode_buckets": list(engine.decode_buckets),
+        "decode_step_seconds_at_warmup": engine.decode_step_seconds,
         "compile_seconds": float(sum(sum(v.values()) for v in compile_s.values())),
         "compilations_after_warmup": engine.compilations_after_warmup,
       }
