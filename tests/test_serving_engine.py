@@ -100,6 +100,28 @@ def test_static_batching_gives_the_same_tokens():
     assert _tokens(results) == expected
 
 
+def test_requests_arriving_over_time_are_served_after_they_arrive():
+  requests = _requests()[:5]
+  arrivals = [0.0, 0.004, 0.008, 0.012, 0.016]
+  streamed, done = {}, []
+  for mode, kw in (("continuous", {}), ("static", {"static_wait_s": 0.002})):
+    streamed.clear()
+    results = serve(
+      _engine(3),
+      requests,
+      mode,
+      arrival_s=arrivals,
+      on_first_token=lambda i, tok, t: streamed.setdefault(i, []).append(tok),
+      on_token=lambda i, tok, t: streamed[i].append(tok),
+      on_done=lambda i, tokens, t: done.append(i),
+      **kw,
+    )
+    assert _tokens(results) == {r.id: _alone()[r.id] for r in requests} == streamed
+    for c, at in zip((results[r.id] for r in requests), arrivals):
+      assert at == pytest.approx(c.arrival_s) and c.arrival_s <= c.first_token_s <= c.done_s
+  assert sorted(done) == sorted(2 * [r.id for r in requests])
+
+
 def test_a_finished_request_frees_its_slot_for_the_next():
   engine = _engine(2)
   short, long_, nxt = (
