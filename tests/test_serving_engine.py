@@ -198,7 +198,7 @@ def test_requests_added_from_another_thread_while_stepping():
   thread.start()
   while thread.is_alive() or not scheduler.idle:
     if not scheduler.step():
-      time.sleep(1e-4)
+      scheduler.wait_for_request(timeout=0.01)
   thread.join()
   assert {r.id: scheduler.results[r.id].tokens for r in requests} == {
     r.id: _alone()[r.id] for r in requests

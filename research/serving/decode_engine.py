@@ -16,8 +16,10 @@ baseline on the same engine, waits for a full batch and runs it to its longest r
 Decode cost follows the real context: each step scores only the cache's first L positions, L the
 smallest of `decode_buckets` above every active slot's position (one executable per bucket), so a
 batch of short sequences does not pay for n_ctx. Every shape is fixed at `warmup()`, which
-compiles every bucket ahead of time and reports the seconds; `compilations_after_warmup` counts
-the process's compilations since (0 in steady state).
+compiles every bucket ahead of time and reports the seconds (and drops a decode bucket that ran
+no faster than a larger one); `compilations_after_warmup` counts the process's compilations
+since (0 in steady state). `for_serving(model)` picks the cache layout batched decoding reads
+fastest; `kv_cache_bytes` and `max_slots` give the memory side.
 
 Sampling is per request: greedy at temperature 0, else the i-th new token is drawn with
 `fold_in(key, i)`, as `Generator.generate` does at batch 1, so a request's tokens do not depend
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import threading
 import time
 from typing import Any, Callable, Hashable, NamedTuple, Sequence
@@ -135,8 +138,8 @@ class Request:
 
 @dataclasses.dataclass(frozen=True)
 class Prefix:
-  """A prefilled prompt, ready to insert: its keys/values (per cache buffer, [1, bucket, ...]),
-  its first token and true length, and the request's sampling state."""
+  """A prefilled prompt, ready to insert: its keys/values (each cache buffer's first `bucket`
+  positions, batch 1), its first token and true length, and the request's sampling state."""
 
   kv: Any
   first_token: int
@@ -147,9 +150,9 @@ class Prefix:
 
 
 class DecodeState(NamedTuple):
-  """Everything a decode step reads, one row per slot: the cache buffers ([slots, n_ctx, ...]),
-  the position the slot's next token is written at, that token, its index among the request's
-  new tokens (for sampling), the request's key data and temperature."""
+  """Everything a decode step reads, one row per slot: the cache buffers (slots first), the
+  position the slot's next token is written at, that token, its index among the request's new
+  tokens (for sampling), the request's key data and temperature."""
 
   cache: Any
   pos_B: jax.Array
@@ -389,7 +392,7 @@ class DecodeEngine:
       )
       self.compile_seconds["insert"][p] = time.perf_counter() - t
     for length in self.decode_buckets:
-      fn = lambda params, state, length=length: self._trace_generate(params, state, length)  # noqa: E731
+      fn = functools.partial(self._trace_generate, key_len=length)
       self._generate_exe[length] = compile_("generate", length, fn, state, donate_argnums=(0,))
     self._state = jax.device_put(self._empty_state(), self.device)
     self._warm_host_paths()
@@ -634,6 +637,7 @@ class Scheduler:
     self.results: dict[Hashable, Completion] = {}
     self._waiting: collections.deque[tuple[Request, np.ndarray]] = collections.deque()
     self._lock = threading.Lock()
+    self._arrived = threading.Event()
     self._closed = False
     self._running: dict[int, Request] = {}  # slot -> request
     self._in_batch = 0  # static: requests of the current batch not yet done
@@ -648,6 +652,14 @@ class Scheduler:
       t = self.clock() if arrival_s is None else arrival_s
       self.results[request.id] = Completion(request.id, [], t)
       self._waiting.append((request, prompt))
+    self._arrived.set()
+
+  def wait_for_request(self, timeout: float | None = None) -> bool:
+    """Blocks until a request is added (or `timeout` seconds pass): what a serving loop does
+    when `step()` found nothing to do. True if one came."""
+    came = self._arrived.wait(timeout)
+    self._arrived.clear()
+    return came
 
   def close(self) -> None:
     """No more requests will come: static batching runs a last, partial batch."""
