@@ -290,6 +290,16 @@ def test_decode_step_flops_agree_with_xla():
   analytic = tf.decode_step_flops(model, BATCH)
   _report("d64_l2 decode step", analytic, xla)
   assert abs(xla / analytic - 1) < 0.10
+  # The serving engine's step: one position per row, scoring the cache's first 16 positions.
+  model = model.clone(cache_layout="BHTD")
+  step = lambda p, t, c, s: model.apply(p, t, c, s, 16, method=Transformer.decode)  # noqa: E731
+  pos = jnp.arange(BATCH, dtype=jnp.int32)
+  xla_16 = compiled_cost(
+    step, params, jnp.zeros((BATCH, 1), jnp.int32), init_cache(model, BATCH), pos
+  )
+  analytic_16 = tf.decode_step_flops(model, BATCH, key_len=16)
+  _report("d64_l2 decode step, 16 keys", analytic_16, xla_16["flops"])
+  assert abs(xla_16["flops"] / analytic_16 - 1) < 0.10 and analytic_16 < analytic
 
 
 # ----------------------------------------------------------------------------------------------
