@@ -36,9 +36,19 @@ def _params():
   return jax.jit(init)(jax.random.key(0))
 
 
+# Exact token equality between differently shaped computations needs full float32 matmuls: a
+# GPU's default (TF32) rounds differently per shape. CPU computes float32 either way.
+FULL_F32 = functools.partial(jax.default_matmul_precision, "float32")
+
+
 @functools.lru_cache(maxsize=None)
 def _engine(slots: int) -> DecodeEngine:
   """One warmed-up engine per slot count, shared by the tests (the compiles dominate)."""
+  with FULL_F32():
+    return _warm_engine(slots)
+
+
+def _warm_engine(slots: int) -> DecodeEngine:
   engine = DecodeEngine(
     for_serving(MODEL),
     _params(),
@@ -69,7 +79,10 @@ def _alone() -> dict:
   gen, out = Generator(MODEL), {}
   for r in _requests():
     key = jax.random.key(r.key) if isinstance(r.key, int) else r.key
-    tokens = gen.generate(_params(), jnp.asarray([r.prompt]), r.max_new_tokens, r.temperature, key)
+    with FULL_F32():
+      tokens = gen.generate(
+        _params(), jnp.asarray([r.prompt]), r.max_new_tokens, r.temperature, key
+      )
     out[r.id] = np.asarray(tokens)[0].tolist()
   return out
 
@@ -151,7 +164,8 @@ def test_the_engine_api_places_each_prefix_at_its_own_position():
   tokens = engine.generate()
   assert tokens.shape == (3,)
   assert (engine.position(0), engine.position(2)) == (13, 6)
-  alone = Generator(MODEL).generate(_params(), jnp.asarray([list(range(12))]), 2)
+  with FULL_F32():
+    alone = Generator(MODEL).generate(_params(), jnp.asarray([list(range(12))]), 2)
   assert [b.first_token, int(tokens[0])] == np.asarray(alone)[0].tolist()
   engine.free(0)
   engine.free(2)
