@@ -106,11 +106,13 @@ def test_continuous_batching_gives_each_request_its_own_tokens_in_any_order(slot
   assert engine.compilations_after_warmup == 0
 
 
-def test_static_batching_gives_the_same_tokens():
+def test_static_batching_and_paced_prefills_give_the_same_tokens():
   expected = _alone()
   for slots in (2, 3):
     results = serve(_engine(slots), _requests()[::-1], "static")
     assert _tokens(results) == expected
+  one_prefill_a_step = serve(_engine(3), _requests(), max_prefills_per_step=1)
+  assert _tokens(one_prefill_a_step) == expected
 
 
 def test_requests_arriving_over_time_are_served_after_they_arrive():
