@@ -11,6 +11,7 @@ from research.cost import flops
 from research.cost.xla import compiled_cost
 from research.models import count_params
 from research.models import transformer_flops as tf
+from research.models.layers import ModelError
 from research.models.transformer import Transformer, init_cache
 from research.serving.generate import GenerationError, make_generator
 from research.training.optimizers import make_optimizer
@@ -123,6 +124,38 @@ def test_multi_token_decode_chunks_match_full_forward():
     logits, cache = decode(params, seq[:, start:stop], cache, start)
     np.testing.assert_allclose(logits, full[:, start:stop], **DECODE_TOLERANCE)
   assert cache[0]["k"].shape == (2, 16, 4, 8)
+
+
+@pytest.mark.parametrize("layout", ["BTHD", "BHTD"])
+def test_per_row_positions_and_key_len_match_full_forward(layout):
+  """Rows at different positions in one decode call (the serving engine's step), scoring only the
+  cache's first key_len positions, give each row's full-forward logits, in either cache layout."""
+  model, params, apply, _ = _lm(True)
+  model = model.clone(cache_layout=layout)
+  seq = _tokens((3, 16), seed=5)
+  full = apply(params, seq)
+  decode = jax.jit(
+    lambda p, t, c, s, key_len: model.apply(p, t, c, s, key_len, method=Transformer.decode),
+    static_argnums=(4,),
+  )
+  cache = init_cache(model, 3)
+  logits, cache = decode(params, seq[:, :4], cache, 0, 8)
+  np.testing.assert_allclose(logits, full[:, :4], **DECODE_TOLERANCE)
+  pos = np.array([4, 2, 3])  # rows 1 and 2 write positions 2 and 3 again: the same keys
+  for _ in range(8):
+    key_len = 8 if pos.max() < 8 else 16
+    token = seq[np.arange(3), pos][:, None]
+    logits, cache = decode(params, token, cache, jnp.asarray(pos), key_len)
+    np.testing.assert_allclose(logits[:, 0], full[np.arange(3), pos], **DECODE_TOLERANCE)
+    pos = pos + 1
+  with pytest.raises(ValueError, match="key_len"):
+    model.apply(params, _tokens((1, 3)), init_cache(model, 1), 6, 8, method=Transformer.decode)
+  if layout == "BHTD":
+    assert cache[0]["k"].shape == (3, 4, 16, 8)
+    greedy = make_generator(model).generate(params, seq[:, :5], 6)
+    np.testing.assert_array_equal(greedy, _lm(True)[3].generate(params, seq[:, :5], 6))
+    with pytest.raises(ModelError, match="cache_layout"):
+      model.clone(cache_layout="TBHD").apply(params, seq)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,6 +290,16 @@ def test_decode_step_flops_agree_with_xla():
   analytic = tf.decode_step_flops(model, BATCH)
   _report("d64_l2 decode step", analytic, xla)
   assert abs(xla / analytic - 1) < 0.10
+  # The serving engine's step: one position per row, scoring the cache's first 16 positions.
+  model = model.clone(cache_layout="BHTD")
+  step = lambda p, t, c, s: model.apply(p, t, c, s, 16, method=Transformer.decode)  # noqa: E731
+  pos = jnp.arange(BATCH, dtype=jnp.int32)
+  xla_16 = compiled_cost(
+    step, params, jnp.zeros((BATCH, 1), jnp.int32), init_cache(model, BATCH), pos
+  )
+  analytic_16 = tf.decode_step_flops(model, BATCH, key_len=16)
+  _report("d64_l2 decode step, 16 keys", analytic_16, xla_16["flops"])
+  assert abs(xla_16["flops"] / analytic_16 - 1) < 0.10 and analytic_16 < analytic
 
 
 # ----------------------------------------------------------------------------------------------

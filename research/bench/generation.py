@@ -116,3 +116,108 @@ def batched_generation(
       }
     )
   return records
+
+
+def engine_decode_sweep(
+  model: Any,
+  params: Any,
+  batch_sizes: Sequence[int],
+  prompt_tokens: int = 16,
+  new_tokens: int = 64,
+  decode_buckets: Sequence[int] | None = None,
+  repeats: int = 3,
+  **engine_kw: Any,
+) -> list[dict[str, Any]]:
+  """Decode tokens/s of a `DecodeEngine` with every slot busy, at each slot count.
+
+  Per slot count: an engine of that many slots, warmed up; then `repeats` times every slot gets
+  a random prompt of `prompt_tokens` and `new_tokens - 1` decode steps are timed one by one (each
+  step's tokens copied to the host, as a server must). tokens/s is slots / the median step;
+  `decode_buckets=(n_ctx,)` gives the engine that scores the whole cache every step.
+  """
+  from research.serving.decode_engine import DecodeEngine, Request
+
+  check_fits(model.n_ctx, prompt_tokens, new_tokens)
+  rng = np.random.default_rng(0)
+  records = []
+  for batch in batch_sizes:
+    engine = DecodeEngine(
+      model,
+      params,
+      batch,
+      prefill_buckets=(prompt_tokens,),
+      decode_buckets=decode_buckets,
+      **engine_kw,
+    )
+    compile_s = engine.warmup()
+    steps = []
+    for _ in range(repeats):
+      for slot in range(batch):
+        prompt = rng.integers(0, model.num_classes, prompt_tokens).tolist()
+        engine.insert(engine.prefill(Request(slot, prompt, new_tokens)), slot)
+      for _ in range(new_tokens - 1):
+        t = time.perf_counter()
+        engine.generate()
+        steps.append(time.perf_counter() - t)
+      for slot in range(batch):
+        engine.free(slot)
+    step = _stats_ms(steps)
+    records.append(
+      {
+        "batch_size": int(batch),
+        "step": step,
+        "tokens_per_second": batch * 1e3 / step["p50_ms"],
+        "tokens_per_second_mean": batch * len(steps) / float(np.sum(steps)),
+        "decode_buckets": list(engine.decode_buckets),
+        "decode_step_seconds_at_warmup": engine.decode_step_seconds,
+        "compile_seconds": float(sum(sum(v.values()) for v in compile_s.values())),
+        "compilations_after_warmup": engine.compilations_after_warmup,
+      }
+    )
+  return records
+
+
+# The engine variants `decode_variants` compares: the cache layout, and the decode buckets
+# (None: the engine's default, powers of two up to n_ctx; "n_ctx": every step scores the whole
+# cache, as the lockstep Generator does).
+DECODE_VARIANTS = {
+  "BTHD, whole cache": ("BTHD", "n_ctx"),
+  "BTHD, buckets": ("BTHD", None),
+  "BHTD, whole cache": ("BHTD", "n_ctx"),
+  "BHTD, buckets": ("BHTD", None),
+}
+
+
+def decode_variants(
+  model: Any,
+  params: Any,
+  batch_sizes: Sequence[int],
+  prompt_tokens: int = 16,
+  new_tokens: int = 64,
+  repeats: int = 3,
+  variants: Sequence[str] = tuple(DECODE_VARIANTS),
+) -> dict[str, Any]:
+  """Decode tokens/s per slot count for each engine variant, beside the lockstep Generator's
+  batch-1 time per output token (the baseline batch-1 engine steps must not lose to)."""
+  if not hasattr(model, "cache_layout"):
+    raise GenerationError(f"{type(model).__name__} has no cache_layout to compare")
+  out: dict[str, Any] = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "variants": {}}
+  for name in variants:
+    layout, buckets = DECODE_VARIANTS[name]
+    variant = model.clone(cache_layout=layout)
+    out["variants"][name] = engine_decode_sweep(
+      variant,
+      params,
+      batch_sizes,
+      prompt_tokens,
+      new_tokens,
+      (model.n_ctx,) if buckets == "n_ctx" else buckets,
+      repeats,
+    )
+  prompt = jnp.asarray(
+    np.random.default_rng(0).integers(0, model.num_classes, (1, prompt_tokens)), jnp.int32
+  )
+  out["generator_realtime"] = realtime_generation(
+    Generator(model), params, prompt, new_tokens, sequences=10 * repeats
+  )
+  return out

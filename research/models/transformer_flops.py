@@ -204,13 +204,16 @@ def train_flops(
   return train_step_terms({**model_config, "num_classes": num_classes}, batch, int(input_shape[0]))
 
 
-def decode_step_flops(config: Any, batch: int, new_tokens: int = 1) -> float:
+def decode_step_flops(
+  config: Any, batch: int, new_tokens: int = 1, key_len: int | None = None
+) -> float:
   """FLOPs of one `Transformer.decode` call on `new_tokens` per sequence, at any position.
 
   Every query scores all n_ctx cache slots (the shapes are fixed), so the cost does not depend on
-  how much of the cache is filled.
+  how much of the cache is filled; a call with `key_len` scores only that many.
   """
-  return sequence_forward_flops(config, batch, new_tokens, key_len=_config(config)["n_ctx"])
+  key_len = _config(config)["n_ctx"] if key_len is None else key_len
+  return sequence_forward_flops(config, batch, new_tokens, key_len=key_len)
 
 
 def non_embedding_forward_flops(config: Any, batch: int, seq_len: int) -> float:

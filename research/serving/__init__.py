@@ -11,6 +11,7 @@ onnx_passes.py   graph passes giving jax2onnx's output the form of a hand-writte
 onnx_runtime.py  the ONNX Runtime engines: the export in fp32 and ONNX Runtime's own int8
 offline.py       predictions for a file of examples (scripts/infer.py)
 generate.py      language-model generation with a KV cache
+decode_engine.py continuous batching: prefill, insert into a slot, one decode step over all slots
 """
 
 from research.errors import UserError
