@@ -12,7 +12,6 @@ Pinned to one core, one XLA thread (--threads 1). --out writes the numbers as JS
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -36,7 +35,11 @@ def main() -> int:
     p.error(f"--batch-sizes must be comma-separated integers, got {args.batch_sizes!r}")
   if min(batch_sizes) < 1 or args.new_tokens < 2:
     p.error("batch sizes must be >= 1 and --new-tokens >= 2")
+  from research.outputs import check_output_file, write_json
   from research.runtime import configure_threads
+
+  if args.out:  # before minutes of measuring, not after
+    check_output_file(args.out, "--out", suffixes=(".json",), inputs=[("--config", args.config)])
 
   configure_threads(args.threads)
 
@@ -45,9 +48,16 @@ def main() -> int:
 
   from research.bench.generation import check_fits, decode_variants
   from research.config import load_config
+  from research.data.dataset import LANGUAGE_MODEL, task_of
   from research.models import build_model
+  from research.serving import InferenceError
 
   config = load_config(args.config)
+  if task_of(config.get("data") or {}) != LANGUAGE_MODEL:
+    raise InferenceError(
+      f"{args.config} is a classifier experiment; bench_decode.py times language models: "
+      "give one such as experiments/lm_markov_tiny.py"
+    )
   model = build_model(config.model.to_dict(), config.data.vocab_size)
   check_fits(model.n_ctx, args.prompt_tokens, args.new_tokens)
   params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, model.n_ctx), jnp.int32))
@@ -61,8 +71,7 @@ def main() -> int:
   tpot = r["generator_realtime"]["tpot"]
   print(f"  lockstep Generator, batch 1: time per output token p50 {tpot['p50_ms'] * 1e3:.1f} us")
   if args.out:
-    with open(args.out, "w") as f:
-      json.dump({"command": sys.argv, **r}, f, indent=1)
+    write_json(args.out, {"command": sys.argv, **r})
 
   return 0
 

@@ -343,6 +343,14 @@ CASES: list[BadInput] = [
         setup=files.all_of(files.text("report.json", _FULL_REPORT), _FILE)),
   _case("out onto another run's report figure", "replot.py", "{tmp}/report.json", "--out",
         "{tmp}/r", setup=files.all_of(files.text("report.json", _FULL_REPORT), _OTHER_RUN)),
+  # bench_decode.py
+  _case("batch sizes not integers", "bench_decode.py", "--config", _LM, "--batch-sizes", "a,b"),
+  _case("batch size 0", "bench_decode.py", "--config", _LM, "--batch-sizes", "0"),
+  _case("one new token", "bench_decode.py", "--config", _LM, "--new-tokens", "1"),
+  _case("prompt beyond the context", "bench_decode.py", "--config", _LM, "--prompt-tokens", "999"),
+  _case("classifier config", "bench_decode.py", "--config", _CNN),
+  _case("out is a directory", "bench_decode.py", "--config", _LM, "--out", "{tmp}"),
+  _case("out not json", "bench_decode.py", "--config", _LM, "--out", "{tmp}/decode.txt"),
   # bench_train_loop.py
   _case("steps 0", "bench_train_loop.py", "--steps", "0"),
   _case("repeats 0", "bench_train_loop.py", "--repeats", "0"),
