@@ -113,6 +113,13 @@ def main() -> int:
   tpot = r["generator_realtime"]["tpot"]
   print(f"  lockstep Generator, batch 1: time per output token p50 {tpot['p50_ms'] * 1e3:.1f} us")
   r["peaks"] = peaks
+  r["kv_cache"] = roofline.kv_memory(model, params, {"L3 32 MiB": 32 * 2**20, "1 GiB": 2**30})
+  kv = r["kv_cache"]
+  print(
+    f"KV cache: {kv['per_token']:,} B per token, {kv['per_slot'] / 2**10:.0f} KiB per slot "
+    f"(n_ctx {kv['n_ctx']}); slots that fit beside the params: "
+    + ", ".join(f"{n} in {name}" for name, n in kv["slots_that_fit"].items())
+  )
   r["roofline"] = points
   serving = SERVING_VARIANT if SERVING_VARIANT in points else next(iter(points))
   r["decode_sweep"] = [

@@ -43,6 +43,10 @@ def test_decode_bytes_grow_with_the_context_and_the_batch_as_counted():
   assert eight["weights"] == params_bytes
   for term in ("kv_read", "kv_write", "activations"):
     assert eight[term] == 8 * one[term]
+  # The memory budget side: slots of n_ctx positions beside the params.
+  kv = rl.kv_memory(MODEL, {"w": jnp.zeros(250)}, {"ten": 10 * 32 * per_position + 1000 + 1})
+  assert kv["per_token"] == per_position and kv["per_slot"] == 32 * per_position
+  assert kv["slots_that_fit"] == {"ten": 10}
   # So intensity rises with the batch towards a limit set by the per-row terms alone.
   flops = [tf.decode_step_flops(MODEL, b, key_len=16) for b in (1, 8, 1024)]
   moved = [sum(rl.decode_bytes(MODEL, params_bytes, b, 16).values()) for b in (1, 8, 1024)]

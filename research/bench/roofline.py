@@ -106,6 +106,7 @@ def measure_matmul(n: int = 1536, repeats: int = 7) -> dict[str, Any]:
   flops = 2.0 * n**3
   return {
     "flops_per_s": flops / t["seconds_p50"],
+    "flops_per_s_best": flops / t["seconds_min"],
     "n": int(n),
     "dtype": "float32",
     "flops_per_call": flops,
@@ -140,6 +141,7 @@ def measure_triad(elements: int = 2**25, repeats: int = 10) -> dict[str, Any]:
   p50 = float(np.median(seconds))
   return {
     "bytes_per_s": moved / p50,
+    "bytes_per_s_best": moved / float(np.min(seconds)),  # what STREAM itself reports
     "elements": int(elements),
     "array_bytes": int(FLOAT32_BYTES * elements),
     "bytes_per_call": moved,
@@ -167,7 +169,7 @@ def measure_peaks(
   """
   settings = _check_threads(threads)
   matmul = measure_matmul(matmul_n, repeats)
-  triad = measure_triad(triad_elements, max(repeats, 3))
+  triad = measure_triad(triad_elements, max(2 * repeats, 3))
   cache = measure_triad(cache_triad_elements, max(repeats, 3) * 10)
   peak, bandwidth = matmul["flops_per_s"], triad["bytes_per_s"]
   return {
@@ -192,6 +194,19 @@ def measure_peaks(
 
 # ----------------------------------------------------------------------------------------------
 # Analytic counts
+
+
+def kv_memory(model: Any, params: Any, budgets_bytes: Mapping[str, int]) -> dict[str, Any]:
+  """KV-cache bytes per token and per slot (`research.serving.decode_engine.kv_cache_bytes`) and
+  how many sequences of up to n_ctx tokens fit in each named memory budget beside the params."""
+  from research.serving.decode_engine import kv_cache_bytes, max_slots
+
+  return {
+    **kv_cache_bytes(model),
+    "params_bytes": tree_bytes(params),
+    "slots_that_fit": {name: max_slots(model, b, params) for name, b in budgets_bytes.items()},
+    "budgets_bytes": dict(budgets_bytes),
+  }
 
 
 def _shape(model: Any) -> dict[str, Any]:
