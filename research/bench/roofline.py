@@ -301,7 +301,9 @@ def roofline_point(
   **extra: Any,
 ) -> dict[str, Any]:
   """One phase's point: intensity, bound and the achieved fraction of it (against the DRAM
-  roof, and beside it the cache-resident roof when measured)."""
+  roof, and beside it the cache-resident roof when measured). A working set that stays in cache
+  (lm_markov_tiny's 441 KiB of weights, its 16 MiB KV cache at 128 slots, in a 32 MiB L3) is not
+  held to the DRAM roof: `fraction` can then pass 1, and `cache_fraction` is the stricter one."""
   moved = float(sum(bytes_by_term.values()))
   intensity = flops / moved
   bound_flops, which = bound(intensity, peaks)
