@@ -15,11 +15,17 @@ baseline on the same engine, waits for a full batch and runs it to its longest r
 
 Decode cost follows the real context: each step scores only the cache's first L positions, L the
 smallest of `decode_buckets` above every active slot's position (one executable per bucket), so a
-batch of short sequences does not pay for n_ctx. Every shape is fixed at `warmup()`, which
-compiles every bucket ahead of time and reports the seconds (and drops a decode bucket that ran
-no faster than a larger one); `compilations_after_warmup` counts the process's compilations
-since (0 in steady state). `for_serving(model)` picks the cache layout batched decoding reads
-fastest; `kv_cache_bytes` and `max_slots` give the memory side.
+batch of short sequences does not pay for n_ctx. The decode state's cache is kept L positions
+long (grown or shrunk, one copy, when L changes; insert() first makes it longer than the
+prompt), not n_ctx long and sliced every step: XLA:CPU copies a slice before a dot reads it, and
+that copy cost more than the scoring it saved (rough, one busy core, 128 slots, lm_markov_tiny's
+shape: a step at L=32 / 64 took 1.2 / 1.5 ms from an L-long cache against 2.2 / 3.8 ms sliced
+from the n_ctx-long one; 2.4 ms at L=n_ctx both ways). Every shape is fixed at `warmup()`, which
+compiles every bucket (and every resize between decode buckets) ahead of time and reports the
+seconds (and drops a decode bucket that ran no faster than a larger one);
+`compilations_after_warmup` counts the process's compilations since (0 in steady state).
+`for_serving(model)` picks the cache layout batched decoding reads fastest; `kv_cache_bytes` and
+`max_slots` give the memory side.
 
 Sampling is per request: greedy at temperature 0, else the i-th new token is drawn with
 `fold_in(key, i)`, as `Generator.generate` does at batch 1, so a request's tokens do not depend
@@ -228,9 +234,9 @@ class DecodeEngine:
     XLA folds weight-only work, and each call passes one argument less).
   prune_decode_buckets: at warm-up, time each decode bucket's step and drop any that is not faster
     than a larger one (then `decode_buckets` lists the kept ones, `decode_step_seconds` all).
-    Measured on one CPU core at 128 slots, lm_markov_tiny's shape with the BHTD cache: steps over
-    16, 32, 64, 96, 128 positions took 544, 658, 976, 1710, 811 us; the sliced cache is copied,
-    and past about n_ctx/4 the copy costs more than scoring the whole cache in place.
+    (When the state's cache was n_ctx long and sliced each step, the slice's copy made steps over
+    64 or 96 positions slower than over 128; with the cache kept at the bucket's length, a
+    smaller bucket is expected to be faster, and this is a check.)
   """
 
   def __init__(
@@ -276,8 +282,14 @@ class DecodeEngine:
     self._t_axes = _time_axes(model)
     self._key_shape = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
     self._prefill_exe: dict[int, Any] = {}
-    self._insert_exe: dict[int, Any] = {}
+    self._insert_exe: dict[tuple[int, int], Any] = {}  # (prefill bucket, cache length) -> exe
     self._generate_exe: dict[int, Any] = {}
+    self._resize_exe: dict[tuple[int, int], Any] = {}  # (cache length, new length) -> exe
+    # The state cache's positions: the current decode bucket's, or n_ctx with a single slot (XLA
+    # turns a one-row write into a dynamic-update-slice, which it repeats inside the values' dot
+    # operand of a cache that is not sliced, copying the cache four times: 3 us a step, rough).
+    self._sized_cache = self.slots > 1
+    self._cache_len = self._cache_len_for(self.decode_buckets[-1])
     self.compile_seconds: dict[str, dict[int, float]] = {}
     self._compiles_at_warmup: int | None = None
     self._state: DecodeState | None = None
@@ -293,12 +305,21 @@ class DecodeEngine:
     ]
     _listen_for_compiles()
 
+  def _cache_len_for(self, bucket: int) -> int:
+    return bucket if self._sized_cache else self.n_ctx
+
   # -- the computations, traced once per bucket ------------------------------------------------
 
-  def _empty_state(self) -> DecodeState:
+  def _empty_state(self, length: int) -> DecodeState:
+    """Free slots, and a cache of `length` positions."""
     s = self.slots
-    return DecodeState(
+    cache = jax.tree.map(
+      lambda x, axis: lax.slice_in_dim(x, 0, length, axis=axis),
       init_decode_cache(self.model, s),
+      self._t_axes,
+    )
+    return DecodeState(
+      cache,
       jnp.zeros(s, jnp.int32),
       jnp.zeros(s, jnp.int32),
       jnp.zeros(s, jnp.int32),
@@ -321,13 +342,16 @@ class DecodeEngine:
     return kv, first[0]
 
   def _trace_insert(self, state: DecodeState, kv, slot, length, token, key_data, temperature):
-    def write(buffer, rows):
+    def write(buffer, rows, axis):
+      # A prefix longer than the cache: its positions past the cache are padding (insert()
+      # makes the cache longer than the prompt first).
+      rows = lax.slice_in_dim(rows, 0, min(rows.shape[axis], buffer.shape[axis]), axis=axis)
       return lax.dynamic_update_slice(
         buffer, rows.astype(buffer.dtype), (slot,) + (0,) * (buffer.ndim - 1)
       )
 
     return DecodeState(
-      jax.tree.map(write, state.cache, kv),
+      jax.tree.map(write, state.cache, kv, self._t_axes),
       state.pos_B.at[slot].set(length),
       state.token_B.at[slot].set(token),
       state.index_B.at[slot].set(1),
@@ -347,6 +371,23 @@ class DecodeEngine:
     )
     return token_B, new
 
+  def _trace_resize(self, state: DecodeState, length: int) -> DecodeState:
+    """The state with its cache cut or zero-padded to `length` positions."""
+
+    def resize(x, axis):
+      if x.shape[axis] >= length:
+        return lax.slice_in_dim(x, 0, length, axis=axis)
+      pad = [(0, 0, 0)] * x.ndim
+      pad[axis] = (0, length - x.shape[axis], 0)
+      return lax.pad(x, jnp.zeros((), x.dtype), pad)
+
+    return state._replace(cache=jax.tree.map(resize, state.cache, self._t_axes))
+
+  def _resize(self, length: int) -> None:
+    if length != self._cache_len:
+      self._state = self._resize_exe[self._cache_len, length](self._state)
+      self._cache_len = length
+
   # -- warm-up ---------------------------------------------------------------------------------
 
   def warmup(self) -> dict[str, dict[int, float]]:
@@ -362,7 +403,11 @@ class DecodeEngine:
     i32 = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding)
     f32 = jax.ShapeDtypeStruct((), jnp.float32, sharding=sharding)
     key_data = jax.ShapeDtypeStruct(self._key_shape, jnp.uint32, sharding=sharding)
-    state = jax.tree.map(spec, jax.eval_shape(self._empty_state))
+    self._cache_lens = sorted({self._cache_len_for(b) for b in self.decode_buckets})
+    states = {
+      n: jax.tree.map(spec, jax.eval_shape(functools.partial(self._empty_state, n)))
+      for n in self._cache_lens
+    }
     params = jax.tree.map(spec, self.params)
     self.compile_seconds = {"prefill": {}, "insert": {}, "generate": {}}
 
@@ -385,16 +430,28 @@ class DecodeEngine:
         spec, jax.eval_shape(self._trace_prefill, self.params, prompt, i32, key_data, f32)[0]
       )
       t = time.perf_counter()
-      self._insert_exe[p] = (
-        jax.jit(self._trace_insert, donate_argnums=(0,))
-        .lower(state, kv, i32, i32, i32, key_data, f32)
-        .compile()
-      )
+      for n, state in states.items():  # one per cache length the prefix may go into
+        self._insert_exe[p, n] = (
+          jax.jit(self._trace_insert, donate_argnums=(0,))
+          .lower(state, kv, i32, i32, i32, key_data, f32)
+          .compile()
+        )
       self.compile_seconds["insert"][p] = time.perf_counter() - t
+    self.compile_seconds["resize"] = {}
     for length in self.decode_buckets:
       fn = functools.partial(self._trace_generate, key_len=length)
+      state = states[self._cache_len_for(length)]
       self._generate_exe[length] = compile_("generate", length, fn, state, donate_argnums=(0,))
-    self._state = jax.device_put(self._empty_state(), self.device)
+    for length, state in states.items():
+      t = time.perf_counter()
+      for n in self._cache_lens:
+        if n != length:
+          self._resize_exe[length, n] = (
+            jax.jit(functools.partial(self._trace_resize, length=n)).lower(state).compile()
+          )
+      self.compile_seconds["resize"][length] = time.perf_counter() - t
+    self._cache_len = self._cache_len_for(self.decode_buckets[0])
+    self._state = jax.device_put(self._empty_state(self._cache_len), self.device)
     self._warm_host_paths()
     self._compiles_at_warmup = backend_compiles()
     return self.compile_seconds
@@ -405,16 +462,19 @@ class DecodeEngine:
     self._key_data(Request("warmup", [0], 1, 1.0, jax.random.key(0)))
     for p in self.prefill_buckets:
       prefix = self._run_prefill(np.zeros(1, np.int32), 1, key_data, 1.0, bucket=p)
-      self._state = self._insert_exe[p](
-        self._state,
-        prefix.kv,
-        np.int32(0),
-        np.int32(1),
-        np.int32(prefix.first_token),
-        key_data,
-        np.float32(1.0),
-      )
+      for n in self._cache_lens:
+        self._resize(n)
+        self._state = self._insert_exe[p, n](
+          self._state,
+          prefix.kv,
+          np.int32(0),
+          np.int32(1),
+          np.int32(prefix.first_token),
+          key_data,
+          np.float32(1.0),
+        )
     for length in self.decode_buckets:
+      self._resize(self._cache_len_for(length))
       seconds = []
       for _ in range(1 + (self.prune_decode_buckets and 9)):
         t = time.perf_counter()
@@ -422,9 +482,14 @@ class DecodeEngine:
         np.asarray(tokens)
         seconds.append(time.perf_counter() - t)
       self.decode_step_seconds[length] = float(np.median(seconds[1:] or seconds))
+    for length in self._cache_lens:  # every resize, from this length to each other
+      for n in self._cache_lens:
+        self._resize(n)
+        self._resize(length)
     if self.prune_decode_buckets:
       self._prune_decode_buckets()
-    self._state = jax.device_put(self._empty_state(), self.device)
+    self._cache_len = self._cache_len_for(self.decode_buckets[0])
+    self._state = jax.device_put(self._empty_state(self._cache_len), self.device)
 
   def _prune_decode_buckets(self) -> None:
     """Keeps a decode bucket only if its step ran faster than every larger one's: fewer
@@ -531,7 +596,9 @@ class DecodeEngine:
     self._ensure_warm()
     if not 0 <= slot < self.slots or slot in self._offset:
       raise ValueError(f"slot {slot} is not a free slot of {self.slots}")
-    self._state = self._insert_exe[prefix.bucket](
+    # The slot's first step scores positions 0..prefix.length: make the cache that long.
+    self._resize(max(self._cache_len, self._cache_len_for(self._bucket_of[prefix.length + 1])))
+    self._state = self._insert_exe[prefix.bucket, self._cache_len](
       self._state,
       prefix.kv,
       np.int32(slot),
@@ -556,7 +623,10 @@ class DecodeEngine:
       raise GenerationError(
         f"a slot has reached the end of the context (n_ctx={self.n_ctx}); free it first"
       )
-    tokens, self._state = self._generate_exe[self._bucket_of[top + 1]](self._state)
+    length = self._bucket_of[top + 1]
+    if self._sized_cache and length != self._cache_len:  # grow, or shrink (longest slots freed)
+      self._resize(length)
+    tokens, self._state = self._generate_exe[length](self._state)
     self._steps += 1
     return np.asarray(tokens)
 
