@@ -35,7 +35,14 @@ XLA:CPU's Eigen dot) about 0.58 ms, reading 4 MiB each at about 30 GB/s, under h
 the cache-resident triad reaches; the weight matmuls (YNNPACK fusions) about 0.35 ms, near the
 matmul peak; the causal mask's select about 0.08 ms; the rest (softmax, LayerNorm, scatter of
 the new keys and values, in place) little each. Rewriting the attention as multiply-and-sum
-(reads a sliced cache in place, no copy) or as flattened `dot_general`s was not faster.
+(reads a sliced cache in place, no copy) or as flattened `dot_general`s was not faster. Also not
+faster (rough, attention alone, one busy core, 128 slots): keys stored transposed ([B, H, Dh, T])
+for a plain [1, Dh] x [Dh, T] dot, a block-major cache ([T / blk, B, H, blk, Dh]: XLA slices
+even a leading axis by copying), one dot per row over all heads with a block-diagonal mask (4x
+the FLOPs), YNNPACK fusion of the attention dots (`xla_cpu_experimental_ynn_fusion_type`). What
+helped: a decode bucket's step on a cache of exactly that many positions, no slice at all (the
+scores and values dots alone cost about 17 + 13 us at 16 positions, 70 + 96 us at 128, while
+the slice's copy cost more than that), which `DecodeEngine` now keeps.
 """
 
 from __future__ import annotations
