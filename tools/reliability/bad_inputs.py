@@ -91,10 +91,10 @@ def _lm(name: str, *flags: str, setup=None) -> BadInput:
   return _case(name, "lm_costs.py", *_merge(base, flags), setup=setups)
 
 
-def _serve(name: str, *flags: str, setup=None) -> BadInput:
+def _serve(name: str, *flags: str, setup=None, **more) -> BadInput:
   base = ("--workdir", "{tmp}/lm", "--out", "{tmp}/o", "--quick")
   setups = files.all_of(files.fake_run("lm", _LM), *([setup] if setup else []))
-  return _case(name, "serve_lm.py", *_merge(base, flags), setup=setups)
+  return _case(name, "serve_lm.py", *_merge(base, flags), setup=setups, **more)
 
 
 def _export(name: str, *flags: str, setup=None) -> BadInput:
