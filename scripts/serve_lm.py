@@ -46,6 +46,10 @@ def main() -> int:
   p.add_argument("--checkpoint", type=checkpoint_arg, default="latest")
   p.add_argument("--slots", type=positive_int, default=64, help="decode slots (default 64)")
   p.add_argument(
+    "--prefill-batch", type=positive_int, default=8,
+    help="prompts of one length bucket prefilled in one call (default 8; 1: one at a time)",
+  )  # fmt: skip
+  p.add_argument(
     "--memory-budget-mb", type=positive_float, default=None,
     help="refuse more slots than params plus KV caches fit in this many MiB",
   )  # fmt: skip
@@ -75,6 +79,7 @@ def main() -> int:
 
   settings = ServeSettings(
     slots=args.slots,
+    prefill_batch=args.prefill_batch,
     memory_budget_mb=args.memory_budget_mb,
     prompt_tokens=args.prompt_tokens,
     output_tokens=args.output_tokens,

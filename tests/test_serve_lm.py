@@ -133,7 +133,8 @@ def test_serve_lm_quick_writes_the_report_and_the_trial_metrics(lm_run, script_h
   from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
   out = tmp_path / "serving"
-  args = ("--threads", "0", "--workdir", lm_run, "--out", out, "--quick", "--slots", "4")
+  args = ("--threads", "0", "--workdir", lm_run, "--out", out, "--quick", "--slots", "4",
+          "--prefill-batch", "2")  # fmt: skip
   code, stdout, stderr = script_here("serve_lm.py", *args, "--requests", "64")
   assert code == 0, stderr[-3000:]
   assert "[serve_lm]" in stderr and "Server QPS" in stdout

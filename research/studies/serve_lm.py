@@ -34,6 +34,8 @@ TRIAL_METRICS = {  # serve.json path -> TensorBoard trial metric (after trial/te
   ("modes", "continuous", "server", "qps"): "trial/tokens_server_qps_continuous",
   ("modes", "static", "server", "qps"): "trial/tokens_server_qps_static",
   ("continuous_over_static", "server_qps"): "trial/tokens_server_qps_ratio",
+  # when static met the bounds at no load tried: continuous's QPS / the lowest static load tried
+  ("continuous_over_static", "server_qps_at_least"): "trial/tokens_server_qps_ratio_at_least",
   ("modes", "continuous", "server", "goodput"): "trial/tokens_goodput_continuous",
   ("modes", "continuous", "offline", "tokens_per_s"): "trial/tokens_offline_per_s",
   ("bounds", "ttft_ms"): "trial/tokens_ttft_bound_ms",
@@ -47,6 +49,7 @@ class ServeSettings:
   `quick`: short runs and few search steps (tests, smoke runs), not results."""
 
   slots: int = 64
+  prefill_batch: int = 8  # prompts of one bucket per prefill call (DecodeEngine.prefill_batch)
   memory_budget_mb: float | None = None
   prompt_tokens: tuple[int, int] | None = None
   output_tokens: tuple[int, int] | None = None
@@ -181,7 +184,12 @@ def _serve_and_write(workdir, out, config, spec, settings, argv, read_only, log)
   longest_prompt = max(len(w.prompt) for w in items)
   prefill_buckets = _prefill_buckets(n_ctx, longest_prompt)
   engine = DecodeEngine(
-    model, run.params, settings.slots, prefill_buckets=prefill_buckets, memory_budget_bytes=budget
+    model,
+    run.params,
+    settings.slots,
+    prefill_buckets=prefill_buckets,
+    memory_budget_bytes=budget,
+    prefill_batch=settings.prefill_batch,
   )
   # Silent until the bounds pass (bad input is one line alone). The batch-1 engine compiles
   # first: compilations_after_warmup counts the whole process's since the serving engine's.
@@ -224,6 +232,7 @@ def _serve_and_write(workdir, out, config, spec, settings, argv, read_only, log)
       "engine": {
         "slots": engine.slots,
         "prefill_buckets": list(engine.prefill_buckets),
+        "prefill_batch_sizes": list(engine.prefill_batch_sizes),
         "decode_buckets": list(engine.decode_buckets),
         "compile_seconds": float(sum(sum(v.values()) for v in compile_s.values())),
         "cache_layout": getattr(model, "cache_layout", None),
