@@ -44,7 +44,7 @@ def main() -> int:
   p.add_argument("--workdir", required=True, help="a trained language-model run")
   p.add_argument("--out", required=True, help="directory to write (replaced whole at the end)")
   p.add_argument("--checkpoint", type=checkpoint_arg, default="latest")
-  p.add_argument("--slots", type=positive_int, default=64, help="decode slots (default 64)")
+  p.add_argument("--slots", type=positive_int, default=32, help="decode slots (default 32)")
   p.add_argument(
     "--prefill-batch", type=positive_int, default=8,
     help="prompts of one length bucket prefilled in one call (default 8; 1: one at a time)",

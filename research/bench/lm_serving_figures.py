@@ -7,10 +7,21 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 from research.bench.figures import _style, plt, save_figure
 
 _MODE_COLORS = {"continuous": "C0", "static": "C3", "single stream": "C2"}
+
+
+def _plain_log(ax, axes: str = "xy") -> None:
+  """Log axes labelled 0.5, 1, 2, 5, 10, 20 ... instead of powers of ten."""
+  plain = FuncFormatter(lambda v, _: f"{v:g}")
+  for name in axes:
+    axis = ax.xaxis if name == "x" else ax.yaxis
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
 def _color(label: str) -> str:
@@ -43,6 +54,7 @@ def plot_token_cdfs(
       ax.plot([p99], [0.99], ls="", marker="x", color=color, markersize=8, mew=2)
     ax.axvline(bound, color="k", ls="--", lw=1, label=f"p99 bound {bound:.3g} ms")
     ax.set_xscale("log")
+    _plain_log(ax, "x")
     ax.set_ylim(0, 1.02)
     ax.legend(loc="lower right", fontsize=7)
     _style(ax, f"{key.upper()} (ms, log scale)", name)
@@ -88,6 +100,7 @@ def plot_load(
       ax.axhline(bound, color="k", ls="--", lw=1, label=f"bound {bound:.3g} ms")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_log(ax)
     _style(ax, "offered load: Poisson target QPS (log)", ylabel)
     ax.legend(loc="best", fontsize=7)
   fig.suptitle(title or "Server scenario: static against continuous batching")

@@ -48,7 +48,7 @@ class ServeSettings:
   """What serve_lm measures. Lengths None: `lm_workload.default_spec` for the model's context.
   `quick`: short runs and few search steps (tests, smoke runs), not results."""
 
-  slots: int = 64
+  slots: int = 32  # at a Server load that meets the bounds, about 10-25 requests run at once
   prefill_batch: int = 8  # prompts of one bucket per prefill call (DecodeEngine.prefill_batch)
   memory_budget_mb: float | None = None
   prompt_tokens: tuple[int, int] | None = None
