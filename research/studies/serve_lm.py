@@ -441,27 +441,32 @@ def _ms(x: float | None) -> str:
 
 
 def _roofline(model, params, settings, spec, staging, log) -> tuple[list | None, dict | None]:
-  """The decode sweep and the per-phase roofline, from research/bench/roofline.py.
+  """The decode sweep and the per-phase roofline (train step, prefill, decode per batch) from
+  research/bench/roofline.py; the sweep is the roofline's decode points.
 
   TODO(issue 25 item 4): research/bench/roofline.py is built by the h-roofline helper and is not
-  on main yet; this is its call site, written against the agreed interface. Until it lands,
-  serve.json's decode_sweep and roofline are null (no local stand-in is measured).
+  on main yet; this is its call site, written against its interface. Until it lands, serve.json's
+  decode_sweep and roofline are null (no local stand-in is measured).
   """
   try:
-    from research.bench import roofline  # noqa: F401
+    from research.bench import roofline
   except ImportError:
     log("[serve_lm] research/bench/roofline.py is missing: no decode sweep or roofline (TODO)")
     return None, None
+  n_ctx = int(model.n_ctx)
   batches = (1, 4) if settings.quick else tuple(settings.decode_batches)
+  prompt, new = min(16, n_ctx // 4), min(64, n_ctx // 2)
   log(f"[serve_lm] roofline: measuring peaks, decode sweep at batches {batches}")
-  peaks = roofline.measure_peaks(threads=settings.threads)
-  sweep = roofline.decode_sweep(model, params, peaks, batches)
+  quick = {"matmul_n": 256, "triad_elements": 2**20, "cache_triad_elements": 2**16, "repeats": 3}
+  peaks = roofline.measure_peaks(settings.threads, **(quick if settings.quick else {}))
   points = roofline.lm_phase_points(
     model, params, peaks, decode_batches=batches, prefill_tokens=spec.prompt_tokens[1],
-    threads=settings.threads,
+    threads=settings.threads, prompt_tokens=prompt, new_tokens=new,
+    repeats=1 if settings.quick else 3,
   )  # fmt: skip
   roofline.plot_roofline(points, peaks, os.path.join(staging, "roofline.png"))
-  return sweep, {"peaks": peaks, "points": points}
+  sweep = [p for p in points if p["phase"] == "decode"]
+  return sweep, {"peaks": peaks, "points": points, "crossover": roofline.crossover(points, peaks)}
 
 
 def _figures(report, samples, staging, plot_token_cdfs, plot_load) -> list[str]:
@@ -602,12 +607,12 @@ def markdown(r: dict[str, Any]) -> str:
       else "."
     ),
     "",
-    *_decode_section(r.get("decode_sweep")),
+    *_decode_section(r.get("decode_sweep"), r.get("roofline")),
   ]
   return "\n".join(lines)
 
 
-def _decode_section(sweep: list | None) -> list[str]:
+def _decode_section(sweep: list | None, roofline: dict | None) -> list[str]:
   from research.outputs import markdown_table
 
   if not sweep:
@@ -618,9 +623,16 @@ def _decode_section(sweep: list | None) -> list[str]:
      f"{100 * s['roofline_fraction']:.1f} %"]
     for s in sweep
   ]  # fmt: skip
+  peaks = roofline["peaks"]
   return [
     "## Decode sweep and roofline",
     "",
     markdown_table(["batch", "tokens/s", "MFU", "of roofline bound"], rows, align="rrrr"),
+    "",
+    f"Every slot busy (research/bench/roofline.py). This core, measured in the same run: matmul "
+    f"peak {peaks['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, STREAM triad "
+    f"{peaks['triad_bytes_per_s'] / 1e9:.1f} GB/s, ridge {peaks['ridge_flops_per_byte']:.2f} "
+    f"FLOP/byte. Decode turns compute-bound: {roofline['crossover']['text']}. Figure: "
+    f"`roofline.png`.",
     "",
   ]
