@@ -552,6 +552,11 @@ def markdown(r: dict[str, Any]) -> str:
     "",
     r["provenance"]["markdown"],
     "",
+    *(
+      ["**--quick: short runs and few search steps, a smoke test, not results.**", ""]
+      if r["settings"]["quick"]
+      else []
+    ),
     "## Request mix",
     "",
     f"{w['count']} requests (seed {w['seed']}); prompt and output lengths {w['distribution']} "
