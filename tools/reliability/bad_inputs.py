@@ -376,6 +376,9 @@ CASES: list[BadInput] = [
   _case("classifier config", "bench_decode.py", "--config", _CNN),
   _case("out is a directory", "bench_decode.py", "--config", _LM, "--out", "{tmp}"),
   _case("out not json", "bench_decode.py", "--config", _LM, "--out", "{tmp}/decode.txt"),
+  _case("figures is a file", "bench_decode.py", "--config", _LM, "--figures", "{tmp}/f",
+        setup=_FILE),
+  _case("unknown variant", "bench_decode.py", "--config", _LM, "--variant", "BHTD, fast"),
   # bench_train_loop.py
   _case("steps 0", "bench_train_loop.py", "--steps", "0"),
   _case("repeats 0", "bench_train_loop.py", "--repeats", "0"),
