@@ -147,9 +147,12 @@ def test_serve_lm_quick_writes_the_report_and_the_trial_metrics(lm_run, script_h
   assert r["compilations_after_warmup"] == 0
   assert r["kv_cache"]["bytes_per_token"] == 1 * 2 * 32 * 4  # layers x (k, v) x d_model x f32
   assert r["workload"]["output_spread"] >= 4 and r["provenance"]["command"]
-  assert "decode_sweep" in r and r["bounds"]["ttft_ms"] > r["unloaded"]["ttft_ms"]["p50"]
+  assert [p["batch"] for p in r["decode_sweep"]] == [1, 4]
+  for point in r["decode_sweep"]:
+    assert point["tokens_per_s"] > 0 and 0 < point["mfu"] and 0 < point["roofline_fraction"]
+  assert r["bounds"]["ttft_ms"] > r["unloaded"]["ttft_ms"]["p50"]
   assert glob.glob(str(out / "loadgen" / "continuous" / "Server" / "*" / "mlperf_log_detail.txt"))
-  assert (out / "token_cdfs.png").is_file() and (out / "load.svg").is_file()
+  assert all(os.path.isfile(f) for f in r["figures"]) and (out / "roofline.pdf").is_file()
   assert "## Bounds" in (out / "serve.md").read_text()
   acc = EventAccumulator(os.path.join(lm_run, "summary"), size_guidance={"scalars": 0})
   acc.Reload()

@@ -6,7 +6,8 @@ One command (scripts/serve_lm.py) on a trained LM run writes OUT/:
   token_cdfs.*             TTFT and TPOT CDFs: unloaded, and each mode at its highest VALID load
   load.*                   tokens/s, p99 TTFT and p99 TPOT against offered load, static against
                            continuous, bounds drawn
-  roofline.*               each phase against this machine's measured peaks (bench/roofline.py)
+  roofline.*               each phase against this machine's measured peaks (bench/roofline.py),
+                           decode at each batch of the decode sweep
   loadgen/                 LoadGen's own logs, one directory per run
 and the headline as the run's TensorBoard trial metrics (`trial/tokens_*`).
 
@@ -440,19 +441,12 @@ def _ms(x: float | None) -> str:
   return "-" if x is None else f"{x:.3f} ms"
 
 
-def _roofline(model, params, settings, spec, staging, log) -> tuple[list | None, dict | None]:
+def _roofline(model, params, settings, spec, staging, log) -> tuple[list, dict]:
   """The decode sweep and the per-phase roofline (train step, prefill, decode per batch) from
-  research/bench/roofline.py; the sweep is the roofline's decode points.
+  research/bench/roofline.py, peaks measured in the same run; the sweep is its decode points
+  (every slot busy: a serving engine's best case, beside the loaded runs above)."""
+  from research.bench import roofline
 
-  TODO(issue 25 item 4): research/bench/roofline.py is built by the h-roofline helper and is not
-  on main yet; this is its call site, written against its interface. Until it lands, serve.json's
-  decode_sweep and roofline are null (no local stand-in is measured).
-  """
-  try:
-    from research.bench import roofline
-  except ImportError:
-    log("[serve_lm] research/bench/roofline.py is missing: no decode sweep or roofline (TODO)")
-    return None, None
   n_ctx = int(model.n_ctx)
   batches = (1, 4) if settings.quick else tuple(settings.decode_batches)
   prompt, new = min(16, n_ctx // 4), min(64, n_ctx // 2)
@@ -484,11 +478,8 @@ def _figures(report, samples, staging, plot_token_cdfs, plot_load) -> list[str]:
     searches, b["ttft_ms"], b["tpot_ms"], os.path.join(staging, "load.png"),
     title=f"{title}: Server scenario, static against continuous batching",
   )  # fmt: skip
-  names = [os.path.basename(p) for p in figure_paths("token_cdfs.png") + figure_paths("load.png")]
-  if os.path.isfile(os.path.join(staging, "roofline.png")):
-    names += [n for n in (os.path.basename(p) for p in figure_paths("roofline.png"))
-              if os.path.isfile(os.path.join(staging, n))]  # fmt: skip
-  return names
+  stems = ("token_cdfs.png", "load.png", "roofline.png")
+  return [os.path.basename(p) for stem in stems for p in figure_paths(stem)]
 
 
 def _renamed(obj: Any, staging: str, out: str) -> Any:
@@ -617,12 +608,9 @@ def markdown(r: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def _decode_section(sweep: list | None, roofline: dict | None) -> list[str]:
+def _decode_section(sweep: list, roofline: dict) -> list[str]:
   from research.outputs import markdown_table
 
-  if not sweep:
-    return ["## Decode sweep and roofline", "", "Not measured: research/bench/roofline.py is "
-            "missing (TODO, issue 25 item 4).", ""]  # fmt: skip
   rows = [
     [s["batch"], f"{s['tokens_per_s']:,.0f}", f"{100 * s['mfu']:.2f} %",
      f"{100 * s['roofline_fraction']:.1f} %"]
