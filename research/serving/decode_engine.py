@@ -297,7 +297,7 @@ class DecodeEngine:
     self._prefill_exe: dict[int, Any] = {}
     self._insert_exe: dict[tuple[int, int], Any] = {}  # (prefill bucket, cache length) -> exe
     self._prefill_insert_exe: dict[tuple[int, int], Any] = {}  # (bucket, rows) -> prefill
-    self._write_exe: dict[tuple[int, int, int], Any] = {}  # (bucket, rows, cache length) ->
+    self._write_exe: dict[tuple[int, int], Any] = {}  # (rows, cache length) -> its write
     self._generate_exe: dict[int, Any] = {}
     self._resize_exe: dict[tuple[int, int], Any] = {}  # (cache length, new length) -> exe
     # The state cache's positions: the current decode bucket's, or n_ctx with a single slot (XLA
@@ -384,8 +384,10 @@ class DecodeEngine:
     last_K = jnp.clip(length_K - 1, 0, bucket - 1)
     logits_KxV = jnp.take_along_axis(logits_KxPxV, last_K[:, None, None], axis=1)[:, 0]
     first_K = _sample_rows(logits_KxV, temperature_K, key_data_K, jnp.zeros(rows, jnp.int32))
+    # As long as the largest bucket's (zeros past this one's), so one write serves every bucket.
+    longest = self.prefill_buckets[-1]
     kv = jax.tree.map(
-      lambda x, axis: lax.slice_in_dim(x, 0, bucket, axis=axis), cache, self._t_axes
+      lambda x, axis: lax.slice_in_dim(x, 0, longest, axis=axis), cache, self._t_axes
     )
     return kv, first_K
 
@@ -393,7 +395,8 @@ class DecodeEngine:
                          temperature_K):  # fmt: skip
     """`_trace_prefill_batch`'s rows written into their slots (the rows of a padded call repeat
     row 0, slot included: the same write twice). A separate call from the prefill, compiled per
-    cache length (a few dynamic-update-slices), so the prefill compiles once per bucket and rows."""
+    cache length (a few dynamic-update-slices), so the prefill compiles once per bucket and rows
+    and the write once per rows and cache length."""
     rows = slot_K.shape[0]
 
     def write(buffer, rows_, axis):
@@ -504,7 +507,9 @@ class DecodeEngine:
             spec, jax.eval_shape(self._trace_prefill_batch, self.params, *args)
           )
           for n, state in states.items():
-            self._write_exe[p, k, n] = (
+            if (k, n) in self._write_exe:
+              continue
+            self._write_exe[k, n] = (
               jax.jit(self._trace_write_batch, donate_argnums=(0,))
               .lower(state, kv_k, first_k, vec(jnp.int32), vec(jnp.int32), keys, vec(jnp.float32))
               .compile()
@@ -550,7 +555,7 @@ class DecodeEngine:
       kv, first = exe(np.zeros((k, p), np.int32), ones, keys, np.ones(k, np.float32))
       for n in self._cache_lens:
         self._resize(n)
-        self._state = self._write_exe[p, k, n](
+        self._state = self._write_exe[k, n](
           self._state, kv, first, ones, np.zeros(k, np.int32), keys, np.ones(k, np.float32)
         )
       np.asarray(first)
@@ -719,7 +724,7 @@ class DecodeEngine:
     kv, first = self._prefill_insert_exe[bucket, k](padded, lengths, keys, temps)
     need = self._cache_len_for(self._bucket_of[int(lengths.max()) + 1])
     self._resize(max(self._cache_len, need))  # as insert() does
-    self._state = self._write_exe[bucket, k, self._cache_len](
+    self._state = self._write_exe[k, self._cache_len](
       self._state, kv, first, lengths, slot_k, keys, temps
     )
     for i in range(n):
