@@ -352,6 +352,11 @@ def train_vs_infer(
   """
   check_settings(settings)  # before any work: a bad number or name costs no training
   if run_kind(config) == "language_model":
+    if settings.engines is not None:
+      raise StudyError(
+        f"--engines picks a classifier's inference engines; {config.experiment} is a language "
+        f"model, served on the decode engine: leave --engines out"
+      )
     lm = lm or train_vs_infer_lm.LMJobSettings()
     train_vs_infer_lm.check_lm_settings(lm)
     train_vs_infer_lm.check_fits_context(config, lm)
