@@ -565,6 +565,7 @@ def _roofline(model, params, settings, spec, staging, log) -> tuple[list, dict]:
     model, params, peaks, decode_batches=batches, prefill_tokens=spec.prompt_tokens[1],
     threads=settings.threads, prompt_tokens=prompt, new_tokens=new,
     repeats=1 if settings.quick else 3,
+    **({"xla_check": False} if settings.quick else {}),  # --quick: no XLA cross-check compiles
   )  # fmt: skip
   roofline.plot_roofline(points, peaks, os.path.join(staging, "roofline.png"))
   sweep = [p for p in points if p["phase"] == "decode"]
