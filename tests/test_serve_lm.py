@@ -188,8 +188,7 @@ def test_the_loose_comparison_gives_a_finite_ratio_from_its_own_numbers(served):
     assert s["valid"] == (s["qps"] > 0)
     for t in (t for t in s["trials"] if t["valid"]):  # VALID at the loose bounds, not others
       assert t["ttft_p99_ms"] <= lb["ttft_ms"] and t["tpot_p99_ms"] <= lb["tpot_ms"]
-  # the 4-slot tiny engine meets k x bounds at some load in both modes, so the ratio is finite
-  assert static["valid"] and cont["valid"], stderr[-3000:]
+  assert static["valid"], stderr[-3000:]  # k doubles until static meets the bounds
   ratio = r["continuous_over_static"]["server_qps_loose"]
   assert ratio is not None and np.isfinite(ratio)
   assert ratio == pytest.approx(cont["qps"] / static["qps"])
