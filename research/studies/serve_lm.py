@@ -27,7 +27,8 @@ floor and only a lower bound on the ratio exists. The second is at loose bounds 
 meet, chosen by one rule: both headline bounds times k, the smallest power of two with k x each
 bound >= 2x static's own p99 at the lightest load it ran at (`lm_loadgen.loose_factor`), k doubled
 while static still meets them at no load. Its ratio (`continuous_over_static.server_qps_loose`)
-is a finite number. Rough cost: two more Server searches, about 1-1.5 min of the default run.
+is a finite number. Rough cost: two more Server searches, about 1 min of the default run (rough
+estimate from the searches' run lengths; about 1.5 min more for each doubling of k).
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ TRIAL_METRICS = {  # serve.json path -> TensorBoard trial metric (after trial/te
 @dataclasses.dataclass(frozen=True)
 class ServeSettings:
   """What serve_lm measures. Lengths None: `lm_workload.default_spec` for the model's context.
-  `quick`: short runs and few search steps (tests, smoke runs), not results."""
+  `quick`: short runs and few search steps, Server runs of at most 2 s (tests, smoke runs), not
+  results."""
 
   slots: int = 32  # at a Server load that meets the bounds, about 10-25 requests run at once
   prefill_batch: int = 8  # prompts of one bucket per prefill call (DecodeEngine.prefill_batch)
@@ -653,7 +655,8 @@ def markdown(r: dict[str, Any]) -> str:
     verdict = (
       f"Static batching met the bounds at no load tried (down to "
       f"{r['modes']['static']['server']['min_qps_tried']:,.1f} QPS): continuous batching "
-      f"sustains **more than {cos['server_qps_at_least']:.1f}x** its Server QPS"
+      f"sustains **more than {cos['server_qps_at_least']:.1f}x** its Server QPS (a finite "
+      f"ratio at looser bounds: the next section)"
     )
   else:
     verdict = "Neither mode met the bounds at any load tried."
@@ -751,12 +754,12 @@ def _loose_section(r: dict[str, Any]) -> list[str]:
     "## Server at loose bounds both modes can meet",
     "",
     (
-      "The bounds above are MLPerf's, scaled; static batching met them at no load tried, so the "
-      "ratio above is only a lower bound. "
+      "Static batching met the MLPerf-scaled bounds above at no load tried, so their ratio is "
+      "only a lower bound. "
       if not r["modes"]["static"]["server"]["valid"]
-      else "Static batching met the bounds above too; the same comparison again at looser ones. "
+      else "Static batching met the bounds above too. "
     )
-    + f"A second comparison at looser bounds: p99 TTFT ≤ "
+    + f"Here both modes again, at looser bounds: p99 TTFT ≤ "
     f"**{lb['ttft_ms']:.3f} ms**, p99 TPOT ≤ **{lb['tpot_ms']:.3f} ms** ({lb['factor']}x "
     f"the bounds above; factors tried: {', '.join(f'{k}x' for k in lb['factors_tried'])}). "
     f"Rule: {lb['rule']}. Static batching waits at most {lb['static_wait_ms']:.3f} ms (half "
@@ -768,8 +771,12 @@ def _loose_section(r: dict[str, Any]) -> list[str]:
       align="lrrrr",
     ),
     "",
-    f"{verdict} Figure: `load_loose.png`; LoadGen's logs: `loadgen/loose_{lb['factor']}x/`"
-    + (" (the headline's runs: k = 1)." if lb["factor"] == 1 else "."),
+    f"{verdict} Figure: `load_loose.png`; LoadGen's logs: "
+    + (
+      "the headline's (k = 1: the same runs)."
+      if lb["factor"] == 1
+      else f"`loadgen/loose_{lb['factor']}x/` (one directory per k tried)."
+    ),
     "",
   ]
 
