@@ -351,6 +351,18 @@ CASES: list[BadInput] = [
   _case("classifier config", "bench_decode.py", "--config", _CNN),
   _case("out is a directory", "bench_decode.py", "--config", _LM, "--out", "{tmp}"),
   _case("out not json", "bench_decode.py", "--config", _LM, "--out", "{tmp}/decode.txt"),
+  # bench_lm_peers.py (each refused before torch is needed)
+  _case("batch sizes not integers", "bench_lm_peers.py", "--out", "{tmp}/p", "--batch-sizes", "a"),
+  _case("batch size 0", "bench_lm_peers.py", "--out", "{tmp}/p", "--batch-sizes", "0,8"),
+  _case("one new token", "bench_lm_peers.py", "--out", "{tmp}/p", "--new-tokens", "1"),
+  _case("repeats 0", "bench_lm_peers.py", "--out", "{tmp}/p", "--repeats", "0"),
+  _case("unknown framework", "bench_lm_peers.py", "--out", "{tmp}/p", "--frameworks", "vllm"),
+  _case("without jax", "bench_lm_peers.py", "--out", "{tmp}/p", "--frameworks", "hf,torch"),
+  _case("prompt beyond the context", "bench_lm_peers.py", "--out", "{tmp}/p", "--prompt-tokens",
+        "999"),
+  _case("classifier config", "bench_lm_peers.py", "--out", "{tmp}/p", "--config", _CNN),
+  _case("out is a directory", "bench_lm_peers.py", "--out", "{tmp}"),
+  _case("out missing", "bench_lm_peers.py"),
   # bench_train_loop.py
   _case("steps 0", "bench_train_loop.py", "--steps", "0"),
   _case("repeats 0", "bench_train_loop.py", "--repeats", "0"),
