@@ -42,13 +42,13 @@ FULL_F32 = functools.partial(jax.default_matmul_precision, "float32")
 
 
 @functools.lru_cache(maxsize=None)
-def _engine(slots: int) -> DecodeEngine:
+def _engine(slots: int, prefill_batch: int = 1) -> DecodeEngine:
   """One warmed-up engine per slot count, shared by the tests (the compiles dominate)."""
   with FULL_F32():
-    return _warm_engine(slots)
+    return _warm_engine(slots, prefill_batch)
 
 
-def _warm_engine(slots: int) -> DecodeEngine:
+def _warm_engine(slots: int, prefill_batch: int = 1) -> DecodeEngine:
   engine = DecodeEngine(
     for_serving(MODEL),
     _params(),
@@ -56,6 +56,7 @@ def _warm_engine(slots: int) -> DecodeEngine:
     prefill_buckets=(8, 32),
     decode_buckets=(16, 32),
     prune_decode_buckets=False,  # every bucket serves, whatever this machine's timings
+    prefill_batch=prefill_batch,
   )
   engine.warmup()
   return engine
@@ -91,12 +92,12 @@ def _tokens(results) -> dict:
   return {k: c.tokens for k, c in results.items()}
 
 
-@pytest.mark.parametrize("slots", [1, 2, 3])
-def test_continuous_batching_gives_each_request_its_own_tokens_in_any_order(slots):
+@pytest.mark.parametrize("slots, prefill_batch", [(1, 1), (2, 1), (3, 1), (4, 4)])
+def test_continuous_batching_gives_each_request_its_own_tokens_in_any_order(slots, prefill_batch):
   expected = _alone()
   assert len({len(v) for v in expected.values()}) > 4  # lengths vary
   assert all(len(set(v)) > 1 for v in expected.values() if len(v) > 3)  # not constant repeats
-  engine = _engine(slots)
+  engine = _engine(slots, prefill_batch)
   for seed in (0, 1):
     order = list(np.random.default_rng(seed + 10 * slots).permutation(len(_requests())))
     requests = [_requests()[i] for i in order]
@@ -113,6 +114,10 @@ def test_static_batching_and_paced_prefills_give_the_same_tokens():
     assert _tokens(results) == expected
   one_prefill_a_step = serve(_engine(3), _requests(), max_prefills_per_step=1)
   assert _tokens(one_prefill_a_step) == expected
+  batched = _engine(4, 4)
+  before = batched.compilations_after_warmup  # (other tests compile after its warm-up)
+  assert _tokens(serve(batched, _requests()[::-1], "static")) == expected
+  assert batched.prefill_batch_sizes == (1, 2, 4) and batched.compilations_after_warmup == before
 
 
 def test_requests_arriving_over_time_are_served_after_they_arrive():

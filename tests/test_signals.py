@@ -285,3 +285,17 @@ def test_train_vs_infer_checkpoints_while_training_and_writes_nothing_half_while
   assert lines == ["interrupted by SIGTERM after training had finished (the run is complete)"]
   assert os.path.exists(os.path.join(workdir, "summary.json"))
   assert not [n for n in os.listdir(workdir) if n.startswith("report") or ".tmp" in n]
+
+
+def test_a_signal_landing_mid_import_exits_with_its_line_not_an_import_error(repo_root):
+  """A Ctrl-C at startup can land while research.outputs is half imported; the exit path must
+  not import the lock module then (it did: ImportError, 22 lines, exit 1 instead of 130)."""
+  code = (
+    "import sys, types\n"
+    "from research.training import preemption\n"
+    "sys.modules['research.outputs'] = types.ModuleType('research.outputs')  # half imported\n"
+    "preemption.exit_now(130)\n"
+  )
+  env = {**os.environ, "PYTHONPATH": repo_root}
+  done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+  assert done.returncode == 130 and done.stderr == "", done.stderr

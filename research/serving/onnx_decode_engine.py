@@ -68,6 +68,7 @@ class OnnxDecodeEngine:
     if self.decode_buckets[-1] != self.n_ctx:
       self.decode_buckets = (*self.decode_buckets, self.n_ctx)
     self.threads = threads
+    self.prefill_batch = 1  # one prompt a prefill call (the Scheduler asks)
     self._t_axes = [int(a) for a in _leaves(_time_axes(model))]
     self._bucket_of = [
       self.bucket_for(max(n, 1), self.decode_buckets) for n in range(self.n_ctx + 1)

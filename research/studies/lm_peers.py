@@ -66,7 +66,8 @@ def need_torch(frameworks: Sequence[str]) -> None:
 
 class EngineGenerate:
   """A decode engine (jax `DecodeEngine` or `OnnxDecodeEngine`) of B slots, one request a slot:
-  B prefills (each inserted), then N - 1 steps of every slot, as its Scheduler runs them."""
+  the B prompts prefilled and inserted (in calls of the engine's `prefill_batch` prompts, else
+  one by one), then N - 1 steps of every slot, as its Scheduler runs them."""
 
   def __init__(self, engine: Any):
     self.engine = engine
@@ -77,15 +78,24 @@ class EngineGenerate:
 
     e = self.engine
     stamps = [time.perf_counter()]
-    prefixes = [e.prefill(Request(i, row, new_tokens)) for i, row in enumerate(prompt_BxP)]
-    stamps.append(time.perf_counter())  # every first token is on the host
-    for slot, prefix in enumerate(prefixes):
-      e.insert(prefix, slot)
-    out = [[p.first_token for p in prefixes]]
-    for _ in range(1, new_tokens):
-      out.append(e.generate()[: len(prefixes)])
+    requests = [Request(i, row, new_tokens) for i, row in enumerate(prompt_BxP)]
+    k = getattr(e, "prefill_batch", 1)
+    if k > 1:
+      first = []
+      for i in range(0, len(requests), k):
+        first += e.prefill_insert(requests[i : i + k], list(range(i, min(i + k, len(requests)))))
+      stamps.append(time.perf_counter())  # every first token is on the host
+    else:
+      prefixes = [e.prefill(r) for r in requests]
       stamps.append(time.perf_counter())
-    for slot in range(len(prefixes)):
+      for slot, prefix in enumerate(prefixes):
+        e.insert(prefix, slot)
+      first = [p.first_token for p in prefixes]
+    out = [first]
+    for _ in range(1, new_tokens):
+      out.append(e.generate()[: len(requests)])
+      stamps.append(time.perf_counter())
+    for slot in range(len(requests)):
       e.free(slot)
     return np.asarray(out, np.int32).T, stamps
 
@@ -98,8 +108,9 @@ def make_generators(
   prompt_tokens: int,
   log: Callable[[str], None] = print,
 ) -> dict[str, dict[int, Any]]:
-  """framework -> batch size -> generator. The PyTorch peers serve every batch from one model;
-  each engine has as many slots as the batch (compiled or exported when built)."""
+  """framework -> batch size -> generator. The PyTorch peers serve every batch from one model
+  (prefilling the batch in one call); each engine has as many slots as the batch (compiled or
+  exported when built), the jax one prefilling up to the whole batch in one call as they do."""
   from research.serving.decode_engine import DecodeEngine, for_serving
 
   out: dict[str, dict[int, Any]] = {}
@@ -117,7 +128,9 @@ def make_generators(
       out[name] = dict.fromkeys(batch_sizes, plain)
     elif name == "jax":
       out[name] = {
-        b: EngineGenerate(DecodeEngine(for_serving(model), params, b, (prompt_tokens,)))
+        b: EngineGenerate(
+          DecodeEngine(for_serving(model), params, b, (prompt_tokens,), prefill_batch=b)
+        )
         for b in batch_sizes
       }
     elif name == "onnxruntime":

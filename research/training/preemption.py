@@ -114,10 +114,13 @@ def _handle(signum: int, frame) -> None:
 
 def exit_now(code: int) -> NoReturn:
   """Ends the process at once (no interpreter shutdown, whose threads could print), having let
-  go of its workdir locks: os._exit runs no cleanup, and the lock files would stay behind."""
-  from research import workdir_lock
-
-  workdir_lock.release_all()
+  go of its workdir locks: os._exit runs no cleanup, and the lock files would stay behind.
+  It imports nothing: a signal can land mid-import (a Ctrl-C at startup did, and importing the
+  lock module from here met a half-initialized research.outputs), and a process that has not
+  imported the lock module holds no lock."""
+  workdir_lock = sys.modules.get("research.workdir_lock")
+  if workdir_lock is not None and hasattr(workdir_lock, "release_all"):
+    workdir_lock.release_all()
   sys.stdout.flush()
   sys.stderr.flush()
   os._exit(code)

@@ -91,6 +91,12 @@ def _lm(name: str, *flags: str, setup=None) -> BadInput:
   return _case(name, "lm_costs.py", *_merge(base, flags), setup=setups)
 
 
+def _serve(name: str, *flags: str, setup=None, **more) -> BadInput:
+  base = ("--workdir", "{tmp}/lm", "--out", "{tmp}/o", "--quick")
+  setups = files.all_of(files.fake_run("lm", _LM), *([setup] if setup else []))
+  return _case(name, "serve_lm.py", *_merge(base, flags), setup=setups, **more)
+
+
 def _export(name: str, *flags: str, setup=None) -> BadInput:
   base = ("--workdir", "{run}", "--format", "onnx", "--out", "{tmp}/m.onnx")
   return _case(name, "export.py", *_merge(base, flags), setup=setup)
@@ -318,6 +324,25 @@ CASES: list[BadInput] = [
   _lm("workdir missing", "--workdir", "{tmp}/none"),
   _lm("out is an existing file", "--out", "{tmp}/f", setup=_FILE),
   _lm("out is the run itself", "--out", "{tmp}/lm"),
+  # serve_lm.py (a run holding only its config.json: each refusal comes before any restore)
+  _case("classifier run", "serve_lm.py", "--workdir", "{run}", "--out", "{tmp}/o"),
+  _serve("prompt plus outputs beyond the context", "--prompt-tokens", "4,100",
+         "--output-tokens", "8,64", expect="n_ctx=128"),
+  _serve("zero new tokens", "--output-tokens", "0,64", expect="--output-tokens"),
+  _serve("outputs varying less than 4x", "--output-tokens", "16,32", expect="4x"),
+  _serve("prompt token outside the vocabulary", "--prompts", "{tmp}/p.json",
+         setup=files.text("p.json", "[[1, 2, 3], [4, 40]]"), expect="vocabulary"),
+  _serve("prompts file not JSON", "--prompts", "{tmp}/p.json",
+         setup=files.text("p.json", "1 2 3"), expect="--prompts"),
+  _serve("more slots than the memory budget holds", "--slots", "64", "--memory-budget-mb", "1",
+         expect="--memory-budget-mb"),
+  _serve("out onto the run's checkpoints", "--out", "{tmp}/lm/checkpoints"),
+  _serve("out is the run itself", "--out", "{tmp}/lm"),
+  _serve("slots 0", "--slots", "0"),
+  _serve("unknown bound tier", "--tier", "offline"),
+  _case("bounds no load can meet", "serve_lm.py", "--workdir", "{tmp}/t", "--out", "{tmp}/o",
+        "--quick", "--ttft-bound-ms", "0.000001", setup=files.trained_lm("t"),
+        expect="no load can meet"),
   # compare_runs.py
   _case("directory without summary", "compare_runs.py", "{tmp}/e", setup=files.directory("e")),
   _case("path missing", "compare_runs.py", "{tmp}/none"),
@@ -351,6 +376,9 @@ CASES: list[BadInput] = [
   _case("classifier config", "bench_decode.py", "--config", _CNN),
   _case("out is a directory", "bench_decode.py", "--config", _LM, "--out", "{tmp}"),
   _case("out not json", "bench_decode.py", "--config", _LM, "--out", "{tmp}/decode.txt"),
+  _case("figures is a file", "bench_decode.py", "--config", _LM, "--figures", "{tmp}/f",
+        setup=_FILE),
+  _case("unknown variant", "bench_decode.py", "--config", _LM, "--variant", "BHTD, fast"),
   # bench_lm_peers.py (each refused before torch is needed)
   _case("batch sizes not integers", "bench_lm_peers.py", "--out", "{tmp}/p", "--batch-sizes", "a"),
   _case("batch size 0", "bench_lm_peers.py", "--out", "{tmp}/p", "--batch-sizes", "0,8"),

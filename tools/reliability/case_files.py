@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from tools.reliability.judge import REPO, chmod_tree
+from tools.reliability.judge import REPO, chmod_tree, run_subprocess
 
 
 def text(rel: str, content: str) -> Callable[[str], None]:
@@ -73,6 +73,21 @@ def readonly(rel: str) -> Callable[[str], None]:
   def setup(tmp: str) -> None:
     os.makedirs(os.path.join(tmp, rel), exist_ok=True)
     chmod_tree(os.path.join(tmp, rel), writable=False)
+
+  return setup
+
+
+def trained_lm(rel: str) -> Callable[[str], None]:
+  """A tiny language model trained for 10 steps into `rel` (scripts/train.py in a fresh
+  process, seconds): for cases that fail only once the model has been measured."""
+
+  def setup(tmp: str) -> None:
+    steps = ("num_steps=10", "log_every=5", "eval_every=10", "checkpoint_every=10")
+    argv = ["scripts/train.py", "--config", "experiments/lm_markov_tiny.py:tiny", "--workdir",
+            os.path.join(tmp, rel), "--no-progress", *(f"--config.{s}" for s in steps)]  # fmt: skip
+    code, stderr = run_subprocess(argv, 600)
+    if code != 0:
+      raise RuntimeError(f"training the tiny LM failed ({code}): {stderr.strip()[-2000:]}")
 
   return setup
 

@@ -1,0 +1,631 @@
+"""A trained language model served as LLM servers are, measured by the MLPerf LLM rules.
+
+One command (scripts/serve_lm.py) on a trained LM run writes OUT/:
+  serve.json, serve.md     the numbers and the report
+  token_latencies.json     per-sample TTFT and TPOT (ms) of the runs the CDFs draw
+  token_cdfs.*             TTFT and TPOT CDFs: unloaded, and each mode at its highest VALID load
+  load.*                   tokens/s, p99 TTFT and p99 TPOT against offered load, static against
+                           continuous, bounds drawn
+  roofline.*               each phase against this machine's measured peaks (bench/roofline.py),
+                           decode at each batch of the decode sweep
+  loadgen/                 LoadGen's own logs, one directory per run
+and the headline as the run's TensorBoard trial metrics (`trial/tokens_*`).
+
+The order of work: checks that need no measuring (the run's kind, where OUT goes, the request
+mix against the context, the prompts file), the run restored and the engine built (the memory
+budget refuses too many slots there), the unloaded batch-1 latency, the bounds from it (refused
+when below it), then LoadGen: SingleStream, Offline in both modes, the Server QPS search in both
+modes; the decode sweep and roofline; figures; everything into a copy of OUT that replaces it
+whole at the end (research.outputs.replacing), so a failure leaves OUT as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+from research.outputs import OutputError
+
+SERVE_FILES = ("serve.json", "serve.md", "token_latencies.json", "loadgen")
+TRIAL_METRICS = {  # serve.json path -> TensorBoard trial metric (after trial/test_*, by tag)
+  ("modes", "continuous", "server", "qps"): "trial/tokens_server_qps_continuous",
+  ("modes", "static", "server", "qps"): "trial/tokens_server_qps_static",
+  ("continuous_over_static", "server_qps"): "trial/tokens_server_qps_ratio",
+  # when static met the bounds at no load tried: continuous's QPS / the lowest static load tried
+  ("continuous_over_static", "server_qps_at_least"): "trial/tokens_server_qps_ratio_at_least",
+  ("modes", "continuous", "server", "goodput"): "trial/tokens_goodput_continuous",
+  ("modes", "continuous", "offline", "tokens_per_s"): "trial/tokens_offline_per_s",
+  ("bounds", "ttft_ms"): "trial/tokens_ttft_bound_ms",
+  ("bounds", "tpot_ms"): "trial/tokens_tpot_bound_ms",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeSettings:
+  """What serve_lm measures. Lengths None: `lm_workload.default_spec` for the model's context.
+  `quick`: short runs and few search steps (tests, smoke runs), not results."""
+
+  slots: int = 32  # at a Server load that meets the bounds, about 10-25 requests run at once
+  prefill_batch: int = 8  # prompts of one bucket per prefill call (DecodeEngine.prefill_batch)
+  memory_budget_mb: float | None = None
+  prompt_tokens: tuple[int, int] | None = None
+  output_tokens: tuple[int, int] | None = None
+  requests: int = 1024
+  seed: int = 0
+  prompts_file: str | None = None
+  tier: str = "server"
+  ttft_bound_ms: float | None = None
+  tpot_bound_ms: float | None = None
+  static_wait_fraction: float = 0.5  # of the TTFT bound: the longest a partial static batch waits
+  decode_batches: tuple[int, ...] = (1, 8, 32, 64, 128)
+  checkpoint: str | int = "latest"
+  threads: int = 1
+  quick: bool = False
+
+
+def _stderr(line: str) -> None:
+  print(line, file=sys.stderr, flush=True)
+
+
+def check_inputs(workdir: str, out: str, settings: ServeSettings):
+  """Everything that needs no measuring, before any work: the run is a language model, OUT may
+  be written, the mix fits the context. Returns (config, workload spec)."""
+  from research.bench import lm_workload
+  from research.bench.lm_loadgen import bound_ratios
+  from research.outputs import check_output_dir
+  from research.serving.run_kind import require_language_model
+
+  config = require_language_model(workdir, "scripts/serve_lm.py")
+  run, target = os.path.realpath(workdir), os.path.realpath(out)
+  if run == target or run.startswith(target.rstrip(os.sep) + os.sep):
+    raise OutputError(
+      f"--out {out} is the run {workdir} itself (or holds it); serve_lm.py replaces its --out "
+      f"directory whole: give a directory of its own, e.g. {os.path.join(workdir, 'serving')}"
+    )
+  inputs = [("--workdir", workdir)]
+  if settings.prompts_file:
+    inputs.append(("--prompts", settings.prompts_file))
+  check_output_dir(out, "--out", names=SERVE_FILES, inputs=inputs, runs=[workdir])
+  bound_ratios(settings.tier)
+  n_ctx = int(config.model.n_ctx)
+  default = lm_workload.default_spec(n_ctx, settings.requests, settings.seed)
+  spec = dataclasses.replace(
+    default,
+    prompt_tokens=tuple(settings.prompt_tokens or default.prompt_tokens),
+    output_tokens=tuple(settings.output_tokens or default.output_tokens),
+  )
+  lm_workload.check_spec(spec, n_ctx)
+  vocab = config_vocab(config)
+  if settings.prompts_file and vocab is not None:  # else checked once the run is restored
+    lm_workload.read_prompts(settings.prompts_file, vocab, n_ctx, spec.output_tokens[1])
+  return config, spec
+
+
+def config_vocab(config) -> int | None:
+  """The vocabulary size when the config alone says it (a Markov source), else None (a text
+  corpus: its characters, known once the run is restored)."""
+  data = config.get("data") or {}
+  return int(data.get("vocab_size", 32)) if data.get("name") == "markov" else None
+
+
+def check_memory(config, settings: ServeSettings) -> None:
+  """GenerationError naming the flags when the params and `settings.slots` KV caches do not fit
+  `settings.memory_budget_mb`; from the config's shapes alone (nothing restored, nothing run)."""
+  import jax
+  import jax.numpy as jnp
+
+  from research.models import build_model, tree_bytes
+  from research.serving.decode_engine import kv_cache_bytes
+  from research.serving.generate import GenerationError
+
+  vocab = config_vocab(config)
+  if settings.memory_budget_mb is None or vocab is None:
+    return  # (without a known vocabulary the engine checks the budget itself)
+  model = build_model(config.model, vocab)
+  n_ctx = int(config.model.n_ctx)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, n_ctx), jnp.int32))
+  params, per_slot = tree_bytes(shapes), kv_cache_bytes(model)["per_slot"]
+  budget = settings.memory_budget_mb * 2**20
+  fit = max(0, int((budget - params) // per_slot))
+  if settings.slots > fit:
+    need = (params + settings.slots * per_slot) / 2**20
+    raise GenerationError(
+      f"--slots {settings.slots} need {need:.2f} MiB (params {params / 2**20:.2f} MiB and a "
+      f"{per_slot / 2**10:.1f} KiB KV cache per slot) but --memory-budget-mb "
+      f"{settings.memory_budget_mb:g} holds {fit}; "
+      + (f"use --slots {fit} or fewer, or " if fit else "")
+      + f"raise --memory-budget-mb to {need:.2f}"
+    )
+
+
+def serve_lm(
+  workdir: str,
+  out: str,
+  settings: ServeSettings,
+  argv: Sequence[str],
+  log: Callable[[str], None] = _stderr,
+) -> dict[str, Any]:
+  """Measures and writes OUT (see the module doc); returns serve.json's content."""
+  from research import dashboard, workdir_lock
+  from research.outputs import writable
+
+  config, spec = check_inputs(workdir, out, settings)
+  check_memory(config, settings)
+  read_only = not all(
+    writable(d) for d in (workdir, dashboard.summary_dir(workdir)) if os.path.isdir(d)
+  )
+  with contextlib.nullcontext() if read_only else workdir_lock.hold([workdir]):
+    return _serve_and_write(workdir, out, config, spec, settings, argv, read_only, log)
+
+
+def _serve_and_write(workdir, out, config, spec, settings, argv, read_only, log) -> dict[str, Any]:
+  from research import dashboard
+  from research.bench import lm_workload
+  from research.bench.lm_serving_figures import plot_load, plot_token_cdfs
+  from research.models import count_params, tree_bytes
+  from research.outputs import json_text, replacing, write_text
+  from research.provenance import provenance
+  from research.serving.decode_engine import DecodeEngine, for_serving, kv_cache_bytes, max_slots
+  from research.serving.restore import load_run
+
+  t0 = time.perf_counter()
+  run = load_run(workdir, settings.checkpoint)
+  vocab, n_ctx = int(run.num_classes), int(run.model.n_ctx)
+  prompts = None
+  if settings.prompts_file:
+    prompts = lm_workload.read_prompts(settings.prompts_file, vocab, n_ctx, spec.output_tokens[1])
+  items = lm_workload.make_requests(spec, vocab, prompts)
+  workload = lm_workload.describe(spec, items, settings.prompts_file)
+  model = for_serving(run.model)
+  budget = None if settings.memory_budget_mb is None else int(settings.memory_budget_mb * 2**20)
+  longest_prompt = max(len(w.prompt) for w in items)
+  prefill_buckets = _prefill_buckets(n_ctx, longest_prompt)
+  engine = DecodeEngine(
+    model,
+    run.params,
+    settings.slots,
+    prefill_buckets=prefill_buckets,
+    memory_budget_bytes=budget,
+    prefill_batch=settings.prefill_batch,
+  )
+  # Silent until the bounds pass (bad input is one line alone). The batch-1 engine compiles
+  # first: compilations_after_warmup counts the whole process's since the serving engine's.
+  measured = _measure(engine, model, run.params, workload, settings)
+  compile_s = engine.warmup()
+  log(
+    f"[serve_lm] {config.experiment} step {run.step}: {len(items)} requests, prompts "
+    f"{workload['prompt_tokens']['min']}-{workload['prompt_tokens']['max']} tokens, outputs "
+    f"{workload['output_tokens']['min']}-{workload['output_tokens']['max']} "
+    f"({workload['distribution']}); {settings.slots} slots"
+  )
+  log(measured["line"])
+  kv = kv_cache_bytes(model)
+  params_bytes = tree_bytes(run.params)
+  with replacing(out, remake=("loadgen",)) as staging:
+    result = _run_loadgen(engine, items, measured, settings, staging, log)
+    result["compilations_after_warmup"] = engine.compilations_after_warmup  # (roofline compiles)
+    result["decode_sweep"], result["roofline"] = _roofline(
+      model, run.params, settings, spec, staging, log
+    )
+    meta = provenance(
+      argv,
+      workdir=os.path.abspath(workdir),
+      step=run.step,
+      experiment=config.experiment,
+      wall_seconds=time.perf_counter() - t0,
+      tensorboard_summary=None if read_only else dashboard.summary_dir(workdir),
+    )
+    report = {
+      "provenance": meta,
+      "run": {
+        "workdir": os.path.abspath(workdir),
+        "experiment": config.experiment,
+        "step": run.step,
+        "params": count_params(run.params),
+        "model": {k: getattr(run.model, k) for k in ("n_layer", "d_model", "n_head", "n_ctx")},
+      },
+      "settings": dataclasses.asdict(settings),
+      "workload": workload,
+      "engine": {
+        "slots": engine.slots,
+        "prefill_buckets": list(engine.prefill_buckets),
+        "prefill_batch_sizes": list(engine.prefill_batch_sizes),
+        "decode_buckets": list(engine.decode_buckets),
+        "compile_seconds": float(sum(sum(v.values()) for v in compile_s.values())),
+        "cache_layout": getattr(model, "cache_layout", None),
+      },
+      "kv_cache": {
+        "bytes_per_token": kv["per_token"],
+        "bytes_per_slot": kv["per_slot"],
+        "n_ctx": kv["n_ctx"],
+        "params_bytes": params_bytes,
+        "memory_budget_bytes": budget,
+        "slots_in_budget": None if budget is None else max_slots(model, budget, run.params),
+        "slots_in_1_gib": max_slots(model, 2**30, run.params),
+      },
+      "unloaded": measured["unloaded"],
+      "bounds": measured["bounds"],
+      **result,
+      "loadgen_logs": os.path.join(out, "loadgen"),
+    }
+    report = _renamed(report, staging, os.path.abspath(out))
+    samples = report.pop("per_sample_ms")
+    figures = _figures(report, samples, staging, plot_token_cdfs, plot_load)
+    report["figures"] = [os.path.join(os.path.abspath(out), f) for f in figures]
+    text = markdown(report)
+    write_text(os.path.join(staging, "serve.json"), json_text(report))
+    write_text(os.path.join(staging, "serve.md"), text + "\n")
+    write_text(os.path.join(staging, "token_latencies.json"), json_text(samples))
+  if read_only:
+    log(f"[serve_lm] workdir {workdir} is read-only: no TensorBoard summary written")
+  else:
+    pngs = [os.path.join(out, f) for f in figures if f.endswith(".png")]
+    dashboard.publish_report(workdir, run.step, "serve", text, pngs, trial_metrics(report))
+  log(f"[serve_lm] wrote {out} in {time.perf_counter() - t0:.0f} s")
+  return report
+
+
+def _prefill_buckets(n_ctx: int, longest: int) -> tuple[int, ...]:
+  """Powers of two from 8 up to the mix's longest prompt (prefill pads up to one)."""
+  out, b = [], 8
+  while b < longest:
+    out.append(b)
+    b *= 2
+  return tuple(sorted({*out, min(b, n_ctx)}))
+
+
+def _measure(engine, model, params, workload, settings) -> dict[str, Any]:
+  """The unloaded batch-1 latency and the bounds it gives; refused bounds raise here, before
+  anything is written."""
+  from research.bench import lm_loadgen
+
+  unloaded = lm_loadgen.measure_unloaded(
+    model,
+    params,
+    workload["prompt_tokens"]["max"],
+    workload["output_tokens"]["max"],
+    engine.vocab,
+    repeats=4 if settings.quick else 32,
+    prefill_buckets=engine.prefill_buckets,
+    seed=settings.seed,
+  )
+  bounds = lm_loadgen.derive_bounds(
+    unloaded, settings.tier, settings.ttft_bound_ms, settings.tpot_bound_ms
+  )
+  lm_loadgen.check_reachable(bounds, unloaded)
+  line = (
+    f"[serve_lm] unloaded batch 1: TTFT p50 {unloaded['ttft_ms']['p50']:.3f} ms, TPOT p50 "
+    f"{unloaded['tpot_ms']['p50']:.3f} ms -> p99 bounds TTFT {bounds.ttft_ms:.3f} ms, TPOT "
+    f"{bounds.tpot_ms:.3f} ms ({bounds.tier})"
+  )
+  return {
+    "line": line,
+    "unloaded": unloaded,
+    "bounds_obj": bounds,
+    "bounds": {
+      **dataclasses.asdict(bounds),
+      "ratios": lm_loadgen.bound_ratios(bounds.tier),
+      "mlperf_llama2_70b_ms": lm_loadgen.MLPERF_LLAMA2_70B_BOUNDS_MS[bounds.tier],
+      "llama2_70b_unloaded_ms": lm_loadgen.MLPERF_LLAMA2_70B_UNLOADED_MS,
+      "static_wait_ms": settings.static_wait_fraction * bounds.ttft_ms,
+    },
+  }
+
+
+def _slim(record: dict[str, Any]) -> dict[str, Any]:
+  return {k: v for k, v in record.items() if k != "per_sample_ms"}
+
+
+def _run_loadgen(engine, items, measured, settings, staging, log) -> dict[str, Any]:
+  """SingleStream, Offline per mode, and the Server search per mode; logs under
+  staging/loadgen/<mode>/<scenario>."""
+  from research.bench import lm_loadgen
+
+  bounds = measured["bounds_obj"]
+  quick = settings.quick
+  run_settings = lm_loadgen.TokenRunSettings(
+    duration_ms=0 if quick else 2000,
+    single_stream_duration_ms=0 if quick else 1000,
+    offline_samples=min(len(items), 256) if quick else None,
+    static_wait_s=settings.static_wait_fraction * bounds.ttft_ms / 1e3,
+    seed=settings.seed,
+  )
+  root = os.path.join(staging, "loadgen")
+  unloaded = measured["unloaded"]
+  mean_out = sum(w.max_new_tokens for w in items) / len(items)
+  e2e_ms = unloaded["ttft_ms"]["p50"] + (mean_out - 1) * unloaded["tpot_ms"]["p50"]
+  single = lm_loadgen.run_tokens(
+    engine, items, "SingleStream", "continuous", os.path.join(root, "SingleStream"), bounds,
+    run_settings, expected_latency_ms=0.5 * e2e_ms,
+  )  # fmt: skip
+  log(
+    f"[serve_lm] SingleStream: TTFT p99 {single['ttft_p99_ms']:.3f} ms, TPOT p99 "
+    f"{single['tpot_p99_ms']:.3f} ms ({single['result']})"
+  )
+  per_sample = {"single stream (unloaded)": single["per_sample_ms"]}
+  modes: dict[str, Any] = {}
+  max_run_s = 5.0 if quick else 30.0
+  min_qps = lm_loadgen.EARLY_STOPPING_MIN_QUERIES["Server"] / max_run_s
+  for mode in ("continuous", "static"):
+    offline = lm_loadgen.run_tokens(
+      engine, items, "Offline", mode, os.path.join(root, mode, "Offline"), bounds, run_settings
+    )
+    log(
+      f"[serve_lm] Offline {mode}: {offline['loadgen']['tokens_per_s']:,.0f} tokens/s, "
+      f"{offline['loadgen']['samples_per_s']:,.0f} requests/s"
+    )
+    trial_dir = os.path.join(root, mode, "Server")
+
+    def run_at(qps: float, mode=mode, trial_dir=trial_dir) -> dict[str, Any]:
+      n = len(os.listdir(trial_dir)) if os.path.isdir(trial_dir) else 0
+      r = lm_loadgen.run_tokens(
+        engine, items, "Server", mode, os.path.join(trial_dir, f"trial_{n:02d}_{qps:.0f}qps"),
+        bounds, run_settings, target_qps=qps,
+      )  # fmt: skip
+      log(
+        f"[serve_lm] Server {mode} at {qps:,.1f} QPS: {r['result']}, TTFT p99 "
+        f"{_ms(r['ttft_p99_ms'])}, TPOT p99 {_ms(r['tpot_p99_ms'])}, goodput "
+        f"{r['goodput'] or 0:,.1f} req/s"
+      )
+      return r
+
+    search = lm_loadgen.search_server_qps(
+      run_at,
+      start_qps=0.5 * offline["loadgen"]["samples_per_s"],
+      min_qps=min_qps,
+      growth=2.0,
+      rel_tolerance=0.5 if quick else 0.1,
+      max_runs=3 if quick else 10,
+    )
+    best = search["best"]
+    shown = best or min(search["trials"], key=lambda t: t["target_qps"])
+    per_sample[f"{mode} at {shown['target_qps']:,.0f} QPS"] = shown["per_sample_ms"]
+    modes[mode] = {
+      "server": {
+        "qps": search["qps"],
+        "valid": best is not None,
+        "ttft_p99_ms": shown["ttft_p99_ms"],
+        "tpot_p99_ms": shown["tpot_p99_ms"],
+        "goodput": shown["goodput"],
+        "at_target_qps": shown["target_qps"],
+        "bracket": search["bracket"],
+        "min_qps_tried": search["min_qps"],
+        "trials": [_trial_row(t) for t in search["trials"]],
+      },
+      "offline": {
+        "tokens_per_s": offline["loadgen"]["tokens_per_s"],
+        "requests_per_s": offline["loadgen"]["samples_per_s"],
+        "valid": offline["valid"],
+        "log_dir": offline["log_dir"],
+      },
+    }
+  cont, static = modes["continuous"]["server"], modes["static"]["server"]
+  ratio, at_least = None, None
+  if static["qps"] > 0:
+    ratio = cont["qps"] / static["qps"]
+  elif static["bracket"]["invalid_qps"]:
+    at_least = cont["qps"] / static["bracket"]["invalid_qps"]
+  log(
+    f"[serve_lm] Server QPS within the bounds: continuous {cont['qps']:,.1f}, static "
+    f"{static['qps']:,.1f}"
+    + (f" ({ratio:.2f}x)" if ratio else f" (continuous > {at_least:.1f}x)" if at_least else "")
+  )
+  return {
+    "single_stream": _slim(single),
+    "modes": modes,
+    "continuous_over_static": {"server_qps": ratio, "server_qps_at_least": at_least},
+    "per_sample_ms": per_sample,
+  }
+
+
+def _trial_row(r: dict[str, Any]) -> dict[str, Any]:
+  return {
+    "target_qps": r["target_qps"],
+    "valid": r["valid"],
+    "ttft_p99_ms": r["ttft_p99_ms"],
+    "tpot_p99_ms": r["tpot_p99_ms"],
+    "tokens_per_s": r["loadgen"]["tokens_per_s"],
+    "completed_requests_per_s": r["loadgen"]["samples_per_s"],
+    "goodput": r["goodput"],
+    "invalid_reason": r["loadgen"]["invalid_reason"],
+    "log_dir": r["log_dir"],
+    "wall_s": r["wall_s"],
+  }
+
+
+def _ms(x: float | None) -> str:
+  return "-" if x is None else f"{x:.3f} ms"
+
+
+def _roofline(model, params, settings, spec, staging, log) -> tuple[list, dict]:
+  """The decode sweep and the per-phase roofline (train step, prefill, decode per batch) from
+  research/bench/roofline.py, peaks measured in the same run; the sweep is its decode points
+  (every slot busy: a serving engine's best case, beside the loaded runs above)."""
+  from research.bench import roofline
+
+  n_ctx = int(model.n_ctx)
+  batches = (1, 4) if settings.quick else tuple(settings.decode_batches)
+  prompt, new = min(16, n_ctx // 4), min(64, n_ctx // 2)
+  log(f"[serve_lm] roofline: measuring peaks, decode sweep at batches {batches}")
+  quick = {"matmul_n": 256, "triad_elements": 2**20, "cache_triad_elements": 2**16, "repeats": 3}
+  peaks = roofline.measure_peaks(settings.threads, **(quick if settings.quick else {}))
+  points = roofline.lm_phase_points(
+    model, params, peaks, decode_batches=batches, prefill_tokens=spec.prompt_tokens[1],
+    threads=settings.threads, prompt_tokens=prompt, new_tokens=new,
+    repeats=1 if settings.quick else 3,
+  )  # fmt: skip
+  roofline.plot_roofline(points, peaks, os.path.join(staging, "roofline.png"))
+  sweep = [p for p in points if p["phase"] == "decode"]
+  return sweep, {"peaks": peaks, "points": points, "crossover": roofline.crossover(points, peaks)}
+
+
+def _figures(report, samples, staging, plot_token_cdfs, plot_load) -> list[str]:
+  """The figures, written into `staging`; their file names."""
+  from research.bench.figures import figure_paths
+
+  b = report["bounds"]
+  title = f"{report['run']['experiment']} (step {report['run']['step']})"
+  plot_token_cdfs(
+    samples, b["ttft_ms"], b["tpot_ms"], os.path.join(staging, "token_cdfs.png"),
+    title=f"{title}: token latencies, unloaded and at each mode's highest VALID load",
+  )  # fmt: skip
+  searches = {m: report["modes"][m]["server"] for m in ("continuous", "static")}
+  plot_load(
+    searches, b["ttft_ms"], b["tpot_ms"], os.path.join(staging, "load.png"),
+    title=f"{title}: Server scenario, static against continuous batching",
+  )  # fmt: skip
+  stems = ("token_cdfs.png", "load.png", "roofline.png")
+  return [os.path.basename(p) for stem in stems for p in figure_paths(stem)]
+
+
+def _renamed(obj: Any, staging: str, out: str) -> Any:
+  """`obj` with every path under the temporary `staging` named under `out`, where it will be."""
+  if isinstance(obj, str) and (obj == staging or obj.startswith(staging + os.sep)):
+    return out + obj[len(staging) :]
+  if isinstance(obj, dict):
+    return {k: _renamed(v, staging, out) for k, v in obj.items()}
+  if isinstance(obj, list):
+    return [_renamed(v, staging, out) for v in obj]
+  return obj
+
+
+def trial_metrics(report: dict[str, Any]) -> dict[str, float]:
+  """The headline as the run's HParams trial metrics (None values left out)."""
+  out = {}
+  for path, tag in TRIAL_METRICS.items():
+    value: Any = report
+    for key in path:
+      value = value.get(key) if isinstance(value, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      out[tag] = float(value)
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# serve.md
+
+
+def markdown(r: dict[str, Any]) -> str:
+  """The report a reader checks: the mix, the bounds and how they were chosen, each mode's
+  Server QPS and goodput within them, Offline tokens/s, the memory side and the roofline."""
+  from research.outputs import markdown_table
+
+  w, b, kv, u = r["workload"], r["bounds"], r["kv_cache"], r["unloaded"]
+  cos = r["continuous_over_static"]
+  rows = []
+  for mode in ("continuous", "static"):
+    s, o = r["modes"][mode]["server"], r["modes"][mode]["offline"]
+    rows.append([
+      mode,
+      f"{s['qps']:,.1f}" if s["valid"] else f"none ≥ {s['min_qps_tried']:,.1f}",
+      _ms(s["ttft_p99_ms"]),
+      _ms(s["tpot_p99_ms"]),
+      f"{s['goodput'] or 0:,.1f}",
+      f"{o['tokens_per_s']:,.0f}",
+      f"{o['requests_per_s']:,.1f}",
+    ])  # fmt: skip
+  if cos["server_qps"]:
+    verdict = f"Continuous batching sustains **{cos['server_qps']:.2f}x** static's Server QPS"
+  elif cos["server_qps_at_least"]:
+    verdict = (
+      f"Static batching met the bounds at no load tried (down to "
+      f"{r['modes']['static']['server']['min_qps_tried']:,.1f} QPS): continuous batching "
+      f"sustains **more than {cos['server_qps_at_least']:.1f}x** its Server QPS"
+    )
+  else:
+    verdict = "Neither mode met the bounds at any load tried."
+  lines = [
+    f"# Serving {r['run']['experiment']} (step {r['run']['step']}) by the MLPerf LLM rules",
+    "",
+    r["provenance"]["markdown"],
+    "",
+    *(
+      ["**--quick: short runs and few search steps, a smoke test, not results.**", ""]
+      if r["settings"]["quick"]
+      else []
+    ),
+    "## Request mix",
+    "",
+    f"{w['count']} requests (seed {w['seed']}); prompt and output lengths {w['distribution']} "
+    f"({w['formula']}): prompts {w['prompt_tokens_range'][0]}-{w['prompt_tokens_range'][1]} "
+    f"tokens ({w['prompt_source']}), outputs {w['output_tokens_range'][0]}-"
+    f"{w['output_tokens_range'][1]} tokens (drawn: {w['output_tokens']['min']}-"
+    f"{w['output_tokens']['max']}, mean {w['output_tokens']['mean']:.1f}; "
+    f"{w['output_spread']:.0f}x apart).",
+    "",
+    "## Bounds",
+    "",
+    f"p99 TTFT ≤ **{b['ttft_ms']:.3f} ms**, p99 TPOT ≤ **{b['tpot_ms']:.3f} ms**, each checked "
+    f"on its own by LoadGen (`use_token_latencies`; TPOT = (latency − TTFT) / (tokens − 1), "
+    f"the first token not included). How: {b['how']}. Static batching waits at most "
+    f"{b['static_wait_ms']:.3f} ms (half the TTFT bound) for a full batch of "
+    f"{r['engine']['slots']}.",
+    "",
+    f"Unloaded (one request at a time, 1-slot engine): TTFT p50 {u['ttft_ms']['p50']:.3f} ms "
+    f"({u['prompt_tokens']}-token prompt), TPOT p50 {u['tpot_ms']['p50']:.3f} ms.",
+    "",
+    "## Server (Poisson) and Offline",
+    "",
+    markdown_table(
+      [
+        "batching",
+        "Server QPS within bounds",
+        "p99 TTFT",
+        "p99 TPOT",
+        "goodput (req/s)",
+        "Offline tokens/s",
+        "Offline req/s",
+      ],
+      rows,
+      align="lrrrrrr",
+    ),  # fmt: skip
+    "",
+    f"{verdict}, on the same engine ({r['engine']['slots']} slots) and bounds. p99s are "
+    f"LoadGen's, at the highest VALID QPS (or the lowest tried when none was VALID); goodput "
+    f"counts the requests whose TTFT and TPOT both met the bounds, per second (vLLM's "
+    f"definition). SingleStream: TTFT p99 {_ms(r['single_stream']['ttft_p99_ms'])}, TPOT p99 "
+    f"{_ms(r['single_stream']['tpot_p99_ms'])}. Compilations after warm-up: "
+    f"{r['compilations_after_warmup']}. LoadGen's logs: `loadgen/`.",
+    "",
+    "## Memory",
+    "",
+    f"KV cache: {kv['bytes_per_token']:,} bytes per token, {kv['bytes_per_slot']:,} per slot "
+    f"(n_ctx {kv['n_ctx']}); params {kv['params_bytes']:,} bytes; 1 GiB holds "
+    f"{kv['slots_in_1_gib']:,} sequences of n_ctx tokens"
+    + (
+      f"; the memory budget ({kv['memory_budget_bytes'] / 2**20:.1f} MiB) holds "
+      f"{kv['slots_in_budget']:,}."
+      if kv["memory_budget_bytes"]
+      else "."
+    ),
+    "",
+    *_decode_section(r.get("decode_sweep"), r.get("roofline")),
+  ]
+  return "\n".join(lines)
+
+
+def _decode_section(sweep: list, roofline: dict) -> list[str]:
+  from research.outputs import markdown_table
+
+  rows = [
+    [s["batch"], f"{s['tokens_per_s']:,.0f}", f"{100 * s['mfu']:.2f} %",
+     f"{100 * s['roofline_fraction']:.1f} %"]
+    for s in sweep
+  ]  # fmt: skip
+  peaks = roofline["peaks"]
+  return [
+    "## Decode sweep and roofline",
+    "",
+    markdown_table(["batch", "tokens/s", "MFU", "of roofline bound"], rows, align="rrrr"),
+    "",
+    f"Every slot busy (research/bench/roofline.py). This core, measured in the same run: matmul "
+    f"peak {peaks['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, STREAM triad "
+    f"{peaks['triad_bytes_per_s'] / 1e9:.1f} GB/s, ridge {peaks['ridge_flops_per_byte']:.2f} "
+    f"FLOP/byte. Decode turns compute-bound: {roofline['crossover']['text']}. Figure: "
+    f"`roofline.png`.",
+    "",
+  ]
