@@ -44,18 +44,19 @@ def _expected() -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def _onnx(slots: int, decode_buckets=None) -> OnnxDecodeEngine:
-  engine = OnnxDecodeEngine(MODEL, _params(), slots, (16,), decode_buckets, threads=1)
+def _onnx(slots: int, decode_buckets=None, layout: str = "BTHD") -> OnnxDecodeEngine:
+  model = MODEL.clone(cache_layout=layout)
+  engine = OnnxDecodeEngine(model, _params(), slots, (16,), decode_buckets, threads=1)
   engine.warmup()
   return engine
 
 
-@pytest.mark.parametrize("slots,decode_buckets", [(1, None), (3, (16, 32))])
-def test_onnx_engine_gives_the_jax_engines_tokens(slots, decode_buckets):
+@pytest.mark.parametrize("slots,decode_buckets,layout", [(1, (32,), "BTHD"), (3, (16, 32), "BHTD")])
+def test_onnx_engine_gives_the_jax_engines_tokens(slots, decode_buckets, layout):
   expected = _expected()
   assert len({len(v) for v in expected.values()}) > 4
   assert all(len(set(v)) > 1 for v in expected.values() if len(v) > 3)  # not constant repeats
-  engine = _onnx(slots, decode_buckets)
+  engine = _onnx(slots, decode_buckets, layout)
   order = np.random.default_rng(slots).permutation(len(_requests()))
   results = serve(engine, [_requests()[i] for i in order], "continuous")
   assert {k: c.tokens for k, c in results.items()} == expected
@@ -65,7 +66,7 @@ def test_onnx_engine_gives_the_jax_engines_tokens(slots, decode_buckets):
 
 
 def test_onnx_engine_refuses_sampling_and_what_the_jax_engine_refuses():
-  engine = _onnx(1)
+  engine = _onnx(1, (32,))
   with pytest.raises(GenerationError, match="decodes greedily"):
     engine.check(Request("s", [1, 2], 3, temperature=1.0, key=0))
   with pytest.raises(GenerationError, match="exceed the model's context"):

@@ -137,7 +137,8 @@ def make_generators(
       from research.serving.onnx_decode_engine import OnnxDecodeEngine
 
       out[name] = {
-        b: EngineGenerate(OnnxDecodeEngine(model, params, b, (prompt_tokens,))) for b in batch_sizes
+        b: EngineGenerate(OnnxDecodeEngine(for_serving(model), params, b, (prompt_tokens,)))
+        for b in batch_sizes
       }
     else:
       raise PeersError(f"unknown framework {name!r}; choose from {', '.join(FRAMEWORKS)}")
