@@ -164,7 +164,7 @@ def gpt2_config(model: Any) -> Any:
     tie_word_embeddings=bool(model.tied_embeddings),
     bos_token_id=None,
     eos_token_id=None,
-    pad_token_id=0,
+    pad_token_id=None,  # nothing is padded (and the model then skips its per-call padding check)
   )
 
 
@@ -207,9 +207,15 @@ class HfGenerate:
     from transformers.generation.streamers import BaseStreamer
 
     self.hf = hf_gpt2(model, params)
-    self.config = GenerationConfig(
-      do_sample=False, use_cache=True, eos_token_id=None, bos_token_id=None, pad_token_id=0
+    self._config = lambda n: GenerationConfig(  # noqa: E731
+      max_new_tokens=n,
+      do_sample=False,
+      use_cache=True,
+      eos_token_id=None,
+      bos_token_id=None,
+      pad_token_id=0,
     )
+    self.configs: dict[int, Any] = {}
 
     class Stamps(BaseStreamer):
       """generate() calls put() with the prompt, then with each new token [B] as it is made."""
@@ -230,14 +236,15 @@ class HfGenerate:
   @torch.inference_mode()
   def generate_timed(self, prompt_BxP: np.ndarray, new_tokens: int) -> tuple[np.ndarray, list]:
     """Greedy: the new tokens [B, N] and N + 1 timestamps (start, then each token on the host)."""
+    if new_tokens not in self.configs:
+      self.configs[new_tokens] = self._config(new_tokens)
     streamer = self._stamps()
     start = time.perf_counter()
     prompt = torch.from_numpy(np.asarray(prompt_BxP, np.int64))
     out = self.hf.generate(
       prompt,
       attention_mask=torch.ones_like(prompt),
-      generation_config=self.config,
-      max_new_tokens=new_tokens,
+      generation_config=self.configs[new_tokens],
       streamer=streamer,
     )
     if len(streamer.stamps) != new_tokens:
