@@ -32,6 +32,12 @@ def main() -> int:
   p.add_argument("--repeats", type=positive_int, default=5, help="rounds per batch size")
   p.add_argument("--latency-runs", type=positive_int, default=20, help="extra batch-1 rounds")
   p.add_argument("--seed", type=int, default=0, help="weights and prompts")
+  p.add_argument(
+    "--cold",
+    action="store_true",
+    help="time each generation right after another framework's (default: right after an untimed "
+    "one of its own, so its code and data are in the CPU caches as in a server running it alone)",
+  )
   args = p.parse_args()
   try:
     batch_sizes = tuple(sorted({int(b) for b in args.batch_sizes.split(",")}))
@@ -82,7 +88,7 @@ def main() -> int:
   params = jax.jit(model.init)(jax.random.key(args.seed), jnp.zeros((1, model.n_ctx), jnp.int32))
   record = run(
     model, params, args.frameworks, batch_sizes, args.prompt_tokens, args.new_tokens,
-    args.repeats, args.latency_runs, sys.argv, args.seed,
+    args.repeats, args.latency_runs, sys.argv, args.seed, warm_each=not args.cold,
   )  # fmt: skip
   write_all({args.out + ".json": json_text(record), args.out + ".md": markdown(record)}, "--out")
   for name, r in record["ratios"].items():
