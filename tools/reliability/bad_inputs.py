@@ -384,6 +384,18 @@ CASES: list[BadInput] = [
   _case("figures is a file", "bench_decode.py", "--config", _LM, "--figures", "{tmp}/f",
         setup=_FILE),
   _case("unknown variant", "bench_decode.py", "--config", _LM, "--variant", "BHTD, fast"),
+  # bench_lm_peers.py (each refused before torch is needed)
+  _case("batch sizes not integers", "bench_lm_peers.py", "--out", "{tmp}/p", "--batch-sizes", "a"),
+  _case("batch size 0", "bench_lm_peers.py", "--out", "{tmp}/p", "--batch-sizes", "0,8"),
+  _case("one new token", "bench_lm_peers.py", "--out", "{tmp}/p", "--new-tokens", "1"),
+  _case("repeats 0", "bench_lm_peers.py", "--out", "{tmp}/p", "--repeats", "0"),
+  _case("unknown framework", "bench_lm_peers.py", "--out", "{tmp}/p", "--frameworks", "vllm"),
+  _case("without jax", "bench_lm_peers.py", "--out", "{tmp}/p", "--frameworks", "hf,torch"),
+  _case("prompt beyond the context", "bench_lm_peers.py", "--out", "{tmp}/p", "--prompt-tokens",
+        "999"),
+  _case("classifier config", "bench_lm_peers.py", "--out", "{tmp}/p", "--config", _CNN),
+  _case("out is a directory", "bench_lm_peers.py", "--out", "{tmp}"),
+  _case("out missing", "bench_lm_peers.py"),
   # bench_train_loop.py
   _case("steps 0", "bench_train_loop.py", "--steps", "0"),
   _case("repeats 0", "bench_train_loop.py", "--repeats", "0"),
