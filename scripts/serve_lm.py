@@ -106,6 +106,13 @@ def main() -> int:
     f"{static['qps']:,.1f}; Offline continuous "
     f"{r['modes']['continuous']['offline']['tokens_per_s']:,.0f} tokens/s -> {args.out}"
   )
+  lb, ratio = r["loose_bounds"], r["continuous_over_static"]["server_qps_loose"]
+  print(
+    f"At the loose bounds ({lb['factor']}x: TTFT {lb['ttft_ms']:.3f} ms / TPOT "
+    f"{lb['tpot_ms']:.3f} ms): continuous {r['modes']['continuous']['server_loose']['qps']:,.1f}, "
+    f"static {r['modes']['static']['server_loose']['qps']:,.1f}"
+    + (f" ({ratio:.2f}x)" if ratio else "")
+  )
   return 0
 
 

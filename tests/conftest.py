@@ -54,26 +54,38 @@ def script_here(monkeypatch):
   started, as it has in this process). The same errors from fresh processes, where threads left
   at exit could add lines: tests/test_bad_inputs.py and scripts/fault_campaign.py.
   """
+  return lambda name, *argv: _run_script(monkeypatch, name, *argv)
+
+
+@pytest.fixture(scope="module")
+def script_here_module():
+  """`script_here` for a module-scoped fixture: one script run shared by a module's tests (each
+  call's patches undone when it returns)."""
 
   def run(name, *argv):
-    from research.training import preemption
-
-    monkeypatch.chdir(REPO)
-    monkeypatch.setattr(sys, "argv", [name, *map(str, argv)])
-    monkeypatch.setattr(
-      preemption, "install", lambda *args, **kwargs: None
-    )  # pytest keeps its signal handlers
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-      try:
-        runpy.run_path(os.path.join(REPO, "scripts", name), run_name="__main__")
-      except SystemExit as exit_:
-        code = exit_.code
-    # Universal newlines, as a text-mode subprocess.run reads them (csv writes "\r\n").
-    text = lambda f: f.getvalue().replace("\r\n", "\n")  # noqa: E731
-    return code, text(out), text(err)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+      return _run_script(monkeypatch, name, *argv)
 
   return run
+
+
+def _run_script(monkeypatch, name, *argv):
+  from research.training import preemption
+
+  monkeypatch.chdir(REPO)
+  monkeypatch.setattr(sys, "argv", [name, *map(str, argv)])
+  monkeypatch.setattr(
+    preemption, "install", lambda *args, **kwargs: None
+  )  # pytest keeps its signal handlers
+  out, err, code = io.StringIO(), io.StringIO(), 0
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    try:
+      runpy.run_path(os.path.join(REPO, "scripts", name), run_name="__main__")
+    except SystemExit as exit_:
+      code = exit_.code
+  # Universal newlines, as a text-mode subprocess.run reads them (csv writes "\r\n").
+  text = lambda f: f.getvalue().replace("\r\n", "\n")  # noqa: E731
+  return code, text(out), text(err)
 
 
 # ---- Shared trained runs -------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def test_loadgen_token_path_reports_ttft_and_tpot_for_every_sample(tmp_path):
   settings = lm_loadgen.TokenRunSettings(duration_ms=0, single_stream_duration_ms=0)
   r = lm_loadgen.run_tokens(
     engine, items, "Server", "continuous", str(tmp_path / "server"), bounds, settings,
-    target_qps=400.0,
+    target_qps=800.0,
   )  # fmt: skip
   lg, s = r["loadgen"], r["per_sample_ms"]
   assert lg["errors"] == []  # every first token came before its sample's end, n_tokens > 1
@@ -129,16 +129,24 @@ def lm_run(tmp_path_factory):
   return workdir
 
 
-def test_serve_lm_quick_writes_the_report_and_the_trial_metrics(lm_run, script_here, tmp_path):
+@pytest.fixture(scope="module")
+def served(lm_run, script_here_module, tmp_path_factory):
+  """One --quick serve_lm.py run (4 slots, 64 requests) the report's tests share: (out, exit
+  status, stdout, stderr, serve.json or None)."""
+  out = tmp_path_factory.mktemp("served") / "serving"
+  args = ("--threads", "0", "--workdir", lm_run, "--out", out, "--quick", "--slots", "4",
+          "--prefill-batch", "2", "--requests", "64")  # fmt: skip
+  code, stdout, stderr = script_here_module("serve_lm.py", *args)
+  r = json.loads((out / "serve.json").read_text()) if code == 0 else None
+  return out, code, stdout, stderr, r
+
+
+def test_serve_lm_quick_writes_the_report_and_the_trial_metrics(lm_run, served):
   from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-  out = tmp_path / "serving"
-  args = ("--threads", "0", "--workdir", lm_run, "--out", out, "--quick", "--slots", "4",
-          "--prefill-batch", "2")  # fmt: skip
-  code, stdout, stderr = script_here("serve_lm.py", *args, "--requests", "64")
+  out, code, stdout, stderr, r = served
   assert code == 0, stderr[-3000:]
   assert "[serve_lm]" in stderr and "Server QPS" in stdout
-  r = json.loads((out / "serve.json").read_text())
   for mode in ("static", "continuous"):
     server = r["modes"][mode]["server"]
     assert {"qps", "ttft_p99_ms", "tpot_p99_ms", "goodput", "valid"} <= set(server)
@@ -160,6 +168,43 @@ def test_serve_lm_quick_writes_the_report_and_the_trial_metrics(lm_run, script_h
   assert "trial/tokens_server_qps_continuous" in tags and "trial/tokens_ttft_bound_ms" in tags
   value = acc.Scalars("trial/tokens_server_qps_continuous")[0].value
   assert value == pytest.approx(r["modes"]["continuous"]["server"]["qps"])
+  ratio = r["continuous_over_static"]["server_qps_loose"]
+  if ratio is not None:
+    assert acc.Scalars("trial/tokens_server_qps_ratio_loose")[0].value == pytest.approx(ratio)
+
+
+def test_the_loose_comparison_gives_a_finite_ratio_from_its_own_numbers(served):
+  out, code, _, stderr, r = served
+  assert code == 0, stderr[-3000:]
+  lb, b = r["loose_bounds"], r["bounds"]
+  k = lb["factor"]
+  assert k >= 1 and k & (k - 1) == 0 and lb["factors_tried"][-1] == k  # a power of two
+  assert lb["ttft_ms"] == pytest.approx(k * b["ttft_ms"])  # MLPerf's proportion kept
+  assert lb["tpot_ms"] == pytest.approx(k * b["tpot_ms"])
+  cont, static = (r["modes"][m]["server_loose"] for m in ("continuous", "static"))
+  for s in (cont, static):
+    assert {"qps", "ttft_p99_ms", "tpot_p99_ms", "goodput", "valid", "bounds"} <= set(s)
+    assert s["bounds"]["ttft_ms"] == lb["ttft_ms"] and s["factor"] == k
+    assert s["valid"] == (s["qps"] > 0)
+    for t in (t for t in s["trials"] if t["valid"]):  # VALID at the loose bounds, not others
+      assert t["ttft_p99_ms"] <= lb["ttft_ms"] and t["tpot_p99_ms"] <= lb["tpot_ms"]
+  assert static["valid"], stderr[-3000:]  # k doubles until static meets the bounds
+  ratio = r["continuous_over_static"]["server_qps_loose"]
+  assert ratio is not None and np.isfinite(ratio)
+  assert ratio == pytest.approx(cont["qps"] / static["qps"])
+  text = (out / "serve.md").read_text()
+  assert "## Server at loose bounds both modes can meet" in text and f"{ratio:.2f}x" in text
+  assert (out / "load_loose.png").is_file()
+
+
+def test_the_loose_factor_is_the_smallest_power_of_two_over_twice_statics_p99():
+  b = lm_loadgen.Bounds(10.0, 2.0, "server", {"ttft": True, "tpot": True}, "scaled")
+  assert lm_loadgen.loose_factor(b, {"ttft": 4.0, "tpot": 0.5}) == 1  # 2x p99 within: as is
+  assert lm_loadgen.loose_factor(b, {"ttft": 29.4, "tpot": 0.9}) == 8  # 58.8 ms: 80 >= it
+  assert lm_loadgen.loose_factor(b, {"ttft": 5.0, "tpot": 4.5}) == 8  # TPOT binds: 9 ms -> 16
+  assert lm_loadgen.loose_factor(b, {"ttft": None, "tpot": None}) == 1
+  s = lm_loadgen.scaled_bounds(b, 4, "why")
+  assert (s.ttft_ms, s.tpot_ms, s.tier) == (40.0, 8.0, "server") and "4x" in s.how
 
 
 @pytest.mark.parametrize(

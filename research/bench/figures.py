@@ -136,8 +136,9 @@ def break_even_panel(
   *,
   headline: str | None = None,
   title: str = "",
+  unit: str = "predictions",
 ) -> None:
-  """Cumulative inference cost as a multiple of the training run's against predictions served,
+  """Cumulative inference cost as a multiple of the training run's against `unit` served,
   one line per measure (label -> (break-even count, color, gid)): each crosses 1 at its
   break-even, marked with a dot, a drop line and its count in the legend. The `headline` line is
   dashed, drawn on top with a diamond and its count written beside it. Log-log axes."""
@@ -148,7 +149,7 @@ def break_even_panel(
   for label, (n, color, gid) in counts.items():
     top = label == headline
     style = {"ls": "--", "linewidth": 2, "zorder": 3.5} if top else {"zorder": 3}
-    ax.plot(x, x / n, color=color, label=f"{label}: {si(n)} predictions", **style)
+    ax.plot(x, x / n, color=color, label=f"{label}: {si(n)} {unit}", **style)
     ax.plot([n, n], [floor, 1], ls=":", color=color, zorder=2)
     mark = {"marker": "D" if top else "o", "markersize": 8 if top else 7}
     ax.plot([n], [1], color=color, markeredgecolor="k", gid=gid, zorder=5 if top else 4, **mark)
@@ -161,7 +162,7 @@ def break_even_panel(
   ax.set_ylim(floor, 30)
   ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
   ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: si(v)))
-  _style(ax, "predictions served (log scale)", title, grid="both")
+  _style(ax, f"{unit} served (log scale)", title, grid="both")
   ax.set_ylabel("inference cost ÷ training cost (log scale)")
   ax.legend(bbox_to_anchor=(0.5, -0.16), **_BELOW)
 

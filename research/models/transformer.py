@@ -215,8 +215,9 @@ class Transformer(nn.Module):
       raise ValueError(f"{s} new tokens exceed the model's context n_ctx={self.n_ctx}")
     if isinstance(start_pos, int) and start_pos + s > self.n_ctx:
       raise ValueError(f"positions {start_pos}..{start_pos + s - 1} run past n_ctx={self.n_ctx}")
+    # start_pos.shape, not jnp.shape: jax2onnx traces jnp.shape, and the comparison would be traced
     if jnp.ndim(start_pos) not in (0, 1) or (
-      jnp.ndim(start_pos) == 1 and jnp.shape(start_pos)[0] != tokens_BxS.shape[0]
+      jnp.ndim(start_pos) == 1 and start_pos.shape[0] != tokens_BxS.shape[0]
     ):
       raise ValueError(
         f"start_pos must be a scalar or one position per row [{tokens_BxS.shape[0]}], "

@@ -12,6 +12,7 @@ onnx_runtime.py  the ONNX Runtime engines: the export in fp32 and ONNX Runtime's
 offline.py       predictions for a file of examples (scripts/infer.py)
 generate.py      language-model generation with a KV cache
 decode_engine.py continuous batching: prefill, insert into a slot, one decode step over all slots
+onnx_decode_engine.py  the same engine interface with its prefill and decode step in ONNX Runtime
 """
 
 from research.errors import UserError

@@ -154,6 +154,86 @@ def export_decode_step_onnx(model: Any, params: Any, batch: int = 1) -> tuple[by
   return proto.SerializeToString(), names
 
 
+def _decoder_onnx(fn: Callable, specs: list, name: str, inputs: list, outputs: list) -> bytes:
+  """`fn` through jax2onnx, or ExportError naming the function that failed."""
+  from jax2onnx import to_onnx
+
+  logging.getLogger("onnx_ir.serde").setLevel(logging.ERROR)
+  try:
+    proto = to_onnx(fn, specs, model_name=name, input_names=inputs, output_names=outputs)
+  except Exception as e:
+    raise ExportError(f"jax2onnx cannot export the {name}: {one_line(e)}") from None
+  return proto.SerializeToString()
+
+
+def export_slot_decode_onnx(
+  model: Any, params: Any, slots: int, key_len: int | None = None
+) -> tuple[bytes, list[str]]:
+  """The decode step of `slots` sequences, each at its own position, as ONNX (what a
+  continuous-batching engine steps), and its cache input names in order.
+
+  Inputs: `token` int32 [slots, 1], `pos` int32 [slots] (where each slot's token goes), the
+  cache buffers (`cache_0`, ..., `jax.tree.leaves` order of `init_decode_cache`); outputs:
+  `logits` [slots, V] and the updated buffers (`cache_out_0`, ...). With `key_len`, attention
+  scores only the cache's first `key_len` positions (every slot's position must be below it).
+  """
+  from research.models import init_decode_cache
+
+  model = for_platform(model, EXPORT_PLATFORM)
+  leaves, treedef = jax.tree.flatten(init_decode_cache(model, slots))
+
+  def step(token, pos, *cache):
+    logits, cache = model.apply(
+      params, token, jax.tree.unflatten(treedef, cache), pos, key_len=key_len, method="decode"
+    )
+    return (logits[:, 0].astype(jnp.float32), *jax.tree.leaves(cache))
+
+  names = [f"cache_{i}" for i in range(len(leaves))]
+  specs = [jax.ShapeDtypeStruct((slots, 1), jnp.int32), jax.ShapeDtypeStruct((slots,), jnp.int32)]
+  proto = _decoder_onnx(
+    step,
+    specs + [jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves],
+    f"{type(model).__name__}_slot_decode_step",
+    ["token", "pos", *names],
+    ["logits", *[f"cache_out_{i}" for i in range(len(leaves))]],
+  )
+  return proto, names
+
+
+def export_prefill_onnx(model: Any, params: Any, bucket: int) -> tuple[bytes, list[str]]:
+  """A prompt's prefill as ONNX: `prompt` int32 [1, bucket] (the prompt, then padding) and
+  `length` int32 [] (its true length) in; `logits` [1, V] of the token after the prompt and
+  `kv_0`, ... out: each cache buffer's first `bucket` positions (batch 1), which a decode engine
+  inserts into a slot. Padding sits after the prompt, so causal attention keeps it out."""
+  from jax import lax
+
+  from research.models import init_decode_cache
+
+  model = for_platform(model, EXPORT_PLATFORM)
+  empty = init_decode_cache(model, 1)
+  longer = init_decode_cache(model.clone(n_ctx=model.n_ctx + 1), 1)
+  axes = [
+    next(i for i, (a, b) in enumerate(zip(x.shape, y.shape)) if a != b)
+    for x, y in zip(jax.tree.leaves(empty), jax.tree.leaves(longer))
+  ]
+
+  def prefill(prompt, length):
+    logits, cache = model.apply(params, prompt, empty, 0, key_len=bucket, method="decode")
+    last = lax.dynamic_index_in_dim(logits[0], length - 1, keepdims=True)
+    kv = [lax.slice_in_dim(x, 0, bucket, axis=a) for x, a in zip(jax.tree.leaves(cache), axes)]
+    return (last.astype(jnp.float32), *kv)
+
+  names = [f"kv_{i}" for i in range(len(axes))]
+  proto = _decoder_onnx(
+    prefill,
+    [jax.ShapeDtypeStruct((1, bucket), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32)],
+    f"{type(model).__name__}_prefill_{bucket}",
+    ["prompt", "length"],
+    ["logits", *names],
+  )
+  return proto, names
+
+
 def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
   """How far an engine's logits are from the reference: max |difference|, predictions agreeing."""
   reference, candidate = np.asarray(reference), np.asarray(candidate)

@@ -110,6 +110,9 @@ def read_run(workdir: str, notes: list[str] | None = None) -> dict[str, Any]:
   cost: dict[str, Any] = {}
   try:
     report = workdir_lib.read_report(workdir)
+    if report and report.get("kind") == "language_model":  # per token, not per prediction
+      notes.append(f"{workdir}: a language model's report (in tokens): cost columns left empty")
+      report = None
     cost = comparison_fields(report) if report else {}
   except (workdir_lib.WorkdirError, KeyError, TypeError):
     notes.append(f"{workdir}: report.json is unreadable; its cost columns are left empty")

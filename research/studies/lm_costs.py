@@ -20,10 +20,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from research import workdir as workdir_lib
-from research.bench.generation import batched_generation, check_fits, realtime_generation
+from research.bench.generation import (
+  batched_generation,
+  check_fits,
+  engine_decode_sweep,
+  realtime_generation,
+)
 from research.cost import flops, hardware, xla
 from research.models import transformer_flops as tf
-from research.serving.generate import Generator
+from research.serving.decode_engine import for_serving
+from research.serving.generate import GenerationError, Generator
 from research.serving.restore import load_run
 from research.training.optimizers import optimizer_from_config
 from research.training.step import create_train_state, make_train_step
@@ -36,6 +42,13 @@ class LMCostSettings:
   sequences: int = 20
   batch_sizes: Sequence[int] = (1, 8, 32, 128)
   repeats: int = 5
+  # Batched generation on "generator" (the lockstep Generator: whole generations, every step
+  # over the whole n_ctx cache) or "engine" (the serving DecodeEngine, every slot busy, each
+  # step over the filled prefix). Batch 1's TTFT and TPOT are the Generator's either way.
+  decode: str = "generator"
+
+
+DECODE_CHOICES = ("generator", "engine")
 
 
 def _shape(model) -> dict[str, Any]:
@@ -94,6 +107,10 @@ def lm_costs(
   summary = workdir_lib.read_summary(workdir)
   config, model, params = run.config, run.model, run.params
   check_fits(model.n_ctx, settings.prompt_tokens, settings.new_tokens)  # before any timing
+  if settings.decode not in DECODE_CHOICES:
+    raise GenerationError(
+      f"unknown decode {settings.decode!r}; choose one of: {', '.join(DECODE_CHOICES)}"
+    )
   optimizer = optimizer_from_config(config)
   flops = flop_counts(model, params, min(config.batch_size, 8), config.optimizer.name, optimizer)
   peak = peak or hardware.measure_peak_flops()
@@ -107,15 +124,25 @@ def lm_costs(
   rng = np.random.default_rng(0)
   prompt = jnp.asarray(rng.integers(0, model.num_classes, (1, settings.prompt_tokens)), jnp.int32)
   realtime = realtime_generation(generator, params, prompt, settings.new_tokens, settings.sequences)
-  batched = batched_generation(
-    generator,
-    params,
-    settings.prompt_tokens,
-    settings.new_tokens,
-    settings.batch_sizes,
-    model.num_classes,
-    settings.repeats,
-  )
+  if settings.decode == "engine":
+    batched = engine_decode_sweep(
+      for_serving(model),
+      params,
+      settings.batch_sizes,
+      settings.prompt_tokens,
+      settings.new_tokens,
+      repeats=settings.repeats,
+    )
+  else:
+    batched = batched_generation(
+      generator,
+      params,
+      settings.prompt_tokens,
+      settings.new_tokens,
+      settings.batch_sizes,
+      model.num_classes,
+      settings.repeats,
+    )
   decode_flops = flops["decode_per_token"]
   for r in batched:
     r["mfu"] = decode_flops * r["tokens_per_second"] / peak_flops
@@ -252,6 +279,7 @@ def _time_section(r: dict[str, Any]) -> list[str]:
 
   t, g = r["training"], r["generation"]
   rt = g["realtime"]
+  on = " (serving engine)" if g["settings"].get("decode") == "engine" else ""
   return [
     "## Time",
     "",
@@ -272,7 +300,7 @@ def _time_section(r: dict[str, Any]) -> list[str]:
         ],
         *[
           [
-            f"batched generation, batch {b['batch_size']}",
+            f"batched generation{on}, batch {b['batch_size']}",
             f"{1e6 / b['tokens_per_second']:.2f} µs",
             f"{b['tokens_per_second']:,.0f}",
             f"{100 * b['mfu']:.2f} %",

@@ -5,7 +5,8 @@ Everything in the report comes from one process on one machine: the run's own tr
 inference timed here on every engine through the same harness as `scripts/bench_inference.py`
 (each break-even uses the fastest engine for its scenario, and names it), FLOPs counted
 analytically and by XLA, memory from the compiled executables, and this machine's peak FLOP/s
-measured with a large matmul.
+measured with a large matmul. A language model goes the same way (trained or reused under the
+lock, the report written whole) but is measured in tokens: research/studies/train_vs_infer_lm.py.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from research.provenance import provenance
 from research.serving.engines import check_engines
 from research.serving.restore import load_run
 from research.serving.run_kind import run_kind
-from research.studies import StudyError
+from research.studies import StudyError, train_vs_infer_lm
 from research.studies.cost_report import markdown_report, report_figure_files
 from research.studies.engine_timing import fastest_engines, time_engines
 from research.studies.report_fields import trial_metrics
@@ -157,6 +158,22 @@ def run_job(
     "memory": memory,
     **machine_costs(settings, peak, train_seconds, train_total_flops, fwd_ex, infer),
   }
+
+
+def run_lm_job(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  settings: CostSettings,
+  lm: train_vs_infer_lm.LMJobSettings,
+  progress: bool = True,
+  log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+  """A language model: train (or resume, or reuse a finished run), then its costs and serving
+  within the bounds in tokens (research/studies/train_vs_infer_lm.py); returns the report."""
+  train_or_reuse(config, workdir, progress, log)
+  preemption.stop_if_requested("after training had finished (the run is complete)")
+  preemption.training_done()  # measuring from here: a signal ends it at once, in one line
+  return train_vs_infer_lm.run_lm_job(workdir, lm, settings.peak_matmul_n, log)
 
 
 def train_or_reuse(
@@ -325,24 +342,34 @@ def train_vs_infer(
   out: str | None = None,
   progress: bool = True,
   log: Callable[[str], None] = print,
+  lm: train_vs_infer_lm.LMJobSettings | None = None,
 ) -> tuple[dict[str, Any], str]:
-  """The main job, end to end: `run_job`, then report.{json,md,png} into the workdir (and `out`),
-  and the report (text, figure, headline figures as trial metrics) into the run's TensorBoard
-  summary (research/dashboard.py).
+  """The main job, end to end: `run_job` (a language model: `run_lm_job`, with `lm`'s settings),
+  then report.{json,md,png} into the workdir (and `out`), and the report (text, figure, headline
+  figures as trial metrics) into the run's TensorBoard summary (research/dashboard.py).
 
   Returns the report and the path of the markdown written last.
   """
   check_settings(settings)  # before any work: a bad number or name costs no training
   if run_kind(config) == "language_model":
+    if settings.engines is not None:
+      raise StudyError(
+        f"--engines picks a classifier's inference engines; {config.experiment} is a language "
+        f"model, served on the decode engine: leave --engines out"
+      )
+    lm = lm or train_vs_infer_lm.LMJobSettings()
+    train_vs_infer_lm.check_lm_settings(lm)
+    train_vs_infer_lm.check_fits_context(config, lm)
+  elif lm is not None:
     raise StudyError(
-      f"{config.experiment or 'this config'} is a language model; train_vs_infer.py reports "
-      f"classifiers: train it with scripts/train.py and report it with scripts/lm_costs.py"
+      f"--slots, --requests and --decode-batches are for a language model; "
+      f"{config.experiment or 'this config'} is a classifier: leave them out"
     )
   if out:
     own = [workdir_lib.path(workdir, n) for n in REPORT_FILES]  # the report it gets anyway
     check_output_dir(out, "--out", names=REPORT_FILES, runs=[workdir], own=own)
   with workdir_lock.hold([workdir]):  # it trains the run and writes reports into it
-    return _train_and_report(config, workdir, settings, argv, out, progress, log)
+    return _train_and_report(config, workdir, settings, argv, out, progress, log, lm)
 
 
 def _train_and_report(
@@ -353,18 +380,27 @@ def _train_and_report(
   out: str | None,
   progress: bool,
   log: Callable[[str], None],
+  lm: train_vs_infer_lm.LMJobSettings | None = None,
 ) -> tuple[dict[str, Any], str]:
   t = time.perf_counter()
-  report = run_job(config, workdir, settings, progress=progress, log=log)
+  if lm is None:
+    report = run_job(config, workdir, settings, progress=progress, log=log)
+  else:
+    report = run_lm_job(config, workdir, settings, lm, progress=progress, log=log)
   meta = provenance(argv, wall_seconds=time.perf_counter() - t)
   report["provenance"] = meta
-  text = markdown_report(report, meta["markdown"]) + "\n"
+  if lm is None:
+    text = markdown_report(report, meta["markdown"]) + "\n"
+    figure_files, metrics = report_figure_files, trial_metrics
+  else:
+    text = train_vs_infer_lm.markdown(report, meta["markdown"]) + "\n"
+    figure_files, metrics = train_vs_infer_lm.figure_files, train_vs_infer_lm.trial_metrics
   md_path = ""
   # A signal while the report is written waits for all of it: never half old, half new.
   with preemption.whole("after training and measuring, once the report was written"):
     for directory in dict.fromkeys([workdir, out or workdir]):  # the workdir always keeps a copy
       md_path = workdir_lib.path(directory, workdir_lib.REPORT_MARKDOWN)
-      figure = report_figure_files(report, workdir_lib.path(directory, workdir_lib.REPORT_FIGURE))
+      figure = figure_files(report, workdir_lib.path(directory, workdir_lib.REPORT_FIGURE))
       # All or none: a full disk part-way leaves the old report, not a new JSON beside an old one.
       write_all(
         {
@@ -379,6 +415,6 @@ def _train_and_report(
       "report",
       text,
       [workdir_lib.path(workdir, workdir_lib.REPORT_FIGURE)],
-      trial_metrics(report),
+      metrics(report),
     )
   return report, md_path

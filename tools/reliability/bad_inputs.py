@@ -80,9 +80,9 @@ def _bench(name: str, *flags: str, setup=None, out: bool = True) -> BadInput:
   return _case(name, "bench_inference.py", *_QUICK_BENCH, *_merge(base, flags), setup=setup)
 
 
-def _tvi(name: str, *flags: str, setup=None) -> BadInput:
+def _tvi(name: str, *flags: str, setup=None, **more) -> BadInput:
   base = ("--workdir", "{tmp}/w", "--out", "{tmp}/out", "--no-progress")
-  return _case(name, "train_vs_infer.py", *_merge(base, flags), setup=setup)
+  return _case(name, "train_vs_infer.py", *_merge(base, flags), setup=setup, **more)
 
 
 def _lm(name: str, *flags: str, setup=None) -> BadInput:
@@ -312,7 +312,12 @@ CASES: list[BadInput] = [
   _tvi("price negative", "--price-per-hour", "-1"),
   _tvi("unknown hardware profile", "--profiles", "abacus"),
   _tvi("unknown engine", "--engines", "tensorrt"),
-  _tvi("language-model config", "--config", _LM),
+  _tvi("lm slots for a classifier", "--slots", "4", expect="language model"),
+  _tvi("lm decode batches 0", "--config", _LM, "--decode-batches", "1,0", expect="decode"),
+  _tvi("lm decode batches not integers", "--config", _LM, "--decode-batches", "1,x"),
+  _tvi("lm slots 0", "--config", _LM, "--slots", "0", expect="--slots"),
+  _tvi("lm requests 0", "--config", _LM, "--requests", "0", expect="--requests"),
+  _tvi("lm engines", "--config", _LM, "--engines", "jax", expect="--engines"),
   _tvi("out is an existing file", "--out", "{tmp}/f", setup=_FILE),
   _tvi("optimizer rmsprop", "--config.optimizer.name=rmsprop"),
   _tvi("out is another run", "--out", "{tmp}/r", setup=_OTHER_RUN),
@@ -379,6 +384,18 @@ CASES: list[BadInput] = [
   _case("figures is a file", "bench_decode.py", "--config", _LM, "--figures", "{tmp}/f",
         setup=_FILE),
   _case("unknown variant", "bench_decode.py", "--config", _LM, "--variant", "BHTD, fast"),
+  # bench_lm_peers.py (each refused before torch is needed)
+  _case("batch sizes not integers", "bench_lm_peers.py", "--out", "{tmp}/p", "--batch-sizes", "a"),
+  _case("batch size 0", "bench_lm_peers.py", "--out", "{tmp}/p", "--batch-sizes", "0,8"),
+  _case("one new token", "bench_lm_peers.py", "--out", "{tmp}/p", "--new-tokens", "1"),
+  _case("repeats 0", "bench_lm_peers.py", "--out", "{tmp}/p", "--repeats", "0"),
+  _case("unknown framework", "bench_lm_peers.py", "--out", "{tmp}/p", "--frameworks", "vllm"),
+  _case("without jax", "bench_lm_peers.py", "--out", "{tmp}/p", "--frameworks", "hf,torch"),
+  _case("prompt beyond the context", "bench_lm_peers.py", "--out", "{tmp}/p", "--prompt-tokens",
+        "999"),
+  _case("classifier config", "bench_lm_peers.py", "--out", "{tmp}/p", "--config", _CNN),
+  _case("out is a directory", "bench_lm_peers.py", "--out", "{tmp}"),
+  _case("out missing", "bench_lm_peers.py"),
   # bench_train_loop.py
   _case("steps 0", "bench_train_loop.py", "--steps", "0"),
   _case("repeats 0", "bench_train_loop.py", "--repeats", "0"),
