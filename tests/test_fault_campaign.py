@@ -326,12 +326,14 @@ def prepared(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["kill9", "sigterm", "sigint", "damaged"])
+@pytest.mark.parametrize("kind", ["kill9", "sigterm", "damaged"])
 def test_quick_trials_pass(kind, prepared):
-  """One trial per signal kind (SIGTERM adds one during startup), two kinds of damage: the suite
-  stays short; `scripts/fault_campaign.py` runs 20 of each."""
+  """One kill -9 trial, SIGTERM in training and at startup, one kind of damage: the suite stays
+  short (SIGINT has its own tests in test_signals.py and test_storage.py);
+  `scripts/fault_campaign.py` runs 20 of each signal kind and every damage."""
   root, ready = prepared
   jobs = campaign.plan([kind], 1, quick=True)
+  jobs = jobs[:1] if kind == "damaged" else jobs  # the newest step truncated: resume from older
   results = campaign.run_trials(ready, jobs, root, seed=1, workers=1, progress=print)
   failed = [f"{r.kind} {r.index}: {r.why} {r.details}" for r in results if not r.ok]
   assert len(results) == len(jobs) >= 1 and not failed, f"logs in {root}\n" + "\n".join(failed)
