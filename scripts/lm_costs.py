@@ -27,6 +27,12 @@ def main() -> int:
   p.add_argument("--new-tokens", type=int, default=64)
   p.add_argument("--sequences", type=positive_int, default=20, help="batch-1 generations timed")
   p.add_argument("--batch-sizes", default="1,8,32,128")
+  p.add_argument(
+    "--decode",
+    choices=("engine", "generator"),
+    default="engine",
+    help="time generation on the serving engine (default) or the lockstep Generator",
+  )
   add_threads_flag(p)
   args = p.parse_args()
   try:
@@ -45,7 +51,9 @@ def main() -> int:
   report = write_lm_costs(
     args.workdir,
     out,
-    LMCostSettings(args.prompt_tokens, args.new_tokens, args.sequences, batch_sizes),
+    LMCostSettings(
+      args.prompt_tokens, args.new_tokens, args.sequences, batch_sizes, decode=args.decode
+    ),
     sys.argv,
   )
   rt, loss = report["generation"]["realtime"], report["loss"]

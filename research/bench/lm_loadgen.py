@@ -390,6 +390,9 @@ def run_tokens(
   log_settings = lg.LogSettings()
   log_settings.log_output.outdir = log_dir
   log_settings.log_output.copy_summary_to_stdout = False
+  # No trace log: 1-3 MB per Server run (47 MB for one serve_lm.py); the summary and detail logs
+  # hold every figure LoadGen reports.
+  log_settings.enable_trace = False
   static_wait = settings.static_wait_s if mode == "static" and scenario == "Server" else None
   t0 = time.perf_counter()
   with _LOADGEN_LOCK, _switch_interval(GIL_SWITCH_INTERVAL_S):

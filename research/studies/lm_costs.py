@@ -24,6 +24,7 @@ from research.bench.generation import (
   batched_generation,
   check_fits,
   engine_decode_sweep,
+  engine_realtime_generation,
   realtime_generation,
 )
 from research.cost import flops, hardware, xla
@@ -44,7 +45,7 @@ class LMCostSettings:
   repeats: int = 5
   # Batched generation on "generator" (the lockstep Generator: whole generations, every step
   # over the whole n_ctx cache) or "engine" (the serving DecodeEngine, every slot busy, each
-  # step over the filled prefix). Batch 1's TTFT and TPOT are the Generator's either way.
+  # step over the filled prefix), batch 1's TTFT and TPOT likewise (a one-slot engine).
   decode: str = "generator"
 
 
@@ -123,7 +124,15 @@ def lm_costs(
   generator = Generator(model)
   rng = np.random.default_rng(0)
   prompt = jnp.asarray(rng.integers(0, model.num_classes, (1, settings.prompt_tokens)), jnp.int32)
-  realtime = realtime_generation(generator, params, prompt, settings.new_tokens, settings.sequences)
+  if settings.decode == "engine":
+    realtime = engine_realtime_generation(
+      for_serving(model), params, np.asarray(prompt)[0].tolist(), settings.new_tokens,
+      settings.sequences,
+    )  # fmt: skip
+  else:
+    realtime = realtime_generation(
+      generator, params, prompt, settings.new_tokens, settings.sequences
+    )
   if settings.decode == "engine":
     batched = engine_decode_sweep(
       for_serving(model),
@@ -293,7 +302,7 @@ def _time_section(r: dict[str, Any]) -> list[str]:
           f"{100 * t['mfu']:.1f} %",
         ],
         [
-          "real-time generation (batch 1), time per output token p50 / p99",
+          f"real-time generation{on} (batch 1), time per output token p50 / p99",
           f"{rt['tpot']['p50_ms']:.3f} / {rt['tpot']['p99_ms']:.3f} ms",
           f"{rt['tokens_per_second']:,.0f}",
           f"{100 * g['realtime_mfu']:.2f} %",
