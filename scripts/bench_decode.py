@@ -169,7 +169,10 @@ def main() -> int:
       )
     )
   if args.out:
-    files[args.out] = json_text({"command": sys.argv, **r})
+    from research.provenance import provenance
+
+    meta = provenance(sys.argv, xla_threads=args.threads)
+    files[args.out] = json_text({"command": sys.argv, "provenance": meta, **r})
   write_all(files)  # every output or none
   if args.figures:
     print(f"figures in {args.figures}")
