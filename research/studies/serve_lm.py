@@ -201,7 +201,7 @@ def _serve_and_write(workdir, out, config, spec, settings, argv, read_only, log)
   model = for_serving(run.model)
   budget = None if settings.memory_budget_mb is None else int(settings.memory_budget_mb * 2**20)
   longest_prompt = max(len(w.prompt) for w in items)
-  prefill_buckets = _prefill_buckets(n_ctx, longest_prompt)
+  prefill_buckets = prefill_buckets_for(n_ctx, longest_prompt)
   engine = DecodeEngine(
     model,
     run.params,
@@ -287,7 +287,7 @@ def _serve_and_write(workdir, out, config, spec, settings, argv, read_only, log)
   return report
 
 
-def _prefill_buckets(n_ctx: int, longest: int) -> tuple[int, ...]:
+def prefill_buckets_for(n_ctx: int, longest: int) -> tuple[int, ...]:
   """Powers of two from 8 up to the mix's longest prompt (prefill pads up to one)."""
   out, b = [], 8
   while b < longest:

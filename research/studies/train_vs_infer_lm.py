@@ -121,7 +121,7 @@ def serve_within_bounds(
   LoadGen's logs go to a temporary directory, removed after (serve_lm.py keeps them)."""
   from research.bench import lm_loadgen, lm_workload
   from research.serving.decode_engine import DecodeEngine, for_serving
-  from research.studies.serve_lm import ServeSettings
+  from research.studies.serve_lm import ServeSettings, prefill_buckets_for
 
   quick = ServeSettings(slots=settings.slots, requests=settings.requests, seed=settings.seed)
   vocab, n_ctx = int(run.num_classes), int(run.model.n_ctx)
@@ -134,7 +134,7 @@ def serve_within_bounds(
     model,
     run.params,
     quick.slots,
-    prefill_buckets=_powers_of_two_up_to(longest_prompt, n_ctx),
+    prefill_buckets=prefill_buckets_for(n_ctx, longest_prompt),
     prefill_batch=quick.prefill_batch,
   )
   unloaded = lm_loadgen.measure_unloaded(
@@ -172,8 +172,8 @@ def serve_within_bounds(
       )
       return r
 
-    # serve_lm.py --quick: runs of at most 5 s (LoadGen's 662-query floor sets the least QPS),
-    # 3 runs, a bracket within 50 %.
+    # Short runs as serve_lm.py --quick makes them, here of at most 5 s (LoadGen's 662-query floor
+    # at the least QPS, 662 / 5), 3 runs, a bracket within 50 %.
     search = lm_loadgen.search_server_qps(
       run_at,
       start_qps=0.5 * offline["loadgen"]["samples_per_s"],
@@ -221,15 +221,6 @@ def serve_within_bounds(
     ],  # fmt: skip
     "compilations_after_warmup": engine.compilations_after_warmup,
   }
-
-
-def _powers_of_two_up_to(longest: int, n_ctx: int) -> tuple[int, ...]:
-  """Prefill buckets as serve_lm.py makes them: 8, 16, ... up to the mix's longest prompt."""
-  out, b = [], 8
-  while b < longest:
-    out.append(b)
-    b *= 2
-  return tuple(sorted({*out, min(b, n_ctx)}))
 
 
 def trial_metrics(report: dict[str, Any]) -> dict[str, float]:
