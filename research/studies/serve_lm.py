@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -612,13 +613,19 @@ def _renamed(obj: Any, staging: str, out: str) -> Any:
   return obj
 
 
-def trial_metrics(report: dict[str, Any]) -> dict[str, float]:
-  """The headline as the run's HParams trial metrics (None values left out)."""
+def metrics_at(report: dict[str, Any], paths: dict[tuple, str]) -> dict[str, float]:
+  """`paths` (a key path into `report` -> a metric tag) as trial metrics; a path that is missing,
+  not a number or not finite is left out (TensorBoard takes floats only)."""
   out = {}
-  for path, tag in TRIAL_METRICS.items():
+  for path, tag in paths.items():
     value: Any = report
     for key in path:
       value = value.get(key) if isinstance(value, dict) else None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
       out[tag] = float(value)
   return out
+
+
+def trial_metrics(report: dict[str, Any]) -> dict[str, float]:
+  """The headline as the run's HParams trial metrics."""
+  return metrics_at(report, TRIAL_METRICS)

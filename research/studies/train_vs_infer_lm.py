@@ -19,7 +19,6 @@ machine time as training did).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tempfile
 from typing import Any, Callable
@@ -225,14 +224,9 @@ def serve_within_bounds(
 
 def trial_metrics(report: dict[str, Any]) -> dict[str, float]:
   """The LM report's headline as the run's HParams trial metrics."""
-  out = {}
-  for path, tag in TRIAL_METRICS.items():
-    value: Any = report
-    for key in path:
-      value = value.get(key) if isinstance(value, dict) else None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-      out[tag] = float(value)
-  return out
+  from research.studies.serve_lm import metrics_at
+
+  return metrics_at(report, TRIAL_METRICS)
 
 
 # ----------------------------------------------------------------------------------------------
