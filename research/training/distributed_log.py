@@ -10,7 +10,9 @@ another process goes. jaxlib 0.10.2 offers no hook that survives it: a Python
 abort, and its stderr runs through this filter, a separate process that outlives it: everything
 passes through unchanged until the runtime warns or reports an error; from then on output is
 held, and if the process ends in the runtime's abort the held text is replaced by one `error:`
-line naming the lost process. If it ends otherwise, the held text is released as it was.
+line naming the lost process. If it ends otherwise, the held text is released as it was. A
+library's error logged in Python (Orbax's failed save when the peer died mid-save) is held the
+same way: it comes just before the abort.
 
 Stdlib only and run by path (`python distributed_log.py ...`): it starts in milliseconds and
 imports nothing of the project.
@@ -30,6 +32,10 @@ EXITING = b"\x00research: exiting\n"
 # absl's prefix: severity, date, time, thread, file:line]
 LOG_LINE = re.compile(rb"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ ([\w.]+):\d+\] ")
 RUNTIME_SOURCES = (b"coordination_service", b"client.h", b"client.cc", b"preemption_")
+# A library's error in Python (logging's default format, or a thread that died): when a peer is
+# killed mid-save, Orbax logs the failed collective with its traceback (30 lines) just before the
+# runtime's abort; held like the runtime's own errors, it is released if no abort follows.
+PYTHON_ERRORS = (b"ERROR:", b"CRITICAL:", b"Exception in thread ")
 FLUSH_PARTIAL_SECONDS = 0.2  # a partial line (a progress bar's \r update) waits at most this
 
 
@@ -119,8 +125,11 @@ class StderrFilter:
     if self.exiting and not self.held:  # the process's line is out: the rest is noise
       return b""
     before = b""
-    if not self.held:  # passing through until the runtime warns or reports an error
-      if not (severity in (b"W", b"E", b"F") and _from_runtime(match)):
+    if not self.held:  # passing through until the runtime warns or anything reports an error
+      if line.startswith(PYTHON_ERRORS):
+        self.held.append(line)
+        return b""
+      if not (severity in (b"E", b"F") or (severity == b"W" and _from_runtime(match))):
         return line
       before, line = line[: match.start()], line[match.start() :]
     self.held.append(line)
