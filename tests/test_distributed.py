@@ -165,8 +165,8 @@ def test_a_failure_under_way_wins_over_the_processs_own_line():
   assert _filtered([warning, own, EXITING]) == warning + own
 
 
-ORBAX_SAVE_FAILED = b"""ERROR:absl:[process=0][thread=MainThread][step=20][wait_until_finished] Save \
-Finalize thread (save_finalize) failed.
+ORBAX_SAVE_FAILED = b"""ERROR:absl:[process=0][thread=MainThread][step=20][wait_until_finished] \
+Save Finalize thread (save_finalize) failed.
 Traceback (most recent call last):
   File "orbax/checkpoint/checkpoint_manager.py", line 2031, in wait_until_finished
 ValueError: UNKNOWN: Gloo AllGather failed: [pair.cc:538] Read error: Connection reset by peer
