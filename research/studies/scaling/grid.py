@@ -11,6 +11,7 @@ same validation bytes, which gives approach 1 its learning curves.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Sequence
 
 from research.models.transformer_flops import exact_non_embedding_params
@@ -63,6 +64,7 @@ class Preset:
   spec: str
   tokens_per_step: int  # batch x n_ctx of the spec
   measure: dict[str, Any]  # the serving measurement's settings
+  overrides: tuple[str, ...] = ()  # on every run (a user's text file: data.name=text, data.path)
 
 
 PRESETS = {
@@ -118,8 +120,12 @@ def grid_runs(preset: Preset, extra: Sequence[str] = ()) -> list[SweepRun]:
 
 def single_run(size: Size, steps: int, preset: Preset, extra: Sequence[str] = ()) -> SweepRun:
   tokens = steps * preset.tokens_per_step
-  labels = (f"study.size={size.name}", f"study.tokens={tokens}", f"study.non_embedding_params={size.params}")
-  overrides = (*size.overrides(), *schedule_overrides(steps), *labels, *extra)
+  labels = (
+    f"study.size={size.name}",
+    f"study.tokens={tokens}",
+    f"study.non_embedding_params={size.params}",
+  )
+  overrides = (*preset.overrides, *size.overrides(), *schedule_overrides(steps), *labels, *extra)
   return SweepRun(run_name(size, steps), {"size": size.name, "steps": str(steps)}, overrides)
 
 
@@ -128,3 +134,87 @@ def size_named(name: str) -> Size:
     if s.name == name:
       return s
   raise ScalingError(f"unknown size {name!r}; choose one of: {', '.join(s.name for s in SIZES)}")
+
+
+def parse_sizes(text: str) -> tuple[Size, ...]:
+  """`s0,s3` (named sizes) or `2x48` (n_layer x d_model, a head per 16 widths) entries."""
+  sizes = []
+  for entry in (e.strip() for e in text.split(",")):
+    if not entry:
+      continue
+    if "x" in entry:
+      try:
+        n_layer, d_model = (int(v) for v in entry.split("x"))
+      except ValueError:
+        raise ScalingError(f"--sizes entry {entry!r} is not LAYERSxWIDTH like 2x48") from None
+      if n_layer < 1 or d_model < 2 or d_model % 2:
+        raise ScalingError(f"--sizes entry {entry!r}: layers >= 1 and an even width >= 2")
+      sizes.append(Size(entry, n_layer, d_model, max(1, d_model // 16) if d_model % 16 == 0 else 2))
+    else:
+      sizes.append(size_named(entry))
+  if not sizes:
+    raise ScalingError(
+      "the grid is empty: --sizes names no size; give e.g. --sizes s0,s3,s6 (or leave it out)"
+    )
+  if len({s.params for s in sizes}) != len(sizes):
+    raise ScalingError(f"--sizes {text!r} names the same size twice; name each once")
+  return tuple(sizes)
+
+
+def parse_budgets(text: str, tokens_per_step: int) -> tuple[int, ...]:
+  """Token budgets (`262144,1e6`) as steps, each rounded up to a multiple of 16 steps."""
+  steps = []
+  for entry in (e.strip() for e in text.split(",")):
+    if not entry:
+      continue
+    try:
+      tokens = float(entry)
+    except ValueError:
+      raise ScalingError(f"--budgets entry {entry!r} is not a number of tokens") from None
+    if not tokens >= tokens_per_step:
+      raise ScalingError(
+        f"--budgets entry {entry!r} is smaller than one batch ({tokens_per_step} tokens: batch "
+        f"x n_ctx); give budgets of at least {tokens_per_step * 16} tokens"
+      )
+    steps.append(max(16, math.ceil(tokens / tokens_per_step / 16) * 16))
+  if not steps:
+    raise ScalingError("the grid is empty: --budgets names no budget; give e.g. 262144,1048576")
+  if len(set(steps)) != len(steps):
+    raise ScalingError(f"--budgets {text!r} gives the same budget twice after rounding to 16 steps")
+  return tuple(sorted(steps))
+
+
+def training_bytes(size: Size, vocab: int, batch: int, n_ctx: int) -> int:
+  """A generous estimate of a run's memory: parameters, gradients and Adam's two moments in
+  float32, and every layer's activations kept for the backward pass (attention scores too)."""
+  params = size.params + vocab * size.d_model + n_ctx * size.d_model
+  per_layer = batch * n_ctx * (16 * size.d_model + 2 * size.n_head * n_ctx)
+  return 4 * (4 * params + size.n_layer * per_layer + 2 * batch * n_ctx * vocab)
+
+
+def check_fits_memory(sizes: Sequence[Size], vocab: int, batch: int, n_ctx: int) -> None:
+  import os
+
+  total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  for size in sizes:
+    need = training_bytes(size, vocab, batch, n_ctx)
+    if need > 0.8 * total:
+      raise ScalingError(
+        f"size {size.name} ({size.params:,} non-embedding params) needs about "
+        f"{need / 2**30:.1f} GiB to train, more than this machine's {total / 2**30:.1f} GiB "
+        f"allows; choose a smaller size"
+      )
+
+
+def custom_preset(
+  base: Preset,
+  sizes: Sequence[Size] | None = None,
+  steps: Sequence[int] | None = None,
+  overrides: Sequence[str] = (),
+) -> Preset:
+  return dataclasses.replace(
+    base,
+    sizes=tuple(sizes) if sizes else base.sizes,
+    budget_steps=tuple(steps) if steps else base.budget_steps,
+    overrides=(*base.overrides, *overrides),
+  )

@@ -1,0 +1,362 @@
+"""The scaling study end to end: train the grid, fit the law, measure costs, plan, check.
+
+Every stage is resumable: the grid and the check are sweeps (finished runs are skipped, killed
+ones resume), and the measured costs are kept in WORKDIR/costs.json for the runs they came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from research import workdir as workdir_lib
+from research.studies.scaling import ScalingError, fit, plan
+from research.studies.scaling.grid import Preset, Size, grid_runs, single_run
+from research.studies.scaling.law import PUBLISHED, Law
+
+DEMANDS = tuple(10.0**k for k in np.arange(4, 13.01, 0.25))  # served tokens over a model's life
+CHECK_MAX_BUDGET_FACTOR = 4  # the check trains at most this many times the grid's largest budget
+PROFILE_NAMES = ("h100-sxm-bf16", "a100-sxm-bf16", "l4-bf16")
+
+
+def run_study(
+  preset: Preset,
+  workdir: str,
+  workers: int = 0,
+  check: bool = True,
+  price_per_hour: float = 0.05,
+  argv: Sequence[str] = (),
+) -> dict[str, Any]:
+  """Everything the report shows, as a JSON-able dict."""
+  from research.training import sweep
+
+  t0 = time.perf_counter()
+  runs = grid_runs(preset)
+  grid_dir = os.path.join(workdir, "grid")
+  grid_report = sweep.run_grid(preset.spec, runs, grid_dir, workers, argv=argv)
+  grid_seconds = time.perf_counter() - t0
+  grid = [_grid_entry(grid_dir, r.name, preset) for r in runs]
+  fits = _fits(grid)
+  law = fits["law"]
+  costs = _costs(workdir, preset, grid, os.sched_getaffinity(0))
+  models = _cost_models(costs, price_per_hour)
+  target = _target_loss(law, grid)
+  candidates = [s.params for s in preset.sizes]
+  curves = {}
+  for name, model in models.items():
+    curves[name] = plan.demand_curve(law, target, DEMANDS, model, candidates=candidates)
+  continuous = plan.demand_curve(law, target, DEMANDS, models["flops"])
+  result = {
+    "preset": {
+      "sizes": [dataclasses.asdict(s) | {"params": s.params} for s in preset.sizes],
+      "budget_steps": list(preset.budget_steps),
+      "tokens_per_step": preset.tokens_per_step,
+      "config": preset.spec,
+      "overrides": list(preset.overrides),
+    },
+    "grid": grid,
+    "grid_timing": {
+      "wall_seconds_this_call": grid_seconds,
+      "sum_train_seconds": sum(g["train_seconds"] for g in grid),
+      "sum_compile_seconds": sum(g["compile_seconds"] for g in grid),
+      "sum_eval_seconds": sum(g["eval_seconds"] for g in grid),
+      "workers": (grid_report.get("timing") or {}).get("workers"),
+    },
+    "fit": fits["summary"],
+    "costs": costs,
+    "plan": {
+      "target_loss": target,
+      "candidates": candidates,
+      "curves": curves,
+      "flops_continuous": continuous,
+      "findings": {name: plan.findings(c) for name, c in curves.items()},
+      "findings_flops_continuous": plan.findings(continuous),
+    },
+  }
+  if check:
+    result["check"] = _check(workdir, preset, law, fits, target, models, costs, workers, argv)
+  result["seconds"] = time.perf_counter() - t0
+  return result
+
+
+def _grid_entry(grid_dir: str, name: str, preset: Preset) -> dict[str, Any]:
+  workdir = os.path.join(grid_dir, name)
+  summary = workdir_lib.read_summary(workdir)
+  config = workdir_lib.read_config(workdir)
+  steps = summary["steps"]
+  tokens_per_step = config.batch_size * config.model.n_ctx
+  curve_steps, curve_loss = _eval_curve(workdir)
+  return {
+    "name": name,
+    "size": config.study.size,
+    "params": int(config.study.non_embedding_params),
+    "total_params": int(summary["params"]),
+    "tokens": int(steps * tokens_per_step),
+    "steps": int(steps),
+    "val_loss": float(summary["final_test_loss"]),
+    "status": summary.get("status", "finished"),
+    "train_seconds": float(summary["train_seconds"]),
+    "compile_seconds": float(summary["compile_seconds"]),
+    "eval_seconds": float(summary["eval_seconds"]),
+    "curve": {
+      "tokens": [int(s * tokens_per_step) for s in curve_steps],
+      "val_loss": [float(v) for v in curve_loss],
+    },
+    "workdir": workdir,
+  }
+
+
+def _eval_curve(workdir: str) -> tuple[list[int], list[float]]:
+  """The run's validation loss at each evaluation, as TensorBoard reads it (test/loss: the run's
+  held-out split is the corpus's validation split)."""
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+  acc = EventAccumulator(workdir, size_guidance={"scalars": 0})
+  acc.Reload()
+  if "test/loss" not in acc.Tags().get("scalars", []):
+    return [], []
+  by_step = {e.step: e.value for e in acc.Scalars("test/loss")}
+  steps = sorted(by_step)
+  return steps, [by_step[s] for s in steps]
+
+
+def _fits(grid: Sequence[dict]) -> dict[str, Any]:
+  usable = [g for g in grid if g["status"] == "finished" and math.isfinite(g["val_loss"])]
+  n = np.array([g["params"] for g in usable], float)
+  d = np.array([g["tokens"] for g in usable], float)
+  loss = np.array([g["val_loss"] for g in usable], float)
+  boot = fit.bootstrap_parametric(n, d, loss)
+  law: Law = boot["law"]
+  curves = [
+    {
+      "params": g["params"],
+      "tokens": np.array(g["curve"]["tokens"]),
+      "loss": np.array(g["curve"]["val_loss"]),
+    }
+    for g in usable
+    if len(g["curve"]["tokens"]) >= 2
+  ]
+  try:
+    approach1 = fit.envelope(curves)
+  except ScalingError as e:
+    approach1 = {"error": str(e)}
+  compute = 6.0 * float(np.max(n * d))
+  summary = {
+    "runs": len(usable),
+    "approach3": {
+      **law.as_dict(),
+      "ci": boot["ci"],
+      **{k: v for k, v in boot.items() if k not in ("law", "ci")},
+    },
+    "approach1": approach1,
+    "compute_optimum_at_largest_run": fit.compute_optimal_summary(law, compute),
+    "published": {
+      name: {
+        **p.as_dict(),
+        "tokens_per_param_at_same_compute": float(p.tokens_per_param_at(compute)),
+      }
+      for name, p in PUBLISHED.items()
+    },
+    "residuals_by_size": fit.residuals_by_size(n, d, loss, law),
+  }
+  return {"law": law, "summary": summary}
+
+
+def _costs(workdir: str, preset: Preset, grid: Sequence[dict], cores) -> dict[str, Any]:
+  """Per size, measured training and serving seconds per token (cached in WORKDIR/costs.json
+  for the runs they came from)."""
+  from research.outputs import write_json
+  from research.studies.scaling.costs import grid_train_seconds_per_token, measure_costs
+
+  longest = {}
+  for g in grid:
+    if g["size"] not in longest or g["tokens"] > longest[g["size"]]["tokens"]:
+      longest[g["size"]] = g
+  path = os.path.join(workdir, "costs.json")
+  key = {
+    "runs": sorted(g["workdir"] for g in longest.values()),
+    "measure": _jsonable(preset.measure),
+  }
+  cached = _read_json(path)
+  if cached and cached.get("key") == key:
+    measured = cached["measured"]
+  else:
+    measured = measure_costs([g["workdir"] for g in longest.values()], preset.measure, max(cores))
+    write_json(path, {"key": key, "measured": measured})
+  grid_train = grid_train_seconds_per_token(grid)
+  per_size = {}
+  for size, g in sorted(longest.items(), key=lambda kv: kv[1]["params"]):
+    m = measured[g["workdir"]]
+    per_size[size] = {
+      "params": g["params"],
+      "measured_on": g["name"],
+      "train_seconds_per_token": m["train"]["seconds_per_token"],
+      "grid_train_seconds_per_token": grid_train[size],
+      "serve_realtime_seconds_per_token": m["realtime_seconds_per_token"],
+      "serve_best_seconds_per_token": m["best_seconds_per_token"],
+      "best_slots": m["best_slots"],
+      "detail": m,
+    }
+  return {"per_size": per_size, "settings": _jsonable(preset.measure)}
+
+
+def _cost_models(costs: dict[str, Any], price_per_hour: float) -> dict[str, plan.CostModel]:
+  from research.cost.hardware import PROFILES
+
+  sizes = list(costs["per_size"].values())
+  params = [s["params"] for s in sizes]
+  train = [s["train_seconds_per_token"] for s in sizes]
+  realtime = plan.measured_cost(
+    "seconds, batch-1 serving",
+    params,
+    train,
+    [s["serve_realtime_seconds_per_token"] for s in sizes],
+  )
+  batched = plan.measured_cost(
+    "seconds, best-batch serving", params, train, [s["serve_best_seconds_per_token"] for s in sizes]
+  )
+  models = {
+    "flops": plan.flops_cost(),
+    "seconds_realtime": realtime,
+    "seconds_batched": batched,
+    "dollars_this_machine": plan.scaled(
+      batched, price_per_hour / 3600.0, f"$ on this machine at ${price_per_hour}/h", "$"
+    ),
+  }
+  for name in PROFILE_NAMES:
+    p = PROFILES[name]
+    per_flop = p.price_per_hour / 3600.0 / p.peak_flops
+    models[f"dollars_{name}"] = plan.CostModel(
+      name=f"$ on {name} (MFU train {p.mfu_train}, serve {p.mfu_batch})",
+      unit="$",
+      train_per_token=lambda n, k=per_flop / p.mfu_train: 6.0 * np.asarray(n, float) * k,
+      serve_per_token=lambda n, k=per_flop / p.mfu_batch: 2.0 * np.asarray(n, float) * k,
+    )
+  return models
+
+
+def _target_loss(law: Law, grid: Sequence[dict]) -> float:
+  """The check's target: the best loss the grid reached at its middle budget, rounded to 0.01
+  (a loss every size from the middle up reaches with a few million tokens)."""
+  budgets = sorted({g["tokens"] for g in grid})
+  middle = budgets[len(budgets) // 2]
+  best = min(g["val_loss"] for g in grid if g["tokens"] == middle)
+  target = math.ceil(best * 100) / 100
+  if target <= law.E:
+    raise ScalingError(
+      f"the fitted law's floor E={law.E:.3f} is above the grid's losses; the fit failed"
+    )
+  return target
+
+
+def _check(workdir, preset, law, fits, target, models, costs, workers, argv) -> dict[str, Any]:
+  """Item 5: train the model the planner recommends at a high demand, and the Chinchilla-optimal
+  one for the same loss; measure both losses and costs."""
+  from research.training import sweep
+
+  model = models["seconds_batched"]
+  candidates = [s.params for s in preset.sizes]
+  max_tokens = CHECK_MAX_BUDGET_FACTOR * max(preset.budget_steps) * preset.tokens_per_step
+  chinchilla = plan.chinchilla_for_loss(law, target, model, candidates=candidates)
+  demand, recommended = None, None
+  for d in sorted(DEMANDS, reverse=True):  # the highest demand whose plan we can afford to train
+    r = plan.optimum(law, target, d, model, candidates=candidates)
+    if r["train_tokens"] <= max_tokens:
+      demand, recommended = d, r
+      break
+  if recommended is None:
+    raise ScalingError("no demand's recommended model fits the check's training budget")
+  plans = {"recommended": recommended, "chinchilla": chinchilla}
+  runs = {}
+  for role, p in plans.items():
+    size = next(s for s in preset.sizes if s.params == p["params"])
+    steps = _steps_for(p["train_tokens"], preset)
+    runs[role] = (size, steps, single_run(size, steps, preset))
+  unique = {r.name: r for _, _, r in runs.values()}
+  check_dir = os.path.join(workdir, "check")
+  sweep.run_grid(preset.spec, list(unique.values()), check_dir, workers, argv=argv)
+  out = {
+    "target_loss": target,
+    "demand_tokens": demand,
+    "cost_model": model.name,
+    "rule": (
+      f"target: the best validation loss at the grid's middle budget, rounded up to 0.01; demand: "
+      f"the highest on the curve whose recommended model trains on at most "
+      f"{CHECK_MAX_BUDGET_FACTOR}x the grid's largest budget"
+    ),
+  }
+  per_size = {s["params"]: s for s in costs["per_size"].values()}
+  for role, (size, steps, run) in runs.items():
+    w = os.path.join(check_dir, run.name)
+    summary = workdir_lib.read_summary(w)
+    c = per_size[size.params]
+    tokens = steps * preset.tokens_per_step
+    train_s = float(summary["train_seconds"])
+    out[role] = {
+      "size": size.name,
+      "params": size.params,
+      "planned_tokens": plans[role]["train_tokens"],
+      "trained_tokens": tokens,
+      "predicted_loss": float(law.loss(size.params, tokens)),
+      "predicted_loss_interval": _loss_interval(fits, size.params, tokens),
+      "measured_loss": float(summary["final_test_loss"]),
+      "measured_train_seconds": train_s,
+      "predicted_cost_s": plans[role]["total_cost"],
+      "measured_cost_s": train_s + c["serve_best_seconds_per_token"] * demand,
+      "serve_seconds_per_token": c["serve_best_seconds_per_token"],
+      "workdir": w,
+    }
+  rec, chin = out["recommended"], out["chinchilla"]
+  lo, hi = rec["predicted_loss_interval"]
+  out.update(
+    {
+      "predicted_loss": rec["predicted_loss"],
+      "measured_loss": rec["measured_loss"],
+      "recommended_cost_s": rec["measured_cost_s"],
+      "chinchilla_cost_s": chin["measured_cost_s"],
+      "reaches_target_within_interval": bool(lo <= rec["measured_loss"] <= hi),
+      "recommended_cheaper": bool(rec["measured_cost_s"] < chin["measured_cost_s"]),
+      "same_model": rec["size"] == chin["size"],
+    }
+  )
+  return out
+
+
+def _steps_for(tokens: float, preset: Preset) -> int:
+  steps = math.ceil(tokens / preset.tokens_per_step / 16) * 16
+  return max(16, steps)
+
+
+def _loss_interval(fits: dict, params: float, tokens: float) -> list[float]:
+  """The bootstrap's spread of the predicted loss at (params, tokens)."""
+  samples = fits["summary"]["approach3"].get("sample_laws")
+  if not samples:
+    return [float("nan"), float("nan")]
+  values = [Law(**s).loss(params, tokens) for s in samples]
+  return [float(np.percentile(values, 5)), float(np.percentile(values, 95))]
+
+
+def _read_json(path: str):
+  import json
+
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _jsonable(x):
+  if isinstance(x, dict):
+    return {k: _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  return x
+
+
+__all__ = ["run_study", "Size"]
