@@ -44,7 +44,20 @@ def paper_starts() -> np.ndarray:
 
 def law_from_theta(theta: Sequence[float]) -> Law:
   a, b, e, alpha, beta = (float(x) for x in theta)
-  return Law(E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=alpha, beta=beta)
+  with np.errstate(over="ignore"):  # a runaway fit gives inf, not OverflowError
+    E, A, B = (float(np.exp(x)) for x in (e, a, b))
+  return Law(E=E, A=A, B=B, alpha=alpha, beta=beta)
+
+
+def _tokens_per_param(thetas: np.ndarray, flops: float) -> np.ndarray:
+  """Law.tokens_per_param_at for rows of theta, vectorised; nan where a resample's law has no
+  compute optimum (an exponent at or below zero), rather than ZeroDivisionError."""
+  a, b, _, alpha, beta = thetas.T
+  with np.errstate(all="ignore"):
+    log_g = (np.log(alpha / beta) + a - b) / (alpha + beta)
+    log_n = log_g + beta / (alpha + beta) * np.log(flops / 6.0)
+    tokens_per_param = np.exp(np.log(flops / 6.0) - 2.0 * log_n)
+  return np.where((alpha > 0) & (beta > 0), tokens_per_param, np.nan)
 
 
 def theta_from_law(law: Law) -> np.ndarray:
@@ -386,10 +399,7 @@ def bootstrap_parametric(
     "alpha": thetas[:, 3],
     "beta": thetas[:, 4],
   }
-  with np.errstate(all="ignore"):
-    table["tokens_per_param_at_grid_compute"] = np.array(
-      [float(law_from_theta(t).tokens_per_param_at(grid_flops)) for t in thetas]
-    )
+  table["tokens_per_param_at_grid_compute"] = _tokens_per_param(thetas, grid_flops)
   ci = {name: _percentile_ci(values, level) for name, values in table.items()}
   return {"law": law, "ci": ci, "samples": int(samples), "level": level, "grid_flops": grid_flops}
 
