@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from research.data.batching import BatchSchedule
 from research.data.dataset import DataError, Dataset, make_dataset, split_validation
 
-SOURCES = ("mnist1d", "digits", "npz", "markov", "text")
+SOURCES = ("mnist1d", "digits", "npz", "markov", "text", "source_code")
 
 
 def load_dataset(data_config: Mapping[str, Any]) -> Dataset:
@@ -50,6 +50,12 @@ def _load_source(data_config: Mapping[str, Any]) -> Dataset:
     from research.data.tokens import corpus_to_dataset
 
     corpus = load_text_corpus(data_config.get("path", ""), data_config.get("val_fraction", 0.1))
+    return corpus_to_dataset(corpus, data_config.get("n_ctx", 64))
+  if name == "source_code":
+    from research.data.source_code import load_source_code_corpus
+    from research.data.tokens import corpus_to_dataset
+
+    corpus, _ = load_source_code_corpus(val_tokens=data_config.get("val_tokens", 0))
     return corpus_to_dataset(corpus, data_config.get("n_ctx", 64))
   raise DataError(f"unknown data source {name!r}; choose one of: {', '.join(SOURCES)}")
 

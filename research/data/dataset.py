@@ -18,7 +18,7 @@ CLASSIFICATION = "classification"  # one label per example
 LANGUAGE_MODEL = "language_model"  # one next-token target per position
 # Sources of token streams, cut into windows with one next-token target per position; every
 # other source gives one label per example.
-TOKEN_SOURCES = ("markov", "text")
+TOKEN_SOURCES = ("markov", "text", "source_code")
 
 
 def task_of(data: Dataset | Mapping[str, Any]) -> str:

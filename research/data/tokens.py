@@ -28,6 +28,7 @@ class TokenCorpus:
   vocab_size: int
   entropy_rate: float | None = None
   itos: tuple[str, ...] | None = None
+  test: np.ndarray | None = None  # a third split, held out from model selection, where one exists
 
   def __post_init__(self):
     if self.vocab_size < 1:
@@ -37,7 +38,9 @@ class TokenCorpus:
         f"{self.name}: itos has {len(self.itos)} entries but vocab_size is "
         f"{self.vocab_size}; they must match"
       )
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
+      if getattr(self, split) is None:
+        continue
       ids = _checked_ids(getattr(self, split), self.vocab_size, f"{self.name}: {split} stream")
       ids = np.array(ids, dtype=np.int32)  # a private copy, so read-only cannot leak to the caller
       ids.setflags(write=False)

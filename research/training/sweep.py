@@ -172,9 +172,31 @@ def run_sweep(
   again one after another, each alone, on one core (under `<workdir>/one_by_one/`), and reports
   both wall times: it needs a fresh workdir, and starts both from empty compilation caches.
   """
+  runs = expand(parse_sweep(sweep_flags), common)
+  return run_grid(spec, runs, workdir, workers, one_by_one, out, argv, common, sweep_flags)
+
+
+def run_grid(
+  spec: str,
+  runs: Sequence[SweepRun],
+  workdir: str,
+  workers: int = 0,
+  one_by_one: bool = False,
+  out: str = "",
+  argv: Sequence[str] = (),
+  common: Sequence[str] = (),
+  sweep_flags: Sequence[str] = (),
+) -> dict[str, Any]:
+  """`run_sweep` for runs listed one by one rather than a product of axes (the scaling study's
+  sizes x budgets, where a size sets several fields at once)."""
   from research import workdir_lock
 
-  sweep = _check_sweep(spec, common, sweep_flags, workdir, workers, one_by_one, out)
+  if not runs:
+    raise SweepError("the grid has no runs; give at least one")
+  names = [r.name for r in runs]
+  if len(set(names)) != len(names):
+    raise SweepError(f"two runs of the grid share a name: {sorted(names)}; name each once")
+  sweep = _check_sweep(spec, list(runs), workdir, workers, one_by_one, out)
   with workdir_lock.hold([sweep.workdir]):  # one sweep per directory: a second is refused
     return _run_checked(sweep, common, sweep_flags, one_by_one, out, argv)
 
@@ -196,7 +218,12 @@ def _run_checked(
   os.makedirs(sweep.workdir, exist_ok=True)
   write_json(
     os.path.join(sweep.workdir, SWEEP_FILE),
-    {"config": spec, "overrides": list(common), "sweep": list(sweep_flags)},
+    {
+      "config": spec,
+      "overrides": list(common),
+      "sweep": list(sweep_flags),
+      "runs": {r.name: list(r.overrides) for r in sweep.runs},
+    },
   )
   caches = {
     k: os.path.join(sweep.workdir, f".compilation_cache_{k}") for k in ("sweep", "one_by_one")
@@ -224,8 +251,7 @@ def _run_checked(
 
 def _check_sweep(
   spec: str,
-  common: Sequence[str],
-  sweep_flags: Sequence[str],
+  runs: list[SweepRun],
   workdir: str,
   workers: int,
   one_by_one: bool,
@@ -234,7 +260,6 @@ def _check_sweep(
   """Every check a sweep can fail, before anything is written or trained."""
   from research.outputs import check_output_dir, check_output_prefix
 
-  runs = expand(parse_sweep(sweep_flags), common)
   configs = load_runs(spec, runs)
   workdir = os.path.abspath(workdir)
   workdirs = [os.path.join(workdir, r.name) for r in runs]
