@@ -183,7 +183,7 @@ def _runs_with(**change):
 @pytest.mark.parametrize(
   "runs, message",
   [
-    (_runs_with(n=grid()[0][:4], d=grid()[1][:4], loss=np.ones(4)), "at least 5 runs"),
+    (_runs_with(n=grid()[0][:3], d=grid()[1][:3], loss=np.ones(3)), "at least 4 runs"),
     (_runs_with(loss=np.r_[np.nan, np.ones(29)]), "loss of run 0 is nan.*drop runs"),
     (_runs_with(d=np.r_[0.0, grid()[1][1:]]), "tokens of run 0 is 0.0.*positive"),
     (_runs_with(n=np.full(30, 1e4)), "at least 2 distinct model sizes"),

@@ -3,8 +3,7 @@
 import pytest
 
 from research import config as config_lib
-from research.studies.scaling import ScalingError
-from research.studies.scaling import grid
+from research.studies.scaling import ScalingError, grid
 from research.training import sweep
 
 
@@ -28,8 +27,10 @@ def test_every_run_config_loads_with_its_own_schedule_and_labels(preset):
     assert c.num_steps % c.eval_every == 0 and c.num_steps // c.eval_every == grid.EVALS_PER_RUN
     size = grid.size_named(c.study.size)
     assert c.study.non_embedding_params == size.params and c.model.d_model == size.d_model
-    assert c.study.tokens == c.num_steps * c.batch_size * c.model.n_ctx == (
-      int(run.values["steps"]) * p.tokens_per_step
+    assert (
+      c.study.tokens
+      == c.num_steps * c.batch_size * c.model.n_ctx
+      == (int(run.values["steps"]) * p.tokens_per_step)
     )
 
 

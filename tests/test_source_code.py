@@ -1,12 +1,11 @@
-"""The source-code corpus: the same bytes everywhere, split by file, refused when it would differ."""
+"""The source-code corpus: the same bytes everywhere, split by file, refused if it differs."""
 
 import importlib.metadata
 
 import numpy as np
 import pytest
 
-from research.data import load_dataset
-from research.data import source_code
+from research.data import load_dataset, source_code
 from research.data.dataset import DataError, task_of
 
 

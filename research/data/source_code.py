@@ -21,7 +21,9 @@ from research.data.dataset import DataError
 from research.data.tokens import TokenCorpus
 
 PACKAGE, VERSION = "sympy", "1.14.0"
-SHA256 = "9f0ece20da5d8fa69223ac9398c85f88f5d35055a05196dc9459353d4df343e3"  # every file, path order
+SHA256 = (
+  "9f0ece20da5d8fa69223ac9398c85f88f5d35055a05196dc9459353d4df343e3"  # every file, path order
+)
 SPLITS = {"train": 90, "val": 5, "test": 5}  # percent of files, by a hash of the path
 SEPARATOR = b"\n"  # between files in a split's stream
 
@@ -112,4 +114,3 @@ def load_source_code_corpus(
     test=encoded["test"],
   )
   return corpus, record
-

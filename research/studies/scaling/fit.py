@@ -27,6 +27,7 @@ from scipy.optimize import minimize
 from research.studies.scaling import ScalingError
 from research.studies.scaling.law import Law
 
+MIN_RUNS = 4  # the toy grid (2 sizes x 2 budgets) must fit end to end; fewer than 6 is flagged
 PARAMS = ("E", "A", "B", "alpha", "beta")
 
 # The paper's grid of starts (appendix D.2): alpha, beta in 0..2 by 0.5, e in -1..1.5 by 0.5,
@@ -84,10 +85,10 @@ def _runs(n, d, loss) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         f"{name} of run {first} is {float(column[first])!r}; every run needs positive finite "
         "params, tokens and loss (drop runs that diverged or did not finish)"
       )
-  if n.size < 5:
+  if n.size < MIN_RUNS:
     raise ScalingError(
-      f"{n.size} runs cannot fit the law's 5 parameters; give at least 5 runs (a grid of sizes "
-      "and token budgets)"
+      f"{n.size} runs cannot fit the law's 5 parameters; give at least {MIN_RUNS} runs (a grid "
+      "of sizes and token budgets)"
     )
   for name, column in (("model sizes", n), ("token budgets", d)):
     if np.unique(column).size < 2:
@@ -288,10 +289,10 @@ def fit_parametric(n, d, loss, delta: float = 1e-3, starts=None, min_params: flo
   delta = _check_delta(delta)
   if min_params > 0:
     kept = n >= min_params
-    if kept.sum() < 5 or np.unique(n[kept]).size < 2 or np.unique(d[kept]).size < 2:
+    if kept.sum() < MIN_RUNS or np.unique(n[kept]).size < 2 or np.unique(d[kept]).size < 2:
       raise ScalingError(
         f"only {int(kept.sum())} runs have at least {min_params:g} params; lower min_params so "
-        "that at least 5 runs over 2 sizes and 2 token budgets remain"
+        "that at least {MIN_RUNS} runs over 2 sizes and 2 token budgets remain"
       )
     n, d, loss = n[kept], d[kept], loss[kept]
   theta, _ = _fit_theta(n, d, loss, delta, _starts(starts))
@@ -373,7 +374,7 @@ def bootstrap_parametric(
   log_n, log_d, log_loss = np.log(n), np.log(d), np.log(loss)
 
   def valid(index):
-    distinct_runs = np.unique(index).size >= 5
+    distinct_runs = np.unique(index).size >= min(5, n.size)
     return distinct_runs and np.unique(n[index]).size >= 2 and np.unique(d[index]).size >= 2
 
   draws = _resamples(np.random.default_rng(seed), n.size, samples, valid)
@@ -401,7 +402,15 @@ def bootstrap_parametric(
   }
   table["tokens_per_param_at_grid_compute"] = _tokens_per_param(thetas, grid_flops)
   ci = {name: _percentile_ci(values, level) for name, values in table.items()}
-  return {"law": law, "ci": ci, "samples": int(samples), "level": level, "grid_flops": grid_flops}
+  return {
+    "law": law,
+    "ci": ci,
+    "samples": int(samples),
+    "level": level,
+    "grid_flops": grid_flops,
+    "underdetermined": bool(n.size < 6),  # 5 parameters: a toy grid fits, but loosely
+    "sample_laws": [law_from_theta(t).as_dict() for t in thetas],
+  }
 
 
 def residuals_by_size(n, d, loss, law: Law) -> list[dict]:
