@@ -151,9 +151,9 @@ def markdown(r: dict[str, Any], provenance_md: str) -> str:
   lines += [
     f"Grid time: {t['sum_train_seconds'] / 60:.1f} min of training, "
     f"{t['sum_compile_seconds'] / 60:.1f} min compiling, {t['sum_eval_seconds'] / 60:.1f} min "
-    f"evaluating (summed over runs); this call's wall time for the grid "
-    f"{t['wall_seconds_this_call'] / 60:.1f} min (finished runs are skipped on a re-run, so the "
-    f"first call's time is the grid's).",
+    f"evaluating (summed over runs); wall time {t['wall_seconds'] / 60:.1f} min on "
+    f"{max((c['workers'] or 0) for c in t['calls'])} sweep workers (the calls that trained "
+    f"runs; a re-run skips finished ones).",
     "",
     "![loss against tokens](loss_vs_tokens.png)",
     "",

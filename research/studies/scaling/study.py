@@ -19,7 +19,7 @@ from research.studies.scaling import ScalingError, fit, plan
 from research.studies.scaling.grid import Preset, Size, grid_runs, single_run
 from research.studies.scaling.law import PUBLISHED, Law
 
-DEMANDS = tuple(10.0**k for k in np.arange(4, 13.01, 0.25))  # served tokens over a model's life
+DEMANDS = tuple(10.0**k for k in np.arange(4, 13.01, 0.5))  # served tokens over a model's life
 CHECK_MAX_BUDGET_FACTOR = 4  # the check trains at most this many times the grid's largest budget
 PROFILE_NAMES = ("h100-sxm-bf16", "a100-sxm-bf16", "l4-bf16")
 
@@ -38,8 +38,11 @@ def run_study(
   t0 = time.perf_counter()
   runs = grid_runs(preset)
   grid_dir = os.path.join(workdir, "grid")
+  finished_before = sum(sweep.is_finished(os.path.join(grid_dir, r.name)) for r in runs)
   grid_report = sweep.run_grid(preset.spec, runs, grid_dir, workers, argv=argv)
-  grid_seconds = time.perf_counter() - t0
+  grid_calls = _record_grid_call(
+    workdir, time.perf_counter() - t0, len(runs) - finished_before, grid_report
+  )
   grid = [_grid_entry(grid_dir, r.name, preset) for r in runs]
   fits = _fits(grid)
   law = fits["law"]
@@ -61,7 +64,8 @@ def run_study(
     },
     "grid": grid,
     "grid_timing": {
-      "wall_seconds_this_call": grid_seconds,
+      "wall_seconds": sum(c["wall_seconds"] for c in grid_calls if c["runs_trained"]),
+      "calls": grid_calls,
       "sum_train_seconds": sum(g["train_seconds"] for g in grid),
       "sum_compile_seconds": sum(g["compile_seconds"] for g in grid),
       "sum_eval_seconds": sum(g["eval_seconds"] for g in grid),
@@ -82,6 +86,19 @@ def run_study(
     result["check"] = _check(workdir, preset, law, fits, target, models, costs, workers, argv)
   result["seconds"] = time.perf_counter() - t0
   return result
+
+
+def _record_grid_call(workdir: str, seconds: float, trained: int, report: dict) -> list[dict]:
+  """The grid's wall time over every call that trained some of it (WORKDIR/grid_timing.json):
+  a re-run that only skips finished runs keeps the first call's time as the grid's."""
+  from research.outputs import write_json
+
+  path = os.path.join(workdir, "grid_timing.json")
+  calls = (_read_json(path) or {}).get("calls", [])
+  workers = (report.get("timing") or {}).get("workers")
+  calls.append({"wall_seconds": seconds, "runs_trained": trained, "workers": workers})
+  write_json(path, {"calls": calls})
+  return calls
 
 
 def _grid_entry(grid_dir: str, name: str, preset: Preset) -> dict[str, Any]:
@@ -142,7 +159,7 @@ def _fits(grid: Sequence[dict]) -> dict[str, Any]:
     if len(g["curve"]["tokens"]) >= 2
   ]
   try:
-    approach1 = fit.envelope(curves)
+    approach1 = fit.envelope(curves, points=80)
   except ScalingError as e:
     approach1 = {"error": str(e)}
   compute = 6.0 * float(np.max(n * d))
@@ -151,7 +168,7 @@ def _fits(grid: Sequence[dict]) -> dict[str, Any]:
     "approach3": {
       **law.as_dict(),
       "ci": boot["ci"],
-      **{k: v for k, v in boot.items() if k not in ("law", "ci")},
+      **{k: v for k, v in boot.items() if k not in ("law", "ci", "sample_laws")},
     },
     "approach1": approach1,
     "compute_optimum_at_largest_run": fit.compute_optimal_summary(law, compute),
@@ -164,7 +181,7 @@ def _fits(grid: Sequence[dict]) -> dict[str, Any]:
     },
     "residuals_by_size": fit.residuals_by_size(n, d, loss, law),
   }
-  return {"law": law, "summary": summary}
+  return {"law": law, "summary": summary, "sample_laws": boot["sample_laws"]}
 
 
 def _costs(workdir: str, preset: Preset, grid: Sequence[dict], cores) -> dict[str, Any]:
@@ -271,6 +288,8 @@ def _check(workdir, preset, law, fits, target, models, costs, workers, argv) -> 
       break
   if recommended is None:
     raise ScalingError("no demand's recommended model fits the check's training budget")
+  # The Chinchilla-optimal model (chosen for training cost alone), costed at the same demand.
+  chinchilla = plan.cost_at(law, target, demand, model, chinchilla["params"])
   plans = {"recommended": recommended, "chinchilla": chinchilla}
   runs = {}
   for role, p in plans.items():
@@ -333,8 +352,8 @@ def _steps_for(tokens: float, preset: Preset) -> int:
 
 
 def _loss_interval(fits: dict, params: float, tokens: float) -> list[float]:
-  """The bootstrap's spread of the predicted loss at (params, tokens)."""
-  samples = fits["summary"]["approach3"].get("sample_laws")
+  """The bootstrap's 90 % spread of the predicted loss at (params, tokens)."""
+  samples = fits["sample_laws"]
   if not samples:
     return [float("nan"), float("nan")]
   values = [Law(**s).loss(params, tokens) for s in samples]
