@@ -97,6 +97,11 @@ def _serve(name: str, *flags: str, setup=None, **more) -> BadInput:
   return _case(name, "serve_lm.py", *_merge(base, flags), setup=setups, **more)
 
 
+def _scaling(name: str, *flags: str, setup=None, **more) -> BadInput:
+  base = ("--preset", "tiny", "--workdir", "{tmp}/w", "--out", "{tmp}/o")
+  return _case(name, "scaling.py", *_merge(base, flags), setup=setup, **more)
+
+
 def _export(name: str, *flags: str, setup=None) -> BadInput:
   base = ("--workdir", "{run}", "--format", "onnx", "--out", "{tmp}/m.onnx")
   return _case(name, "export.py", *_merge(base, flags), setup=setup)
@@ -329,6 +334,15 @@ CASES: list[BadInput] = [
   _lm("workdir missing", "--workdir", "{tmp}/none"),
   _lm("out is an existing file", "--out", "{tmp}/f", setup=_FILE),
   _lm("out is the run itself", "--out", "{tmp}/lm"),
+  # scaling.py (each refusal comes before anything trains)
+  _scaling("empty grid", "--sizes", ",", expect="the grid is empty"),
+  _scaling("size too big for memory", "--sizes", "s0,48x8192", expect="smaller size"),
+  _scaling("budget under one batch", "--budgets", "100,1e6", expect="smaller than one batch"),
+  _scaling("corpus file not text", "--text", "{tmp}/b.txt",
+           setup=files.binary("b.txt", bytes(range(128, 256)) * 8), expect="not valid UTF-8"),
+  _scaling("one size only", "--sizes", "s1", expect="at least 2 of each"),
+  _scaling("unknown preset", "--preset", "huge", expect="--preset"),
+  _scaling("out is an existing file", "--out", "{tmp}/f", setup=_FILE),
   # serve_lm.py (a run holding only its config.json: each refusal comes before any restore)
   _case("classifier run", "serve_lm.py", "--workdir", "{run}", "--out", "{tmp}/o"),
   _serve("prompt plus outputs beyond the context", "--prompt-tokens", "4,100",

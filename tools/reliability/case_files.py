@@ -21,6 +21,16 @@ def text(rel: str, content: str) -> Callable[[str], None]:
   return setup
 
 
+def binary(rel: str, content: bytes) -> Callable[[str], None]:
+  def setup(tmp: str) -> None:
+    path = os.path.join(tmp, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+      f.write(content)
+
+  return setup
+
+
 def directory(rel: str) -> Callable[[str], None]:
   return lambda tmp: os.makedirs(os.path.join(tmp, rel), exist_ok=True)
 
