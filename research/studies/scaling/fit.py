@@ -1,4 +1,4 @@
-"""Fitting the loss law to a grid of runs: Chinchilla approaches 1 and 3, with bootstrap intervals.
+"""Fitting the loss law to a grid of runs: Chinchilla approach 3, with bootstrap intervals.
 
 Approach 3 (Hoffmann et al. 2022, appendix D.2) fits L(N, D) = E + A/N**alpha + B/D**beta by
 minimising the Huber loss of log L, written as a log-sum-exp of (a - alpha log N, b - beta log D,
@@ -6,11 +6,8 @@ e), from a grid of starting points, keeping the best. The grid has 5,400 starts;
 takes seconds per hundred of them, so every start is first run by a vectorised L-BFGS (all starts
 at once, each with its own history and line search), and the best few end points are finished
 with scipy's L-BFGS-B. The bootstrap refits each resample the same way from starts near the full
-fit's optimum, all resamples in one batch.
-
-Approach 1 takes the envelope of the learning curves: at each compute C = 6 N D, the lowest loss
-any run reaches, and the N and D of that run; N_opt and D_opt against C are then straight lines
-in log-log.
+fit's optimum, all resamples in one batch. Approach 1 (the envelope of the learning curves) is
+in envelope.py and shares the bootstrap's checks and intervals from here.
 
 Parameters travel as theta = (a, b, e, alpha, beta), with A = exp(a), B = exp(b), E = exp(e).
 """
@@ -316,7 +313,8 @@ def _near_starts(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.
   return theta[None] + np.array(moves)
 
 
-def _percentile_ci(values: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_ci(values: np.ndarray, level: float) -> tuple[float, float]:
+  """The central `level` interval of the finite values; (nan, nan) if every resample failed."""
   tail = 50.0 * (1.0 - level)
   finite = values[np.isfinite(values)]
   if finite.size == 0:
@@ -325,7 +323,8 @@ def _percentile_ci(values: np.ndarray, level: float) -> tuple[float, float]:
   return (float(lo), float(hi))
 
 
-def _check_bootstrap(samples: int, level: float) -> None:
+def check_bootstrap(samples: int, level: float) -> None:
+  """Refuse a bootstrap that cannot give an interval (shared by both approaches' bootstraps)."""
   if not (isinstance(samples, (int, np.integer)) and samples >= 2):
     raise ScalingError(f"samples={samples!r}; the bootstrap needs an integer of at least 2 (200)")
   if not (0.0 < level < 1.0):
@@ -367,7 +366,7 @@ def bootstrap_parametric(
   """
   n, d, loss = _runs(n, d, loss)
   delta = _check_delta(delta)
-  _check_bootstrap(samples, level)
+  check_bootstrap(samples, level)
   theta, _ = _fit_theta(n, d, loss, delta, _starts(starts))
   law = law_from_theta(theta)
   grid_flops = float(6.0 * np.max(n * d))
@@ -401,7 +400,7 @@ def bootstrap_parametric(
     "beta": thetas[:, 4],
   }
   table["tokens_per_param_at_grid_compute"] = _tokens_per_param(thetas, grid_flops)
-  ci = {name: _percentile_ci(values, level) for name, values in table.items()}
+  ci = {name: percentile_ci(values, level) for name, values in table.items()}
   return {
     "law": law,
     "ci": ci,
@@ -451,181 +450,3 @@ def compute_optimal_summary(law: Law, flops) -> dict:
   if flops_array.ndim == 0:
     return {key: float(value) for key, value in out.items()}
   return {key: np.asarray(value, float).tolist() for key, value in out.items()}
-
-
-# ---------------------------------------------------------------------------------------------
-# Approach 1: the envelope of the learning curves
-
-
-def _curves(curves) -> list[tuple[float, np.ndarray, np.ndarray]]:
-  """(params, log tokens, loss) per curve; evaluations at 0 tokens (before training) dropped."""
-  if not curves:
-    raise ScalingError("no learning curves given; pass one dict per run with params, tokens, loss")
-  out = []
-  for i, curve in enumerate(curves):
-    try:
-      params = float(curve["params"])
-      tokens = np.asarray(curve["tokens"], float).ravel()
-      loss = np.asarray(curve["loss"], float).ravel()
-    except (KeyError, TypeError) as err:
-      raise ScalingError(
-        f"curve {i} lacks {err}; each curve is a dict with params, tokens and loss"
-      ) from None
-    if not (math.isfinite(params) and params > 0):
-      raise ScalingError(f"curve {i} has params {params!r}; give its positive parameter count")
-    if tokens.size != loss.size:
-      raise ScalingError(
-        f"curve {i} has {tokens.size} token counts and {loss.size} losses; give one of each "
-        "per evaluation"
-      )
-    seen = tokens != 0
-    tokens, loss = tokens[seen], loss[seen]
-    if tokens.size < 2:
-      raise ScalingError(
-        f"curve {i} has {tokens.size} evaluations after step 0; evaluate each run at least twice"
-      )
-    if not (np.all(np.isfinite(tokens)) and np.all(tokens > 0) and np.all(np.diff(tokens) > 0)):
-      raise ScalingError(
-        f"curve {i}'s tokens are not positive, finite and increasing; give tokens seen at each "
-        "evaluation in order"
-      )
-    if not (np.all(np.isfinite(loss)) and np.all(loss > 0)):
-      raise ScalingError(
-        f"curve {i} has a non-finite or non-positive loss; drop runs that diverged"
-      )
-    out.append((params, np.log(tokens), loss))
-  if len({c[0] for c in out}) < 2:
-    raise ScalingError("all curves share one model size; the envelope needs at least 2 sizes")
-  return out
-
-
-def _envelope(curves, flops_per_token_per_param, points, flops_range, interior_only) -> dict:
-  log_f = math.log(flops_per_token_per_param)
-  log_params = np.array([math.log(c[0]) for c in curves])
-  lo = min(log_f + lp + c[1][0] for lp, c in zip(log_params, curves))
-  hi = max(log_f + lp + c[1][-1] for lp, c in zip(log_params, curves))
-  if flops_range is not None:
-    lo, hi = max(lo, math.log(flops_range[0])), min(hi, math.log(flops_range[1]))
-    if not lo < hi:
-      raise ScalingError(
-        f"flops_range {flops_range!r} misses the compute the curves cover; widen or drop it"
-      )
-  log_c = np.linspace(lo, hi, points)
-  losses = np.full((len(curves), points), np.inf)
-  for i, (lp, (_, log_tokens, loss)) in enumerate(zip(log_params, curves)):
-    at = log_c - log_f - lp  # log tokens of this run at each C
-    inside = (at >= log_tokens[0]) & (at <= log_tokens[-1])
-    losses[i, inside] = np.interp(at[inside], log_tokens, loss)
-  covered = np.isfinite(losses).any(axis=0)
-  winner = np.argmin(losses, axis=0)[covered]
-  log_c = log_c[covered]
-  best_loss = losses[winner, np.flatnonzero(covered)]
-  log_n = log_params[winner]
-  sizes = np.unique(log_params)
-  edge = (log_n == sizes[0]) | (log_n == sizes[-1])
-  used = ~edge if interior_only else np.ones(log_n.size, bool)
-  if np.unique(log_n[used]).size < 2:
-    raise ScalingError(
-      "one model size wins the envelope at every compute; add sizes around the compute optimum "
-      "(or set interior_only=False)"
-    )
-  log_d = log_c[used] - log_f - log_n[used]
-  a, n_const = np.polyfit(log_c[used], log_n[used], 1)
-  b, d_const = np.polyfit(log_c[used], log_d, 1)
-  c_lo, c_hi = float(np.exp(log_c[used][0])), float(np.exp(log_c[used][-1]))
-  fit = {"a": float(a), "b": float(b), "n_const": float(n_const), "d_const": float(d_const)}
-  params = np.array([c[0] for c in curves])[winner]  # the runs' own counts, not exp(log(N))
-  flops = np.exp(log_c)
-  points_out = [
-    {
-      "flops": float(c),
-      "params": float(p),
-      "tokens": float(c / (flops_per_token_per_param * p)),
-      "loss": float(bl),
-      "edge": bool(e),
-    }
-    for c, p, bl, e in zip(flops, params, best_loss, edge)
-  ]
-  return {
-    "points": points_out,
-    **fit,
-    "flops_range": (c_lo, c_hi),
-    "tokens_per_param_min_flops": float(envelope_tokens_per_param(fit, c_lo)),
-    "tokens_per_param_max_flops": float(envelope_tokens_per_param(fit, c_hi)),
-  }
-
-
-def envelope_tokens_per_param(fit: dict, flops) -> np.ndarray:
-  """D_opt / N_opt at compute C from an envelope's fitted lines (a, b, n_const, d_const)."""
-  log_c = np.log(np.asarray(flops, float))
-  return np.exp((fit["b"] - fit["a"]) * log_c + fit["d_const"] - fit["n_const"])
-
-
-def envelope(
-  curves: Sequence[dict],
-  flops_per_token_per_param: float = 6.0,
-  points: int = 1500,
-  flops_range: tuple[float, float] | None = None,
-  interior_only: bool = False,
-) -> dict:
-  """Chinchilla approach 1: N_opt = exp(n_const) C**a and D_opt = exp(d_const) C**b.
-
-  curves: one dict per run, {"params": N, "tokens": tokens seen at each evaluation, "loss": the
-  evaluation losses}. At `points` log-spaced C over the compute the curves cover (or flops_range),
-  the lowest loss any run reaches (each curve interpolated in log tokens, only within its own
-  range) picks that C's N and D. A point won by the smallest or largest size is marked `edge`
-  (the optimum may lie outside the grid); interior_only fits without those points.
-  The tokens per parameter at another C: envelope_tokens_per_param(result, C).
-  """
-  if not (math.isfinite(flops_per_token_per_param) and flops_per_token_per_param > 0):
-    raise ScalingError(
-      f"flops_per_token_per_param={flops_per_token_per_param!r}; give a positive number (6)"
-    )
-  if int(points) < 3:
-    raise ScalingError(f"points={points!r}; give at least 3 compute values (the paper uses 1500)")
-  parsed = _curves(curves)
-  return _envelope(parsed, flops_per_token_per_param, int(points), flops_range, interior_only)
-
-
-def bootstrap_envelope(
-  curves: Sequence[dict],
-  samples: int = 200,
-  seed: int = 0,
-  level: float = 0.9,
-  **envelope_args,
-) -> dict:
-  """Percentile intervals on the envelope's exponents a and b (and tokens per parameter at the
-  largest compute the full envelope reaches), resampling runs. Deterministic for a seed."""
-  _check_bootstrap(samples, level)
-  full = envelope(curves, **envelope_args)
-  parsed = _curves(curves)
-  flops_per_token_per_param = envelope_args.get("flops_per_token_per_param", 6.0)
-  points = int(envelope_args.get("points", 1500))
-  flops_range = envelope_args.get("flops_range")
-  interior_only = envelope_args.get("interior_only", False)
-  sizes = np.array([c[0] for c in parsed])
-  c_max = full["flops_range"][1]
-  rng = np.random.default_rng(seed)
-  table: dict[str, list[float]] = {"a": [], "b": [], "tokens_per_param_max_flops": []}
-  skipped = 0
-  while len(table["a"]) < samples:
-    if skipped > 20 * samples + 100:
-      raise ScalingError(
-        "most bootstrap resamples cannot form an envelope; add runs or sizes to the grid"
-      )
-    index = rng.integers(0, len(parsed), len(parsed))
-    if np.unique(sizes[index]).size < 2:
-      skipped += 1
-      continue
-    try:
-      fit = _envelope(
-        [parsed[i] for i in index], flops_per_token_per_param, points, flops_range, interior_only
-      )
-    except ScalingError:
-      skipped += 1
-      continue
-    table["a"].append(fit["a"])
-    table["b"].append(fit["b"])
-    table["tokens_per_param_max_flops"].append(float(envelope_tokens_per_param(fit, c_max)))
-  ci = {name: _percentile_ci(np.array(values), level) for name, values in table.items()}
-  return {"envelope": full, "ci": ci, "samples": int(samples), "level": level, "skipped": skipped}

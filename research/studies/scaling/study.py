@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from research import workdir as workdir_lib
-from research.studies.scaling import ScalingError, fit, plan
+from research.studies.scaling import ScalingError, envelope, fit, plan
 from research.studies.scaling.grid import Preset, Size, grid_runs, single_run
 from research.studies.scaling.law import PUBLISHED, Law
 
@@ -159,7 +159,7 @@ def _fits(grid: Sequence[dict]) -> dict[str, Any]:
     if len(g["curve"]["tokens"]) >= 2
   ]
   try:
-    approach1 = fit.envelope(curves, points=80)
+    approach1 = envelope.envelope(curves, points=80)
   except ScalingError as e:
     approach1 = {"error": str(e)}
   compute = 6.0 * float(np.max(n * d))
