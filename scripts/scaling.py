@@ -47,7 +47,8 @@ def main() -> int:
   if not (args.price_per_hour >= 0 and args.price_per_hour < float("inf")):
     p.error(f"--price-per-hour must be a finite number >= 0, got {args.price_per_hour}")
   workdir = args.workdir or os.path.join("runs", "scaling", args.preset)
-  from research.studies.scaling.report import prepare, write_report
+  from research.studies.scaling.inputs import prepare
+  from research.studies.scaling.report import write_report
   from research.studies.scaling.study import run_study
 
   preset, corpus = prepare(args.preset, args.sizes, args.budgets, args.text, args.out, workdir)
