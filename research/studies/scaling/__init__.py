@@ -7,7 +7,8 @@
 - plan.py: the inference-aware optimum (Sardana et al.) under a cost model: FLOPs, seconds, dollars.
 - grid.py: the grid of runs (model sizes x token budgets), its presets and memory check.
 - costs.py: training and serving seconds per token, measured per model size.
-- study.py: the study end to end: train the grid, fit, measure costs, plan, check.
+- study.py: the study end to end: train the grid, fit, measure costs, plan.
+- check.py: train the recommended and the Chinchilla-optimal model; predicted against measured.
 - inputs.py: what the command is given (grid, corpus, OUT), checked before anything trains.
 - report.py: scaling.json and scaling.md.
 - figures.py: the figures, drawn from the study's result.

@@ -22,6 +22,9 @@ from research.studies.scaling.law import Law
 
 PerToken = Callable[[np.ndarray], np.ndarray]
 
+# The demands the study's curves span: tokens served over a model's life, half a decade apart.
+DEMANDS = tuple(float(10.0**k) for k in np.arange(4, 13.01, 0.5))
+
 # The default search: N from (1 + _FLOOR_GAP) times the smallest N that can reach the target, up
 # to _RANGE_SPAN times it. The grid is uniform in log(N - N_min), so it is dense near the floor
 # (where high demand pushes the optimum) and uniform in log N far above it.

@@ -110,11 +110,22 @@ def markdown(r: dict[str, Any], provenance_md: str) -> str:
     markdown_table(["", "fit", f"{level} % interval"], fit_rows, "lrr"),
     "",
   ]
+  lowest = min(g["val_loss"] for g in r["grid"])
+  if a3["E"] < 0.01 * lowest:
+    lines += [
+      f"E is not identified: the fit drives it to {a3['E']:.2g}, far below every loss the grid "
+      f"reached (lowest {lowest:.3f}), and leaves the rest to the two power terms. No run is near "
+      f"a floor: the large models saw at most {_largest_ratio(r):.0f} tokens per parameter. The "
+      f"exponents' wide intervals say the same: this grid pins the law down loosely.",
+      "",
+    ]
   lines += _comparison_section(r, law)
-  lines += _residual_section(fit)
+  lines += _residual_section(r, law)
   lines += ["![IsoFLOP view](isoflop.png) ![the fitted surface](surface.png)", ""]
   lines += _cost_section(costs)
   lines += _plan_section(plan)
+  if r.get("grid_findings"):
+    lines += [_grid_findings_line(r["grid_findings"]), ""]
   lines += ["![optimal N against demand](demand.png)", ""]
   if r.get("check"):
     lines += _check_section(r["check"])
@@ -197,25 +208,53 @@ def _comparison_section(r: dict, law: Law) -> list[str]:
   ]
 
 
-def _residual_section(fit: dict) -> list[str]:
+def _largest_ratio(r: dict) -> float:
+  """Tokens per parameter of the largest size at the largest budget."""
+  top = max(g["params"] for g in r["grid"])
+  return max(g["tokens"] / g["params"] for g in r["grid"] if g["params"] == top)
+
+
+def _residual_section(r: dict, law: Law) -> list[str]:
   from research.outputs import markdown_table
 
-  rows = [
-    [
+  fit = r["fit"]
+  other = fit.get("without_smallest")
+  others = {x["params"]: x for x in (other or {}).get("residuals_by_size", [])}
+  largest = max(g["tokens"] for g in r["grid"])
+  at_largest = {
+    g["params"]: (g["val_loss"] - float(law.loss(g["params"], g["tokens"])))
+    / float(law.loss(g["params"], g["tokens"]))
+    for g in r["grid"]
+    if g["tokens"] == largest
+  }
+  rows = []
+  for x in fit["residuals_by_size"]:
+    row = [
       f"{int(x['params']):,}",
       x["runs"],
       f"{100 * x['mean_rel_residual']:+.2f} %",
       f"{100 * x['max_abs_rel_residual']:.2f} %",
+      f"{100 * at_largest[x['params']]:+.2f} %" if x["params"] in at_largest else "",
     ]
-    for x in fit["residuals_by_size"]
+    if other:
+      y = others.get(x["params"])
+      excluded = x["params"] < other["min_params"]
+      row.append(f"{100 * y['mean_rel_residual']:+.2f} %{' (left out)' if excluded else ''}")
+    rows.append(row)
+  header = ["N", "runs", "mean residual", "worst", f"at {largest / 1e6:.1f} M tokens"]
+  lines = [
+    "Where the law holds: each size's runs against the fit, (observed - fitted) / fitted: the "
+    "mean, the worst run, and the run at the largest budget (where a small model saturates and a "
+    "large one is still learning fast)."
   ]
-  return [
-    "Where the law holds: each size's runs against the fit (observed - fitted) / fitted. A size "
-    "the law misses shows a bias of one sign.",
-    "",
-    markdown_table(["N", "runs", "mean residual", "worst"], rows, "rrrr"),
-    "",
-  ]
+  if other:
+    header.append(f"fit on N >= {other['min_params']:,.0f}: mean")
+    lines[0] += (
+      f" The last column refits without the sizes below {other['min_params']:,.0f} parameters "
+      f"({other['runs']} runs: alpha {other['alpha']:.3f}, beta {other['beta']:.3f}, E "
+      f"{other['E']:.3g}) and shows how far the left-out sizes then fall from it."
+    )
+  return [*lines, "", markdown_table(header, rows, "r" * len(header)), ""]
 
 
 def _cost_section(costs: dict) -> list[str]:
@@ -309,6 +348,22 @@ def _plan_section(plan: dict) -> list[str]:
   return lines
 
 
+def _grid_findings_line(g: dict) -> str:
+  sizes = g["per_size"]
+  if not sizes:
+    return "- loss keeps falling past 20 tokens per parameter: no size has two runs past 20"
+  most = max((v["max_tokens_per_param_still_falling"] or 0) for v in sizes.values())
+  verdict = "holds" if g["loss_falls_past_20_tokens_per_param"] else "does not hold"
+  return (
+    f"- loss keeps falling past 20 tokens per parameter: {verdict} for every one of the "
+    f"{len(sizes)} sizes with two or more runs past 20 (still falling at {most:,.0f} tokens per "
+    f"parameter)"
+    if verdict == "holds"
+    else f"- loss keeps falling past 20 tokens per parameter: {verdict}: "
+    + ", ".join(f"{k} {'falls' if v['always_falls'] else 'stalls'}" for k, v in sizes.items())
+  )
+
+
 def _findings_line(f: dict) -> str:
   words = {
     "optimal_params_fall": "optimal N falls as demand grows",
@@ -329,6 +384,28 @@ def _pick(curve: list[dict]) -> list[dict]:
       keep.append(point)
       last = key
   return keep[:8] if keep else curve[:1]
+
+
+def _miss_lines(c: dict) -> list[str]:
+  """Why a check model's loss missed the prediction, from the grid's own run of its size."""
+  out = []
+  for role, g in (c.get("miss_explained_by_grid") or {}).items():
+    x = c[role]
+    lo, hi = x["predicted_loss_interval"]
+    if lo <= x["measured_loss"] <= hi:
+      continue
+    miss = (x["measured_loss"] - x["predicted_loss"]) / x["predicted_loss"]
+    out.append(
+      f"  - {role} ({x['size']}): measured {100 * miss:+.1f} % from the prediction; the grid's "
+      f"own {g['grid_run']} ({g['tokens']:,} tokens) sat {100 * g['relative_residual']:+.1f} % "
+      f"from the fit"
+      + (
+        ": the same sign, so the miss is the law's error at this size, not the check's."
+        if miss * g["relative_residual"] > 0
+        else "."
+      )
+    )
+  return out
 
 
 def _check_section(c: dict) -> list[str]:
@@ -375,6 +452,7 @@ def _check_section(c: dict) -> list[str]:
     ),  # fmt: skip
     "",
     f"- Measured loss within the fit's interval: {verdict_loss}.",
+    *_miss_lines(c),
     f"- Recommended model cheaper than the Chinchilla-optimal one at this demand: {verdict_cost} "
     f"({c['recommended_cost_s']:.4g} s against {c['chinchilla_cost_s']:.4g} s).",
     "",

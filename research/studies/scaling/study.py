@@ -16,11 +16,10 @@ import numpy as np
 
 from research import workdir as workdir_lib
 from research.studies.scaling import ScalingError, envelope, fit, plan
-from research.studies.scaling.grid import Preset, Size, grid_runs, single_run
+from research.studies.scaling.check import run_check, target_loss
+from research.studies.scaling.grid import Preset, Size, grid_runs
 from research.studies.scaling.law import PUBLISHED, Law
 
-DEMANDS = tuple(10.0**k for k in np.arange(4, 13.01, 0.5))  # served tokens over a model's life
-CHECK_MAX_BUDGET_FACTOR = 4  # the check trains at most this many times the grid's largest budget
 PROFILE_NAMES = ("h100-sxm-bf16", "a100-sxm-bf16", "l4-bf16")
 
 
@@ -48,12 +47,12 @@ def run_study(
   law = fits["law"]
   costs = _costs(workdir, preset, grid, os.sched_getaffinity(0))
   models = _cost_models(costs, price_per_hour)
-  target = _target_loss(law, grid)
+  target = target_loss(law, grid)
   candidates = [s.params for s in preset.sizes]
   curves = {}
   for name, model in models.items():
-    curves[name] = plan.demand_curve(law, target, DEMANDS, model, candidates=candidates)
-  continuous = plan.demand_curve(law, target, DEMANDS, models["flops"])
+    curves[name] = plan.demand_curve(law, target, plan.DEMANDS, model, candidates=candidates)
+  continuous = plan.demand_curve(law, target, plan.DEMANDS, models["flops"])
   result = {
     "preset": {
       "sizes": [dataclasses.asdict(s) | {"params": s.params} for s in preset.sizes],
@@ -81,9 +80,10 @@ def run_study(
       "findings": {name: plan.findings(c) for name, c in curves.items()},
       "findings_flops_continuous": plan.findings(continuous),
     },
+    "grid_findings": _grid_findings(grid),
   }
   if check:
-    result["check"] = _check(workdir, preset, law, fits, target, models, costs, workers, argv)
+    result["check"] = run_check(workdir, preset, law, fits, target, models, costs, workers, argv)
   result["seconds"] = time.perf_counter() - t0
   return result
 
@@ -180,8 +180,25 @@ def _fits(grid: Sequence[dict]) -> dict[str, Any]:
       for name, p in PUBLISHED.items()
     },
     "residuals_by_size": fit.residuals_by_size(n, d, loss, law),
+    "without_smallest": _fit_without_smallest(n, d, loss),
   }
-  return {"law": law, "summary": summary, "sample_laws": boot["sample_laws"]}
+  return {"law": law, "summary": summary, "sample_laws": boot["sample_laws"], "grid": usable}
+
+
+SMALL_PARAMS = 1e4  # the fit again without the sizes below this, to see whether they bend the law
+
+
+def _fit_without_smallest(n, d, loss) -> dict[str, Any] | None:
+  kept = n >= SMALL_PARAMS
+  if kept.sum() < fit.MIN_RUNS or len(np.unique(n[kept])) < 2 or kept.all():
+    return None
+  law = fit.fit_above(n, d, loss, SMALL_PARAMS)
+  return {
+    "min_params": SMALL_PARAMS,
+    "runs": int(kept.sum()),
+    **law.as_dict(),
+    "residuals_by_size": fit.residuals_by_size(n, d, loss, law),
+  }
 
 
 def _costs(workdir: str, preset: Preset, grid: Sequence[dict], cores) -> dict[str, Any]:
@@ -257,107 +274,33 @@ def _cost_models(costs: dict[str, Any], price_per_hour: float) -> dict[str, plan
   return models
 
 
-def _target_loss(law: Law, grid: Sequence[dict]) -> float:
-  """The check's target: the best loss the grid reached at its middle budget, rounded to 0.01
-  (a loss every size from the middle up reaches with a few million tokens)."""
-  budgets = sorted({g["tokens"] for g in grid})
-  middle = budgets[len(budgets) // 2]
-  best = min(g["val_loss"] for g in grid if g["tokens"] == middle)
-  target = math.ceil(best * 100) / 100
-  if target <= law.E:
-    raise ScalingError(
-      f"the fitted law's floor E={law.E:.3f} is above the grid's losses; the fit failed"
+def _grid_findings(grid: Sequence[dict]) -> dict[str, Any]:
+  """Does loss keep falling past 20 tokens per parameter? Per size, its runs beyond 20 in order
+  of tokens: every step down, and the most tokens per parameter at which it still fell."""
+  per_size = {}
+  for size in sorted({g["size"] for g in grid}):
+    runs = sorted(
+      (g for g in grid if g["size"] == size and g["tokens"] / g["params"] >= 20),
+      key=lambda g: g["tokens"],
     )
-  return target
-
-
-def _check(workdir, preset, law, fits, target, models, costs, workers, argv) -> dict[str, Any]:
-  """Item 5: train the model the planner recommends at a high demand, and the Chinchilla-optimal
-  one for the same loss; measure both losses and costs."""
-  from research.training import sweep
-
-  model = models["seconds_batched"]
-  candidates = [s.params for s in preset.sizes]
-  max_tokens = CHECK_MAX_BUDGET_FACTOR * max(preset.budget_steps) * preset.tokens_per_step
-  chinchilla = plan.chinchilla_for_loss(law, target, model, candidates=candidates)
-  demand, recommended = None, None
-  for d in sorted(DEMANDS, reverse=True):  # the highest demand whose plan we can afford to train
-    r = plan.optimum(law, target, d, model, candidates=candidates)
-    if r["train_tokens"] <= max_tokens:
-      demand, recommended = d, r
-      break
-  if recommended is None:
-    raise ScalingError("no demand's recommended model fits the check's training budget")
-  # The Chinchilla-optimal model (chosen for training cost alone), costed at the same demand.
-  chinchilla = plan.cost_at(law, target, demand, model, chinchilla["params"])
-  plans = {"recommended": recommended, "chinchilla": chinchilla}
-  runs = {}
-  for role, p in plans.items():
-    size = next(s for s in preset.sizes if s.params == p["params"])
-    steps = _steps_for(p["train_tokens"], preset)
-    runs[role] = (size, steps, single_run(size, steps, preset))
-  unique = {r.name: r for _, _, r in runs.values()}
-  check_dir = os.path.join(workdir, "check")
-  sweep.run_grid(preset.spec, list(unique.values()), check_dir, workers, argv=argv)
-  out = {
-    "target_loss": target,
-    "demand_tokens": demand,
-    "cost_model": model.name,
-    "rule": (
-      f"target: the best validation loss at the grid's middle budget, rounded up to 0.01; demand: "
-      f"the highest on the curve whose recommended model trains on at most "
-      f"{CHECK_MAX_BUDGET_FACTOR}x the grid's largest budget"
-    ),
+    if len(runs) < 2:
+      continue
+    falls = [b["val_loss"] < a["val_loss"] for a, b in zip(runs, runs[1:])]
+    per_size[size] = {
+      "runs_past_20": len(runs),
+      "always_falls": all(falls),
+      "max_tokens_per_param_still_falling": max(
+        (
+          b["tokens"] / b["params"] for a, b in zip(runs, runs[1:]) if b["val_loss"] < a["val_loss"]
+        ),
+        default=None,
+      ),
+    }
+  return {
+    "loss_falls_past_20_tokens_per_param": bool(per_size)
+    and all(v["always_falls"] for v in per_size.values()),
+    "per_size": per_size,
   }
-  per_size = {s["params"]: s for s in costs["per_size"].values()}
-  for role, (size, steps, run) in runs.items():
-    w = os.path.join(check_dir, run.name)
-    summary = workdir_lib.read_summary(w)
-    c = per_size[size.params]
-    tokens = steps * preset.tokens_per_step
-    train_s = float(summary["train_seconds"])
-    out[role] = {
-      "size": size.name,
-      "params": size.params,
-      "planned_tokens": plans[role]["train_tokens"],
-      "trained_tokens": tokens,
-      "predicted_loss": float(law.loss(size.params, tokens)),
-      "predicted_loss_interval": _loss_interval(fits, size.params, tokens),
-      "measured_loss": float(summary["final_test_loss"]),
-      "measured_train_seconds": train_s,
-      "predicted_cost_s": plans[role]["total_cost"],
-      "measured_cost_s": train_s + c["serve_best_seconds_per_token"] * demand,
-      "serve_seconds_per_token": c["serve_best_seconds_per_token"],
-      "workdir": w,
-    }
-  rec, chin = out["recommended"], out["chinchilla"]
-  lo, hi = rec["predicted_loss_interval"]
-  out.update(
-    {
-      "predicted_loss": rec["predicted_loss"],
-      "measured_loss": rec["measured_loss"],
-      "recommended_cost_s": rec["measured_cost_s"],
-      "chinchilla_cost_s": chin["measured_cost_s"],
-      "reaches_target_within_interval": bool(lo <= rec["measured_loss"] <= hi),
-      "recommended_cheaper": bool(rec["measured_cost_s"] < chin["measured_cost_s"]),
-      "same_model": rec["size"] == chin["size"],
-    }
-  )
-  return out
-
-
-def _steps_for(tokens: float, preset: Preset) -> int:
-  steps = math.ceil(tokens / preset.tokens_per_step / 16) * 16
-  return max(16, steps)
-
-
-def _loss_interval(fits: dict, params: float, tokens: float) -> list[float]:
-  """The bootstrap's 90 % spread of the predicted loss at (params, tokens)."""
-  samples = fits["sample_laws"]
-  if not samples:
-    return [float("nan"), float("nan")]
-  values = [Law(**s).loss(params, tokens) for s in samples]
-  return [float(np.percentile(values, 5)), float(np.percentile(values, 95))]
 
 
 def _read_json(path: str):
