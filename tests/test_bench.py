@@ -106,7 +106,7 @@ def test_bench_inference_script_writes_everything(repo_root, tmp_path, tiny_cnn_
 
   result = bench(
     *["--precisions", "float32,int8", "--engines", "jax,onnxruntime", "--max-batch", "8"],
-    *["--latency-calls", "100", "--loadgen-ms", "300", "--server-runs", "2", "--profile"],
+    *["--latency-calls", "50", "--loadgen-ms", "200", "--server-runs", "2", "--profile"],
   )
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.load(open(os.path.join(out, "bench.json")))

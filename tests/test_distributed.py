@@ -260,7 +260,7 @@ def test_two_processes_train_die_together_and_resume_bitwise(tmp_path):
   """2 processes x 1 CPU device on 127.0.0.1; process 1 SIGKILLed after the first checkpoint;
   process 0 exits within the peer timeout (5 s) with one line; the pair resumes and ends bitwise
   where 1 process x 2 devices ends (params, test loss, every step's train loss)."""
-  r = run_two_process_trial(str(tmp_path), num_steps=100, peer_timeout=5, uninterrupted=False)
+  r = run_two_process_trial(str(tmp_path), num_steps=60, peer_timeout=5, uninterrupted=False)
   assert r["ok"], r["why"]
   assert r["survivor_exit_seconds"] < 5 + 10
   assert len(r["survivor_stderr"]) == 1 and "lost process 1 of 2" in r["survivor_stderr"][0]
