@@ -12,13 +12,7 @@ from tools.reliability.judge import REPO, chmod_tree, run_subprocess
 
 
 def text(rel: str, content: str) -> Callable[[str], None]:
-  def setup(tmp: str) -> None:
-    path = os.path.join(tmp, rel)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-      f.write(content)
-
-  return setup
+  return binary(rel, content.encode())
 
 
 def binary(rel: str, content: bytes) -> Callable[[str], None]:

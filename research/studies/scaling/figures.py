@@ -54,12 +54,12 @@ def _fig_loss(plt, r):
         ax.plot(g["curve"]["tokens"], g["curve"]["val_loss"], "-", color=color, alpha=0.25, lw=1)
     dd = np.geomspace(d.min() / 1.5, d.max() * 1.5, 50)
     ax.plot(dd, law.loss(n, dd), "--", color=color, lw=1)
-  ax.set_xscale("log")
-  ax.set_xlabel("training tokens D")
-  ax.set_ylabel("validation loss (nats/byte)")
-  ax.set_title("Final loss per run (dots), learning curves (faint), fitted law (dashed)")
-  ax.legend(fontsize=7)
-  return fig
+  return _loss_axes(
+    fig,
+    ax,
+    "training tokens D",
+    "Final loss per run (dots), learning curves (faint), fitted law (dashed)",
+  )
 
 
 def _fig_isoflop(plt, r):
@@ -77,10 +77,20 @@ def _fig_isoflop(plt, r):
     near = np.abs(np.log(c / level)) < np.log(np.sqrt(levels[1] / levels[0]))
     pts = [g for g, k in zip(r["grid"], near) if k]
     ax.plot([g["params"] for g in pts], [g["val_loss"] for g in pts], "o", color=color, ms=5)
+  return _loss_axes(
+    fig,
+    ax,
+    "non-embedding parameters N",
+    "IsoFLOP view: the fit at fixed compute (lines), runs near it (dots), optimum (*)",
+  )
+
+
+def _loss_axes(fig, ax, xlabel: str, title: str):
+  """Validation loss against a log axis: the two loss figures' common frame."""
   ax.set_xscale("log")
-  ax.set_xlabel("non-embedding parameters N")
+  ax.set_xlabel(xlabel)
   ax.set_ylabel("validation loss (nats/byte)")
-  ax.set_title("IsoFLOP view: the fit at fixed compute (lines), runs near it (dots), optimum (*)")
+  ax.set_title(title)
   ax.legend(fontsize=7)
   return fig
 
