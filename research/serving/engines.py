@@ -3,6 +3,8 @@
   jax               the jitted `apply` on any backend JAX sees; fp32, bf16, int8 weight-only
   onnxruntime       the ONNX export (jax2onnx) in ONNX Runtime's CPU session, fp32
   onnxruntime-int8  the same export quantized by ONNX Runtime (static QDQ, else dynamic)
+  iree              the StableHLO compiled ahead of time by IREE for this CPU, its runtime's
+                    local-sync driver (one thread); fp32 (the edge path: scripts/edge.py)
 
 An `EngineFactory` builds them for one trained run, exporting and quantizing once however many
 engines it makes. An exporter that cannot handle the model raises `ExportError` with its reason,
@@ -21,15 +23,33 @@ from research.serving import InferenceError
 from research.serving.engine import DEFAULT_BATCH_SIZES, Engine
 from research.serving.restore import TrainedRun
 
-ENGINES = ("jax", "onnxruntime", "onnxruntime-int8")
+ENGINES = ("jax", "onnxruntime", "onnxruntime-int8", "iree")
 # The precision each engine computes in when none is asked for, and the only one ONNX engines have.
-ENGINE_PRECISION = {"jax": "float32", "onnxruntime": "float32", "onnxruntime-int8": "int8"}
+ENGINE_PRECISION = {
+  "jax": "float32",
+  "onnxruntime": "float32",
+  "onnxruntime-int8": "int8",
+  "iree": "float32",
+}
+# The packages each engine needs beyond jax (all in pyproject's dependencies).
+ENGINE_MODULES = {
+  "jax": (),
+  "onnxruntime": ("onnxruntime", "jax2onnx", "onnx"),
+  "onnxruntime-int8": ("onnxruntime", "jax2onnx", "onnx"),
+  "iree": ("iree.compiler", "iree.runtime"),
+}
+
+
+def _installed(module: str) -> bool:
+  try:
+    return importlib.util.find_spec(module) is not None
+  except ModuleNotFoundError:  # a dotted name whose parent package is missing
+    return False
 
 
 def available_engines() -> list[str]:
-  """`jax`, plus the ONNX Runtime engines when onnxruntime and jax2onnx are installed."""
-  have_onnx = all(importlib.util.find_spec(m) for m in ("onnxruntime", "jax2onnx", "onnx"))
-  return [e for e in ENGINES if e == "jax" or have_onnx]
+  """`jax`, plus each engine whose packages are installed."""
+  return [e for e in ENGINES if all(_installed(m) for m in ENGINE_MODULES[e])]
 
 
 def check_engines(names: Sequence[str]) -> tuple[str, ...]:
@@ -40,9 +60,9 @@ def check_engines(names: Sequence[str]) -> tuple[str, ...]:
     )
   missing = [n for n in names if n not in available_engines()]
   if missing:
+    needed = sorted({m.split(".")[0] for n in missing for m in ENGINE_MODULES[n]})
     raise InferenceError(
-      f"engine(s) {', '.join(missing)} need onnxruntime, onnx and jax2onnx; "
-      f"pip install -e . installs them"
+      f"engine(s) {', '.join(missing)} need {', '.join(needed)}; pip install -e . installs them"
     )
   return tuple(dict.fromkeys(names))
 
@@ -100,6 +120,12 @@ class EngineFactory:
     if precision not in (None, ENGINE_PRECISION[engine]):
       raise InferenceError(
         f"engine {engine} computes in {ENGINE_PRECISION[engine]} only, not {precision}"
+      )
+    if engine == "iree":
+      from research.serving.iree import IreeEngine
+
+      return IreeEngine.from_model(
+        self.run.model, self.run.params, self.run.input_shape, batch_sizes
       )
     from research.serving.onnx_runtime import OnnxRuntimeEngine
 

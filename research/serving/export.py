@@ -1,6 +1,7 @@
 """Exporting a trained model as a file that another process or runtime serves without our code.
 
-Two formats, both with the batch dimension left symbolic and the weights inside the file:
+Two formats with the batch dimension left symbolic and the weights inside the file (the third,
+`iree`, is compiled ahead of time for one CPU at a fixed batch: `serving/iree.py`):
 
 - `stablehlo`: `jax.export` serialized. A fresh process needs only JAX: `load_stablehlo(path)`
   returns a callable (`jax.export.deserialize(...).call`). Lowered for CPU and CUDA.
@@ -25,8 +26,8 @@ import numpy as np
 from research.models import for_platform
 from research.serving import InferenceError, onnx_passes
 
-FORMATS = ("onnx", "stablehlo")
-SUFFIXES = {"onnx": ".onnx", "stablehlo": ".stablehlo"}
+FORMATS = ("onnx", "stablehlo", "iree")
+SUFFIXES = {"onnx": ".onnx", "stablehlo": ".stablehlo", "iree": ".vmfb"}
 # Kernels resolved for an exported artifact: a platform `research.kernels.AUTO` does not list,
 # so every "auto" kernel becomes XLA's own op (portable, and native Conv / Gemm in ONNX).
 EXPORT_PLATFORM = "export"
@@ -113,6 +114,8 @@ def export(
     raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
   if fmt == "onnx":
     return export_onnx(model, params, input_shape, input_dtype)
+  if fmt == "iree":
+    raise ExportError("iree modules are compiled per target: use serving.iree.export_module")
   return export_stablehlo(model, params, input_shape, input_dtype)
 
 
@@ -246,7 +249,7 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict[str, An
   }
 
 
-def _chunked(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, size: int = 256) -> np.ndarray:
+def chunked(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, size: int = 256) -> np.ndarray:
   return np.concatenate([fn(x[i : i + size]) for i in range(0, len(x), size)])
 
 
@@ -270,21 +273,36 @@ def one_line(e: BaseException) -> str:
 
 
 def export_run(
-  workdir: str, fmt: str, out: str, checkpoint: str | int = "latest", argv: Sequence[str] = ()
+  workdir: str,
+  fmt: str,
+  out: str,
+  checkpoint: str | int = "latest",
+  argv: Sequence[str] = (),
+  target: str = "host",
+  batch: int = 1,
+  precision: str = "float32",
 ) -> dict[str, Any]:
   """Exports a run's checkpoint to `out`, checked against the jitted apply on the test set.
 
   Writes `out` and `out.json` (what was exported, the check, provenance), each atomically; a
-  failed export or check leaves neither. Returns the `out.json` record.
+  failed export or check leaves neither. Returns the `out.json` record. `target`, `batch` and
+  `precision` are the iree format's (a module compiled for another CPU is not run here: its
+  record says so, and scripts/edge.py runs it under emulation).
   """
   from research.data import load_dataset
-  from research.outputs import check_output_file, json_text, write_all
-  from research.provenance import provenance
+  from research.outputs import check_output_file
   from research.run_files import check_targets
   from research.serving.restore import load_run
 
   if fmt not in FORMATS:
     raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+  if fmt == "iree":
+    from research.serving.iree import check_precision, check_target
+
+    check_target(target)
+    check_precision(precision)
+    if batch < 1:
+      raise ExportError(f"--batch must be a positive integer, got {batch}")
   # Before anything else: OUT and OUT.json must not land on a run's own files (--out RUN/config
   # would replace RUN/config.json) nor on the run it reads.
   check_targets("--out", out, [out, out + ".json"], inputs=[("--workdir", workdir)])
@@ -295,8 +313,12 @@ def export_run(
   run = load_run(workdir, checkpoint)
   data = load_dataset(run.config.data)
   x = data.x_test  # float features, or int32 token windows for a language model
-  artifact = export(run.model, run.params, run.input_shape, fmt, x.dtype)
   jitted = jax.jit(inference_fn(for_platform(run.model, jax.default_backend()), run.params))
+  reference = chunked(lambda chunk: np.asarray(jitted(chunk)), x)
+  if fmt == "iree":
+    artifact, record = _iree_artifact(run, x, reference, target, batch, precision)
+    return _write_export(run, workdir, out, artifact, record, argv)
+  artifact = export(run.model, run.params, run.input_shape, fmt, x.dtype)
   if fmt == "onnx":
     import onnxruntime as ort
 
@@ -304,8 +326,7 @@ def export_run(
     call = lambda chunk: session.run(None, {ONNX_INPUT: chunk})[0]  # noqa: E731
   else:
     call = jax.export.deserialize(bytearray(artifact)).call
-  reference = _chunked(lambda chunk: np.asarray(jitted(chunk)), x)
-  exported = _chunked(lambda chunk: np.asarray(call(chunk)), x)
+  exported = chunked(lambda chunk: np.asarray(call(chunk)), x)
   check = compare_logits(reference, exported)
   if not check["predictions_identical"]:
     raise ExportError(
@@ -313,17 +334,63 @@ def export_run(
       f"test predictions (max logit difference {check['max_abs_logit_difference']:.2e}); "
       f"nothing written"
     )
+  record = {"format": fmt, "check_against_jitted_apply": check}
+  return _write_export(run, workdir, out, artifact, record, argv)
+
+
+def _write_export(
+  run: Any, workdir: str, out: str, artifact: bytes, record: dict, argv: Sequence[str]
+) -> dict[str, Any]:
+  """Writes the artifact and its record OUT.json, both or neither; returns the record."""
+  from research.outputs import json_text, write_all
+  from research.provenance import provenance
+
   record = {
-    "format": fmt,
+    "format": record.pop("format"),
     "file": os.path.abspath(out),
     "bytes": len(artifact),
     "input_shape": list(run.input_shape),
     "num_classes": run.num_classes,
     "experiment": run.config.experiment,
     "step": run.step,
-    "check_against_jitted_apply": check,
+    **record,
     "provenance": provenance(list(argv), workdir=os.path.abspath(workdir), step=run.step),
   }
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   write_all({out: artifact, out + ".json": json_text(record)})  # both or neither
   return record
+
+
+def _iree_artifact(
+  run: Any, x: np.ndarray, reference: np.ndarray, target: str, batch: int, precision: str
+) -> tuple[bytes, dict[str, Any]]:
+  """The IREE module and its record. A host module is served on the test set and must give the
+  jitted apply's predictions (int8: within the jax int8 engine's disagreement); another
+  target's is recorded as not run here."""
+  from research.serving.iree import IreeEngine, export_module
+
+  if x.dtype.kind != "f":
+    raise ExportError(
+      "the iree format serves classifiers (float features); this run is a language model: "
+      "export it with --format onnx or stablehlo"
+    )
+  vmfb, manifest = export_module(
+    run.model, run.params, run.input_shape, run.num_classes, target, batch, precision
+  )
+  record: dict[str, Any] = {"format": "iree", "manifest": manifest}
+  if target != "host":
+    record["check_against_jitted_apply"] = {
+      "run_here": False,
+      "why": f"compiled for {target}; scripts/edge.py runs it under emulation on the test set",
+    }
+    return vmfb, record
+  engine = IreeEngine({batch: vmfb}, run.input_shape, precision=precision)
+  check = compare_logits(reference, engine.logits(x))
+  if precision == "float32" and not check["predictions_identical"]:
+    raise ExportError(
+      f"the iree module disagrees with the jitted apply on {check['predictions_differing']} "
+      f"test predictions (max logit difference {check['max_abs_logit_difference']:.2e}); "
+      f"nothing written"
+    )
+  record["check_against_jitted_apply"] = check
+  return vmfb, record
