@@ -148,7 +148,7 @@ def test_main_job_writes_a_full_report_on_a_tiny_run(repo_root, tmp_path):
   )
   # Every engine is timed; each scenario's figure is its fastest engine's, named.
   engines, inference = report["time"]["engines"], report["time"]["inference"]
-  assert set(engines) == {"jax", "onnxruntime", "onnxruntime-int8"}
+  assert set(engines) == {"jax", "onnxruntime", "onnxruntime-int8", "iree"}
   assert all(e["available"] for e in engines.values())
   fastest = min(engines, key=lambda n: engines[n]["realtime_p50_us"])
   assert inference["realtime"]["engine"] == fastest
