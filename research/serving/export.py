@@ -298,9 +298,11 @@ def export_run(
     raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
   if fmt == "iree":
     from research.serving.iree import check_precision, check_target
+    from research.serving.run_kind import require_classifier
 
     check_target(target)
     check_precision(precision)
+    require_classifier(workdir, "scripts/export.py --format iree")
     if batch < 1:
       raise ExportError(f"--batch must be a positive integer, got {batch}")
   # Before anything else: OUT and OUT.json must not land on a run's own files (--out RUN/config

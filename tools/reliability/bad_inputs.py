@@ -107,6 +107,11 @@ def _export(name: str, *flags: str, setup=None) -> BadInput:
   return _case(name, "export.py", *_merge(base, flags), setup=setup)
 
 
+def _edge(name: str, *flags: str, setup=None) -> BadInput:
+  base = ("--workdir", "{run}", "--out", "{tmp}/edge", "--runtime-wheel", "{tmp}")
+  return _case(name, "edge.py", *_merge(base, flags), setup=setup)
+
+
 def _table(name: str, *flags: str, setup=None) -> BadInput:
   base = ("--workdir", "{tmp}/c", "--out", "{tmp}/t")
   return _case(name, "reproduce_mnist1d.py", *_merge(base, flags), setup=setup)
@@ -283,6 +288,15 @@ CASES: list[BadInput] = [
   _export("workdir missing", "--workdir", "{tmp}/none"),
   _export("out onto a run's config.json", "--out", "{tmp}/r/config", setup=_OTHER_RUN),
   _export("out into a run's checkpoints", "--out", "{tmp}/r/checkpoints/m.onnx", setup=_OTHER_RUN),
+  _export("iree unknown target", "--format", "iree", "--target", "armv7", "--out", "{tmp}/m.vmfb"),
+  _export("iree precision bf16", "--format", "iree", "--precision", "bfloat16"),
+  _export("target without iree", "--target", "aarch64"),
+  _export("iree on a language model", "--workdir", "{tmp}/lm", "--format", "iree", setup=_LM_RUN),
+  # edge.py
+  _edge("no aarch64 runtime wheel"),
+  _edge("language-model run", "--workdir", "{tmp}/lm", setup=_LM_RUN),
+  _edge("out onto the run", "--out", "{run}"),
+  _edge("no-emulate with a wheel", "--no-emulate"),
   # export_dataset.py
   _case("out is an existing file", "export_dataset.py", "--out", "{tmp}/f", setup=_FILE),
   _case("out is a directory", "export_dataset.py", "--out", "{tmp}/d", setup=files.directory("d")),
