@@ -53,6 +53,15 @@ def test_iree_engine_answers_as_jax_does_at_every_batch(name):
   calls["compute"]()  # runs on the device-resident input without fetching
 
 
+def test_iree_modules_take_im2col_convolutions_unless_the_config_names_one():
+  model, params, _ = _tiny("cnn")
+  # IREE's direct 1-D convolution is the slow op (research.kernels): "auto" resolves to im2col.
+  assert "stablehlo.convolution" not in stablehlo_text(model, params, (40,), 1)
+  assert "stablehlo.convolution" not in stablehlo_text(model, params, (40,), 1, "int8")
+  named = model.clone(conv_impl="xla")  # a config that names its kernel keeps it
+  assert "stablehlo.convolution" in stablehlo_text(named, params, (40,), 1)
+
+
 def test_a_module_for_another_cpu_is_refused_by_the_host_engine_in_one_line():
   model, params, _ = _tiny("cnn")
   vmfb = compile_module(stablehlo_text(model, params, (40,), 1), TARGETS["aarch64"])

@@ -13,8 +13,12 @@ float rounding only where XLA orders a sum differently.
 | conv1d | im2col | strided slices + one matmul, widths padded to 8  | 6000 CNN steps 11.1->8.6 s |
 | conv1d | xla    | `lax.conv_general_dilated`                       | default elsewhere        |
 
-The CPU figures are in results/train_loop_structure.md and the docstrings of the implementations;
-no other backend has been measured, so `auto` gives it XLA's own ops.
+The CPU figures are in results/train_loop_structure.md and the docstrings of the implementations.
+`iree` names StableHLO compiled by IREE (`research/serving/iree.py`): its direct 1-D convolutions
+are slow (the MNIST-1D CNN at batch 256, one core of an Intel Xeon: 3,947 of 3,958 µs in the
+three conv dispatches), and im2col's matmuls take it from 18.5 to 6.1 µs at batch 1 and from 13.1
+to 1.3 µs per example at batch 256 (`iree-benchmark-module`). No other backend has been measured,
+so `auto` gives it XLA's own ops.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ IMPLS: dict[str, tuple[str, ...]] = {
 # kernel -> platform -> impl; platforms not listed get DEFAULT.
 AUTO: dict[str, dict[str, str]] = {
   "matmul": {"cpu": "patch"},
-  "conv1d": {"cpu": "im2col"},
+  "conv1d": {"cpu": "im2col", "iree": "im2col"},
 }
 DEFAULT = "xla"
 

@@ -25,6 +25,8 @@ from research.serving.engine import DEFAULT_BATCH_SIZES, Engine, check_batch_siz
 from research.serving.export import EXPORT_PLATFORM, ExportError, inference_fn, read_model_file
 from research.serving.quantize import cast_params, dequantize
 
+# The platform the model's "auto" kernels are resolved for (`research.kernels.AUTO`).
+PLATFORM = "iree"
 DRIVER = "local-sync"
 FUNCTION = "main"
 PRECISIONS = ("float32", "int8")  # int8: weight-only, as the jax engine's int8
@@ -95,12 +97,14 @@ def compiler_version() -> str:
 def stablehlo_text(
   model: Any, params: Any, input_shape: Sequence[int], batch: int, precision: str = "float32"
 ) -> str:
-  """The model at a fixed batch size as StableHLO text, weights inside as constants.
+  """The model at a fixed batch size as StableHLO text, weights inside as constants, its "auto"
+  kernels resolved for IREE (im2col convolutions: `research.kernels`).
 
   int8 stores each weight matrix as int8 with a per-channel scale and dequantizes in the graph
   (`serving/quantize.py`): the module's weights shrink about 4x, its arithmetic stays fp32.
   """
   check_precision(precision)
+  model = for_platform(model, PLATFORM)
   if precision == "int8":
     quantized, exported_model = cast_params(params, "int8"), for_platform(model, EXPORT_PLATFORM)
 
