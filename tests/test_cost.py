@@ -173,6 +173,22 @@ def test_main_job_writes_a_full_report_on_a_tiny_run(repo_root, tmp_path):
     / peak
   )
   assert list(report["profiles"]) == ["h100-sxm-bf16"]
+  # On the edge: a phone's module compiled (fp32 and weight-only int8), this host's kernel time
+  # measured, and each device's latency projected from its peak at the host's fraction of peak.
+  edge = report["edge"]
+  assert edge["available"] and edge["flops_per_prediction"] == PINNED_FORWARD["cnn1d"]
+  phone = edge["modules"]["aarch64"]
+  assert phone["float32"]["triple"] == "aarch64-linux-android30"
+  assert phone["int8"]["bytes"] < phone["float32"]["bytes"]
+  assert edge["weights_bytes"]["int8"] < edge["weights_bytes"]["float32"]
+  fraction = edge["host"]["fraction_of_peak"]
+  kernel_us = edge["host"]["benchmark_module"]["p50_of_repetition_means_us"]
+  assert fraction == pytest.approx(edge["flops_per_prediction"] / (kernel_us * 1e-6) / peak)
+  for device in edge["devices"]:
+    assert device["projected"]
+    floor_us = edge["flops_per_prediction"] / (device["peak_gflops"] * 1e9) * 1e6
+    assert device["latency_at_peak_us"] == pytest.approx(floor_us)
+    assert device["latency_at_host_fraction_us"] == pytest.approx(floor_us / fraction)
   md = open(os.path.join(workdir, "report.md")).read()
   for heading in (
     "## FLOPs per example",
@@ -181,6 +197,7 @@ def test_main_job_writes_a_full_report_on_a_tiny_run(repo_root, tmp_path):
     "## Utilization",
     "## Break-even",
     "### Inference engines",
+    "## On the edge",
   ):
     assert heading in md
   assert f"real-time inference (batch 1, p50, serving path; {fastest})" in md

@@ -37,25 +37,13 @@ def edge_study(
   log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
   """Every edge figure of one run. `reference`: the jitted apply's test-set logits."""
-  from research.bench.iree_native import benchmark_module, peak_rss_bytes
+  from research.bench.iree_native import peak_rss_bytes
   from research.bench.timing import stats_us, time_calls
   from research.cost.edge_devices import projections
   from research.cost.flops import forward_flops
   from research.cost.hardware import measure_peak_flops
-  from research.models import tree_bytes
-  from research.serving.quantize import quantize_int8
 
-  modules: dict[str, dict[str, Any]] = {}
-  artifacts: dict[tuple[str, str], bytes] = {}
-  for target in TARGETS:
-    for precision in PRECISIONS:
-      vmfb, manifest = export_module(
-        run.model, run.params, run.input_shape, run.num_classes, target, 1, precision
-      )
-      artifacts[target, precision] = vmfb
-      modules.setdefault(target, {})[precision] = manifest
-    log(f"compiled for {target}: {len(artifacts[target, 'float32']):,} bytes (fp32)")
-
+  modules, artifacts = compile_modules(run, tuple(TARGETS), log)
   host: dict[str, Any] = {"agreement": {}}
   for precision in PRECISIONS:
     engine = IreeEngine({1: artifacts["host", precision]}, run.input_shape, precision=precision)
@@ -63,13 +51,11 @@ def edge_study(
     if precision == "float32":
       calls = engine.timing_calls(np.ascontiguousarray(x_test[:1], np.float32))
       host["python_binding_compute_us"] = stats_us(time_calls(calls["compute"], latency_calls))
-  host["benchmark_module"] = benchmark_module(artifacts["host", "float32"], (1, *run.input_shape))
   host["peak_rss_bytes"] = peak_rss_bytes(artifacts["host", "float32"], (1, *run.input_shape))
-  peak = measure_peak_flops()
   flops = float(forward_flops(run.config.model.to_dict(), run.input_shape, run.num_classes))
-  kernel_s = host["benchmark_module"]["p50_of_repetition_means_us"] * 1e-6
-  host["peak_flops"] = peak["peak_flops"]
-  host["fraction_of_peak"] = flops / kernel_s / peak["peak_flops"]
+  host.update(
+    host_kernel(run, artifacts["host", "float32"], flops, measure_peak_flops()["peak_flops"])
+  )
   log(
     f"host: {host['benchmark_module']['p50_of_repetition_means_us']:.1f} µs per call "
     f"(iree-benchmark-module), {host['fraction_of_peak']:.1%} of this core's peak"
@@ -80,7 +66,7 @@ def edge_study(
     for t in TARGETS
     if t != "host"
   }
-  weights = {"float32": tree_bytes(run.params), "int8": tree_bytes(quantize_int8(run.params))}
+  weights = weights_bytes(run.params)
   return {
     "experiment": run.config.experiment,
     "step": run.step,
@@ -92,6 +78,69 @@ def edge_study(
     "emulated": emulated,
     "devices": projections(flops, host["fraction_of_peak"], weights["float32"]),
   }
+
+
+def edge_summary(
+  run: Any, flops_per_prediction: float, peak_flops: float, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+  """The main job's "on the edge" figures, from the same functions as `edge_study`: the modules'
+  bytes for this host and a phone's core, the host module's kernel time and fraction of peak, and
+  the projections. The emulated check is `scripts/edge.py`'s (it needs QEMU and a wheel)."""
+  from research.cost.edge_devices import projections
+  from research.serving.export import ExportError
+
+  try:
+    modules, artifacts = compile_modules(run, ("host", "aarch64"), log)
+  except ExportError as e:
+    return {"available": False, "reason": str(e)}
+  host = host_kernel(run, artifacts["host", "float32"], flops_per_prediction, peak_flops)
+  weights = weights_bytes(run.params)
+  return {
+    "available": True,
+    "flops_per_prediction": flops_per_prediction,
+    "weights_bytes": weights,
+    "modules": modules,
+    "host": host,
+    "devices": projections(flops_per_prediction, host["fraction_of_peak"], weights["float32"]),
+  }
+
+
+def compile_modules(
+  run: Any, targets: tuple[str, ...], log: Callable[[str], None]
+) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], bytes]]:
+  """Batch-1 modules of the run for each target and precision: manifests, and the modules."""
+  modules: dict[str, dict[str, Any]] = {}
+  artifacts: dict[tuple[str, str], bytes] = {}
+  for target in targets:
+    for precision in PRECISIONS:
+      vmfb, manifest = export_module(
+        run.model, run.params, run.input_shape, run.num_classes, target, 1, precision
+      )
+      artifacts[target, precision] = vmfb
+      modules.setdefault(target, {})[precision] = manifest
+    log(f"compiled for {target}: {len(artifacts[target, 'float32']):,} bytes (fp32)")
+  return modules, artifacts
+
+
+def host_kernel(run: Any, vmfb: bytes, flops: float, peak_flops: float) -> dict[str, Any]:
+  """The host module's batch-1 time from `iree-benchmark-module` (no Python), and the fraction of
+  this core's measured peak it reaches: what the projections scale the devices' peaks by."""
+  from research.bench.iree_native import benchmark_module
+
+  bench = benchmark_module(vmfb, (1, *run.input_shape))
+  kernel_s = bench["p50_of_repetition_means_us"] * 1e-6
+  return {
+    "benchmark_module": bench,
+    "peak_flops": peak_flops,
+    "fraction_of_peak": flops / kernel_s / peak_flops,
+  }
+
+
+def weights_bytes(params: Any) -> dict[str, int]:
+  from research.models import tree_bytes
+  from research.serving.quantize import quantize_int8
+
+  return {"float32": tree_bytes(params), "int8": tree_bytes(quantize_int8(params))}
 
 
 def _leaves(tree: Any) -> list:

@@ -154,8 +154,14 @@ def edge_markdown(r: dict[str, Any]) -> str:
       f"{e['emulator']}."
     )
   lines += ["", "## Projected on edge devices (not measured)", ""]
+  lines += projection_lines(r["devices"], host["fraction_of_peak"])
+  return "\n".join(lines) + "\n"
+
+
+def projection_lines(devices: list[dict[str, Any]], fraction_of_peak: float) -> list[str]:
+  """The projected devices as a table, how they were projected, and each number's source."""
   rows = []
-  for d in r["devices"]:
+  for d in devices:
     fits = {None: "", True: "yes", False: "no"}[d["fits_memory"]]
     rows.append(
       [
@@ -169,7 +175,7 @@ def edge_markdown(r: dict[str, Any]) -> str:
         fits,
       ]  # fmt: skip
     )
-  lines += [
+  lines = [
     markdown_table(
       [
         "device",
@@ -185,13 +191,13 @@ def edge_markdown(r: dict[str, Any]) -> str:
     ),  # fmt: skip
     "",
     f"Projection: FLOPs per prediction over the device's peak (a floor), and over the same "
-    f"fraction of its peak that the module reached on this host ({host['fraction_of_peak']:.2%}); "
+    f"fraction of its peak that the module reached on this host ({fraction_of_peak:.2%}); "
     "energy is the assumed power times that latency. No module is compiled for the "
     "microcontroller: IREE's bare-metal path needs its runtime built for the board.",
     "",
     "Sources:",
     "",
   ]
-  for d in r["devices"]:
+  for d in devices:
     lines.append(f"- {d['device']}: " + "; ".join(f"{k}: {v}" for k, v in d["sources"].items()))
-  return "\n".join(lines) + "\n"
+  return lines

@@ -33,6 +33,7 @@ from research.serving.restore import load_run
 from research.serving.run_kind import run_kind
 from research.studies import StudyError, train_vs_infer_lm
 from research.studies.cost_report import markdown_report, report_figure_files
+from research.studies.edge import edge_summary
 from research.studies.engine_timing import fastest_engines, time_engines
 from research.studies.report_fields import trial_metrics
 from research.training import preemption
@@ -115,6 +116,9 @@ def run_job(
   log(f"measuring this machine's peak FLOP/s ({settings.peak_matmul_n}^3 matmul)")
   peak = hardware.measure_peak_flops(settings.peak_matmul_n)
 
+  log("compiling the model for the edge (IREE: this host and a phone's Arm core)")
+  edge = edge_summary(run, flop_counts["forward_per_example"], peak["peak_flops"], log)
+
   train_seconds = summary["train_seconds"]
   train_s_per_example = train_seconds / (steps * batch)
   infer = fastest_engines(engines, batch)
@@ -156,6 +160,7 @@ def run_job(
       "batch": utilization(fwd_ex, infer["batch"]["seconds_per_prediction"]),
     },
     "memory": memory,
+    "edge": edge,
     **machine_costs(settings, peak, train_seconds, train_total_flops, fwd_ex, infer),
   }
 
