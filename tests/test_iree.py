@@ -62,6 +62,43 @@ def test_iree_modules_take_im2col_convolutions_unless_the_config_names_one():
   assert "stablehlo.convolution" in stablehlo_text(named, params, (40,), 1)
 
 
+def test_dispatch_times_split_a_module_op_by_op():
+  from research.bench.iree_native import dispatch_times
+  from research.studies.edge_report import dispatch_lines
+
+  model, params, _ = _tiny("cnn")
+  mlir = stablehlo_text(model.clone(conv_impl="xla"), params, (40,), 16)
+  rows = dispatch_times(mlir, TARGETS["host"].compiler_flags(), repetitions=1, min_seconds=0.01)
+  names = [r["dispatch"] for r in rows]
+  assert len(rows) == 5 and sum("_conv_16x" in n for n in names) == 3, names
+  assert all(r["us"] > 0 for r in rows) and rows == sorted(rows, key=lambda r: -r["us"])
+  profile = {"batch": 16, "variants": {"as exported": {"module_us": 9.0, "dispatches": rows}}}
+  md = "\n".join(dispatch_lines(profile, shown=2))
+  assert names[0] in md and "3 others" in md and "batch 16" in md
+
+
+def test_a_cnn_s_profile_sets_iree_s_direct_convolutions_beside_the_exported_module(monkeypatch):
+  import types
+
+  import research.bench.iree_native as native
+  from research.studies.edge import dispatch_profile
+
+  profiled = []
+  monkeypatch.setattr(
+    native, "benchmark_module", lambda vmfb, shape: {"p50_of_repetition_means_us": 1.0}
+  )
+  monkeypatch.setattr(native, "dispatch_times", lambda mlir, flags: profiled.append(mlir) or [])
+  model, params, _ = _tiny("cnn")
+  run = types.SimpleNamespace(model=model, params=params, input_shape=(40,))
+  profile = dispatch_profile(run, 4, log=lambda s: None)
+  exported, direct = profile["variants"]
+  assert exported == "as exported" and "conv_impl=xla" in direct
+  assert "stablehlo.convolution" not in profiled[0] and "stablehlo.convolution" in profiled[1]
+  gru, gru_params, _ = _tiny("gru")  # no convolution: the exported module alone
+  run = types.SimpleNamespace(model=gru, params=gru_params, input_shape=(40,))
+  assert list(dispatch_profile(run, 4, log=lambda s: None)["variants"]) == ["as exported"]
+
+
 def test_a_module_for_another_cpu_is_refused_by_the_host_engine_in_one_line():
   model, params, _ = _tiny("cnn")
   vmfb = compile_module(stablehlo_text(model, params, (40,), 1), TARGETS["aarch64"])
@@ -183,9 +220,11 @@ def test_export_and_edge_scripts_on_a_trained_run(trained_cnn_run, script_here, 
   edge = str(tmp_path / "edge")
   emulate = ["--runtime-wheel", RUNTIME_WHEEL] if _emulation_ready() else ["--no-emulate"]
   code, stdout, err = script_here("edge.py", "--threads", "0", "--workdir", workdir, "--out", edge,
-                                  "--latency-calls", "50", *emulate)  # fmt: skip
+                                  "--latency-calls", "50", "--dispatch-batch", "0",
+                                  *emulate)  # fmt: skip
   assert code in (0, None), err
   r = json.loads(open(os.path.join(edge, "edge.json")).read())
+  assert "dispatches" not in r["host"]  # --dispatch-batch 0: not split
   assert r["host"]["agreement"]["float32"]["agreement"] == 1.0
   assert r["modules"]["aarch64"]["int8"]["bytes"] < r["modules"]["aarch64"]["float32"]["bytes"]
   assert r["weights_bytes"]["int8"] < r["weights_bytes"]["float32"] / 2

@@ -26,6 +26,9 @@ PRECISIONS = ("float32", "int8")
 # host's by up to 6e-5 (measured), far inside this bound, which an error in the module would not be.
 LOGIT_TOLERANCE = 1e-3
 EMULATION_BATCH = 250  # examples per emulated process (one module compiled at this batch)
+# The batch the host module's time is split by dispatch at: long enough that the benchmark tool's
+# floor per dispatch (about 1 µs) is a small part of each.
+DISPATCH_BATCH = 256
 
 
 def edge_study(
@@ -35,8 +38,10 @@ def edge_study(
   runtime_wheel: str | None,
   latency_calls: int = 2000,
   log: Callable[[str], None] = print,
+  dispatch_batch: int | None = DISPATCH_BATCH,
 ) -> dict[str, Any]:
-  """Every edge figure of one run. `reference`: the jitted apply's test-set logits."""
+  """Every edge figure of one run. `reference`: the jitted apply's test-set logits.
+  `dispatch_batch`: the batch the host module's time is split by dispatch at (None: not split)."""
   from research.bench.iree_native import peak_rss_bytes
   from research.bench.timing import stats_us, time_calls
   from research.cost.edge_devices import projections
@@ -60,6 +65,8 @@ def edge_study(
     f"host: {host['benchmark_module']['p50_of_repetition_means_us']:.1f} µs per call "
     f"(iree-benchmark-module), {host['fraction_of_peak']:.1%} of this core's peak"
   )
+  if dispatch_batch:
+    host["dispatches"] = dispatch_profile(run, dispatch_batch, log)
 
   emulated = {
     t: _emulate(run, x_test, reference, t, runtime_wheel, artifacts, log)
@@ -103,6 +110,30 @@ def edge_summary(
     "host": host,
     "devices": projections(flops_per_prediction, host["fraction_of_peak"], weights["float32"]),
   }
+
+
+def dispatch_profile(run: Any, batch: int, log: Callable[[str], None]) -> dict[str, Any]:
+  """The host module's time at `batch`, whole and dispatch by dispatch; for a model whose
+  convolutions IREE gets as im2col matmuls (`research.kernels`), the same with IREE's direct
+  convolutions beside it, which is why the module takes im2col."""
+  from research.bench.iree_native import benchmark_module, dispatch_times
+  from research.models import for_platform
+  from research.serving.iree import PLATFORM, compile_module, stablehlo_text
+
+  variants = {"as exported": run.model}
+  if getattr(for_platform(run.model, PLATFORM), "conv_impl", "xla") != "xla":
+    variants["with IREE's direct convolutions (conv_impl=xla; not exported)"] = run.model.clone(
+      conv_impl="xla"
+    )
+  host = TARGETS["host"]
+  out: dict[str, Any] = {"batch": batch, "variants": {}}
+  for name, model in variants.items():
+    mlir = stablehlo_text(model, run.params, run.input_shape, batch)
+    whole = benchmark_module(compile_module(mlir, host), (batch, *run.input_shape))
+    rows = dispatch_times(mlir, host.compiler_flags())
+    out["variants"][name] = {"module_us": whole["p50_of_repetition_means_us"], "dispatches": rows}
+    log(f"host at batch {batch}, {name}: {whole['p50_of_repetition_means_us']:.0f} µs per call")
+  return out
 
 
 def compile_modules(

@@ -34,8 +34,10 @@ def write_edge(
   argv: Sequence[str],
   latency_calls: int = 2000,
   log: Callable[[str], None] = print,
+  dispatch_batch: int | None = None,
 ) -> dict[str, Any]:
-  """Measures, emulates and projects; writes OUT/edge.json and OUT/edge.md. Returns the record."""
+  """Measures, emulates and projects; writes OUT/edge.json and OUT/edge.md. Returns the record.
+  `dispatch_batch`: split the host module's time by dispatch at that batch (None: not)."""
   import jax
   import numpy as np
 
@@ -53,7 +55,7 @@ def write_edge(
   x = np.asarray(load_dataset(run.config.data).x_test, np.float32)
   jitted = jax.jit(inference_fn(for_platform(run.model, jax.default_backend()), run.params))
   reference = chunked(lambda chunk: np.asarray(jitted(chunk)), x)
-  record = edge_study(run, x, reference, runtime_wheel, latency_calls, log)
+  record = edge_study(run, x, reference, runtime_wheel, latency_calls, log, dispatch_batch)
   record["wall_seconds"] = time.perf_counter() - start
   record["provenance"] = provenance(list(argv), workdir=os.path.abspath(workdir), step=run.step)
   with replacing(out) as staging:
@@ -137,6 +139,11 @@ def edge_markdown(r: dict[str, Any]) -> str:
     "answering one request): "
     + (f"{rss / 2**20:.1f} MiB" if rss else "not measured (GNU time is not installed)"),
     "",
+  ]
+  if host.get("dispatches"):
+    lines += dispatch_lines(host["dispatches"])
+  lines += [
+    "",
     "## Checked under emulation",
     "",
   ]
@@ -200,4 +207,33 @@ def projection_lines(devices: list[dict[str, Any]], fraction_of_peak: float) -> 
   ]
   for d in devices:
     lines.append(f"- {d['device']}: " + "; ".join(f"{k}: {v}" for k, v in d["sources"].items()))
+  return lines
+
+
+def dispatch_lines(profile: dict[str, Any], shown: int = 6) -> list[str]:
+  """Where the host module's time goes at one batch, its largest dispatches first."""
+  batch = profile["batch"]
+  lines = [
+    "",
+    f"### Where the time goes (this host, batch {batch})",
+    "",
+    "Each dispatch compiled on its own and timed by `iree-benchmark-module` (research/bench/"
+    "iree_native.py: `dispatch_times`); each carries the tool's floor of about 1 µs.",
+  ]
+  for name, v in profile["variants"].items():
+    rows = [r for r in v["dispatches"] if r["us"] is not None]
+    total = sum(r["us"] for r in rows)
+    table = [[r["dispatch"], f"{r['us']:.1f}", f"{r['us'] / total:.1%}"] for r in rows[:shown]]
+    if len(rows) > shown:
+      rest = sum(r["us"] for r in rows[shown:])
+      table.append([f"{len(rows) - shown} others", f"{rest:.1f}", f"{rest / total:.1%}"])
+    failed = [r["dispatch"] for r in v["dispatches"] if r["us"] is None]
+    lines += [
+      "",
+      f"**{name}**: {v['module_us']:,.1f} µs per call ({v['module_us'] / batch:.2f} µs per "
+      f"example), {len(v['dispatches'])} dispatches summing to {total:,.1f} µs"
+      + (f"; not timed alone: {', '.join(failed)}" if failed else ""),
+      "",
+      markdown_table(["dispatch", "µs", "share"], table),
+    ]
   return lines
