@@ -218,7 +218,9 @@ def dispatch_lines(profile: dict[str, Any], shown: int = 6) -> list[str]:
     f"### Where the time goes (this host, batch {batch})",
     "",
     "Each dispatch compiled on its own and timed by `iree-benchmark-module` (research/bench/"
-    "iree_native.py: `dispatch_times`); each carries the tool's floor of about 1 µs.",
+    "iree_native.py: `dispatch_times`); each carries the tool's floor of about 1 µs. A dispatch "
+    "inside a loop (a GRU's scan over time) runs once per iteration in the module and once here, "
+    "so the sum can fall short of the module's time.",
   ]
   for name, v in profile["variants"].items():
     rows = [r for r in v["dispatches"] if r["us"] is not None]
