@@ -297,6 +297,7 @@ CASES: list[BadInput] = [
   _edge("language-model run", "--workdir", "{tmp}/lm", setup=_LM_RUN),
   _edge("out onto the run", "--out", "{run}"),
   _edge("no-emulate with a wheel", "--no-emulate"),
+  _edge("negative dispatch batch", "--dispatch-batch", "-4"),
   # export_dataset.py
   _case("out is an existing file", "export_dataset.py", "--out", "{tmp}/f", setup=_FILE),
   _case("out is a directory", "export_dataset.py", "--out", "{tmp}/d", setup=files.directory("d")),
