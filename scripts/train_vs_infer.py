@@ -5,14 +5,15 @@
 
 Trains (re-running resumes, and a finished run is reused), restores the params alone, times
 real-time (batch 1) and batch inference on every engine (--engines; default jax, onnxruntime,
-onnxruntime-int8; each break-even uses the fastest engine for its scenario and names it),
+onnxruntime-int8, iree; each break-even uses the fastest engine for its scenario and names it),
 counts FLOPs analytically and with XLA, reads memory from the compiled executables, measures
-this machine's peak FLOP/s, and writes WORKDIR/report.md, report.json, report.png (and a copy
-into --out), and in TensorBoard the report (Text tab), its figure (Images) and its headline as
-the run's HParams metrics (trial/*). Break-even: the number of predictions after which
-inference has cost more than training did. A few minutes on a 2-core CPU. SIGTERM, Ctrl-C or
-SIGHUP while it trains checkpoints the run (exit 143, 130, 129; re-run to resume); while it
-measures, it exits at once with one line, and the report is written whole or not at all.
+this machine's peak FLOP/s, compiles the model with IREE for a phone's Arm core and projects its
+cost on edge devices (--no-edge leaves that out), and writes WORKDIR/report.md, report.json,
+report.png (and a copy into --out), and in TensorBoard the report (Text tab), its figure (Images)
+and its headline as the run's HParams metrics (trial/*). Break-even: the number of predictions
+after which inference has cost more than training did. A few minutes on a 2-core CPU. SIGTERM,
+Ctrl-C or SIGHUP while it trains checkpoints the run (exit 143, 130, 129; re-run to resume); while
+it measures, it exits at once with one line, and the report is written whole or not at all.
 
   python scripts/train_vs_infer.py --config experiments/lm_markov_tiny.py   # a language model
 
@@ -85,6 +86,11 @@ def main() -> int:
     default=None,
     help="a language model: decode batches timed on the serving engine (1,8,32,128)",
   )
+  p.add_argument(
+    "--no-edge",
+    action="store_true",
+    help="leave out the 'on the edge' section (IREE modules for a phone, device projections)",
+  )
   add_threads_flag(p)
   p.add_argument(
     "--out", default=None, help="directory for report.md/json/png (default: the workdir)"
@@ -104,6 +110,7 @@ def main() -> int:
     power_watts=args.power_watts,
     price_per_hour=args.price_per_hour,
     engines=args.engines,
+    edge=not args.no_edge,
   )
   if args.profiles:
     settings.profiles = args.profiles

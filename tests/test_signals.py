@@ -243,6 +243,7 @@ def test_train_vs_infer_checkpoints_while_training_and_writes_nothing_half_while
     "--no-progress",
     "--engines",
     "jax",
+    "--no-edge",
     "--max-batch",
     "8",
     "--latency-calls",

@@ -55,6 +55,7 @@ class CostSettings:
   price_per_hour: float = 0.05  # this machine: an assumption, override it
   peak_matmul_n: int = 1024
   engines: tuple[str, ...] | None = None  # None: every installed engine; the fastest is reported
+  edge: bool = True  # the "on the edge" section: IREE modules and device projections (about 5 s)
 
 
 def check_settings(settings: CostSettings) -> None:
@@ -116,8 +117,10 @@ def run_job(
   log(f"measuring this machine's peak FLOP/s ({settings.peak_matmul_n}^3 matmul)")
   peak = hardware.measure_peak_flops(settings.peak_matmul_n)
 
-  log("compiling the model for the edge (IREE: this host and a phone's Arm core)")
-  edge = edge_summary(run, flop_counts["forward_per_example"], peak["peak_flops"], log)
+  edge = None
+  if settings.edge:
+    log("compiling the model for the edge (IREE: this host and a phone's Arm core)")
+    edge = edge_summary(run, flop_counts["forward_per_example"], peak["peak_flops"], log)
 
   train_seconds = summary["train_seconds"]
   train_s_per_example = train_seconds / (steps * batch)
