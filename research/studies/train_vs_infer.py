@@ -16,30 +16,27 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-import jax
 import ml_collections
-import numpy as np
 
 from research import dashboard, workdir_lock
 from research import workdir as workdir_lib
 from research.bench.latency import saturation_batch_size
-from research.cost import CostError, flops, hardware, xla
+from research.cost import CostError, hardware
 from research.data import load_dataset
-from research.models import count_params, tree_bytes
+from research.models import count_params
 from research.outputs import check_output_dir, json_text, write_all
 from research.provenance import provenance
 from research.serving.engines import check_engines
 from research.serving.restore import load_run
 from research.serving.run_kind import run_kind
 from research.studies import StudyError, train_vs_infer_lm
+from research.studies.cost_counts import compiled_memory, count_flops
 from research.studies.cost_report import markdown_report, report_figure_files
 from research.studies.edge import edge_summary
 from research.studies.engine_timing import fastest_engines, time_engines
 from research.studies.report_fields import trial_metrics
 from research.training import preemption
 from research.training.loop import train_and_evaluate
-from research.training.optimizers import optimizer_from_config
-from research.training.step import create_train_state, make_train_step
 
 # What the report writes into the workdir and --out: report.json, report.md and its figure.
 REPORT_FILES = ("report.json", "report.md", "report.png", "report.svg", "report.pdf")
@@ -70,16 +67,6 @@ def check_settings(settings: CostSettings) -> None:
     hardware.get_profile(name)
   if settings.engines is not None:
     check_engines(settings.engines)
-
-
-def train_step_for(optimizer: Any) -> xla.TrainStepFor:
-  """The train step training runs, for XLA to count (research.cost imports no training)."""
-
-  def build(model: Any, x: Any) -> tuple[Any, Any]:
-    state = create_train_state(model, optimizer, x[:1], jax.random.key(0))
-    return make_train_step(model, optimizer), state
-
-  return build
 
 
 def run_job(
@@ -209,83 +196,6 @@ def train_or_reuse(
   else:
     log(f"resuming {config.experiment} in {workdir} from step {step} of {config.num_steps}")
   return train_and_evaluate(config, workdir, progress=progress)
-
-
-def count_flops(config: ml_collections.ConfigDict, run: Any, steps: int) -> dict[str, Any]:
-  """FLOPs per example and per run, analytic (layer by layer) and XLA's, and their ratios."""
-  batch, optimizer = config.batch_size, optimizer_from_config(config)
-  layers = flops.layer_flops(config.model, run.input_shape, run.num_classes)
-  fwd_ex = flops.forward_flops(config.model, run.input_shape, run.num_classes, 1)
-  step_flops = flops.train_step_flops(
-    config.model,
-    run.input_shape,
-    run.num_classes,
-    batch,
-    count_params(run.params),
-    config.optimizer.name,
-  )
-  x_b = np.zeros((batch, *run.input_shape), np.float32)
-  xla_count = xla.xla_flops(
-    config.model, run.num_classes, (x_b, np.zeros(batch, np.int32)), train_step_for(optimizer)
-  )
-  return {
-    "analytic_layers": [
-      dict(dataclasses.asdict(l), forward=l.forward, backward=l.backward) for l in layers
-    ],
-    "forward_per_example": fwd_ex,
-    "train_step": step_flops,
-    "train_step_per_example": step_flops / batch,
-    "train_to_forward_ratio": step_flops / (batch * fwd_ex),
-    "training_run_total": step_flops * steps,
-    "xla": {
-      **xla_count,
-      "forward_per_example": xla_count["forward"] / batch,
-      "train_to_forward_ratio": xla_count["train_step"] / xla_count["forward"],
-    },
-    "xla_over_analytic": {
-      "forward": xla_count["forward"] / (batch * fwd_ex),
-      "train_step": xla_count["train_step"] / step_flops,
-    },
-  }
-
-
-def compiled_memory(
-  config: ml_collections.ConfigDict, run: Any, best_batch: int
-) -> tuple[dict[str, Any], dict[str, Any]]:
-  """(bytes accessed, memory) of the compiled train step and of the apply at the training batch,
-  the best batch and batch 1, from XLA's cost and memory analyses."""
-  batch, optimizer = config.batch_size, optimizer_from_config(config)
-  state = create_train_state(
-    run.model, optimizer, np.zeros((1, *run.input_shape), np.float32), jax.random.key(0)
-  )
-  x_b = np.zeros((batch, *run.input_shape), np.float32)
-  train_compiled = xla.compiled_cost(
-    make_train_step(run.model, optimizer), state, (x_b, np.zeros(batch, np.int32)), donate_argnums=0
-  )
-  apply_same = xla.compiled_cost(run.model.apply, run.params, x_b)
-  apply_best = xla.compiled_cost(
-    run.model.apply, run.params, np.zeros((best_batch, *run.input_shape), np.float32)
-  )
-  apply_one = xla.compiled_cost(
-    run.model.apply, run.params, np.zeros((1, *run.input_shape), np.float32)
-  )
-  bytes_accessed = {
-    "train_step": train_compiled.get("bytes_accessed"),
-    "apply_same_batch": apply_same.get("bytes_accessed"),
-    "apply_best_batch": apply_best.get("bytes_accessed"),
-  }
-  apply_keys = ("argument_bytes", "output_bytes", "temp_bytes", "peak_bytes")
-  memory = {
-    "params_bytes": tree_bytes(run.params),
-    "optimizer_state_bytes": tree_bytes(state.opt_state),
-    "train_step": {
-      k: train_compiled.get(k)
-      for k in ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "peak_bytes")
-    },
-    "apply_same_batch": {k: apply_same.get(k) for k in apply_keys},
-    "apply_batch_1": {k: apply_one.get(k) for k in apply_keys},
-  }
-  return bytes_accessed, memory
 
 
 def machine_costs(
