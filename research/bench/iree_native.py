@@ -86,16 +86,21 @@ def peak_rss_bytes(vmfb: bytes, input_shape: Sequence[int]) -> int | None:
 
 
 def dispatch_times(
-  mlir: str, compiler_flags: Sequence[str], repetitions: int = 5, min_seconds: float = 0.05
-) -> list[dict]:
-  """Where a module's time goes, dispatch by dispatch (largest first).
+  mlir: str,
+  compiler_flags: Sequence[str],
+  input_shape: Sequence[int],
+  repetitions: int = 5,
+  min_seconds: float = 0.05,
+) -> dict:
+  """Where a module's time goes: the whole module's time per call on zeros of `input_shape`
+  (`benchmark_module`), and dispatch by dispatch, largest first, from the same compilation.
 
   IREE's compiler writes each of the module's executables out as a standalone benchmark
   (`--iree-hal-dump-executable-benchmarks-to`) with the workload the module gives it; each is
   compiled and timed by `iree-benchmark-module` (median of `repetitions`, each at least
-  `min_seconds` of calls). Each figure carries the
-  tool's floor per dispatch (about 1 µs on this host), so read them at a batch where dispatches
-  run long. How the MNIST-1D CNN's direct convolutions were found to hold 99.7 % of its time.
+  `min_seconds` of calls). Each figure carries the tool's floor per dispatch (about 1 µs on this
+  host), so read them at a batch where dispatches run long. How the MNIST-1D CNN's direct
+  convolutions were found to hold 99.7 % of its time.
   """
   import glob
 
@@ -103,7 +108,7 @@ def dispatch_times(
 
   rows = []
   with tempfile.TemporaryDirectory(prefix="iree-dispatches-") as tmp:
-    ic.compile_str(
+    vmfb = ic.compile_str(
       mlir,
       target_backends=["llvm-cpu"],
       input_type="stablehlo",
@@ -133,4 +138,8 @@ def dispatch_times(
             "us": _us(b["real_time"], b["time_unit"]),
           }
         )
-  return sorted(rows, key=lambda r: -(r["us"] or 0))
+  whole = benchmark_module(bytes(vmfb), input_shape)
+  return {
+    "module_us": whole["p50_of_repetition_means_us"],
+    "dispatches": sorted(rows, key=lambda r: -(r["us"] or 0)),
+  }

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from research.studies.edge_report import main_job_edge_section
+
 
 def si(x: float, unit: str = "") -> str:
   """`x` to three significant digits with an SI prefix (k, M, G, T) before `unit`."""
@@ -34,7 +36,7 @@ def markdown_report(r: dict[str, Any], provenance_md: str) -> str:
       *_utilization_section(r),
       *_break_even_section(r),
       *_profiles_section(r),
-      *_edge_section(r),
+      *main_job_edge_section(r.get("edge")),
     ]
   )
 
@@ -295,37 +297,6 @@ def _profiles_section(r: dict[str, Any]) -> list[str]:
         for n, p in r["profiles"].items()
       ],
     ),
-    "",
-  ]
-
-
-def _edge_section(r: dict[str, Any]) -> list[str]:
-  """The trained model on a phone's and a microcontroller's core: module sizes and this host's
-  kernel time measured, the devices projected (research/studies/edge.py's figures)."""
-  from research.studies.edge_report import projection_lines
-
-  e = r.get("edge")
-  if not e:
-    return []  # reports made before the edge section
-  head = ["## On the edge (IREE modules; device times are projections, not measurements)", ""]
-  if not e["available"]:
-    return [*head, f"Not available for this model: {e['reason']}", ""]
-  host_m, phone = e["modules"]["host"]["float32"], e["modules"]["aarch64"]["float32"]
-  phone8 = e["modules"]["aarch64"]["int8"]
-  bench, w = e["host"]["benchmark_module"], e["weights_bytes"]
-  return [
-    *head,
-    f"- modules (IREE {host_m['compiler']}, batch 1): {host_m['bytes'] / 1024:.1f} KiB for this "
-    f"host; for a phone ({phone['cpu']}, {phone['triple']}) {phone['bytes'] / 1024:.1f} KiB "
-    f"fp32, {phone8['bytes'] / 1024:.1f} KiB int8 (weights {w['float32'] / 1024:.1f} KiB fp32, "
-    f"{w['int8'] / 1024:.1f} KiB int8)",
-    f"- measured here: the host module answers one request in "
-    f"{bench['p50_of_repetition_means_us']:.1f} µs (`iree-benchmark-module`, one thread, no "
-    f"Python), {e['host']['fraction_of_peak']:.2%} of this machine's measured peak",
-    "- the phone module's answers are checked on the test set under emulation by "
-    "`python scripts/edge.py --workdir RUN --out DIR` (QEMU and IREE's aarch64 runtime)",
-    "",
-    *projection_lines(e["devices"], e["host"]["fraction_of_peak"]),
     "",
   ]
 

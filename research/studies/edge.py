@@ -116,23 +116,21 @@ def dispatch_profile(run: Any, batch: int, log: Callable[[str], None]) -> dict[s
   """The host module's time at `batch`, whole and dispatch by dispatch; for a model whose
   convolutions IREE gets as im2col matmuls (`research.kernels`), the same with IREE's direct
   convolutions beside it, which is why the module takes im2col."""
-  from research.bench.iree_native import benchmark_module, dispatch_times
+  from research.bench.iree_native import dispatch_times
   from research.models import for_platform
-  from research.serving.iree import PLATFORM, compile_module, stablehlo_text
+  from research.serving.iree import PLATFORM, stablehlo_text
 
   variants = {"as exported": run.model}
   if getattr(for_platform(run.model, PLATFORM), "conv_impl", "xla") != "xla":
     variants["with IREE's direct convolutions (conv_impl=xla; not exported)"] = run.model.clone(
       conv_impl="xla"
     )
-  host = TARGETS["host"]
+  flags, shape = TARGETS["host"].compiler_flags(), (batch, *run.input_shape)
   out: dict[str, Any] = {"batch": batch, "variants": {}}
   for name, model in variants.items():
     mlir = stablehlo_text(model, run.params, run.input_shape, batch)
-    whole = benchmark_module(compile_module(mlir, host), (batch, *run.input_shape))
-    rows = dispatch_times(mlir, host.compiler_flags())
-    out["variants"][name] = {"module_us": whole["p50_of_repetition_means_us"], "dispatches": rows}
-    log(f"host at batch {batch}, {name}: {whole['p50_of_repetition_means_us']:.0f} µs per call")
+    out["variants"][name] = split = dispatch_times(mlir, flags, shape)
+    log(f"host at batch {batch}, {name}: {split['module_us']:.0f} µs per call")
   return out
 
 

@@ -239,3 +239,31 @@ def dispatch_lines(profile: dict[str, Any], shown: int = 6) -> list[str]:
       markdown_table(["dispatch", "µs", "share"], table),
     ]
   return lines
+
+
+def main_job_edge_section(e: dict[str, Any] | None) -> list[str]:
+  """The main job's "On the edge" section from `edge.edge_summary`'s figures: module sizes and
+  this host's kernel time measured, the devices projected."""
+  if not e:
+    return []  # reports made before the edge section
+  head = ["## On the edge (IREE modules; device times are projections, not measurements)", ""]
+  if not e["available"]:
+    return [*head, f"Not available for this model: {e['reason']}", ""]
+  host_m, phone = e["modules"]["host"]["float32"], e["modules"]["aarch64"]["float32"]
+  phone8 = e["modules"]["aarch64"]["int8"]
+  bench, w = e["host"]["benchmark_module"], e["weights_bytes"]
+  return [
+    *head,
+    f"- modules (IREE {host_m['compiler']}, batch 1): {host_m['bytes'] / 1024:.1f} KiB for this "
+    f"host; for a phone ({phone['cpu']}, {phone['triple']}) {phone['bytes'] / 1024:.1f} KiB "
+    f"fp32, {phone8['bytes'] / 1024:.1f} KiB int8 (weights {w['float32'] / 1024:.1f} KiB fp32, "
+    f"{w['int8'] / 1024:.1f} KiB int8)",
+    f"- measured here: the host module answers one request in "
+    f"{bench['p50_of_repetition_means_us']:.1f} µs (`iree-benchmark-module`, one thread, no "
+    f"Python), {e['host']['fraction_of_peak']:.2%} of this machine's measured peak",
+    "- the phone module's answers are checked on the test set under emulation by "
+    "`python scripts/edge.py --workdir RUN --out DIR` (QEMU and IREE's aarch64 runtime)",
+    "",
+    *projection_lines(e["devices"], e["host"]["fraction_of_peak"]),
+    "",
+  ]
